@@ -1,0 +1,214 @@
+//! Change capture: every write to the clinical tables runs under an SQLite session, and its
+//! changeset is zstd-compressed and appended to the outbox in the same transaction, with the next
+//! contiguous sequence number and a hash chained to the previous segment. A crash can therefore
+//! never separate data from its delta.
+
+use rusqlite::session::Session;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use shared::chain;
+
+/// zstd level for segments: the field notes measured level 3 at 14-16 KB for a clinic-day.
+const ZSTD_LEVEL: i32 = 3;
+
+/// A segment as stored.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub seq: u64,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+    pub body: Vec<u8>,
+    pub raw_len: usize,
+    pub files: u64,
+}
+
+/// The head of the chain: the newest segment's number and hash (0 and zeros when none).
+pub fn head(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
+    conn.query_row("SELECT seq, hash FROM outbox_head WHERE one = 1", [], |r| {
+        let h: Vec<u8> = r.get(1)?;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&h);
+        Ok((r.get::<_, i64>(0)? as u64, hash))
+    })
+}
+
+/// Runs `work` in one immediate transaction under a session on the synced tables. When it changed
+/// any of them, the changeset becomes the next outbox segment before the commit. `files` is
+/// recorded with the segment for the operator's benefit. Returns the new segment's number.
+pub fn capture<T, E>(conn: &Connection, files: u64, now: &str, work: impl FnOnce(&Connection) -> Result<T, E>) -> Result<(T, Option<u64>), E>
+where
+    E: From<rusqlite::Error>,
+{
+    let mut session = Session::new(conn)?;
+    for t in shared::schema::SYNCED_TABLES {
+        session.attach(Some(*t))?;
+    }
+    let tx = conn.unchecked_transaction()?;
+    let value = work(conn)?;
+    let mut changeset = Vec::new();
+    session.changeset_strm(&mut changeset)?;
+    drop(session);
+    let seq = if changeset.is_empty() {
+        None
+    } else {
+        Some(append(conn, &changeset, files, now)?)
+    };
+    tx.commit()?;
+    Ok((value, seq))
+}
+
+fn append(conn: &Connection, changeset: &[u8], files: u64, now: &str) -> rusqlite::Result<u64> {
+    let body = zstd::bulk::compress(changeset, ZSTD_LEVEL).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let (last, prev) = head(conn)?;
+    let seq = last + 1;
+    let hash = chain::segment_hash(&prev, seq, &body);
+    conn.prepare_cached(
+        "INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![seq as i64, &prev[..], &hash[..], body, changeset.len() as i64, files as i64, now])?;
+    conn.prepare_cached("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1")?.execute(params![seq as i64, &hash[..]])?;
+    Ok(seq)
+}
+
+/// Segments after `after`, at most `limit` of them, in order.
+pub fn segments_after(conn: &Connection, after: u64, limit: usize) -> rusqlite::Result<Vec<Segment>> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, prev_hash, hash, body, raw_len, files FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![after as i64, limit as i64], |r| {
+        let mut prev_hash = [0u8; 32];
+        prev_hash.copy_from_slice(&r.get::<_, Vec<u8>>(1)?);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&r.get::<_, Vec<u8>>(2)?);
+        Ok(Segment {
+            seq: r.get::<_, i64>(0)? as u64,
+            prev_hash,
+            hash,
+            body: r.get(3)?,
+            raw_len: r.get::<_, i64>(4)? as usize,
+            files: r.get::<_, i64>(5)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The oldest segment still held (segments before it were pruned after the hub acknowledged them).
+pub fn first_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+    conn.query_row("SELECT min(seq) FROM outbox", [], |r| r.get::<_, Option<i64>>(0))
+        .optional()
+        .map(|v| v.flatten().map(|s| s as u64))
+}
+
+/// Why a chain of segments does not hold together.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("segment {got} follows {after}: expected {}", after + 1)]
+    Gap { after: u64, got: u64 },
+    #[error("segment {seq} does not chain to the segment before it")]
+    Broken { seq: u64 },
+    #[error("segment {seq}'s hash does not match its body")]
+    Corrupt { seq: u64 },
+}
+
+/// Checks that `segs` continue the chain at (`after`, `prev`) without gap or change.
+pub fn verify(after: u64, prev: [u8; 32], segs: &[Segment]) -> Result<(u64, [u8; 32]), ChainError> {
+    let (mut seq, mut hash) = (after, prev);
+    for s in segs {
+        if s.seq != seq + 1 {
+            return Err(ChainError::Gap { after: seq, got: s.seq });
+        }
+        if s.prev_hash != hash {
+            return Err(ChainError::Broken { seq: s.seq });
+        }
+        if chain::segment_hash(&hash, s.seq, &s.body) != s.hash {
+            return Err(ChainError::Corrupt { seq: s.seq });
+        }
+        (seq, hash) = (s.seq, s.hash);
+    }
+    Ok((seq, hash))
+}
+
+/// Applies segments to another database with the same schema, as the hub's copy does. Any
+/// conflict aborts: a copy that disagrees with its edge must be looked at, never papered over.
+pub fn apply(conn: &Connection, segs: &[Segment]) -> anyhow::Result<()> {
+    use rusqlite::session::{ConflictAction, ConflictType};
+    for s in segs {
+        let changeset = zstd::bulk::decompress(&s.body, s.raw_len.max(1))?;
+        let tx = conn.unchecked_transaction()?;
+        conn.apply_strm(
+            &mut &changeset[..],
+            None::<fn(&str) -> bool>,
+            |_kind: ConflictType, _item| ConflictAction::SQLITE_CHANGESET_ABORT,
+        )
+        .map_err(|e| anyhow::anyhow!("segment {} does not apply: {e}", s.seq))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        for m in shared::schema::MIGRATIONS {
+            c.execute_batch(m).unwrap();
+        }
+        c
+    }
+
+    fn add_allergy(c: &Connection, allergen: &str) -> rusqlite::Result<()> {
+        c.execute("INSERT INTO allergy (file_id, patient_id, source, allergen) VALUES (1, 'p', 'IAM', ?1)", [allergen])?;
+        Ok(())
+    }
+
+    #[test]
+    fn changes_become_chained_segments_that_replay_elsewhere() {
+        let edge = mem();
+        let (_, s1) = capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "スギ")).unwrap();
+        let (_, s2) = capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "ソバ")).unwrap();
+        let (_, none) = capture::<_, rusqlite::Error>(&edge, 0, "t", |c| {
+            c.execute("INSERT INTO alarm (at, kind, detail) VALUES ('t', 'local', 'not synced')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((s1, s2, none), (Some(1), Some(2), None));
+        let segs = segments_after(&edge, 0, 10).unwrap();
+        assert_eq!(verify(0, chain::GENESIS, &segs).unwrap(), head(&edge).unwrap());
+
+        let hub = mem();
+        apply(&hub, &segs).unwrap();
+        let got: Vec<String> = hub.prepare("SELECT allergen FROM allergy ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, ["スギ", "ソバ"]);
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_neither_data_nor_segment() {
+        let edge = mem();
+        let r = capture::<(), rusqlite::Error>(&edge, 1, "t", |c| {
+            add_allergy(c, "スギ")?;
+            c.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(())
+        });
+        assert!(r.is_err());
+        let n: i64 = edge.query_row("SELECT count(*) FROM allergy", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(head(&edge).unwrap().0, 0);
+        assert!(segments_after(&edge, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn verify_names_gaps_breaks_and_corruption() {
+        let edge = mem();
+        for a in ["a", "b", "c"] {
+            capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, a)).unwrap();
+        }
+        let segs = segments_after(&edge, 0, 10).unwrap();
+        assert_eq!(verify(0, chain::GENESIS, &[segs[0].clone(), segs[2].clone()]), Err(ChainError::Gap { after: 1, got: 3 }));
+        assert_eq!(verify(1, chain::GENESIS, &segs[1..2]), Err(ChainError::Broken { seq: 2 }));
+        let mut bad = segs[0].clone();
+        bad.body[0] ^= 1;
+        assert_eq!(verify(0, chain::GENESIS, &[bad]), Err(ChainError::Corrupt { seq: 1 }));
+    }
+}
