@@ -49,14 +49,21 @@ pub enum Command {
         /// Seconds between full rescans while watching.
         #[arg(long, default_value_t = 300, env = "TSUNAGI_RESCAN_SECS")]
         rescan_secs: u64,
+        /// Files a transaction (and outbox segment) holds at most.
+        #[arg(long, default_value_t = 512, env = "TSUNAGI_BATCH_FILES")]
+        batch_files: usize,
     },
     /// Write the stored SS-MIX2 tree back out, byte for byte, into a new or empty folder.
     #[command(name = "export-ssmix2")]
     ExportSsmix2 {
         #[command(flatten)]
         store: StoreArgs,
+        /// Where the standard storage tree goes.
         #[arg(long)]
         to: PathBuf,
+        /// Where the extended storage tree goes (needed when the store holds extended files).
+        #[arg(long)]
+        extended_to: Option<PathBuf>,
     },
     /// Show what the store holds: rows per table, quarantine, alarms, outbox position.
     Status {
@@ -79,11 +86,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("wrote a new store key to {} (mode 600); keep a copy somewhere safe: without it the store cannot be read", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ingest { store, roots, once, json, rescan_secs } => {
+        Command::Ingest { store, roots, once, json, rescan_secs, batch_files } => {
             let key = Key::from_file(&store.key_file)?;
             let handle = Handle::start(&store.store, &key)?;
             tracing::info!(version = env!("CARGO_PKG_VERSION"), store = %store.store.display(), roots = roots.len(), once, rescan_secs, "tsunagi-edge ingest starting");
-            let opts = Options::new(roots);
+            let mut opts = Options::new(roots);
+            opts.batch_files = batch_files.max(1);
             let print = |s: &Summary| {
                 if json {
                     println!("{}", serde_json::to_string(s).expect("summary serialises"));
@@ -104,10 +112,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ExportSsmix2 { store, to } => {
+        Command::ExportSsmix2 { store, to, extended_to } => {
             let key = Key::from_file(&store.key_file)?;
             let conn = store::open_read_only(&store.store, &key)?;
-            let e = crate::export::export(&conn, &to)?;
+            let e = crate::export::export(&conn, &to, extended_to.as_deref())?;
             println!("exported {} files ({} bytes) to {}", e.files, e.bytes, to.display());
             Ok(ExitCode::SUCCESS)
         }

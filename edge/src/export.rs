@@ -14,20 +14,33 @@ pub struct Exported {
     pub bytes: u64,
 }
 
-/// Exports every stored file (all versions, including those missing at the source) below `to`,
-/// which must be absent or an empty folder.
-pub fn export(conn: &Connection, to: &Path) -> anyhow::Result<Exported> {
+fn empty_target(to: &Path) -> anyhow::Result<()> {
     if to.exists() && std::fs::read_dir(to).with_context(|| format!("cannot read {}", to.display()))?.next().is_some() {
         bail!("{} is not empty: export into a new or empty folder, so no existing file is overwritten", to.display());
     }
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))
+}
+
+/// Exports every stored file (all versions, including those missing at the source): standard
+/// storage below `to`, extended storage below `extended_to`. Both must be absent or empty.
+pub fn export(conn: &Connection, to: &Path, extended_to: Option<&Path>) -> anyhow::Result<Exported> {
+    let extended: i64 = conn.query_row("SELECT count(*) FROM source_file WHERE storage = 'extended'", [], |r| r.get(0))?;
+    if extended > 0 && extended_to.is_none() {
+        bail!("the store holds {extended} extended-storage files: name a folder for them with --extended-to");
+    }
+    empty_target(to)?;
+    if let Some(x) = extended_to.filter(|_| extended > 0) {
+        empty_target(x)?;
+    }
     let mut out = Exported::default();
-    let mut st = conn.prepare("SELECT rel_path, raw, sha256 FROM source_file ORDER BY rel_path")?;
+    let mut st = conn.prepare("SELECT rel_path, raw, sha256, storage FROM source_file ORDER BY rel_path")?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
         let rel: String = r.get(0)?;
         let raw: Vec<u8> = r.get(1)?;
         let sha: Vec<u8> = r.get(2)?;
+        let storage: String = r.get(3)?;
+        let to = if storage == "extended" { extended_to.expect("checked above") } else { to };
         if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             bail!("stored path {rel:?} is not a plain relative path; refusing to write it");
         }

@@ -12,6 +12,8 @@ pub struct Status {
     pub tables: Vec<(String, i64)>,
     pub files: Files,
     pub quarantine: Vec<Quarantined>,
+    /// Stored files whose decoding or mapping needed leniency (the first 50).
+    pub warnings: Vec<Warned>,
     pub alarms: Vec<Alarm>,
     pub outbox: Outbox,
 }
@@ -33,6 +35,12 @@ pub struct Quarantined {
     pub size: i64,
     pub first_seen: String,
     pub last_tried: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Warned {
+    pub path: String,
+    pub warnings: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +67,8 @@ pub fn read(conn: &Connection) -> rusqlite::Result<Status> {
     let quarantine = q
         .query_map([], |r| Ok(Quarantined { path: r.get(0)?, reason: r.get(1)?, size: r.get(2)?, first_seen: r.get(3)?, last_tried: r.get(4)? }))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut w = conn.prepare("SELECT rel_path, decode_warnings FROM source_file WHERE decode_warnings IS NOT NULL ORDER BY rel_path LIMIT 50")?;
+    let warnings = w.query_map([], |r| Ok(Warned { path: r.get(0)?, warnings: r.get(1)? }))?.collect::<rusqlite::Result<_>>()?;
     let mut a = conn.prepare("SELECT at, detail FROM alarm ORDER BY id DESC LIMIT 20")?;
     let alarms = a.query_map([], |r| Ok(Alarm { at: r.get(0)?, detail: r.get(1)? }))?.collect::<rusqlite::Result<_>>()?;
     Ok(Status {
@@ -73,6 +83,7 @@ pub fn read(conn: &Connection) -> rusqlite::Result<Status> {
             with_warnings: count("SELECT count(*) FROM source_file WHERE decode_warnings IS NOT NULL")?,
         },
         quarantine,
+        warnings,
         alarms,
         outbox: Outbox {
             seq,
@@ -100,6 +111,12 @@ impl std::fmt::Display for Status {
         writeln!(f, "\nquarantine: {} file(s)", self.quarantine.len())?;
         for q in &self.quarantine {
             writeln!(f, "  {}\n    {} (since {}, last tried {})", q.path, q.reason, q.first_seen, q.last_tried)?;
+        }
+        if !self.warnings.is_empty() {
+            writeln!(f, "\nfiles stored with warnings (first {}):", self.warnings.len())?;
+            for w in &self.warnings {
+                writeln!(f, "  {}\n    {}", w.path, w.warnings.replace('\n', "\n    "))?;
+            }
         }
         if !self.alarms.is_empty() {
             writeln!(f, "\nalarms (newest first):")?;

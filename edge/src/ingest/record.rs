@@ -404,7 +404,10 @@ fn medication_orders(kind: &'static str, msg: &Message, out: &mut Mapped) {
         let orc = g[0];
         let find = |name: &str| g.iter().copied().find(|s| s.name() == name);
         let Some(rxe) = find("RXE") else {
-            out.warnings.push(format!("ORC {} without RXE", orc.get(2).unwrap_or_default()));
+            // A cancel (ORC-1 CA, DC, OC ...) names the order alone; anything else lost its drug.
+            if !matches!(orc.get(1).as_deref(), Some("CA" | "DC" | "OC" | "OD" | "CR" | "DR")) {
+                out.warnings.push(format!("ORC {} without RXE", orc.get(2).unwrap_or_default()));
+            }
             continue;
         };
         let mut base = Row::new("medication_order").set("kind", Some(kind.into()));

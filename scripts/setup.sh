@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what tsunagi needs on a fresh Debian 12 machine that has only the Rust toolchain:
+# Debian packages (libclang for rusqlite's session bindings) and `just` (from PyPI, as a
+# prebuilt binary, since Debian 12 does not package it). Safe to run again.
+set -euo pipefail
+
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+dpkg -s clang >/dev/null 2>&1 || need_apt+=(clang)
+command -v hyperfine >/dev/null 2>&1 || need_apt+=(hyperfine)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v just >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check rust-just
+  hash -r
+fi
+just --version >/dev/null
+echo "setup: Debian packages and just are in place"
