@@ -11,7 +11,7 @@ setup:
 
 # Build every crate and binary.
 build:
-    cargo build --workspace --all-targets --release
+    cargo build --workspace --all-targets
 
 # The main job on its embedded defaults: generate a synthetic clinic, ingest it into an encrypted
 # store, print what was stored, and write it back out byte for byte.
@@ -20,8 +20,8 @@ demo: build
 
 # The whole test suite, as CI runs it.
 test:
-    cargo build --workspace --all-targets --release
-    cargo test --workspace --release --no-fail-fast
+    cargo build --workspace --all-targets
+    cargo test --workspace --no-fail-fast
 
 # Benchmarks; writes BENCHMARKS.md with the figures and how they were taken.
 bench:

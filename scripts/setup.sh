@@ -15,8 +15,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if ! command -v just >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check rust-just
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore rust-just
   hash -r
+  if ! command -v just >/dev/null 2>&1; then
+    # pip put it where this shell does not look (a pyenv without rehash, ~/.local/bin): link it.
+    scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    for cand in "$scripts_dir/just" "$HOME/.local/bin/just"; do
+      if [ -x "$cand" ]; then
+        if [ -w /usr/local/bin ]; then ln -sf "$cand" /usr/local/bin/just; else export PATH="$(dirname "$cand"):$PATH"; fi
+        break
+      fi
+    done
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+    hash -r
+  fi
 fi
 just --version >/dev/null
 echo "setup: Debian packages and just are in place"

@@ -230,9 +230,11 @@ pub fn generate(spec: &Spec, out: &Path) -> Written {
             sex,
         };
         patient_master(&mut w, &p, spec);
+        // One reception a day at most: ADT-12 has no order number, so a second one the same day
+        // would be a new version of the first, not a second visit.
         let visits = 1 + w.rng.below(spec.visits * 2);
-        for _ in 0..visits {
-            let day = spec.start_day + w.rng.below(spec.days) as i64;
+        let days: std::collections::BTreeSet<i64> = (0..visits).map(|_| spec.start_day + w.rng.below(spec.days) as i64).collect();
+        for day in days {
             visit(&mut w, &p, &ymd(day));
         }
         if w.rng.chance(4) {
