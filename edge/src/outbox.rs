@@ -151,11 +151,7 @@ mod tests {
     use super::*;
 
     fn mem() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        for m in shared::schema::MIGRATIONS {
-            c.execute_batch(m).unwrap();
-        }
-        c
+        crate::store::in_memory()
     }
 
     fn add_allergy(c: &Connection, allergen: &str) -> rusqlite::Result<()> {

@@ -267,37 +267,29 @@ fn patient(msg: &Message, out: &mut Mapped) {
         );
     }
     for al1 in msg.all("AL1") {
-        out.rows.push(
-            Row::new("allergy")
-                .set("source", Some("AL1".into()))
-                .set("seq", al1.get(1))
-                .set("type_code", al1.comp(2, 1))
-                .set("type", al1.comp(2, 2))
-                .set("allergen_code", al1.comp(3, 1))
-                .set("allergen", al1.comp(3, 2))
-                .set("allergen_system", al1.comp(3, 3))
-                .set("severity_code", al1.comp(4, 1))
-                .set("severity", al1.comp(4, 2))
-                .set("reaction", al1.text(5))
-                .set("onset_date", al1.get(6)),
-        );
+        out.rows.push(allergy("AL1", al1).set("onset_date", al1.get(6)));
     }
+}
+
+/// AL1 and IAM share their first five fields: set ID, type, allergen, severity, reaction.
+fn allergy(source: &str, s: &Segment) -> Row {
+    Row::new("allergy")
+        .set("source", Some(source.into()))
+        .set("seq", s.get(1))
+        .set("type_code", s.comp(2, 1))
+        .set("type", s.comp(2, 2))
+        .set("allergen_code", s.comp(3, 1))
+        .set("allergen", s.comp(3, 2))
+        .set("allergen_system", s.comp(3, 3))
+        .set("severity_code", s.comp(4, 1))
+        .set("severity", s.comp(4, 2))
+        .set("reaction", s.text(5))
 }
 
 fn allergies(msg: &Message, out: &mut Mapped) {
     for iam in msg.all("IAM") {
         out.rows.push(
-            Row::new("allergy")
-                .set("source", Some("IAM".into()))
-                .set("seq", iam.get(1))
-                .set("type_code", iam.comp(2, 1))
-                .set("type", iam.comp(2, 2))
-                .set("allergen_code", iam.comp(3, 1))
-                .set("allergen", iam.comp(3, 2))
-                .set("allergen_system", iam.comp(3, 3))
-                .set("severity_code", iam.comp(4, 1))
-                .set("severity", iam.comp(4, 2))
-                .set("reaction", iam.text(5))
+            allergy("IAM", iam)
                 .set("action_code", iam.comp(6, 1))
                 .set("onset_date", iam.get(11))
                 .set("onset_text", iam.text(12)),

@@ -114,6 +114,16 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An in-memory database with the store's schema, for tests of SQL functions.
+#[cfg(test)]
+pub(crate) fn in_memory() -> Connection {
+    let c = Connection::open_in_memory().expect("in-memory database");
+    for m in shared::schema::MIGRATIONS {
+        c.execute_batch(m).expect("migration");
+    }
+    c
+}
+
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// The one thread that owns the store's connection; everything else sends it work.

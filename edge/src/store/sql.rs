@@ -235,11 +235,7 @@ mod tests {
     use crate::ingest::path;
 
     fn mem() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        for m in shared::schema::MIGRATIONS {
-            c.execute_batch(m).unwrap();
-        }
-        c
+        crate::store::in_memory()
     }
 
     #[test]
