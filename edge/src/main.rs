@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The reader thread allocates parsed rows that the store thread frees; glibc's allocator makes
+/// those frees wait on a lock (a fifth of ingest time, measured with perf). mimalloc frees to the
+/// owning thread's heap without one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -56,14 +56,16 @@ CREATE TABLE source_file (
     is_current      INTEGER NOT NULL DEFAULT 0,
     sha256          BLOB NOT NULL,
     size            INTEGER NOT NULL,
-    raw             BLOB NOT NULL,
     message_type    TEXT,                   -- MSH-9
     message_id      TEXT,                   -- MSH-10
     sent_at         TEXT,                   -- MSH-7
     decode_warnings TEXT,                   -- one warning a line, NULL when clean
-    missing_since   TEXT                    -- set when the file vanished from the source tree
+    missing_since   TEXT,                   -- set when the file vanished from the source tree
+    -- Last, so that reading the columns before it never walks the blob's overflow pages.
+    raw             BLOB NOT NULL
 );
 CREATE INDEX source_file_key ON source_file (patient_id, data_type, care_date, order_no);
+CREATE INDEX source_file_missing ON source_file (rel_path) WHERE missing_since IS NOT NULL;
 
 CREATE TABLE patient (
     id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, patient_id TEXT NOT NULL,
