@@ -417,12 +417,11 @@ fn lab(w: &mut Writer, p: &Patient, date: &str) {
 
 fn exam(w: &mut Writer, p: &Patient, date: &str) {
     let order = w.order_no();
-    let (kind_o, kind_r, item, sys, modality) = *w.rng.pick(&[
-        ("OMG-01", "OMG-11", "10000002000102000000010000000000^胸部.Ｘ線単純撮影.立位正面^JJ1017", "JJ1017", "CR"),
-        ("OMG-02", "OMG-12", "11000001000^検査.上部.−.−.上部通常内視鏡.−^LENDO", "LENDO", "ES"),
-        ("OMG-03", "OMG-13", "9A110^標準１２誘導心電図^JC10", "JC10", "ECG"),
+    let (kind_o, kind_r, item, modality) = *w.rng.pick(&[
+        ("OMG-01", "OMG-11", "10000002000102000000010000000000^胸部.Ｘ線単純撮影.立位正面^JJ1017", "CR"),
+        ("OMG-02", "OMG-12", "11000001000^検査.上部.−.−.上部通常内視鏡.−^LENDO", "ES"),
+        ("OMG-03", "OMG-13", "9A110^標準１２誘導心電図^JC10", "ECG"),
     ]);
-    let _ = sys;
     let (t, ts) = w.stamp(date, 10);
     let segs = vec![
         msh("OMG^O19^OMG_O19", &ts, w.counter),
@@ -442,7 +441,7 @@ fn exam(w: &mut Writer, p: &Patient, date: &str) {
         vec![msh("OMI^Z23^OMI_Z23", &ts, w.counter), pid_seg(p), "PV1|0001|O".into(), format!("ORC|SC|{order}|||CM||||{date}1000")]
     };
     segs.push(format!("OBR|1|{order}||{item}|||{date}1100|||||||||||||||{}|||F", &t[..14]));
-    segs.push(format!("OBX|1|TX|IMP^所見^JSHR||特記すべき異常所見なし||||||F"));
+    segs.push("OBX|1|TX|IMP^所見^JSHR||特記すべき異常所見なし||||||F".into());
     if kind_r != "OMG-13" {
         segs.push(format!("IPC|A{order}|P{order}|1.2.392.200036.9999.{order}||{modality}^^DCM"));
     }
