@@ -11,16 +11,7 @@ use shared::chain;
 /// zstd level for segments: the field notes measured level 3 at 14-16 KB for a clinic-day.
 const ZSTD_LEVEL: i32 = 3;
 
-/// A segment as stored.
-#[derive(Debug, Clone)]
-pub struct Segment {
-    pub seq: u64,
-    pub prev_hash: [u8; 32],
-    pub hash: [u8; 32],
-    pub body: Vec<u8>,
-    pub raw_len: usize,
-    pub files: u64,
-}
+pub use shared::wire::Segment;
 
 /// The head of the chain: the newest segment's number and hash (0 and zeros when none).
 pub fn head(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
@@ -73,7 +64,7 @@ fn append(conn: &Connection, changeset: &[u8], files: u64, now: &str) -> rusqlit
 /// Segments after `after`, at most `limit` of them, in order.
 pub fn segments_after(conn: &Connection, after: u64, limit: usize) -> rusqlite::Result<Vec<Segment>> {
     let mut st = conn.prepare_cached(
-        "SELECT seq, prev_hash, hash, body, raw_len, files FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, prev_hash, hash, body, raw_len, files, created_at FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
     let rows = st.query_map(params![after as i64, limit as i64], |r| {
         let mut prev_hash = [0u8; 32];
@@ -87,6 +78,7 @@ pub fn segments_after(conn: &Connection, after: u64, limit: usize) -> rusqlite::
             body: r.get(3)?,
             raw_len: r.get::<_, i64>(4)? as usize,
             files: r.get::<_, i64>(5)? as u64,
+            created_at: r.get(6)?,
         })
     })?;
     rows.collect()
@@ -97,6 +89,46 @@ pub fn first_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
     conn.query_row("SELECT min(seq) FROM outbox", [], |r| r.get::<_, Option<i64>>(0))
         .optional()
         .map(|v| v.flatten().map(|s| s as u64))
+}
+
+/// The hub's position as last acknowledged: its sequence number and hash.
+pub fn hub_position(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
+    conn.query_row("SELECT hub_seq, hub_hash FROM sync_state WHERE one = 1", [], |r| {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&r.get::<_, Vec<u8>>(1)?);
+        Ok((r.get::<_, i64>(0)? as u64, hash))
+    })
+}
+
+/// Records an acknowledgement from the hub: its position, and the ack time on the segments it
+/// now holds (the retention window for pruning starts there).
+pub fn record_ack(conn: &Connection, seq: u64, hash: &[u8; 32], now: &str) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    conn.prepare_cached("UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2, acked_at = ?3, last_attempt = ?3, last_error = NULL WHERE one = 1")?
+        .execute(params![seq as i64, &hash[..], now])?;
+    conn.prepare_cached("UPDATE outbox SET acked_at = ?2 WHERE seq <= ?1 AND acked_at IS NULL")?.execute(params![seq as i64, now])?;
+    tx.commit()
+}
+
+/// Records a failed upload attempt and why, for `status`.
+pub fn record_failure(conn: &Connection, error: &str, now: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE sync_state SET last_attempt = ?2, last_error = ?1 WHERE one = 1")?.execute(params![error, now])?;
+    Ok(())
+}
+
+/// Deletes segments the hub acknowledged before `cutoff` (an RFC 3339 time). Never deletes a
+/// segment the hub has not acknowledged. Returns how many went.
+pub fn prune(conn: &Connection, cutoff: &str) -> rusqlite::Result<usize> {
+    let (hub_seq, _) = hub_position(conn)?;
+    conn.prepare_cached("DELETE FROM outbox WHERE seq <= ?1 AND acked_at IS NOT NULL AND acked_at < ?2")?.execute(params![hub_seq as i64, cutoff])
+}
+
+/// Sets the chain's head and the hub's position to a restored point, on a store that holds no
+/// segments: the next change becomes segment `seq + 1`, chained to `hash`.
+pub fn reset_to(conn: &Connection, seq: u64, hash: &[u8; 32], now: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1", params![seq as i64, &hash[..]])?;
+    conn.execute("UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2, acked_at = ?3 WHERE one = 1", params![seq as i64, &hash[..], now])?;
+    Ok(())
 }
 
 /// Why a chain of segments does not hold together.
@@ -133,7 +165,7 @@ pub fn verify(after: u64, prev: [u8; 32], segs: &[Segment]) -> Result<(u64, [u8;
 pub fn apply(conn: &Connection, segs: &[Segment]) -> anyhow::Result<()> {
     use rusqlite::session::{ConflictAction, ConflictType};
     for s in segs {
-        let changeset = zstd::bulk::decompress(&s.body, s.raw_len.max(1))?;
+        let changeset = s.changeset().map_err(anyhow::Error::msg)?;
         let tx = conn.unchecked_transaction()?;
         conn.apply_strm(
             &mut &changeset[..],

@@ -1,7 +1,22 @@
-//! `tsunagi-hub`: the regional centre's one binary (not built yet; see `hub`'s crate docs).
-#![forbid(unsafe_code)]
+//! `tsunagi-hub`: parses the command line and runs it; logs go to stderr.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("tsunagi-hub {}: the hub is not built yet; it arrives with the sync issue", env!("CARGO_PKG_VERSION"));
-    std::process::ExitCode::from(2)
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match hub::cli::run(hub::cli::Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tsunagi-hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

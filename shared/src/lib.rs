@@ -1,6 +1,10 @@
-//! Types, schema text and pure helpers shared by the edge and the hub: no I/O, no async.
+//! What both sides of tsunagi agree on: the clinical schema, the segment hash chain, the wire
+//! formats between edge and hub, and calendar helpers. No I/O, no async, no database.
+
 #![forbid(unsafe_code)]
 
 pub mod chain;
+pub mod changeset;
 pub mod schema;
 pub mod time;
+pub mod wire;

@@ -32,7 +32,7 @@ pub fn clinical_tables() -> &'static [&'static str] {
 }
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version a store has after all migrations.
 pub fn latest_version() -> i64 {
@@ -271,6 +271,22 @@ CREATE TABLE outbox_head (
     hash BLOB NOT NULL
 );
 INSERT INTO outbox_head (one, seq, hash) VALUES (1, 0, zeroblob(32));
+"#;
+
+const MIGRATION_2: &str = r#"
+-- Where the hub's copy stands, as the hub last acknowledged it, and how the last upload went.
+-- On the hub's own copies this row stays at zero: the copy's outbox_head is its position.
+CREATE TABLE sync_state (
+    one          INTEGER PRIMARY KEY CHECK (one = 1),
+    hub_seq      INTEGER NOT NULL,
+    hub_hash     BLOB NOT NULL,
+    acked_at     TEXT,
+    last_attempt TEXT,
+    last_error   TEXT
+);
+INSERT INTO sync_state (one, hub_seq, hub_hash) VALUES (1, 0, zeroblob(32));
+-- When each segment was acknowledged, so pruning can keep a retention window after the ack.
+ALTER TABLE outbox ADD COLUMN acked_at TEXT;
 "#;
 
 #[cfg(test)]

@@ -23,6 +23,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Parses a duration as people write it: `90d`, `12h`, `30m`, `45s`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| format!("{s:?} is not a duration (for example 7d, 12h, 30m, 45s)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?} has an unknown unit (use s, m, h or d)")),
+    };
+    Ok(n * mult)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -30,5 +45,13 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_249_845), "2026-11-21T08:30:45Z");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("7d"), Ok(604_800));
+        assert_eq!(super::parse_duration("90"), Ok(90));
+        assert!(super::parse_duration("7w").is_err());
+        assert!(super::parse_duration("d").is_err());
     }
 }

@@ -1,0 +1,409 @@
+//! The hub's HTTPS API for appliances: enrolment (the only route without a client certificate),
+//! renewal, the copy's position, segment upload, and restore. Served over the TLS of `tls.rs`; the
+//! facility is the one in the verified client certificate, never one named in a request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use provisioning::{Ca, Identity};
+
+use crate::copy::{self, Refusal};
+use crate::db::{self, Worker};
+use crate::key::HubKey;
+use crate::snapshot::{self, Target};
+use crate::tls::Revocations;
+use crate::{now, registry};
+
+/// Settings `serve` was started with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub client_cert_lifetime: i64,
+    pub max_body: usize,
+    pub snapshots_kept: usize,
+}
+
+/// Everything a request handler may need.
+pub struct Hub {
+    pub data: PathBuf,
+    pub ca: Ca,
+    pub key: HubKey,
+    pub registry: Worker,
+    pub revoked: Arc<Revocations>,
+    pub settings: Settings,
+    copies: Mutex<HashMap<String, Arc<Worker>>>,
+}
+
+/// The verified identity of the connection a request came on, if it presented a certificate.
+#[derive(Clone, Debug)]
+pub struct Peer(pub Option<Identity>);
+
+impl Hub {
+    pub fn new(data: PathBuf, ca: Ca, key: HubKey, revoked: Arc<Revocations>, settings: Settings) -> anyhow::Result<Hub> {
+        let conn = db::open(&data.join(registry::FILE), &key.derive("registry"), registry::MIGRATIONS)?;
+        let registry = Worker::start("registry", conn)?;
+        Ok(Hub { data, ca, key, registry, revoked, settings, copies: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn copy_path(&self, facility: &str) -> PathBuf {
+        copy_path(&self.data, facility)
+    }
+
+    pub fn snapshot_dir(&self, facility: &str) -> PathBuf {
+        snapshot_dir(&self.data, facility)
+    }
+
+    /// The worker that owns the facility's copy, opening (and creating) the copy on first use.
+    pub fn copy(&self, facility: &str) -> anyhow::Result<Arc<Worker>> {
+        let mut open = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = open.get(facility) {
+            return Ok(w.clone());
+        }
+        let conn = db::open(&self.copy_path(facility), &self.key.derive(&format!("copy:{facility}")), shared::schema::MIGRATIONS)?;
+        let w = Arc::new(Worker::start(&format!("copy-{facility}"), conn)?);
+        open.insert(facility.to_string(), w.clone());
+        Ok(w)
+    }
+
+    /// The facilities that have a copy.
+    pub fn facilities(&self) -> Vec<String> {
+        facilities(&self.data)
+    }
+}
+
+pub fn copy_path(data: &std::path::Path, facility: &str) -> PathBuf {
+    data.join("copies").join(format!("{facility}.db"))
+}
+
+pub fn snapshot_dir(data: &std::path::Path, facility: &str) -> PathBuf {
+    data.join("snapshots").join(facility)
+}
+
+pub fn facilities(data: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(data.join("copies"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".db").map(str::to_owned))
+        .filter(|f| provisioning::token::check_facility(f).is_ok())
+        .collect();
+    out.sort();
+    out
+}
+
+/// An API error: a status, a short machine-readable code and a message for the person reading the
+/// appliance's log. Internal failures are logged here and answered without detail.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: serde_json::Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), extra: json!({}) }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        tracing::error!(error = %format!("{e:#}"), "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the hub failed internally; it has logged why")
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> ApiError {
+        anyhow::Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let (Some(b), Some(x)) = (body.as_object_mut(), self.extra.as_object()) {
+            b.extend(x.clone());
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The verified facility of the request, refusing a connection without a certificate, and a
+/// certificate revoked or expired since the connection was made.
+fn authed(peer: &Peer, hub: &Hub) -> ApiResult<Identity> {
+    let id = peer.0.clone().ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_certificate", "a client certificate from the network CA is required; enrol the appliance first"))?;
+    hub.revoked.check(&id.serial).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "revoked", e))?;
+    if now() > id.not_after {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "expired", "the client certificate has expired; enrol the appliance again"));
+    }
+    Ok(id)
+}
+
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/renew", post(renew))
+        .route("/v1/position", get(position))
+        .route("/v1/segments", post(segments))
+        .route("/v1/restore/plan", get(restore_plan))
+        .route("/v1/restore", get(restore))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(hub)
+}
+
+#[derive(Deserialize)]
+pub struct EnrollRequest {
+    token: String,
+    csr: String,
+    appliance: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Issued {
+    pub chain_pem: String,
+    pub root_pem: String,
+    pub facility: String,
+    pub facility_name: String,
+    pub appliance: String,
+    pub serial: String,
+    pub not_after: i64,
+}
+
+async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> ApiResult<Json<Issued>> {
+    provisioning::token::check_appliance(&req.appliance).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_appliance", e))?;
+    let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+    let hash = provisioning::token::hash(&req.token);
+    let t = now();
+    let taken = hub.registry.call(move |c| registry::take_token(c, &hash, t)).await??;
+    let (facility, facility_name) = taken.map_err(|e| {
+        tracing::warn!(appliance = %req.appliance, error = %e, "enrolment refused");
+        ApiError::new(StatusCode::FORBIDDEN, "bad_token", e.to_string())
+    })?;
+    let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, t - 300, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let cert = registry::Cert {
+        serial: issued.serial.clone(),
+        facility: facility.clone(),
+        appliance: req.appliance.clone(),
+        not_before: t - 300,
+        not_after: issued.not_after,
+        issued_at: t,
+        how: "enrol".into(),
+        revoked_at: None,
+    };
+    let serial = issued.serial.clone();
+    hub.registry.call(move |c| registry::record_cert(c, &cert).and_then(|_| registry::token_used_by(c, &hash, &serial))).await??;
+    tracing::info!(facility = %facility, appliance = %req.appliance, serial = %issued.serial, "appliance enrolled");
+    Ok(Json(Issued {
+        chain_pem: issued.chain_pem,
+        root_pem: hub.ca.root_pem().to_string(),
+        facility,
+        facility_name,
+        appliance: req.appliance,
+        serial: issued.serial,
+        not_after: issued.not_after,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct RenewRequest {
+    csr: String,
+}
+
+async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Json(req): Json<RenewRequest>) -> ApiResult<Json<Issued>> {
+    let id = authed(&peer, &hub)?;
+    let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+    let t = now();
+    let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, t - 300, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let cert = registry::Cert {
+        serial: issued.serial.clone(),
+        facility: id.facility.clone(),
+        appliance: id.appliance.clone(),
+        not_before: t - 300,
+        not_after: issued.not_after,
+        issued_at: t,
+        how: "renew".into(),
+        revoked_at: None,
+    };
+    let f = id.facility.clone();
+    let (_, name) = hub.registry.call(move |c| registry::record_cert(c, &cert).and_then(|_| registry::facility_name(c, &f))).await?.map(|n| ((), n)).map_err(anyhow::Error::from)?;
+    tracing::info!(facility = %id.facility, appliance = %id.appliance, old = %id.serial, new = %issued.serial, "certificate renewed");
+    Ok(Json(Issued {
+        chain_pem: issued.chain_pem,
+        root_pem: hub.ca.root_pem().to_string(),
+        facility: id.facility,
+        facility_name: name.unwrap_or_default(),
+        appliance: id.appliance,
+        serial: issued.serial,
+        not_after: issued.not_after,
+    }))
+}
+
+async fn position(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<copy::Position>> {
+    let id = authed(&peer, &hub)?;
+    let pos = hub.copy(&id.facility)?.call(|c| copy::position(c)).await??;
+    Ok(Json(pos))
+}
+
+async fn segments(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Body) -> ApiResult<Json<copy::Position>> {
+    let id = authed(&peer, &hub)?;
+    let limit = hub.settings.max_body;
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("a batch may hold at most {limit} bytes; send fewer segments at a time"));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = http_body_util::Limited::new(body, limit).collect().await.map_err(|_| too_large())?.to_bytes();
+    let (claimed, segs) = shared::wire::decode_batch(&bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_batch", e))?;
+    if claimed != id.facility {
+        tracing::warn!(facility = %id.facility, claimed = %claimed, serial = %id.serial, "batch claims another facility");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_facility",
+            format!("this appliance's certificate is for facility {}, but the batch claims {claimed}", id.facility),
+        ));
+    }
+    let n = segs.len();
+    let result = hub.copy(&id.facility)?.call(move |c| copy::apply_batch(c, &segs)).await??;
+    match result {
+        Ok(pos) => {
+            tracing::debug!(facility = %id.facility, segments = n, seq = pos.seq, "segments applied");
+            Ok(Json(pos))
+        }
+        Err((pos, refusal)) => {
+            tracing::warn!(facility = %id.facility, seq = pos.seq, reason = %refusal, "segment refused");
+            let code = match refusal {
+                Refusal::Gap { .. } => "gap",
+                Refusal::Broken { .. } => "broken_chain",
+                Refusal::Corrupt { .. } => "corrupt",
+                Refusal::Conflict { .. } => "conflict",
+                Refusal::Unappliable { .. } => "unappliable",
+            };
+            let mut e = ApiError::new(StatusCode::CONFLICT, code, refusal.to_string());
+            e.extra = json!({ "seq": pos.seq, "hash": shared::chain::hex(&pos.hash), "expected": pos.seq + 1 });
+            Err(e)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct RestoreQuery {
+    to_seq: Option<u64>,
+    to_time: Option<String>,
+}
+
+fn target(q: &RestoreQuery) -> Target {
+    match (&q.to_seq, &q.to_time) {
+        (Some(n), _) => Target::Seq(*n),
+        (None, Some(t)) => Target::Time(t.clone()),
+        _ => Target::Head,
+    }
+}
+
+/// A reader on the facility's copy, separate from its writer, for plans and restore streams.
+fn reader(hub: &Hub, facility: &str) -> anyhow::Result<rusqlite::Connection> {
+    let c = rusqlite::Connection::open_with_flags(hub.copy_path(facility), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000;", hub.key.derive(&format!("copy:{facility}")).literal()))?;
+    Ok(c)
+}
+
+async fn restore_plan(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Query(q): Query<RestoreQuery>) -> ApiResult<Json<snapshot::Plan>> {
+    let id = authed(&peer, &hub)?;
+    hub.copy(&id.facility)?;
+    let h = hub.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        let c = reader(&h, &id.facility)?;
+        snapshot::plan(&c, &h.snapshot_dir(&id.facility), &h.key.derive(&format!("copy:{}", id.facility)), &target(&q))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?
+    .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_plan", format!("{e:#}")))?;
+    Ok(Json(plan))
+}
+
+async fn restore(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Query(q): Query<RestoreQuery>) -> ApiResult<Response> {
+    let id = authed(&peer, &hub)?;
+    hub.copy(&id.facility)?;
+    let key = hub.key.derive(&format!("copy:{}", id.facility));
+    let c = reader(&hub, &id.facility)?;
+    let plan = snapshot::plan(&c, &hub.snapshot_dir(&id.facility), &key, &target(&q)).map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_plan", format!("{e:#}")))?;
+    tracing::info!(facility = %id.facility, appliance = %id.appliance, to = plan.to_seq, base = plan.base_seq, "restore started");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = snapshot::stream(&c, &plan, &key, |b| tx.blocking_send(Bytes::from(b)).is_ok()) {
+            tracing::error!(error = %format!("{e:#}"), "restore stream failed");
+        }
+    });
+    Ok(Response::builder().header(header::CONTENT_TYPE, "application/octet-stream").body(Body::new(ChannelBody(rx))).map_err(|e| anyhow::anyhow!(e))?)
+}
+
+/// A response body fed by a channel, so a large restore streams instead of sitting in memory.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Accepts TLS connections on `listener` and serves `app` on each, with the connection's verified
+/// identity attached to every request, until `shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move { connection(acceptor, tcp, addr, app).await });
+    }
+}
+
+async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, addr: SocketAddr, app: Router) {
+    use tower::ServiceExt;
+    let tls = match tokio::time::timeout(std::time::Duration::from_secs(15), acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => return,
+    };
+    let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| Identity::from_der(c).ok()));
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer.clone());
+        app.clone().oneshot(req.map(Body::new))
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+        .await;
+}

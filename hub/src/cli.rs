@@ -1,0 +1,367 @@
+//! The command line of `tsunagi-hub`: the CA, enrolment tokens, certificates, the server, and the
+//! failover copies. Everything lives under one data folder.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use provisioning::Ca;
+
+use crate::api::{self, Hub, Settings};
+use crate::key::HubKey;
+use crate::tls::Revocations;
+use crate::{copy, db, key, now, registry, snapshot};
+
+#[derive(Parser, Debug)]
+#[command(name = "tsunagi-hub", version, about = "The tsunagi hub: the network CA, the appliances' API and the facilities' failover copies")]
+pub struct Cli {
+    /// The hub's data folder: ca/, hub.key, registry.db, copies/, snapshots/.
+    #[arg(long, global = true, env = "TSUNAGI_HUB_DATA", default_value = "/var/lib/tsunagi-hub")]
+    pub data: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the hub's own key (owner-only; never overwrites). Default: DATA/hub.key.
+    Keygen {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The network's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// One-time enrolment tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Issued certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Serve the appliances' API over HTTPS with client certificates.
+    Serve(ServeArgs),
+    /// The facilities' failover copies.
+    Copy {
+        #[command(subcommand)]
+        command: CopyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create the root and the issuing CA (ECDSA P-256, keys owner-only). Default folder: DATA/ca.
+    Init {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The network's name, written into the CA's certificates.
+        #[arg(long, default_value = "tsunagi")]
+        network: String,
+    },
+    /// Print the root's SHA-256 fingerprint, which appliances are given at enrolment.
+    Fingerprint,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a one-time enrolment token for a facility.
+    Create {
+        /// The 10-digit medical-institution code.
+        #[arg(long)]
+        facility: String,
+        /// The facility's name.
+        #[arg(long)]
+        name: String,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "7d")]
+        valid: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// List issued certificates.
+    List {
+        #[arg(long)]
+        facility: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a certificate by serial, or every certificate of a facility; rewrites the CRL.
+    Revoke {
+        #[arg(long, required_unless_present = "facility")]
+        serial: Option<String>,
+        #[arg(long)]
+        facility: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CopyCommand {
+    /// Check a copy: SQLite integrity, SQLCipher page authentication, the segment hash chain, and
+    /// that every snapshot opens at the position it claims.
+    Verify {
+        #[arg(long)]
+        facility: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a snapshot of a copy now.
+    Snapshot {
+        #[arg(long)]
+        facility: String,
+    },
+    /// List the copies with their positions and snapshots.
+    List,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443", env = "TSUNAGI_HUB_LISTEN")]
+    pub listen: String,
+    /// Names the server certificate carries (DNS names or IP addresses); repeat for more.
+    #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+    pub names: Vec<String>,
+    /// Lifetime of the client certificates the hub issues.
+    #[arg(long, default_value = "90d", env = "TSUNAGI_HUB_CERT_LIFETIME")]
+    pub client_cert_lifetime: String,
+    /// How often each copy is snapshotted.
+    #[arg(long, default_value = "24h", env = "TSUNAGI_HUB_SNAPSHOT_EVERY")]
+    pub snapshot_every: String,
+    /// How many snapshots of each copy are kept; segments older than the oldest are dropped.
+    #[arg(long, default_value_t = 7)]
+    pub snapshots_kept: usize,
+    /// Largest upload the hub reads, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_body: usize,
+}
+
+fn ca_dir(data: &Path) -> PathBuf {
+    data.join("ca")
+}
+
+fn hub_key(data: &Path) -> anyhow::Result<HubKey> {
+    HubKey::from_file(&data.join("hub.key"))
+}
+
+fn registry(data: &Path) -> anyhow::Result<rusqlite::Connection> {
+    db::open(&data.join(registry::FILE), &hub_key(data)?.derive("registry"), registry::MIGRATIONS)
+}
+
+fn time(t: i64) -> String {
+    shared::time::rfc3339(t)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data = cli.data;
+    match cli.command {
+        Command::Keygen { out } => {
+            let out = out.unwrap_or_else(|| data.join("hub.key"));
+            if let Some(d) = out.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            key::generate(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            eprintln!("wrote a new hub key to {} (mode 600); back it up apart from the copies: without it they cannot be read", out.display());
+        }
+        Command::Ca { command: CaCommand::Init { dir, network } } => {
+            let dir = dir.unwrap_or_else(|| ca_dir(&data));
+            let ca = Ca::init(&dir, &network, now()).map_err(anyhow::Error::msg)?;
+            println!("created the {network} CA in {}", dir.display());
+            println!("root fingerprint (SHA-256): {}", ca.fingerprint());
+        }
+        Command::Ca { command: CaCommand::Fingerprint } => {
+            println!("{}", Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?.fingerprint());
+        }
+        Command::Token { command: TokenCommand::Create { facility, name, valid } } => {
+            provisioning::token::check_facility(&facility).map_err(anyhow::Error::msg)?;
+            let valid = shared::time::parse_duration(&valid).map_err(anyhow::Error::msg)?;
+            let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
+            let token = provisioning::token::generate();
+            let t = now();
+            registry(&data)?.pipe(|c| registry::create_token(&c, &facility, &name, &provisioning::token::hash(&token), t, t + valid))?;
+            println!("token:       {token}");
+            println!("facility:    {facility} {name}");
+            println!("valid until: {}", time(t + valid));
+            println!("fingerprint: {}", ca.fingerprint());
+            println!("on the appliance: tsunagi-edge enroll --hub URL --token {token} --ca-fingerprint {}", ca.fingerprint());
+        }
+        Command::Cert { command: CertCommand::List { facility, json } } => {
+            let certs = registry::certs(&registry(&data)?, facility.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&certs)?);
+            } else {
+                for c in certs {
+                    let state = match c.revoked_at {
+                        Some(r) => format!("revoked {}", time(r)),
+                        None if c.not_after < now() => "expired".into(),
+                        None => "valid".into(),
+                    };
+                    println!("{}  {}  {:<16} {:<6} until {}  {state}", c.serial, c.facility, c.appliance, c.how, time(c.not_after));
+                }
+            }
+        }
+        Command::Cert { command: CertCommand::Revoke { serial, facility } } => {
+            let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
+            let conn = registry(&data)?;
+            let revoked = registry::revoke(&conn, serial.as_deref(), facility.as_deref(), now())?;
+            if revoked.is_empty() {
+                anyhow::bail!("no valid certificate matches; see `tsunagi-hub cert list`");
+            }
+            let (entries, number) = registry::crl_entries(&conn)?;
+            let path = ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
+            for s in &revoked {
+                println!("revoked {s}");
+            }
+            println!("wrote the CRL ({} entries) to {}; the running hub refuses these certificates from now on", entries.len(), path.display());
+        }
+        Command::Serve(args) => serve(data, args)?,
+        Command::Copy { command } => return copy_command(&data, command),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+fn open_copy(data: &Path, facility: &str) -> anyhow::Result<(rusqlite::Connection, key::DbKey)> {
+    provisioning::token::check_facility(facility).map_err(anyhow::Error::msg)?;
+    let path = api::copy_path(data, facility);
+    if !path.exists() {
+        anyhow::bail!("there is no copy of facility {facility} in {} (has its appliance synced?)", data.display());
+    }
+    let k = hub_key(data)?.derive(&format!("copy:{facility}"));
+    Ok((db::open(&path, &k, shared::schema::MIGRATIONS)?, k))
+}
+
+fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CopyCommand::Verify { facility, json } => {
+            let (conn, k) = open_copy(data, &facility)?;
+            let mut report = copy::verify(&conn)?;
+            let snaps = snapshot::list(&api::snapshot_dir(data, &facility), &k);
+            match &snaps {
+                Ok(list) => {
+                    for s in list {
+                        let held: Option<Vec<u8>> = rusqlite::OptionalExtension::optional(conn.query_row("SELECT hash FROM outbox WHERE seq = ?1", [s.seq as i64], |r| r.get(0)))?;
+                        if held.is_some_and(|h| h[..] != s.hash[..]) {
+                            report.problems.push(format!("snapshot {}: its position does not match segment {} of the chain", s.seq, s.seq));
+                        }
+                    }
+                }
+                Err(e) => report.problems.push(format!("snapshots: {e:#}")),
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("copy of {facility}: segment {} ({})", report.position.seq, shared::chain::hex(&report.position.hash));
+                println!("archived segments: {} (from {:?})", report.archived, report.first_archived);
+                println!("snapshots: {}", snaps.as_ref().map(|s| s.iter().map(|s| s.seq.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+                for p in &report.problems {
+                    println!("PROBLEM: {p}");
+                }
+                if report.problems.is_empty() {
+                    println!("ok");
+                }
+            }
+            Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        CopyCommand::Snapshot { facility } => {
+            let (conn, k) = open_copy(data, &facility)?;
+            match snapshot::take(&conn, &api::snapshot_dir(data, &facility), &k)? {
+                Some(p) => println!("snapshot of {facility} at segment {}", p.seq),
+                None => println!("a snapshot at the copy's position already exists (or the copy is empty)"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CopyCommand::List => {
+            for f in api::facilities(data) {
+                let (conn, k) = open_copy(data, &f)?;
+                let p = copy::position(&conn)?;
+                let snaps = snapshot::list(&api::snapshot_dir(data, &f), &k)?;
+                println!("{f}  segment {:>8}  snapshots {}", p.seq, snaps.iter().map(|s| s.seq.to_string()).collect::<Vec<_>>().join(","));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
+    let key = hub_key(&data)?;
+    let lifetime = shared::time::parse_duration(&args.client_cert_lifetime).map_err(|e| anyhow::anyhow!("--client-cert-lifetime: {e}"))?;
+    let snapshot_every = shared::time::parse_duration(&args.snapshot_every).map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?.max(1);
+    let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL)));
+    let tls = crate::tls::server_config(&ca, &args.names, revoked.clone(), now())?;
+    let fingerprint = ca.fingerprint();
+    let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept };
+    let hub = Arc::new(Hub::new(data.clone(), ca, key, revoked, settings)?);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %data.display(), listen = %addr, client_cert_lifetime = lifetime, snapshot_every, "tsunagi-hub serving");
+        println!("listening on https://{addr}");
+        println!("root fingerprint (SHA-256): {fingerprint}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let snapshots = tokio::spawn(snapshot_loop(hub.clone(), snapshot_every));
+        let server = tokio::spawn(api::serve(listener, tls, api::router(hub.clone()), stop_rx));
+        shutdown_signal().await;
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
+        snapshots.abort();
+        let _ = server.await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Every `every` seconds, snapshots each copy that moved, keeps the newest snapshots and drops the
+/// archived segments the oldest kept snapshot already contains.
+async fn snapshot_loop(hub: Arc<Hub>, every: i64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(every as u64));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for f in hub.facilities() {
+            let (dir, k, keep) = (hub.snapshot_dir(&f), hub.key.derive(&format!("copy:{f}")), hub.settings.snapshots_kept);
+            let result = match hub.copy(&f) {
+                Ok(w) => w
+                    .call(move |c| -> anyhow::Result<Option<u64>> {
+                        let taken = snapshot::take(c, &dir, &k)?;
+                        if let Some(oldest) = snapshot::retain(&dir, &k, keep)? {
+                            copy::prune_archive(c, oldest)?;
+                        }
+                        Ok(taken.map(|p| p.seq))
+                    })
+                    .await
+                    .and_then(|r| r),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(Some(seq)) => tracing::info!(facility = %f, seq, "snapshot taken"),
+                Ok(None) => {}
+                Err(e) => tracing::error!(facility = %f, error = %format!("{e:#}"), "snapshot failed"),
+            }
+        }
+    }
+}

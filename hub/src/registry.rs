@@ -1,0 +1,196 @@
+//! The hub's registry of the network: facilities, one-time enrolment tokens (only their hashes),
+//! every certificate issued and its revocation. Plain SQL functions on a connection.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+pub const FILE: &str = "registry.db";
+
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE facility (
+    code        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE token (
+    hash        BLOB PRIMARY KEY,
+    facility    TEXT NOT NULL REFERENCES facility (code),
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER,
+    used_by     TEXT            -- the serial of the certificate it was exchanged for
+);
+CREATE TABLE certificate (
+    serial      TEXT PRIMARY KEY,
+    facility    TEXT NOT NULL,
+    appliance   TEXT NOT NULL,
+    not_before  INTEGER NOT NULL,
+    not_after   INTEGER NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    how         TEXT NOT NULL,  -- 'enrol' or 'renew'
+    revoked_at  INTEGER
+);
+CREATE INDEX certificate_facility ON certificate (facility);
+CREATE TABLE crl_state (one INTEGER PRIMARY KEY CHECK (one = 1), number INTEGER NOT NULL);
+INSERT INTO crl_state VALUES (1, 1);
+"#];
+
+/// Why a token was not accepted. The message never says whether a token exists for another
+/// facility: a wrong token and an unknown one read the same.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the enrolment token is not known: check it, or ask the network office for a new one")]
+    Unknown,
+    #[error("the enrolment token has already been used: ask the network office for a new one")]
+    Used,
+    #[error("the enrolment token has expired: ask the network office for a new one")]
+    Expired,
+}
+
+/// Registers the facility (or renames it) and stores a new token's hash.
+pub fn create_token(conn: &Connection, facility: &str, name: &str, hash: &[u8; 32], now: i64, expires_at: i64) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    conn.execute(
+        "INSERT INTO facility (code, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (code) DO UPDATE SET name = excluded.name",
+        params![facility, name, shared::time::rfc3339(now)],
+    )?;
+    conn.execute("INSERT INTO token (hash, facility, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)", params![&hash[..], facility, now, expires_at])?;
+    tx.commit()
+}
+
+/// Checks a token and, when good, marks it used in the same transaction: two enrolments racing
+/// with one token cannot both win. Returns the facility code and name.
+pub fn take_token(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Result<Result<(String, String), TokenError>> {
+    let tx = conn.unchecked_transaction()?;
+    let row: Option<(String, String, i64, Option<i64>)> = conn
+        .query_row(
+            "SELECT t.facility, f.name, t.expires_at, t.used_at FROM token t JOIN facility f ON f.code = t.facility WHERE t.hash = ?1",
+            [&hash[..]],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let out = match row {
+        None => Err(TokenError::Unknown),
+        Some((_, _, _, Some(_))) => Err(TokenError::Used),
+        Some((_, _, exp, None)) if exp <= now => Err(TokenError::Expired),
+        Some((f, name, _, None)) => {
+            conn.execute("UPDATE token SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL", params![&hash[..], now])?;
+            Ok((f, name))
+        }
+    };
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Links a used token to the certificate it paid for.
+pub fn token_used_by(conn: &Connection, hash: &[u8; 32], serial: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE token SET used_by = ?2 WHERE hash = ?1", params![&hash[..], serial])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cert {
+    pub serial: String,
+    pub facility: String,
+    pub appliance: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    pub how: String,
+    pub revoked_at: Option<i64>,
+}
+
+pub fn record_cert(conn: &Connection, c: &Cert) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO certificate (serial, facility, appliance, not_before, not_after, issued_at, how) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![c.serial, c.facility, c.appliance, c.not_before, c.not_after, c.issued_at, c.how],
+    )?;
+    Ok(())
+}
+
+pub fn certs(conn: &Connection, facility: Option<&str>) -> rusqlite::Result<Vec<Cert>> {
+    let mut st = conn.prepare(
+        "SELECT serial, facility, appliance, not_before, not_after, issued_at, how, revoked_at FROM certificate
+         WHERE ?1 IS NULL OR facility = ?1 ORDER BY issued_at, serial",
+    )?;
+    let rows = st.query_map([facility], |r| {
+        Ok(Cert {
+            serial: r.get(0)?,
+            facility: r.get(1)?,
+            appliance: r.get(2)?,
+            not_before: r.get(3)?,
+            not_after: r.get(4)?,
+            issued_at: r.get(5)?,
+            how: r.get(6)?,
+            revoked_at: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Marks the matching certificates revoked; returns the serials newly revoked.
+pub fn revoke(conn: &Connection, serial: Option<&str>, facility: Option<&str>, now: i64) -> rusqlite::Result<Vec<String>> {
+    let tx = conn.unchecked_transaction()?;
+    let serials: Vec<String> = conn
+        .prepare(
+            "SELECT serial FROM certificate WHERE revoked_at IS NULL AND (?1 IS NULL OR serial = lower(?1)) AND (?2 IS NULL OR facility = ?2)
+             AND (?1 IS NOT NULL OR ?2 IS NOT NULL)",
+        )?
+        .query_map(params![serial, facility], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for s in &serials {
+        conn.execute("UPDATE certificate SET revoked_at = ?2 WHERE serial = ?1", params![s, now])?;
+    }
+    tx.commit()?;
+    Ok(serials)
+}
+
+/// Every revoked serial with its time, and the next CRL number (incremented).
+pub fn crl_entries(conn: &Connection) -> rusqlite::Result<(Vec<(String, i64)>, u64)> {
+    let list = conn
+        .prepare("SELECT serial, revoked_at FROM certificate WHERE revoked_at IS NOT NULL ORDER BY serial")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let n: i64 = conn.query_row("UPDATE crl_state SET number = number + 1 WHERE one = 1 RETURNING number", [], |r| r.get(0))?;
+    Ok((list, n as u64))
+}
+
+pub fn facility_name(conn: &Connection, code: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT name FROM facility WHERE code = ?1", [code], |r| r.get(0)).optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_token_works_once_and_expires() {
+        let c = mem();
+        create_token(&c, "3712345678", "さぬきクリニック", &[1; 32], 100, 200).unwrap();
+        create_token(&c, "3712345678", "さぬきクリニック", &[2; 32], 100, 150).unwrap();
+        assert_eq!(take_token(&c, &[9; 32], 120).unwrap(), Err(TokenError::Unknown));
+        assert_eq!(take_token(&c, &[1; 32], 120).unwrap().unwrap().0, "3712345678");
+        assert_eq!(take_token(&c, &[1; 32], 121).unwrap(), Err(TokenError::Used));
+        assert_eq!(take_token(&c, &[2; 32], 150).unwrap(), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn revocation_by_serial_or_facility_feeds_the_crl() {
+        let c = mem();
+        for (s, f) in [("aa", "3712345678"), ("bb", "3712345678"), ("cc", "3799999999")] {
+            record_cert(&c, &Cert { serial: s.into(), facility: f.into(), appliance: "x".into(), not_before: 0, not_after: 9, issued_at: 0, how: "enrol".into(), revoked_at: None }).unwrap();
+        }
+        assert!(revoke(&c, None, None, 5).unwrap().is_empty(), "revoking nothing named must revoke nothing");
+        assert_eq!(revoke(&c, Some("AA"), None, 5).unwrap(), ["aa"]);
+        assert_eq!(revoke(&c, None, Some("3712345678"), 6).unwrap(), ["bb"]);
+        let (list, n1) = crl_entries(&c).unwrap();
+        assert_eq!(list, [("aa".to_string(), 5), ("bb".to_string(), 6)]);
+        assert!(crl_entries(&c).unwrap().1 > n1);
+    }
+}

@@ -1,0 +1,246 @@
+//! The network's certificate authority: a root that signs only an issuing CA, which signs the
+//! appliances' client certificates, the hub's server certificate and the CRL. Keys are ECDSA P-256
+//! in owner-only files; the root key is needed only to create the issuing CA and can be moved
+//! offline afterwards.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+use crate::cert::{APPLIANCE_URI, FACILITY_URI};
+use crate::secret;
+
+const ROOT_CRT: &str = "root.crt";
+const ROOT_KEY: &str = "root.key";
+const ISSUING_CRT: &str = "issuing.crt";
+const ISSUING_KEY: &str = "issuing.key";
+pub const CRL: &str = "crl.pem";
+
+const DAY: i64 = 86_400;
+
+/// A loaded CA: the root certificate and the issuing CA with its key.
+pub struct Ca {
+    dir: PathBuf,
+    root_pem: String,
+    root_der: Vec<u8>,
+    issuing_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate just issued.
+pub struct Issued {
+    /// The leaf, then the issuing CA: what a TLS peer presents.
+    pub chain_pem: String,
+    pub der: Vec<u8>,
+    pub serial: String,
+    pub not_after: i64,
+}
+
+fn t(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).expect("time in range")
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn random_serial() -> SerialNumber {
+    let mut r = secret::random32();
+    r[0] &= 0x7f; // positive, as RFC 5280 asks
+    SerialNumber::from_slice(&r[..16])
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::OrganizationName, "tsunagi");
+    d.push(DnType::CommonName, cn);
+    d
+}
+
+/// Checks a PEM certificate signing request (its format and its signature) and returns its public
+/// key, the only part of it a certificate takes.
+pub fn parse_csr(csr_pem: &str) -> Result<rcgen::PublicKey, String> {
+    rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map(|c| c.public_key)
+        .map_err(|e| format!("the certificate signing request is not valid: {e}"))
+}
+
+/// A new P-256 key and a PEM certificate signing request for it, as an appliance makes them.
+/// The key (PKCS#8 PEM) never leaves the appliance.
+pub fn new_key_and_csr(appliance: &str) -> Result<(String, String), String> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(appliance);
+    let csr = p.serialize_request(&key).map_err(err)?.pem().map_err(err)?;
+    Ok((key.serialize_pem(), csr))
+}
+
+impl Ca {
+    /// Creates a new CA in `dir` (which must not hold one yet) and returns it.
+    pub fn init(dir: &Path, network: &str, now: i64) -> Result<Ca, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if dir.join(ROOT_KEY).exists() || dir.join(ISSUING_KEY).exists() {
+            return Err(format!("{} already holds a CA; refusing to overwrite it", dir.display()));
+        }
+        let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut root = CertificateParams::default();
+        root.distinguished_name = dn(&format!("{network} root"));
+        root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        root.not_before = t(now - 3600);
+        root.not_after = t(now + 20 * 365 * DAY);
+        root.serial_number = Some(random_serial());
+        root.key_identifier_method = KeyIdMethod::Sha256;
+        let root_cert = root.self_signed(&root_key).map_err(err)?;
+        let root_issuer = Issuer::new(root, root_key);
+
+        let issuing_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut issuing = CertificateParams::default();
+        issuing.distinguished_name = dn(&format!("{network} issuing CA"));
+        issuing.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        issuing.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        issuing.not_before = t(now - 3600);
+        issuing.not_after = t(now + 10 * 365 * DAY);
+        issuing.serial_number = Some(random_serial());
+        issuing.key_identifier_method = KeyIdMethod::Sha256;
+        let issuing_cert = issuing.signed_by(&issuing_key, &root_issuer).map_err(err)?;
+
+        let io = |p: &str, e: std::io::Error| format!("{}: {e}", dir.join(p).display());
+        secret::create(&dir.join(ROOT_KEY), root_issuer.key().serialize_pem().as_bytes()).map_err(|e| io(ROOT_KEY, e))?;
+        secret::create(&dir.join(ISSUING_KEY), issuing_key.serialize_pem().as_bytes()).map_err(|e| io(ISSUING_KEY, e))?;
+        std::fs::write(dir.join(ROOT_CRT), root_cert.pem()).map_err(|e| io(ROOT_CRT, e))?;
+        std::fs::write(dir.join(ISSUING_CRT), issuing_cert.pem()).map_err(|e| io(ISSUING_CRT, e))?;
+        let ca = Ca::load(dir)?;
+        ca.write_crl(&[], 1, now)?;
+        Ok(ca)
+    }
+
+    /// Loads the CA from `dir`, checking that its key files are owner-only.
+    pub fn load(dir: &Path) -> Result<Ca, String> {
+        let read = |p: &str| std::fs::read_to_string(dir.join(p)).map_err(|e| format!("{}: {e} (create the CA with `tsunagi-hub ca init`)", dir.join(p).display()));
+        let root_pem = read(ROOT_CRT)?;
+        let issuing_pem = read(ISSUING_CRT)?;
+        let key = secret::read(&dir.join(ISSUING_KEY))?;
+        let key = KeyPair::from_pem(std::str::from_utf8(&key).map_err(err)?).map_err(|e| format!("{}: {e}", dir.join(ISSUING_KEY).display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&issuing_pem, key).map_err(|e| format!("{}: {e}", dir.join(ISSUING_CRT).display()))?;
+        let root_der = crate::cert::certs_from_pem(root_pem.as_bytes())?.remove(0).to_vec();
+        Ok(Ca { dir: dir.to_owned(), root_pem, root_der, issuing_pem, issuer })
+    }
+
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    pub fn root_der(&self) -> &[u8] {
+        &self.root_der
+    }
+
+    /// The root's SHA-256 fingerprint, which appliances pin at enrolment.
+    pub fn fingerprint(&self) -> String {
+        crate::cert::fingerprint(&self.root_der)
+    }
+
+    /// Issues an appliance's client certificate for `public_key`, naming the facility and the
+    /// appliance; nothing else of a request is copied into it.
+    pub fn issue_client(&self, public_key: &impl PublicKeyData, facility: &str, appliance: &str, not_before: i64, not_after: i64) -> Result<Issued, String> {
+        crate::token::check_facility(facility)?;
+        crate::token::check_appliance(appliance)?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(facility);
+        p.subject_alt_names = vec![
+            SanType::URI(format!("{FACILITY_URI}{facility}").try_into().map_err(err)?),
+            SanType::URI(format!("{APPLIANCE_URI}{appliance}").try_into().map_err(err)?),
+        ];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = t(not_before);
+        p.not_after = t(not_after);
+        p.serial_number = Some(random_serial());
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(public_key, &self.issuer).map_err(err)?;
+        let der = cert.der().to_vec();
+        let id = crate::cert::Identity::from_der(&der)?;
+        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), self.issuing_pem), der, serial: id.serial, not_after })
+    }
+
+    /// Issues a client certificate from a PEM certificate signing request: the request's signature
+    /// is checked and only its public key is used.
+    pub fn issue_from_csr(&self, csr_pem: &str, facility: &str, appliance: &str, not_before: i64, not_after: i64) -> Result<Issued, String> {
+        self.issue_client(&parse_csr(csr_pem)?, facility, appliance, not_before, not_after)
+    }
+
+    /// A fresh server certificate and key for the hub, for the given DNS names and IP addresses.
+    pub fn issue_server(&self, names: &[String], now: i64, lifetime_days: i64) -> Result<(String, String), String> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut p = CertificateParams::new(names.to_vec()).map_err(err)?;
+        p.distinguished_name = dn(names.first().map(String::as_str).unwrap_or("tsunagi hub"));
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.not_before = t(now - 300);
+        p.not_after = t(now + lifetime_days * DAY);
+        p.serial_number = Some(random_serial());
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.issuer).map_err(err)?;
+        Ok((format!("{}{}", cert.pem(), self.issuing_pem), key.serialize_pem()))
+    }
+
+    /// Writes the CRL of the given revoked serials (hex) to `crl.pem` in the CA folder, signed by
+    /// the issuing CA, and returns its path. `number` must grow with every CRL.
+    pub fn write_crl(&self, revoked: &[(String, i64)], number: u64, now: i64) -> Result<PathBuf, String> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial, at)| {
+                let bytes = shared::chain::unhex(serial).ok_or_else(|| format!("bad serial {serial}"))?;
+                Ok(RevokedCertParams { serial_number: SerialNumber::from_slice(&bytes), revocation_time: t(*at), reason_code: None, invalidity_date: None })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let params = CertificateRevocationListParams {
+            this_update: t(now - 60),
+            next_update: t(now + 30 * DAY),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).map_err(err)?;
+        let path = self.dir.join(CRL);
+        secret::write_atomic(&path, crl.pem().map_err(err)?.as_bytes(), 0o644).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::Identity;
+
+    #[test]
+    fn init_issue_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_795_249_845;
+        let ca = Ca::init(dir.path(), "test", now).unwrap();
+        assert!(Ca::init(dir.path(), "test", now).is_err(), "must not overwrite a CA");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join(ISSUING_KEY)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let issued = ca.issue_from_csr(&csr, "3712345678", "box-1", now, now + 90 * DAY).unwrap();
+        let id = Identity::from_der(&issued.der).unwrap();
+        assert_eq!((id.facility.as_str(), id.appliance.as_str()), ("3712345678", "box-1"));
+        assert_eq!(id.not_after, now + 90 * DAY);
+        assert_eq!(id.renew_at(), now + 60 * DAY);
+        assert!(ca.issue_from_csr("not a csr", "3712345678", "box-1", now, now + 1).is_err());
+        assert!(ca.issue_from_csr(&csr, "12", "box-1", now, now + 1).is_err());
+        let crl = ca.write_crl(&[(id.serial.clone(), now)], 2, now).unwrap();
+        assert!(std::fs::read_to_string(crl).unwrap().contains("BEGIN X509 CRL"));
+        assert_eq!(Ca::load(dir.path()).unwrap().fingerprint(), ca.fingerprint());
+    }
+}

@@ -1,0 +1,124 @@
+//! Reading certificates: who a certificate names (facility, appliance), its serial and validity,
+//! and the SHA-256 fingerprint by which an appliance pins the network's root.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+pub const FACILITY_URI: &str = "urn:tsunagi:facility:";
+pub const APPLIANCE_URI: &str = "urn:tsunagi:appliance:";
+
+/// What a tsunagi client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub facility: String,
+    pub appliance: String,
+    /// Lower-case hexadecimal, as `tsunagi-hub cert list` shows it.
+    pub serial: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Identity {
+    /// Reads the identity from a certificate's DER bytes. The signature is not checked here: call
+    /// this only on a certificate the TLS layer has already verified, or on one's own.
+    pub fn from_der(der: &[u8]) -> Result<Identity, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let mut facility = None;
+        let mut appliance = None;
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::URI(uri) = name {
+                    if let Some(f) = uri.strip_prefix(FACILITY_URI) {
+                        facility = Some(f.to_string());
+                    } else if let Some(a) = uri.strip_prefix(APPLIANCE_URI) {
+                        appliance = Some(a.to_string());
+                    }
+                }
+            }
+        }
+        let facility = facility.ok_or("the certificate names no facility (no urn:tsunagi:facility: SAN)")?;
+        crate::token::check_facility(&facility)?;
+        Ok(Identity {
+            facility,
+            appliance: appliance.unwrap_or_default(),
+            serial: shared::chain::hex(cert.raw_serial()),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    /// When renewal should start: two thirds into the lifetime.
+    pub fn renew_at(&self) -> i64 {
+        self.not_before + (self.not_after - self.not_before) * 2 / 3
+    }
+}
+
+/// SHA-256 of a certificate's DER bytes, lower-case hexadecimal.
+pub fn fingerprint(der: &[u8]) -> String {
+    shared::chain::hex(&shared::chain::content_hash(der))
+}
+
+/// Accepts a fingerprint as people copy it: any case, with or without colons or spaces.
+pub fn parse_fingerprint(s: &str) -> Result<String, String> {
+    let clean: String = s.chars().filter(|c| !matches!(c, ':' | ' ' | '\n')).collect::<String>().to_ascii_lowercase();
+    match shared::chain::unhex(&clean) {
+        Some(b) if b.len() == 32 => Ok(clean),
+        _ => Err(format!("{s:?} is not a SHA-256 fingerprint (64 hexadecimal digits, colons allowed)")),
+    }
+}
+
+/// Every certificate in a PEM text, in order.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the PEM text".into());
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM text.
+pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key in the PEM text: {e}"))
+}
+
+/// PEM text of one DER object.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
+    for chunk in der.chunks(3) {
+        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_forgiving_about_format() {
+        let f = "AB:".repeat(31) + "AB";
+        assert_eq!(parse_fingerprint(&f).unwrap(), "ab".repeat(32));
+        assert!(parse_fingerprint("abcd").is_err());
+    }
+
+    #[test]
+    fn pem_round_trips() {
+        let der: Vec<u8> = (0..200u8).collect();
+        let text = pem("CERTIFICATE", &der);
+        assert_eq!(certs_from_pem(text.as_bytes()).unwrap()[0].as_ref(), &der[..]);
+    }
+}
