@@ -7,8 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::identity::{self, Identity};
 use crate::ingest::{self, watch, Options, Scope, Summary};
 use crate::store::{self, Handle, Key};
+use crate::{restore, sync};
 
 /// Exit code of `ingest --once` when an alarm was raised (mass disappearance, ransomware surge,
 /// an unreadable root): the data is safe, but a person must look.
@@ -23,12 +29,43 @@ pub struct Cli {
 
 #[derive(clap::Args, Debug)]
 pub struct StoreArgs {
+    /// The daemon's configuration file; the store and key are taken from it unless given below.
+    #[arg(long, env = "TSUNAGI_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The store folder (created when absent).
     #[arg(long, env = "TSUNAGI_STORE")]
-    pub store: PathBuf,
+    pub store: Option<PathBuf>,
     /// The key file: 64 hex characters, readable by its owner only (see `keygen`).
     #[arg(long, env = "TSUNAGI_KEY_FILE")]
-    pub key_file: PathBuf,
+    pub key_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store folder and key file, from the flags or else the configuration.
+    fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let cfg = self.config.as_deref().map(load_config).transpose()?;
+        let store = self.store.clone().or_else(|| cfg.as_ref().map(Config::store_dir));
+        let key = self.key_file.clone().or_else(|| cfg.as_ref().map(|c| c.key_file.clone()));
+        match (store, key) {
+            (Some(s), Some(k)) => Ok((s, k)),
+            _ => anyhow::bail!("say which store: --config FILE, or --store DIR with --key-file FILE"),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigArg {
+    /// The daemon's configuration file (TOML; see docs/sync.md).
+    #[arg(long, env = "TSUNAGI_CONFIG")]
+    pub config: PathBuf,
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +114,45 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The daemon: ingest the configured roots and sync the outbox to the hub until stopped.
+    Run(ConfigArg),
+    /// Enrol this appliance with the hub using a one-time token from the network office.
+    Enroll {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The hub, as https://host:port.
+        #[arg(long)]
+        hub: String,
+        #[arg(long)]
+        token: String,
+        /// The SHA-256 fingerprint of the network's root, given with the token.
+        #[arg(long)]
+        ca_fingerprint: String,
+        /// This appliance's id in its certificate (default: the host name).
+        #[arg(long)]
+        appliance: Option<String>,
+    },
+    /// Upload the outbox to the hub now, until it holds everything, then exit.
+    Sync {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Renew this appliance's certificate now.
+    Renew(ConfigArg),
+    /// Build this facility's store from the hub's copy (a replacement appliance, or a point in time).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Restore to this segment number.
+        #[arg(long, conflicts_with = "to_time")]
+        to_seq: Option<u64>,
+        /// Restore to the last change captured at or before this time (RFC 3339, UTC).
+        #[arg(long)]
+        to_time: Option<String>,
+        /// Print the plan (snapshot, segments, what is left out) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -87,9 +163,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest { store, roots, once, json, rescan_secs, batch_files } => {
-            let key = Key::from_file(&store.key_file)?;
-            let handle = Handle::start(&store.store, &key)?;
-            tracing::info!(version = env!("CARGO_PKG_VERSION"), store = %store.store.display(), roots = roots.len(), once, rescan_secs, "tsunagi-edge ingest starting");
+            let (store, key_file) = store.resolve()?;
+            let key = Key::from_file(&key_file)?;
+            let handle = Handle::start(&store, &key)?;
+            tracing::info!(version = env!("CARGO_PKG_VERSION"), store = %store.display(), roots = roots.len(), once, rescan_secs, "tsunagi-edge ingest starting");
             let mut opts = Options::new(roots);
             opts.batch_files = batch_files.max(1);
             let print = |s: &Summary| {
@@ -113,16 +190,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ExportSsmix2 { store, to, extended_to } => {
-            let key = Key::from_file(&store.key_file)?;
-            let conn = store::open_read_only(&store.store, &key)?;
+            let (store, key_file) = store.resolve()?;
+            let key = Key::from_file(&key_file)?;
+            let conn = store::open_read_only(&store, &key)?;
             let e = crate::export::export(&conn, &to, extended_to.as_deref())?;
             println!("exported {} files ({} bytes) to {}", e.files, e.bytes, to.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { store, json } => {
-            let key = Key::from_file(&store.key_file)?;
-            let conn = store::open_read_only(&store.store, &key)?;
-            let s = crate::status::read(&conn).map_err(|e| store::Error::classify(e, &store.store))?;
+            let (store, key_file) = store.resolve()?;
+            let key = Key::from_file(&key_file)?;
+            let conn = store::open_read_only(&store, &key)?;
+            let s = crate::status::read(&conn).map_err(|e| store::Error::classify(e, &store))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -130,7 +209,131 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(c) => run_daemon(load_config(&c.config)?),
+        Command::Enroll { config, hub, token, ca_fingerprint, appliance } => {
+            let cfg = load_config(&config.config)?;
+            let appliance = appliance.unwrap_or_else(identity::default_appliance);
+            let id = runtime()?.block_on(identity::enroll(&cfg.identity_dir(), &hub, &token, &ca_fingerprint, &appliance))?;
+            println!("enrolled appliance {} for facility {} {}", id.cert.appliance, id.cert.facility, id.enrolment.facility_name);
+            println!("certificate {} valid until {}", id.cert.serial, shared::time::rfc3339(id.cert.not_after));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Renew(c) => {
+            let cfg = load_config(&c.config)?;
+            let mut id = Identity::load(&cfg.identity_dir())?;
+            runtime()?.block_on(identity::renew(&mut id, cfg.hub_url.as_deref()))?;
+            println!("renewed: certificate {} valid until {}", id.cert.serial, shared::time::rfc3339(id.cert.not_after));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { config } => {
+            let cfg = load_config(&config.config)?;
+            let key = Key::from_file(&cfg.key_file)?;
+            let handle = Arc::new(Handle::start(&cfg.store_dir(), &key)?);
+            let rt = runtime()?;
+            let (n, bytes) = rt.block_on(async {
+                identity::settle(&cfg.identity_dir(), cfg.hub_url.as_deref()).await?;
+                sync::syncer(handle.clone(), &cfg.identity_dir(), cfg.hub_url.clone(), cfg.sync.clone())?.until_caught_up().await
+            })?;
+            let (seq, _) = handle.call(|c| crate::outbox::hub_position(c))??;
+            println!("sent {n} segments ({bytes} bytes); the hub's copy is at segment {seq}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { config, to_seq, to_time, dry_run } => {
+            let cfg = load_config(&config.config)?;
+            let id = Identity::load(&cfg.identity_dir())?;
+            let target = restore::Target { to_seq, to_time };
+            let rt = runtime()?;
+            if dry_run {
+                let plan = rt.block_on(restore::plan(&id, cfg.hub_url.as_deref(), &target))?;
+                print!("restore plan for facility {}:\n{plan}", id.cert.facility);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let key = Key::from_file(&cfg.key_file)?;
+            let r = rt.block_on(restore::restore(&id, cfg.hub_url.as_deref(), &target, &cfg.store_dir(), &key))?;
+            println!(
+                "restored facility {} to segment {} ({} snapshot chunks, {} segments, {} bytes received) into {}",
+                id.cert.facility, r.seq, r.snapshot_frames, r.segments, r.bytes, cfg.store_dir().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The daemon: the ingest watcher on its own thread, sync (once enrolled) on the async runtime,
+/// until SIGTERM or SIGINT; then both finish what they are doing and stop.
+fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
+    let key = Key::from_file(&cfg.key_file)?;
+    let store = Arc::new(Handle::start(&cfg.store_dir(), &key)?);
+    let enrolled = Identity::load(&cfg.identity_dir()).ok();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        state = %cfg.state_dir.display(),
+        roots = cfg.roots.len(),
+        facility = enrolled.as_ref().map(|i| i.cert.facility.as_str()).unwrap_or("not enrolled"),
+        hub = cfg.hub_url.as_deref().or(enrolled.as_ref().map(|i| i.enrolment.hub.as_str())).unwrap_or("-"),
+        bandwidth_limit = cfg.sync.bandwidth_limit.unwrap_or(0),
+        "tsunagi-edge run starting"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let ingest = if cfg.roots.is_empty() {
+        tracing::warn!("no SS-MIX2 roots configured (ingest.roots): only syncing");
+        None
+    } else {
+        let (store, stop) = (store.clone(), stop.clone());
+        let mut opts = Options::new(cfg.roots.clone());
+        opts.batch_files = cfg.batch_files;
+        let pace = watch::Pace { rescan: cfg.rescan, ..Default::default() };
+        Some(std::thread::Builder::new().name("ingest".into()).spawn(move || {
+            watch::run(&store, &opts, &pace, || stop.load(Ordering::Relaxed), |s| {
+                if s.ingested + s.quarantined + s.missing + s.renamed + s.reappeared > 0 || !s.alarms.is_empty() {
+                    print_summary(s);
+                }
+            })
+        })?)
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let sync_task = {
+            let (store, cfg, mut rx) = (store.clone(), cfg.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    if Identity::is_enrolled(&cfg.identity_dir()) {
+                        if let Err(e) = identity::settle(&cfg.identity_dir(), cfg.hub_url.as_deref()).await {
+                            tracing::warn!(error = %format!("{e:#}"), "a pending certificate renewal could not be settled");
+                        }
+                        match sync::syncer(store.clone(), &cfg.identity_dir(), cfg.hub_url.clone(), cfg.sync.clone()) {
+                            Ok(s) => return s.run(rx).await,
+                            Err(e) => tracing::error!(error = %format!("{e:#}"), "sync cannot start"),
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+                        _ = rx.changed() => return,
+                    }
+                }
+            })
+        };
+        drop(rx);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping: finishing the current batch and upload");
+        stop.store(true, Ordering::Relaxed);
+        let _ = tx.send(true);
+        let _ = sync_task.await;
+        anyhow::Ok(())
+    })?;
+    if let Some(t) = ingest {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow::bail!("the ingest thread panicked"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(s: &Summary) {

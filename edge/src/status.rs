@@ -16,6 +16,20 @@ pub struct Status {
     pub warnings: Vec<Warned>,
     pub alarms: Vec<Alarm>,
     pub outbox: Outbox,
+    pub hub: Hub,
+}
+
+/// The hub's copy as last acknowledged, and what is still to send.
+#[derive(Debug, Serialize)]
+pub struct Hub {
+    pub seq: u64,
+    pub hash: String,
+    pub acked_at: Option<String>,
+    /// Segments the hub does not hold yet, and their compressed bytes.
+    pub backlog: u64,
+    pub backlog_bytes: i64,
+    pub last_attempt: Option<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +85,11 @@ pub fn read(conn: &Connection) -> rusqlite::Result<Status> {
     let warnings = w.query_map([], |r| Ok(Warned { path: r.get(0)?, warnings: r.get(1)? }))?.collect::<rusqlite::Result<_>>()?;
     let mut a = conn.prepare("SELECT at, detail FROM alarm ORDER BY id DESC LIMIT 20")?;
     let alarms = a.query_map([], |r| Ok(Alarm { at: r.get(0)?, detail: r.get(1)? }))?.collect::<rusqlite::Result<_>>()?;
+    let (hub_seq, hub_hash) = outbox::hub_position(conn)?;
+    let (acked_at, last_attempt, last_error) = conn.query_row("SELECT acked_at, last_attempt, last_error FROM sync_state WHERE one = 1", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let backlog_bytes = conn.query_row("SELECT coalesce(sum(length(body)), 0) FROM outbox WHERE seq > ?1", [hub_seq as i64], |r| r.get(0))?;
     Ok(Status {
+        hub: Hub { seq: hub_seq, hash: shared::chain::hex(&hub_hash), acked_at, backlog: seq.saturating_sub(hub_seq), backlog_bytes, last_attempt, last_error },
         schema_version: count("PRAGMA user_version")?,
         tables: crate::store::sql::table_counts(conn)?,
         files: Files {
@@ -108,6 +126,12 @@ impl std::fmt::Display for Status {
         writeln!(f, "\noutbox: head {} ({}), {} segments held from {}, {} bytes",
             self.outbox.seq, &self.outbox.hash[..16], self.outbox.held,
             self.outbox.first_held.map_or("-".into(), |s| s.to_string()), self.outbox.bytes)?;
+        let h = &self.hub;
+        writeln!(f, "hub:    copy at {} ({}), acknowledged {}; backlog {} segments, {} bytes",
+            h.seq, &h.hash[..16], h.acked_at.as_deref().unwrap_or("never"), h.backlog, h.backlog_bytes)?;
+        if let Some(e) = &h.last_error {
+            writeln!(f, "        last upload failed at {}: {e}", h.last_attempt.as_deref().unwrap_or("?"))?;
+        }
         writeln!(f, "\nquarantine: {} file(s)", self.quarantine.len())?;
         for q in &self.quarantine {
             writeln!(f, "  {}\n    {} (since {}, last tried {})", q.path, q.reason, q.first_seen, q.last_tried)?;

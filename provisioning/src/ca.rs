@@ -185,7 +185,8 @@ impl Ca {
         p.serial_number = Some(random_serial());
         p.use_authority_key_identifier_extension = true;
         let cert = p.signed_by(&key, &self.issuer).map_err(err)?;
-        Ok((format!("{}{}", cert.pem(), self.issuing_pem), key.serialize_pem()))
+        // The root goes along so that an appliance that has only the root's fingerprint can find it.
+        Ok((format!("{}{}{}", cert.pem(), self.issuing_pem, self.root_pem), key.serialize_pem()))
     }
 
     /// Writes the CRL of the given revoked serials (hex) to `crl.pem` in the CA folder, signed by

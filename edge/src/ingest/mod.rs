@@ -52,6 +52,10 @@ fn join(w: &[String]) -> Option<String> {
 }
 
 pub(crate) fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    shared::time::rfc3339(secs)
+    shared::time::rfc3339(unix_now())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -1,0 +1,182 @@
+//! The appliance's HTTPS client to the hub: TLS 1.2/1.3 with rustls and ring, the network root
+//! pinned by its SHA-256 fingerprint, and the facility's client certificate once enrolled. One
+//! connection a request keeps it simple; requests are few and large.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// How long connecting and the TLS handshake may take before the attempt counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Verifies the hub against the one root whose SHA-256 fingerprint the appliance was given: the
+/// hub presents its chain with the root, the root is picked out by fingerprint, and the chain
+/// must verify to it. Nothing else is trusted.
+#[derive(Debug)]
+struct PinnedRoot {
+    fingerprint: String,
+}
+
+impl PinnedRoot {
+    fn inner(&self, intermediates: &[CertificateDer<'_>]) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        let root = intermediates
+            .iter()
+            .find(|c| provisioning::fingerprint(c) == self.fingerprint)
+            .ok_or_else(|| rustls::Error::General("the hub does not present the network root with the pinned fingerprint".into()))?;
+        let mut roots = RootCertStore::empty();
+        roots.add(root.clone().into_owned()).map_err(|e| rustls::Error::General(e.to_string()))?;
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().map_err(|e| rustls::Error::General(e.to_string()))
+    }
+}
+
+impl ServerCertVerifier for PinnedRoot {
+    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], server_name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner(intermediates)?.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS configuration that trusts only the pinned root, optionally presenting a client identity
+/// (PEM: the certificate chain and the private key).
+pub fn tls_config(fingerprint: &str, identity_pem: Option<&[u8]>) -> anyhow::Result<Arc<ClientConfig>> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedRoot { fingerprint: fingerprint.to_string() }));
+    let mut cfg = match identity_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let chain = provisioning::cert::certs_from_pem(pem).map_err(anyhow::Error::msg)?;
+            let key = provisioning::cert::key_from_pem(pem).map_err(anyhow::Error::msg)?;
+            builder.with_client_auth_cert(chain, key).context("the identity's key does not match its certificate")?
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The hub's error message, or the body as text.
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).chars().take(300).collect())
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_slice(&self.body).with_context(|| format!("the hub answered {} with an unexpected body", self.status))
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    host: String,
+    port: u16,
+    tls: Arc<ClientConfig>,
+}
+
+impl Client {
+    /// `url` is `https://host[:port]`; anything but https is refused.
+    pub fn new(url: &str, tls: Arc<ClientConfig>) -> anyhow::Result<Client> {
+        let rest = url.strip_prefix("https://").ok_or_else(|| anyhow::anyhow!("hub URL {url:?} must start with https://"))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.trim_matches(|c| c == '[' || c == ']').to_string(), p.parse().with_context(|| format!("bad port in hub URL {url:?}"))?),
+            _ => (authority.to_string(), 443),
+        };
+        if host.is_empty() {
+            anyhow::bail!("hub URL {url:?} has no host");
+        }
+        Ok(Client { host, port, tls })
+    }
+
+    async fn connect(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let name = ServerName::try_from(self.host.clone()).with_context(|| format!("{:?} is not a host name", self.host))?;
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.with_context(|| format!("cannot reach the hub at {}:{}", self.host, self.port))?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.context("TLS with the hub failed")?;
+            anyhow::Ok(tls)
+        };
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| anyhow::anyhow!("connecting to the hub timed out"))??;
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(send)
+    }
+
+    /// Sends a request and returns the status and the streaming body.
+    pub async fn send(&self, method: Method, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let mut send = self.connect().await?;
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .header(hyper::header::CONTENT_LENGTH, body.len())
+            .body(Full::new(body))?;
+        Ok(send.send_request(req).await.context("the hub closed the connection")?)
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn call(&self, method: Method, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<Reply> {
+        let resp = self.send(method, path, content_type, body).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.context("reading the hub's answer")?.to_bytes();
+        Ok(Reply { status, body })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.call(Method::GET, path, "text/plain", Bytes::new()).await
+    }
+
+    pub async fn post_json(&self, path: &str, value: &serde_json::Value) -> anyhow::Result<Reply> {
+        self.call(Method::POST, path, "application/json", Bytes::from(serde_json::to_vec(value)?)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let tls = tls_config(&"00".repeat(32), None).unwrap();
+        let c = Client::new("https://127.0.0.1:8443", tls.clone()).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8443));
+        assert_eq!(Client::new("https://hub.example/", tls.clone()).unwrap().port, 443);
+        assert!(Client::new("http://hub", tls).is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! The daemon's configuration: a TOML file (unknown keys refused), then a short list of
+//! environment overrides, resolved into typed settings with messages that name the key and the fix.
+//!
+//! Environment overrides (each replaces the file's value):
+//!
+//! | variable                 | key                    |
+//! |--------------------------|------------------------|
+//! | `TSUNAGI_STATE_DIR`      | `state_dir`            |
+//! | `TSUNAGI_KEY_FILE`       | `key_file`             |
+//! | `TSUNAGI_ROOTS`          | `ingest.roots` (`:`-separated) |
+//! | `TSUNAGI_HUB_URL`        | `hub.url`              |
+//! | `TSUNAGI_BANDWIDTH`      | `sync.bandwidth_limit` |
+//! | `TSUNAGI_RETENTION`      | `sync.retention`       |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ingest: RawIngest,
+    #[serde(default)]
+    pub hub: RawHub,
+    #[serde(default)]
+    pub sync: RawSync,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    pub roots: Option<Vec<PathBuf>>,
+    pub rescan: Option<String>,
+    pub batch_files: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHub {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    /// Bytes per second, with an optional k, M or G suffix; 0 or absent for no limit.
+    pub bandwidth_limit: Option<String>,
+    pub retention: Option<String>,
+    pub interval: Option<String>,
+    pub backoff_min: Option<String>,
+    pub backoff_max: Option<String>,
+    pub max_batch_bytes: Option<usize>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub roots: Vec<PathBuf>,
+    pub rescan: Duration,
+    pub batch_files: usize,
+    /// From the file or the environment; otherwise the hub the appliance enrolled with.
+    pub hub_url: Option<String>,
+    pub sync: SyncSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub bandwidth_limit: Option<u64>,
+    pub retention: Duration,
+    pub interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub max_batch_bytes: usize,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            bandwidth_limit: None,
+            retention: Duration::from_secs(7 * 86_400),
+            interval: Duration::from_secs(2),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            max_batch_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Config {
+    pub fn store_dir(&self) -> PathBuf {
+        self.state_dir.join("store")
+    }
+
+    pub fn identity_dir(&self) -> PathBuf {
+        self.state_dir.join("identity")
+    }
+
+    /// Reads `path` and applies the environment through `env`.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        Config::resolve(raw, env)
+    }
+
+    pub fn resolve(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration, String> {
+            match v {
+                None => Ok(default),
+                Some(s) => shared::time::parse_duration(&s).map(|n| Duration::from_secs(n.max(0) as u64)).map_err(|e| format!("{key}: {e}")),
+            }
+        };
+        let state_dir = env("TSUNAGI_STATE_DIR").map(PathBuf::from).or(raw.state_dir).ok_or("state_dir is not set: add `state_dir = \"/var/lib/tsunagi\"` to the configuration")?;
+        let key_file = env("TSUNAGI_KEY_FILE").map(PathBuf::from).or(raw.key_file).unwrap_or_else(|| state_dir.join("store.key"));
+        let roots = match env("TSUNAGI_ROOTS") {
+            Some(r) => r.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
+            None => raw.ingest.roots.unwrap_or_default(),
+        };
+        let d = SyncSettings::default();
+        let bandwidth = env("TSUNAGI_BANDWIDTH").or(raw.sync.bandwidth_limit);
+        let bandwidth_limit = match bandwidth {
+            None => None,
+            Some(s) => match parse_bytes(&s).map_err(|e| format!("sync.bandwidth_limit: {e}"))? {
+                0 => None,
+                n => Some(n),
+            },
+        };
+        let sync = SyncSettings {
+            bandwidth_limit,
+            retention: dur("sync.retention", env("TSUNAGI_RETENTION").or(raw.sync.retention), d.retention)?,
+            interval: dur("sync.interval", raw.sync.interval, d.interval)?.max(Duration::from_millis(200)),
+            backoff_min: dur("sync.backoff_min", raw.sync.backoff_min, d.backoff_min)?.max(Duration::from_millis(100)),
+            backoff_max: dur("sync.backoff_max", raw.sync.backoff_max, d.backoff_max)?,
+            max_batch_bytes: raw.sync.max_batch_bytes.unwrap_or(d.max_batch_bytes).clamp(64 << 10, shared::wire::MAX_BODY / 2),
+        };
+        if sync.backoff_max < sync.backoff_min {
+            return Err("sync.backoff_max must not be shorter than sync.backoff_min".into());
+        }
+        Ok(Config {
+            state_dir,
+            key_file,
+            roots,
+            rescan: dur("ingest.rescan", raw.ingest.rescan, Duration::from_secs(300))?.max(Duration::from_secs(1)),
+            batch_files: raw.ingest.batch_files.unwrap_or(512).max(1),
+            hub_url: env("TSUNAGI_HUB_URL").or(raw.hub.url),
+            sync,
+        })
+    }
+}
+
+/// `1500000`, `1500k`, `1.5M`, `2G` (decimal units, bytes).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1e3),
+        Some('M') => (&s[..s.len() - 1], 1e6),
+        Some('G') => (&s[..s.len() - 1], 1e9),
+        _ => (s, 1.0),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a byte count (for example 500k or 2M)"))?;
+    if n < 0.0 {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            state_dir = "/var/lib/tsunagi"
+            [ingest]
+            roots = ["/mnt/a", "/mnt/b"]
+            [sync]
+            bandwidth_limit = "500k"
+            retention = "3d"
+            "#,
+        )
+        .unwrap();
+        let c = Config::resolve(raw, &no_env).unwrap();
+        assert_eq!(c.roots.len(), 2);
+        assert_eq!(c.sync.bandwidth_limit, Some(500_000));
+        assert_eq!(c.sync.retention, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.key_file, PathBuf::from("/var/lib/tsunagi/store.key"));
+        let env = |k: &str| match k {
+            "TSUNAGI_BANDWIDTH" => Some("0".to_string()),
+            "TSUNAGI_HUB_URL" => Some("https://hub:8443".to_string()),
+            "TSUNAGI_ROOTS" => Some("/x:/y:/z".to_string()),
+            _ => None,
+        };
+        let raw: RawConfig = toml::from_str("state_dir = \"/s\"").unwrap();
+        let c = Config::resolve(raw, &env).unwrap();
+        assert_eq!((c.sync.bandwidth_limit, c.hub_url.as_deref(), c.roots.len()), (None, Some("https://hub:8443"), 3));
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        assert!(toml::from_str::<RawConfig>("state_dir = \"/s\"\nbandwith = 3").unwrap_err().to_string().contains("bandwith"));
+        let raw: RawConfig = toml::from_str("state_dir = \"/s\"\n[sync]\nretention = \"7w\"").unwrap();
+        assert!(Config::resolve(raw, &no_env).unwrap_err().contains("sync.retention"));
+        assert!(Config::resolve(RawConfig::default(), &no_env).unwrap_err().contains("state_dir"));
+        assert_eq!(parse_bytes("1.5M"), Ok(1_500_000));
+    }
+}

@@ -1,0 +1,195 @@
+//! The appliance's identity: enrolment with a one-time token (the key is made here and never
+//! leaves), renewal at two thirds of the certificate's lifetime, and the files that hold them.
+//!
+//! In the identity folder: `identity.pem` (certificate chain and key, owner-only), `root.pem` (the
+//! network root, pinned by fingerprint), `enrolment.json` (hub, facility, appliance). A renewal
+//! writes `identity.next.pem` first and replaces `identity.pem` only after the hub has accepted
+//! the new certificate, so a power cut at any point leaves a working identity.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::client::{self, Client};
+
+const IDENTITY: &str = "identity.pem";
+const NEXT: &str = "identity.next.pem";
+const ROOT: &str = "root.pem";
+const ENROLMENT: &str = "enrolment.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrolment {
+    pub hub: String,
+    pub fingerprint: String,
+    pub facility: String,
+    pub facility_name: String,
+    pub appliance: String,
+}
+
+/// What the hub answers to an enrolment or a renewal.
+#[derive(Deserialize)]
+struct Issued {
+    chain_pem: String,
+    root_pem: String,
+    facility: String,
+    facility_name: String,
+    appliance: String,
+    serial: String,
+    not_after: i64,
+}
+
+/// A loaded identity.
+#[derive(Clone)]
+pub struct Identity {
+    pub dir: PathBuf,
+    pub enrolment: Enrolment,
+    pub cert: provisioning::Identity,
+    pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("facility", &self.cert.facility).field("serial", &self.cert.serial).finish()
+    }
+}
+
+fn parse(pem: &[u8]) -> anyhow::Result<provisioning::Identity> {
+    let chain = provisioning::cert::certs_from_pem(pem).map_err(anyhow::Error::msg)?;
+    provisioning::Identity::from_der(&chain[0]).map_err(anyhow::Error::msg)
+}
+
+impl Identity {
+    /// Loads the identity, refusing files others could read.
+    pub fn load(dir: &Path) -> anyhow::Result<Identity> {
+        let e = std::fs::read(dir.join(ENROLMENT)).with_context(|| format!("this appliance is not enrolled ({} is missing): run `tsunagi-edge enroll`", dir.join(ENROLMENT).display()))?;
+        let enrolment: Enrolment = serde_json::from_slice(&e).with_context(|| format!("{} is damaged", dir.join(ENROLMENT).display()))?;
+        let pem = provisioning::secret::read(&dir.join(IDENTITY)).map_err(anyhow::Error::msg)?;
+        let cert = parse(&pem)?;
+        Ok(Identity { dir: dir.to_owned(), enrolment, cert, pem })
+    }
+
+    /// A client for `hub` (or the enrolment's hub) that presents this identity.
+    pub fn client(&self, hub: Option<&str>) -> anyhow::Result<Client> {
+        Client::new(hub.unwrap_or(&self.enrolment.hub), client::tls_config(&self.enrolment.fingerprint, Some(&self.pem))?)
+    }
+
+    pub fn is_enrolled(dir: &Path) -> bool {
+        dir.join(IDENTITY).exists()
+    }
+}
+
+/// The appliance id when none is given: the host name.
+pub fn default_appliance() -> String {
+    let h = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let h: String = h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(64).collect();
+    if h.is_empty() { "appliance".into() } else { h }
+}
+
+fn write_identity(path: &Path, issued: &Issued, key_pem: &str) -> anyhow::Result<()> {
+    let text = format!("{}{}", issued.chain_pem, key_pem);
+    provisioning::secret::write_atomic(path, text.as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Enrols: makes a key, sends a CSR with the token to the hub (trusted only through the pinned
+/// fingerprint), and stores the certificate the hub returns.
+pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appliance: &str) -> anyhow::Result<Identity> {
+    let fingerprint = provisioning::parse_fingerprint(fingerprint).map_err(anyhow::Error::msg)?;
+    provisioning::token::check_appliance(appliance).map_err(anyhow::Error::msg)?;
+    if Identity::is_enrolled(dir) {
+        anyhow::bail!("this appliance is already enrolled ({} exists); to enrol again, move the identity folder away first", dir.join(IDENTITY).display());
+    }
+    let (key_pem, csr) = provisioning::ca::new_key_and_csr(appliance).map_err(anyhow::Error::msg)?;
+    let client = Client::new(hub, client::tls_config(&fingerprint, None)?)?;
+    let reply = client.post_json("/v1/enroll", &json!({ "token": token, "csr": csr, "appliance": appliance })).await?;
+    if !reply.status.is_success() {
+        anyhow::bail!("the hub refused the enrolment: {}", reply.message());
+    }
+    let issued: Issued = reply.json()?;
+    let root = provisioning::cert::certs_from_pem(issued.root_pem.as_bytes()).map_err(anyhow::Error::msg)?;
+    if provisioning::fingerprint(&root[0]) != fingerprint {
+        anyhow::bail!("the hub sent a root that does not match the pinned fingerprint; refusing it");
+    }
+    let cert = parse(issued.chain_pem.as_bytes())?;
+    if cert.facility != issued.facility || cert.appliance != appliance {
+        anyhow::bail!("the certificate the hub issued names {}/{}, not {}/{appliance}", cert.facility, cert.appliance, issued.facility);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(dir.join(ROOT), &issued.root_pem)?;
+    write_identity(&dir.join(IDENTITY), &issued, &key_pem)?;
+    let enrolment = Enrolment { hub: hub.to_string(), fingerprint, facility: issued.facility, facility_name: issued.facility_name, appliance: issued.appliance };
+    provisioning::secret::write_atomic(&dir.join(ENROLMENT), &serde_json::to_vec_pretty(&enrolment)?, 0o644)?;
+    tracing::info!(facility = %enrolment.facility, appliance = %enrolment.appliance, serial = %issued.serial, not_after = issued.not_after, "enrolled");
+    Identity::load(dir)
+}
+
+/// Finishes a renewal a power cut interrupted: a pending certificate that the hub accepts becomes
+/// the identity; one it refuses is dropped. When the hub cannot be reached it stays pending.
+pub async fn settle(dir: &Path, hub: Option<&str>) -> anyhow::Result<()> {
+    let next = dir.join(NEXT);
+    if !next.exists() {
+        return Ok(());
+    }
+    let current = Identity::load(dir)?;
+    let pem = provisioning::secret::read(&next).map_err(anyhow::Error::msg)?;
+    let Ok(cert) = parse(&pem) else {
+        // A pending file that does not parse cannot have been confirmed: drop it.
+        std::fs::remove_file(&next)?;
+        return Ok(());
+    };
+    confirm(dir, &Identity { pem, cert, ..current }, hub).await
+}
+
+async fn confirm(dir: &Path, candidate: &Identity, hub: Option<&str>) -> anyhow::Result<()> {
+    let next = dir.join(NEXT);
+    match candidate.client(hub)?.get("/v1/position").await {
+        Ok(r) if r.status.is_success() => {
+            std::fs::rename(&next, dir.join(IDENTITY))?;
+            std::fs::File::open(dir)?.sync_all()?;
+            tracing::info!(serial = %candidate.cert.serial, not_after = candidate.cert.not_after, "renewed certificate confirmed and in use");
+            Ok(())
+        }
+        Ok(r) => {
+            std::fs::remove_file(&next)?;
+            anyhow::bail!("the hub refused the renewed certificate ({}): keeping the current one", r.message())
+        }
+        Err(e) => Err(e.context("cannot confirm the renewed certificate yet; it stays pending")),
+    }
+}
+
+/// Renews when two thirds of the lifetime have passed. Returns true when the identity changed.
+pub async fn renew_if_due(id: &mut Identity, hub: Option<&str>, now: i64) -> anyhow::Result<bool> {
+    if now < id.cert.renew_at() {
+        return Ok(false);
+    }
+    renew(id, hub).await?;
+    Ok(true)
+}
+
+/// Renews now: a new key and CSR, the new certificate written beside the current one, confirmed
+/// with the hub, then swapped in.
+pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
+    let dir = id.dir.clone();
+    settle(&dir, hub).await?;
+    let (key_pem, csr) = provisioning::ca::new_key_and_csr(&id.enrolment.appliance).map_err(anyhow::Error::msg)?;
+    let reply = id.client(hub)?.post_json("/v1/renew", &json!({ "csr": csr })).await?;
+    if !reply.status.is_success() {
+        anyhow::bail!("the hub refused to renew the certificate: {}", reply.message());
+    }
+    let issued: Issued = reply.json()?;
+    let cert = parse(issued.chain_pem.as_bytes())?;
+    if cert.facility != id.cert.facility {
+        anyhow::bail!("the renewed certificate names facility {}, not {}; refusing it", cert.facility, id.cert.facility);
+    }
+    write_identity(&dir.join(NEXT), &issued, &key_pem)?;
+    tracing::info!(serial = %issued.serial, not_after = issued.not_after, "renewed certificate received; confirming");
+    if std::env::var("TSUNAGI_FAILPOINT").as_deref() == Ok("after-renew-fetch") {
+        // Lets the tests cut the power at the worst moment.
+        std::process::abort();
+    }
+    let candidate = Identity { pem: std::fs::read(dir.join(NEXT))?, cert, ..id.clone() };
+    confirm(&dir, &candidate, hub).await?;
+    *id = Identity::load(&dir)?;
+    Ok(())
+}
