@@ -169,6 +169,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// A certificate's start, set a little in the past to forgive an appliance whose clock is behind:
+/// five minutes, or a quarter of a (test-short) lifetime.
+fn not_before(hub: &Hub, t: i64) -> i64 {
+    t - (hub.settings.client_cert_lifetime / 4).min(300)
+}
+
 #[derive(Deserialize)]
 pub struct EnrollRequest {
     token: String,
@@ -197,12 +203,13 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         tracing::warn!(appliance = %req.appliance, error = %e, "enrolment refused");
         ApiError::new(StatusCode::FORBIDDEN, "bad_token", e.to_string())
     })?;
-    let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, t - 300, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let nb = not_before(&hub, t);
+    let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
     let cert = registry::Cert {
         serial: issued.serial.clone(),
         facility: facility.clone(),
         appliance: req.appliance.clone(),
-        not_before: t - 300,
+        not_before: nb,
         not_after: issued.not_after,
         issued_at: t,
         how: "enrol".into(),
@@ -231,12 +238,13 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
     let id = authed(&peer, &hub)?;
     let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let t = now();
-    let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, t - 300, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let nb = not_before(&hub, t);
+    let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
     let cert = registry::Cert {
         serial: issued.serial.clone(),
         facility: id.facility.clone(),
         appliance: id.appliance.clone(),
-        not_before: t - 300,
+        not_before: nb,
         not_after: issued.not_after,
         issued_at: t,
         how: "renew".into(),

@@ -313,8 +313,12 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %data.display(), listen = %addr, client_cert_lifetime = lifetime, snapshot_every, "tsunagi-hub serving");
-        println!("listening on https://{addr}");
-        println!("root fingerprint (SHA-256): {fingerprint}");
+        // Whoever started the hub may stop reading its output; that must not stop the hub.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "listening on https://{addr}");
+        let _ = writeln!(out, "root fingerprint (SHA-256): {fingerprint}");
+        let _ = out.flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let snapshots = tokio::spawn(snapshot_loop(hub.clone(), snapshot_every));
         let server = tokio::spawn(api::serve(listener, tls, api::router(hub.clone()), stop_rx));

@@ -108,3 +108,12 @@ pub fn diff_r(a: &Path, b: &Path) {
     let out = Command::new("diff").arg("-r").arg(a).arg(b).output().unwrap();
     assert!(out.status.success(), "trees differ:\n{}", String::from_utf8_lossy(&out.stdout));
 }
+
+pub mod net;
+
+/// Copies the contents of `from` into `to`, merging with what is there.
+pub fn merge_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    let st = Command::new("cp").arg("-rT").arg(from).arg(to).status().unwrap();
+    assert!(st.success());
+}

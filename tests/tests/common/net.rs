@@ -1,0 +1,232 @@
+//! A real hub and real appliances on 127.0.0.1 for the sync tests: the binaries, a test CA made
+//! by `tsunagi-hub ca init`, temporary folders, and helpers to read both sides' databases.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const FACILITY: &str = "3712345678";
+
+fn bin(name: &str) -> Command {
+    Command::new(tests::run::bin(name))
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Hub {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+    pub fingerprint: String,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Hub {
+    /// A hub with a fresh CA and key, serving on a free port.
+    pub fn start(extra: &[&str]) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Hub { dir, addr: String::new(), fingerprint: String::new(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        ok(h.cmd("keygen").output().unwrap());
+        ok(h.cmd("ca").args(["init", "--network", "test"]).output().unwrap());
+        h.fingerprint = ok(h.cmd("ca").arg("fingerprint").output().unwrap()).trim().to_string();
+        h.serve("127.0.0.1:0");
+        h
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cmd(&self, sub: &str) -> Command {
+        let mut c = bin("tsunagi-hub");
+        c.arg("--data").arg(self.dir.path()).arg(sub);
+        c
+    }
+
+    fn serve(&mut self, listen: &str) {
+        let mut child = self.cmd("serve").args(["--listen", listen]).args(&self.extra).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        self.addr = line.trim().strip_prefix("listening on https://").unwrap_or_else(|| panic!("hub said {line:?}")).to_string();
+        self.child = Some(child);
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Kills the hub at once (SIGKILL), as a power cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts the hub again on the same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        let addr = self.addr.clone();
+        self.serve(&addr);
+    }
+
+    pub fn token(&self, facility: &str, valid: &str) -> String {
+        let out = ok(self.cmd("token").args(["create", "--facility", facility, "--name", "テスト診療所", "--valid", valid]).output().unwrap());
+        out.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string()
+    }
+
+    /// The facility's copy, opened with the key the hub derives for it.
+    pub fn copy(&self, facility: &str) -> rusqlite::Connection {
+        let key = hub::key::HubKey::from_file(&self.data().join("hub.key")).unwrap().derive(&format!("copy:{facility}"));
+        let c = rusqlite::Connection::open_with_flags(self.data().join("copies").join(format!("{facility}.db")), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 5000;", key.literal())).unwrap();
+        c
+    }
+
+    pub fn copy_seq(&self, facility: &str) -> u64 {
+        if !self.data().join("copies").join(format!("{facility}.db")).exists() {
+            return 0;
+        }
+        self.copy(facility).query_row("SELECT seq FROM outbox_head", [], |r| r.get::<_, i64>(0)).unwrap_or(0) as u64
+    }
+
+    /// `copy verify`: the exit status and the report.
+    pub fn verify(&self, facility: &str) -> (bool, String) {
+        let out = self.cmd("copy").args(["verify", "--facility", facility]).output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An appliance: a state folder with a store key and a configuration file.
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Appliance {
+    /// `sync` is extra TOML for the `[sync]` table; `roots` go into `[ingest]`.
+    pub fn new(roots: &[&Path], sync: &str) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("store.key");
+        ok(bin("tsunagi-edge").args(["keygen", "--out"]).arg(&key).output().unwrap());
+        let roots: Vec<String> = roots.iter().map(|r| format!("{:?}", r.display().to_string())).collect();
+        let toml = format!(
+            "state_dir = {:?}\nkey_file = {:?}\n[ingest]\nroots = [{}]\nrescan = \"1s\"\n[sync]\ninterval = \"1s\"\nbackoff_min = \"1s\"\nbackoff_max = \"2s\"\n{sync}\n",
+            dir.path().display().to_string(),
+            key.display().to_string(),
+            roots.join(", ")
+        );
+        let config = dir.path().join("edge.toml");
+        std::fs::write(&config, toml).unwrap();
+        Appliance { dir, config, child: None }
+    }
+
+    pub fn cmd(&self, sub: &str) -> Command {
+        let mut c = bin("tsunagi-edge");
+        c.arg(sub).arg("--config").arg(&self.config);
+        c
+    }
+
+    pub fn enroll(&self, hub: &Hub, token: &str, appliance: &str) -> Output {
+        self.cmd("enroll").args(["--hub", &hub.url(), "--token", token, "--ca-fingerprint", &hub.fingerprint, "--appliance", appliance]).output().unwrap()
+    }
+
+    pub fn enrolled(hub: &Hub, roots: &[&Path], sync: &str) -> Appliance {
+        let a = Appliance::new(roots, sync);
+        ok(a.enroll(hub, &hub.token(FACILITY, "1d"), "box-1"));
+        a
+    }
+
+    /// `ingest --once` over the configured roots.
+    pub fn ingest(&self, roots: &[&Path]) -> String {
+        let mut c = self.cmd("ingest");
+        for r in roots {
+            c.arg("--root").arg(r);
+        }
+        ok(c.args(["--once", "--batch-files", "16"]).output().unwrap())
+    }
+
+    pub fn sync(&self) -> Output {
+        self.cmd("sync").output().unwrap()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(self.cmd("status").arg("--json").output().unwrap())).unwrap()
+    }
+
+    pub fn store(&self) -> rusqlite::Connection {
+        let key = edge::store::Key::from_file(&self.dir.path().join("store.key")).unwrap();
+        edge::store::open_read_only(&self.dir.path().join("store"), &key).unwrap()
+    }
+
+    pub fn head(&self) -> u64 {
+        self.store().query_row("SELECT seq FROM outbox_head", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+    }
+
+    pub fn identity_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("identity/identity.pem")).unwrap()
+    }
+
+    /// Starts the daemon, with extra environment.
+    pub fn start(&mut self, env: &[(&str, &str)]) {
+        let mut c = self.cmd("run");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.child = Some(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "run exited with {status}");
+        }
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it is true, failing the test with `what` after `secs`.
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The copy equals the store, table by table and row by row, ids included.
+pub fn assert_same(hub: &Hub, edge: &Appliance) {
+    let (a, b) = (super::dump(&edge.store()), super::dump(&hub.copy(FACILITY)));
+    for ((t, ra), (_, rb)) in a.iter().zip(b.iter()) {
+        assert_eq!(ra.len(), rb.len(), "table {t}: {} rows at the edge, {} in the copy", ra.len(), rb.len());
+        assert!(ra == rb, "table {t} differs between the edge and the hub's copy");
+    }
+    assert!(a.iter().map(|(_, r)| r.len()).sum::<usize>() > 0, "nothing was compared");
+}
