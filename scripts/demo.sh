@@ -1,36 +1,75 @@
 #!/usr/bin/env bash
-# The main job on its embedded defaults: a synthetic clinic's SS-MIX2 export is mirrored into the
-# edge's encrypted store, shown, and written back out byte for byte. (The hub and its portal come
-# with the next issues; until then this is what the appliance does.)
+# The main job on its embedded defaults: a hub and an edge appliance on loopback. The hub gets a
+# CA and a key; the appliance enrols with a one-time token, mirrors a synthetic clinic's SS-MIX2
+# export into its encrypted store and syncs it to the hub's failover copy over mutual TLS. Then
+# both keep running until Ctrl-C (TSUNAGI_DEMO_EXIT=1 stops after the checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/debug
-work=${TSUNAGI_DEMO_DIR:-demo}
+bin=$PWD/target/debug
+work=$PWD/${TSUNAGI_DEMO_DIR:-demo}
+listen=${TSUNAGI_DEMO_LISTEN:-127.0.0.1:8443}
+facility=3712345678
 mkdir -p "$work"
+export TSUNAGI_HUB_DATA="$work/hub"
 
 if [ ! -d "$work/clinic/standard" ]; then
   "$bin/ssmix2-gen" --out "$work/clinic" --preset clinic-year --malformed 3
 fi
-[ -f "$work/store.key" ] || "$bin/tsunagi-edge" keygen --out "$work/store.key"
+
+echo "== hub: the network's CA, the hub's key, and the server on https://$listen"
+[ -f "$work/hub/hub.key" ] || "$bin/tsunagi-hub" keygen
+[ -f "$work/hub/ca/root.crt" ] || "$bin/tsunagi-hub" ca init --network "tsunagi demo"
+fingerprint=$("$bin/tsunagi-hub" ca fingerprint)
+"$bin/tsunagi-hub" serve --listen "$listen" > "$work/hub.out" 2> "$work/hub.log" &
+hub_pid=$!
+edge_pid=
+trap 'kill $hub_pid $edge_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q listening "$work/hub.out" 2>/dev/null && break; sleep 0.1; done
+grep -q listening "$work/hub.out" || { cat "$work/hub.log"; exit 1; }
+url="https://$listen"
+
+cat > "$work/edge.toml" <<TOML
+state_dir = "$work/edge"
+key_file = "$work/edge/store.key"
+[ingest]
+roots = ["$work/clinic/standard", "$work/clinic/extended"]
+[hub]
+url = "$url"
+TOML
+mkdir -p "$work/edge"
+[ -f "$work/edge/store.key" ] || "$bin/tsunagi-edge" keygen --out "$work/edge/store.key"
+
+if [ ! -f "$work/edge/identity/identity.pem" ]; then
+  echo
+  echo "== enrolment: the network office makes a one-time token; the appliance enrols with it"
+  token=$("$bin/tsunagi-hub" token create --facility $facility --name "さぬきデモ診療所" | awk '/^token:/{print $2}')
+  "$bin/tsunagi-edge" enroll --config "$work/edge.toml" --hub "$url" --token "$token" \
+    --ca-fingerprint "$fingerprint" --appliance demo-box
+fi
 
 echo
-echo "== ingest: the clinic's SS-MIX2 tree (standard and extended storage) into the encrypted store"
-set +e
-"$bin/tsunagi-edge" ingest --store "$work/store" --key-file "$work/store.key" \
-  --root "$work/clinic/standard" --root "$work/clinic/extended" --once 2> "$work/ingest.log"
-code=$?
-set -e
-[ $code -eq 0 ] || [ $code -eq 3 ] || { cat "$work/ingest.log"; exit $code; }
+echo "== run: the appliance ingests the clinic (40,000 files) and syncs it to the hub"
+"$bin/tsunagi-edge" run --config "$work/edge.toml" > "$work/edge.out" 2> "$work/edge.log" &
+edge_pid=$!
+for _ in $(seq 600); do
+  st=$("$bin/tsunagi-edge" status --config "$work/edge.toml" --json 2>/dev/null || true)
+  # The first full scan has printed its summary, and the hub holds every segment.
+  if grep -q '^seen' "$work/edge.out" && [ -n "$st" ] &&
+     python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["outbox"]["seq"]>0 and s["hub"]["backlog"]==0 else 1)' <<<"$st"; then
+    break
+  fi
+  sleep 1
+done
+"$bin/tsunagi-edge" status --config "$work/edge.toml" | sed -e '/files stored with warnings/,$d'
 
 echo
-echo "== status: what the store holds"
-"$bin/tsunagi-edge" status --store "$work/store" --key-file "$work/store.key" | sed -e '/files stored with warnings/,$d'
+echo "== the hub's failover copy: hash chain, integrity and encryption checked"
+"$bin/tsunagi-hub" copy verify --facility $facility
 
 echo
-echo "== export-ssmix2: the tree back out, compared byte for byte with the original"
+echo "== export-ssmix2: the tree back out of the store, compared byte for byte with the original"
 rm -rf "$work/export"
-"$bin/tsunagi-edge" export-ssmix2 --store "$work/store" --key-file "$work/store.key" \
-  --to "$work/export/standard" --extended-to "$work/export/extended"
+"$bin/tsunagi-edge" export-ssmix2 --config "$work/edge.toml" --to "$work/export/standard" --extended-to "$work/export/extended"
 # The malformed files the generator planted are in quarantine, not in the store: leave them out.
 if diff -r -q -x '900' "$work/clinic" "$work/export" >/dev/null; then
   echo "identical: every stored file came back byte for byte"
@@ -38,6 +77,12 @@ else
   echo "DIFFERENT: the export does not match the source tree" >&2
   exit 1
 fi
+
 echo
-echo "store: $work/store (key: $work/store.key; the file is useless without it)"
-echo "again: $bin/tsunagi-edge status --store $work/store --key-file $work/store.key"
+echo "hub:        $url   (the portal comes with the portal issue; today the hub serves the appliances' API)"
+echo "appliance:  facility $facility, demo-box; state in $work/edge, config $work/edge.toml"
+echo "status:     $bin/tsunagi-edge status --config $work/edge.toml"
+echo "copies:     TSUNAGI_HUB_DATA=$work/hub $bin/tsunagi-hub copy list"
+if [ "${TSUNAGI_DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
+echo "both keep running; press Ctrl-C to stop them"
+wait $hub_pid

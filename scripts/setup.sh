@@ -8,6 +8,9 @@ need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 dpkg -s clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v hyperfine >/dev/null 2>&1 || need_apt+=(hyperfine)
+command -v restic >/dev/null 2>&1 || need_apt+=(restic)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tests::gen::{generate, Spec};
 
+mod sync;
+
 #[derive(Parser)]
 struct Args {
     #[command(subcommand)]
@@ -223,6 +225,15 @@ fn main() -> anyhow::Result<()> {
     if !a.quick {
         rows.push(bench("hospital", Spec::hospital(), &a, &me, &edge)?);
     }
+    eprintln!("sync: one day of changes against restic and rsync");
+    let bin_dir = me.parent().expect("bin dir").to_owned();
+    let key = a.data.join("bench.key");
+    let wire = sync::wire(&a.data.join("clinic-year/standard"), &a.data.join("sync-wire"), &bin_dir, &key)?;
+    let mut restores = Vec::new();
+    for r in &rows {
+        eprintln!("sync: throughput and restore, {}", r.name);
+        restores.push(sync::throughput(r.name, &a.data.join(format!("store-{}", r.name)), &a.data.join(format!("sync-{}", r.name)), &bin_dir, &key)?);
+    }
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
@@ -248,6 +259,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(md, "- **messages per CPU-second**: files divided by the ingest process's user + system CPU time (it runs a reader thread and the store thread), the measure for \"on one core\".")?;
     writeln!(md, "- **rescan**: `ingest --once` again on the unchanged tree; it stats every file, compares size, mtime and inode with the store, reads nothing and writes no transaction. **stat walk**: a process that only walks and stats every file.")?;
     writeln!(md, "- Peak RSS is the process's VmHWM, sampled every 5 ms. The page cache is warm: the generator or the floor has just read every file.")?;
+    sync::report(&mut md, &wire, &restores)?;
     std::fs::write(&a.out, md)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
