@@ -1,7 +1,6 @@
 //! The store key: 32 random bytes in a file that only its owner may read.
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::Error;
@@ -65,17 +64,15 @@ impl Key {
 
 /// Writes a new random key to `path`, owner-only, refusing to overwrite an existing file.
 pub fn generate_key_file(path: &Path) -> std::io::Result<()> {
-    use ring::rand::SecureRandom;
-    let mut k = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut k).map_err(|_| std::io::Error::other("no system randomness"))?;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    writeln!(f, "{}", shared::chain::hex(&k))?;
-    f.sync_all()
+    let k = provisioning::secret::random32();
+    provisioning::secret::create(path, format!("{}\n", shared::chain::hex(&k)).as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn generated_key_reads_back_and_loose_modes_are_refused() {
