@@ -163,7 +163,9 @@ pub fn wire(corpus: &Path, work: &Path, bin_dir: &Path, key: &Path) -> anyhow::R
     let mirror = work.join("mirror");
     std::fs::create_dir_all(&mirror)?;
     let conf = work.join("rsyncd.conf");
-    std::fs::write(&conf, format!("use chroot = no\n[m]\npath = {}\nread only = no\n", mirror.display()))?;
+    // As the running user: a daemon started by root would otherwise write as `nobody`.
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    std::fs::write(&conf, format!("use chroot = no\nuid = {uid}\ngid = {gid}\n[m]\npath = {}\nread only = no\n", mirror.display()))?;
     let port = 20000 + (std::process::id() % 20000);
     let mut daemon = Command::new("rsync").args(["--daemon", "--no-detach", "--address=127.0.0.1", &format!("--port={port}"), &format!("--config={}", conf.display())]).spawn()?;
     std::thread::sleep(std::time::Duration::from_millis(500));
