@@ -39,12 +39,9 @@ impl DbKey {
 
 impl HubKey {
     pub fn from_file(path: &Path) -> anyhow::Result<HubKey> {
-        let raw = provisioning::secret::read(path).map_err(|e| anyhow::anyhow!("hub key {e} (create one with `tsunagi-hub keygen --out {}`)", path.display()))?;
-        let text = std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
-        match shared::chain::unhex(text) {
-            Some(b) if b.len() == 32 => Ok(HubKey(b.try_into().unwrap())),
-            _ => anyhow::bail!("hub key {}: must hold 64 hexadecimal characters; create one with `tsunagi-hub keygen --out FILE`", path.display()),
-        }
+        provisioning::secret::read_key(path)
+            .map(HubKey)
+            .map_err(|e| anyhow::anyhow!("hub key {}: {e} (create one with `tsunagi-hub keygen --out FILE`)", path.display()))
     }
 
     pub fn from_bytes(b: [u8; 32]) -> HubKey {
@@ -69,8 +66,7 @@ impl HubKey {
 
 /// Writes a new hub key file, owner-only, never overwriting.
 pub fn generate(path: &Path) -> std::io::Result<()> {
-    let k = provisioning::secret::random32();
-    provisioning::secret::create(path, format!("{}\n", shared::chain::hex(&k)).as_bytes())
+    provisioning::secret::generate_key(path)
 }
 
 #[cfg(test)]

@@ -6,29 +6,42 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Reads a secret file after checking that only its owner, the running user, can read it. The
-/// error says what is wrong and the command that fixes it.
+/// error names the file, says what is wrong and gives the command that fixes it.
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    check_and_read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// As `read`, with a reason that does not repeat the path (for errors that carry it already).
+pub fn check_and_read(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return Err(format!("{}: is not a regular file", path.display()));
+        return Err("is not a regular file".into());
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{}: is readable by others than its owner (mode {mode:03o}); run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
+        return Err(format!("is readable by others than its owner (mode {mode:03o}); run `chmod 600 {}`", path.display()));
     }
     if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(format!(
-            "{}: belongs to user {}, not to the user running tsunagi; run `chown $(id -u) {}`",
-            path.display(),
-            meta.uid(),
-            path.display()
-        ));
+        return Err(format!("belongs to user {}, not to the user running tsunagi; run `chown $(id -u) {}`", meta.uid(), path.display()));
     }
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
+/// Reads a 256-bit key from an owner-only file: 64 hexadecimal characters (as `keygen` writes
+/// them), or 32 raw bytes. The reason on failure does not repeat the path.
+pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
+    let raw = check_and_read(path)?;
+    let text = std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
+    match shared::chain::unhex(text) {
+        Some(b) if b.len() == 32 => Ok(b.try_into().expect("32 bytes")),
+        _ if raw.len() == 32 => Ok(raw.try_into().expect("32 bytes")),
+        _ => Err("must hold 32 random bytes, written as 64 hexadecimal characters".into()),
+    }
+}
+
+/// Writes a new random 256-bit key to `path` as hexadecimal, owner-only, never overwriting.
+pub fn generate_key(path: &Path) -> std::io::Result<()> {
+    create(path, format!("{}\n", shared::chain::hex(&random32())).as_bytes())
 }
 
 /// Writes `bytes` to `path` owner-only and durably: to a temporary file in the same folder,
@@ -74,6 +87,11 @@ mod tests {
         assert_eq!(read(&p).unwrap(), b"abc");
         write_atomic(&p, b"def", 0o600).unwrap();
         assert_eq!(read(&p).unwrap(), b"def");
+        assert!(read_key(&p).unwrap_err().contains("64 hexadecimal"));
+        let k = dir.path().join("key");
+        generate_key(&k).unwrap();
+        assert!(generate_key(&k).is_err(), "must not overwrite a key");
+        assert_ne!(read_key(&k).unwrap(), [0; 32]);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read(&p).unwrap_err();
         assert!(e.contains("chmod 600") && e.contains("644"), "{e}");

@@ -1,6 +1,5 @@
 //! The store key: 32 random bytes in a file that only its owner may read.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::Error;
@@ -21,39 +20,10 @@ impl Key {
 
     /// Reads the key file, refusing one that group or others could read.
     pub fn from_file(path: &Path) -> Result<Key, Error> {
-        let fail = |reason: String| Error::KeyFile { path: path.to_owned(), reason };
-        let meta = std::fs::metadata(path).map_err(|e| fail(format!("{e} (create one with `tsunagi-edge keygen --out {}`)", path.display())))?;
-        if !meta.is_file() {
-            return Err(fail("is not a regular file".into()));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(fail(format!(
-                "is readable by others than its owner (mode {mode:03o}); run `chmod 600 {}`",
-                path.display()
-            )));
-        }
-        if meta.uid() != nix::unistd::geteuid().as_raw() {
-            return Err(fail(format!(
-                "belongs to user {}, not to the user running tsunagi-edge; run `chown $(id -u) {}`",
-                meta.uid(),
-                path.display()
-            )));
-        }
-        let raw = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-        let text = std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
-        let bytes = match shared::chain::unhex(text) {
-            Some(b) if b.len() == 32 => b,
-            _ if raw.len() == 32 => raw,
-            _ => {
-                return Err(fail(
-                    "must hold 32 random bytes, written as 64 hexadecimal characters; create one with `tsunagi-edge keygen --out FILE`".into(),
-                ))
-            }
-        };
-        let mut k = [0u8; 32];
-        k.copy_from_slice(&bytes);
-        Ok(Key(k))
+        provisioning::secret::read_key(path).map(Key).map_err(|reason| {
+            let hint = if path.exists() { "" } else { " (create one with `tsunagi-edge keygen --out FILE`)" };
+            Error::KeyFile { path: path.to_owned(), reason: format!("{reason}{hint}") }
+        })
     }
 
     /// The SQLCipher statement that sets this key as a raw key (no passphrase derivation).
@@ -64,15 +34,14 @@ impl Key {
 
 /// Writes a new random key to `path`, owner-only, refusing to overwrite an existing file.
 pub fn generate_key_file(path: &Path) -> std::io::Result<()> {
-    let k = provisioning::secret::random32();
-    provisioning::secret::create(path, format!("{}\n", shared::chain::hex(&k)).as_bytes())
+    provisioning::secret::generate_key(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     #[test]
     fn generated_key_reads_back_and_loose_modes_are_refused() {
