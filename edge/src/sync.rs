@@ -92,6 +92,8 @@ pub struct Syncer {
     store: Arc<Handle>,
     pub identity: Identity,
     hub: Option<String>,
+    /// Built from the identity once, and again after a renewal.
+    client: crate::client::Client,
     settings: SyncSettings,
     budget: usize,
     asked_hub: bool,
@@ -99,20 +101,17 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn new(store: Arc<Handle>, identity: Identity, hub: Option<String>, settings: SyncSettings) -> Syncer {
+    pub fn new(store: Arc<Handle>, identity: Identity, hub: Option<String>, settings: SyncSettings) -> anyhow::Result<Syncer> {
         let budget = (256 << 10).min(settings.max_batch_bytes);
-        Syncer { store, identity, hub, settings, budget, asked_hub: false, rounds: 0 }
-    }
-
-    fn client(&self) -> anyhow::Result<crate::client::Client> {
-        self.identity.client(self.hub.as_deref())
+        let client = identity.client(hub.as_deref())?;
+        Ok(Syncer { store, identity, hub, client, settings, budget, asked_hub: false, rounds: 0 })
     }
 
     /// Learns where the hub's copy stands. A hub behind our record (restored from an older backup)
     /// gets the segments again from its position; a hub ahead of this store means the store is not
     /// the one the hub's copy came from, and syncing stops until someone restores.
     async fn ask_hub(&mut self) -> anyhow::Result<()> {
-        let reply = self.client()?.get("/v1/position").await?;
+        let reply = self.client.get("/v1/position").await?;
         if !reply.status.is_success() {
             anyhow::bail!("the hub refused: {}", reply.message());
         }
@@ -139,8 +138,7 @@ impl Syncer {
         if !self.asked_hub {
             self.ask_hub().await?;
         }
-        let (hub_seq, _) = ask(&self.store, |c| outbox::hub_position(c)).await??;
-        let (head, _) = ask(&self.store, |c| outbox::head(c)).await??;
+        let ((hub_seq, _), (head, _)) = ask(&self.store, |c| Ok::<_, rusqlite::Error>((outbox::hub_position(c)?, outbox::head(c)?))).await??;
         if head <= hub_seq {
             return Ok(Round::CaughtUp);
         }
@@ -174,7 +172,7 @@ impl Syncer {
         let (n, bytes) = (segs.len(), batch.len());
         drop(segs);
         let t0 = Instant::now();
-        let reply = self.client()?.call(Method::POST, "/v1/segments", "application/octet-stream", batch).await;
+        let reply = self.client.call(Method::POST, "/v1/segments", "application/octet-stream", batch).await;
         let elapsed = t0.elapsed();
         let reply = match reply {
             Ok(r) => r,
@@ -252,7 +250,13 @@ impl Syncer {
             }
             if Instant::now() >= renew_after {
                 match identity::renew_if_due(&mut self.identity, self.hub.as_deref(), now()).await {
-                    Ok(true) => tracing::info!(serial = %self.identity.cert.serial, "certificate renewed"),
+                    Ok(true) => match self.identity.client(self.hub.as_deref()) {
+                        Ok(c) => {
+                            self.client = c;
+                            tracing::info!(serial = %self.identity.cert.serial, "certificate renewed");
+                        }
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "the renewed identity cannot be used"),
+                    },
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; retrying in a minute");
@@ -305,7 +309,7 @@ fn set_hub(c: &rusqlite::Connection, seq: u64, hash: &[u8; 32]) -> rusqlite::Res
 /// Loads the identity and makes a syncer, or says why sync cannot run.
 pub fn syncer(store: Arc<Handle>, identity_dir: &std::path::Path, hub: Option<String>, settings: SyncSettings) -> anyhow::Result<Syncer> {
     let id = Identity::load(identity_dir).context("sync needs an enrolled appliance")?;
-    Ok(Syncer::new(store, id, hub, settings))
+    Syncer::new(store, id, hub, settings)
 }
 
 #[cfg(test)]

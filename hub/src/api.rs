@@ -24,7 +24,7 @@ use provisioning::{Ca, Identity};
 
 use crate::copy::{self, Refusal};
 use crate::db::{self, Worker};
-use crate::key::HubKey;
+use crate::key::{DbKey, HubKey};
 use crate::snapshot::{self, Target};
 use crate::tls::Revocations;
 use crate::{now, registry};
@@ -251,7 +251,7 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         revoked_at: None,
     };
     let f = id.facility.clone();
-    let (_, name) = hub.registry.call(move |c| registry::record_cert(c, &cert).and_then(|_| registry::facility_name(c, &f))).await?.map(|n| ((), n)).map_err(anyhow::Error::from)?;
+    let name = hub.registry.call(move |c| registry::record_cert(c, &cert).and_then(|_| registry::facility_name(c, &f))).await??;
     tracing::info!(facility = %id.facility, appliance = %id.appliance, old = %id.serial, new = %issued.serial, "certificate renewed");
     Ok(Json(Issued {
         chain_pem: issued.chain_pem,
@@ -332,26 +332,30 @@ fn reader(hub: &Hub, facility: &str) -> anyhow::Result<rusqlite::Connection> {
     Ok(c)
 }
 
-async fn restore_plan(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Query(q): Query<RestoreQuery>) -> ApiResult<Json<snapshot::Plan>> {
-    let id = authed(&peer, &hub)?;
-    hub.copy(&id.facility)?;
-    let h = hub.clone();
-    let plan = tokio::task::spawn_blocking(move || {
-        let c = reader(&h, &id.facility)?;
-        snapshot::plan(&c, &h.snapshot_dir(&id.facility), &h.key.derive(&format!("copy:{}", id.facility)), &target(&q))
+/// Opens a reader on the facility's copy and works out the plan, on a blocking thread: it reads
+/// the copy and opens every snapshot.
+async fn plan_for(hub: &Arc<Hub>, facility: &str, q: RestoreQuery) -> ApiResult<(rusqlite::Connection, snapshot::Plan, DbKey)> {
+    hub.copy(facility)?;
+    let (h, facility) = (hub.clone(), facility.to_string());
+    tokio::task::spawn_blocking(move || {
+        let key = h.key.derive(&format!("copy:{facility}"));
+        let c = reader(&h, &facility).map_err(ApiError::from)?;
+        let plan = snapshot::plan(&c, &h.snapshot_dir(&facility), &key, &target(&q)).map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_plan", format!("{e:#}")))?;
+        Ok((c, plan, key))
     })
     .await
     .map_err(|e| anyhow::anyhow!(e))?
-    .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_plan", format!("{e:#}")))?;
+}
+
+async fn restore_plan(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Query(q): Query<RestoreQuery>) -> ApiResult<Json<snapshot::Plan>> {
+    let id = authed(&peer, &hub)?;
+    let (_, plan, _) = plan_for(&hub, &id.facility, q).await?;
     Ok(Json(plan))
 }
 
 async fn restore(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Query(q): Query<RestoreQuery>) -> ApiResult<Response> {
     let id = authed(&peer, &hub)?;
-    hub.copy(&id.facility)?;
-    let key = hub.key.derive(&format!("copy:{}", id.facility));
-    let c = reader(&hub, &id.facility)?;
-    let plan = snapshot::plan(&c, &hub.snapshot_dir(&id.facility), &key, &target(&q)).map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_plan", format!("{e:#}")))?;
+    let (c, plan, key) = plan_for(&hub, &id.facility, q).await?;
     tracing::info!(facility = %id.facility, appliance = %id.appliance, to = plan.to_seq, base = plan.base_seq, "restore started");
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::task::spawn_blocking(move || {

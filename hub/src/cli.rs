@@ -187,7 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
             let token = provisioning::token::generate();
             let t = now();
-            registry(&data)?.pipe(|c| registry::create_token(&c, &facility, &name, &provisioning::token::hash(&token), t, t + valid))?;
+            registry::create_token(&registry(&data)?, &facility, &name, &provisioning::token::hash(&token), t, t + valid)?;
             println!("token:       {token}");
             println!("facility:    {facility} {name}");
             println!("valid until: {}", time(t + valid));
@@ -228,13 +228,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 fn open_copy(data: &Path, facility: &str) -> anyhow::Result<(rusqlite::Connection, key::DbKey)> {
     provisioning::token::check_facility(facility).map_err(anyhow::Error::msg)?;

@@ -145,12 +145,10 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
         }
         last = Some((seq, hash));
     }
-    match &last {
-        Some((s, h)) if *s != position.seq || h[..] != position.hash[..] => {
-            problems.push(format!("chain: the archive ends at {s} but the head says {}", position.seq))
+    if let Some((s, h)) = &last {
+        if *s != position.seq || h[..] != position.hash[..] {
+            problems.push(format!("chain: the archive ends at {s} but the head says {}", position.seq));
         }
-        None if position.seq > 0 && first.is_none() => {}
-        _ => {}
     }
     Ok(Report { position, first_archived: first, archived: count, problems })
 }
