@@ -24,6 +24,7 @@ use provisioning::{Ca, Identity};
 
 use crate::copy::{self, Refusal};
 use crate::db::{self, Worker};
+use crate::region::{self, Readers};
 use crate::key::{DbKey, HubKey};
 use crate::snapshot::{self, Target};
 use crate::tls::Revocations;
@@ -45,18 +46,97 @@ pub struct Hub {
     pub registry: Worker,
     pub revoked: Arc<Revocations>,
     pub settings: Settings,
+    /// The regional database's writer, and readers for searches and pages.
+    pub region: Worker,
+    pub region_readers: Readers,
     copies: Mutex<HashMap<String, Arc<Worker>>>,
+    copy_readers: Mutex<HashMap<String, Arc<Readers>>>,
+    /// Facilities whose copy moved, for the indexer (`index_loop`).
+    index_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    index_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 /// The verified identity of the connection a request came on, if it presented a certificate.
 #[derive(Clone, Debug)]
 pub struct Peer(pub Option<Identity>);
 
+/// The address a request's connection came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Remote(pub SocketAddr);
+
 impl Hub {
     pub fn new(data: PathBuf, ca: Ca, key: HubKey, revoked: Arc<Revocations>, settings: Settings) -> anyhow::Result<Hub> {
         let conn = db::open(&data.join(registry::FILE), &key.derive("registry"), registry::MIGRATIONS)?;
         let registry = Worker::start("registry", conn)?;
-        Ok(Hub { data, ca, key, registry, revoked, settings, copies: Mutex::new(HashMap::new()) })
+        let region = Worker::start("region", region::open(&data, &key.derive("region"))?)?;
+        let region_readers = Readers::new(data.join(region::FILE), key.derive("region"));
+        let (index_tx, index_rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Hub {
+            data,
+            ca,
+            key,
+            registry,
+            revoked,
+            settings,
+            region,
+            region_readers,
+            copies: Mutex::new(HashMap::new()),
+            copy_readers: Mutex::new(HashMap::new()),
+            index_tx,
+            index_rx: Mutex::new(Some(index_rx)),
+        })
+    }
+
+    /// Read-only connections to a facility's copy, for the portal.
+    pub fn copy_readers(&self, facility: &str) -> Arc<Readers> {
+        let mut open = self.copy_readers.lock().unwrap_or_else(|e| e.into_inner());
+        open.entry(facility.to_string())
+            .or_insert_with(|| Arc::new(Readers::new(self.copy_path(facility), self.key.derive(&format!("copy:{facility}")))))
+            .clone()
+    }
+
+    /// Asks the indexer to take in what a facility's copy gained.
+    pub fn reindex(&self, facility: &str) {
+        let _ = self.index_tx.send(facility.to_string());
+    }
+
+    /// Indexes every copy once, then each copy again whenever it moves, until the hub stops.
+    pub async fn index_loop(self: Arc<Self>) {
+        let Some(mut rx) = self.index_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        for f in self.facilities() {
+            self.reindex(&f);
+        }
+        while let Some(first) = rx.recv().await {
+            let mut due = std::collections::BTreeSet::from([first]);
+            while let Ok(f) = rx.try_recv() {
+                due.insert(f);
+            }
+            for f in due {
+                if let Err(e) = self.index_facility(&f).await {
+                    tracing::error!(facility = %f, error = %format!("{e:#}"), "indexing failed; will retry at the next segment");
+                }
+            }
+        }
+    }
+
+    /// Takes in what one facility's copy gained since the last run.
+    pub async fn index_facility(&self, facility: &str) -> anyhow::Result<usize> {
+        self.copy(facility)?;
+        let path = self.copy_path(facility);
+        let key = self.key.derive(&format!("copy:{facility}"));
+        let f = facility.to_string();
+        let n = self
+            .region
+            .call(move |region| -> anyhow::Result<usize> {
+                let copy = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+                copy.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000;", key.literal()))?;
+                Ok(crate::index::catch_up(region, &copy, &f, now())?)
+            })
+            .await??;
+        if n > 0 {
+            tracing::info!(facility = %facility, patients = n, "patients indexed");
+        }
+        Ok(n)
     }
 
     pub fn copy_path(&self, facility: &str) -> PathBuf {
@@ -293,6 +373,7 @@ async fn segments(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>,
     match result {
         Ok(pos) => {
             tracing::debug!(facility = %id.facility, segments = n, seq = pos.seq, "segments applied");
+            hub.reindex(&id.facility);
             Ok(Json(pos))
         }
         Err((pos, refusal)) => {
@@ -413,6 +494,7 @@ async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStr
     let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| Identity::from_der(c).ok()));
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
+        req.extensions_mut().insert(Remote(addr));
         app.clone().oneshot(req.map(Body::new))
     });
     let _ = hyper::server::conn::http1::Builder::new()

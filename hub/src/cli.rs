@@ -54,6 +54,21 @@ pub enum Command {
         #[command(subcommand)]
         command: CopyCommand,
     },
+    /// People's portal accounts.
+    User {
+        #[command(subcommand)]
+        command: crate::admin::UserCommand,
+    },
+    /// Facilities' roles in the network.
+    Facility {
+        #[command(subcommand)]
+        command: crate::admin::FacilityCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: crate::admin::AuditCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +158,13 @@ pub struct ServeArgs {
     /// Largest upload the hub reads, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_body: usize,
+    /// Portal sessions end after this long without a request (the networks' rule is 5 minutes;
+    /// it may be set lower).
+    #[arg(long, default_value = "5m", env = "TSUNAGI_HUB_SESSION_IDLE")]
+    pub session_idle: String,
+    /// How long a core hospital's emergency access lasts.
+    #[arg(long, default_value = "60m")]
+    pub emergency_for: String,
 }
 
 fn ca_dir(data: &Path) -> PathBuf {
@@ -225,6 +247,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve(args) => serve(data, args)?,
         Command::Copy { command } => return copy_command(&data, command),
+        Command::User { command } => return crate::admin::user(&data, command),
+        Command::Facility { command } => return crate::admin::facility(&data, command),
+        Command::Audit { command } => return crate::admin::audit(&data, command),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -300,7 +325,17 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     let tls = crate::tls::server_config(&ca, &args.names, revoked.clone(), now())?;
     let fingerprint = ca.fingerprint();
     let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept };
+    let idle = shared::time::parse_duration(&args.session_idle).map_err(|e| anyhow::anyhow!("--session-idle: {e}"))?;
+    if !(1..=300).contains(&idle) {
+        anyhow::bail!("--session-idle must be between 1s and 5m (the networks' rule is at most 5 minutes idle)");
+    }
+    let emergency = shared::time::parse_duration(&args.emergency_for).map_err(|e| anyhow::anyhow!("--emergency-for: {e}"))?;
+    if !(60..=24 * 3600).contains(&emergency) {
+        anyhow::bail!("--emergency-for must be between 1m and 24h");
+    }
+    let portal_settings = crate::portal::Settings { idle: std::time::Duration::from_secs(idle as u64), emergency_minutes: emergency / 60 };
     let hub = Arc::new(Hub::new(data.clone(), ca, key, revoked, settings)?);
+    let portal = Arc::new(crate::portal::Portal::new(hub.clone(), portal_settings));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -311,14 +346,18 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on https://{addr}");
         let _ = writeln!(out, "root fingerprint (SHA-256): {fingerprint}");
+        let _ = writeln!(out, "portal on https://{addr}/login");
         let _ = out.flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let snapshots = tokio::spawn(snapshot_loop(hub.clone(), snapshot_every));
-        let server = tokio::spawn(api::serve(listener, tls, api::router(hub.clone()), stop_rx));
+        let indexer = tokio::spawn(hub.clone().index_loop());
+        let app = api::router(hub.clone()).merge(crate::portal::router(portal));
+        let server = tokio::spawn(api::serve(listener, tls, app, stop_rx));
         shutdown_signal().await;
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
         snapshots.abort();
+        indexer.abort();
         let _ = server.await;
         anyhow::Ok(())
     })

@@ -1,13 +1,22 @@
-//! The tsunagi hub: the network's CA and enrolment, the appliances' ingest API, and one encrypted
-//! failover copy per facility with its snapshots. The portal, index, consent and fleet come later.
+//! The tsunagi hub: the network's CA and enrolment, the appliances' ingest API, one encrypted
+//! failover copy per facility with its snapshots, and the portal with its regional patient index,
+//! consent, accounts and audit log. The fleet view comes later.
 
 #![forbid(unsafe_code)]
 
+pub mod account;
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod cli;
+pub mod consent;
 pub mod copy;
 pub mod db;
+pub mod index;
 pub mod key;
+pub mod portal;
+pub mod record;
+pub mod region;
 pub mod registry;
 pub mod snapshot;
 pub mod tls;

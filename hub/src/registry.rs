@@ -155,6 +155,13 @@ pub fn crl_entries(conn: &Connection) -> rusqlite::Result<(Vec<(String, i64)>, u
     Ok((list, n as u64))
 }
 
+/// Every facility's code and name.
+pub fn facility_names(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut st = conn.prepare("SELECT code, name FROM facility ORDER BY code")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
 pub fn facility_name(conn: &Connection, code: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT name FROM facility WHERE code = ?1", [code], |r| r.get(0)).optional()
 }

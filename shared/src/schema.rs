@@ -32,7 +32,7 @@ pub fn clinical_tables() -> &'static [&'static str] {
 }
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version a store has after all migrations.
 pub fn latest_version() -> i64 {
@@ -287,6 +287,12 @@ CREATE TABLE sync_state (
 INSERT INTO sync_state (one, hub_seq, hub_hash) VALUES (1, 0, zeroblob(32));
 -- When each segment was acknowledged, so pruning can keep a retention window after the ack.
 ALTER TABLE outbox ADD COLUMN acked_at TEXT;
+"#;
+
+const MIGRATION_3: &str = r#"
+-- The portal reads exam reports and documents by patient.
+CREATE INDEX exam_report_pid ON exam_report (patient_id);
+CREATE INDEX document_pid ON document (patient_id);
 "#;
 
 #[cfg(test)]

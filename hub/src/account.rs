@@ -1,0 +1,390 @@
+//! People's accounts: roles, the networks' password rules, argon2id verifiers, lockout after
+//! repeated failures, and the SQL on `region.db`'s `user` table.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Passwords expire after two months.
+pub const PASSWORD_LIFETIME: i64 = 61 * 86_400;
+/// The home page warns in the last two weeks.
+pub const EXPIRY_NOTICE: i64 = 14 * 86_400;
+/// From this many consecutive failures on, each answer is slowed down.
+pub const SLOW_AFTER: i64 = 3;
+/// At this many consecutive failures the account locks.
+pub const LOCK_AFTER: i64 = 6;
+/// How long a lock lasts; the office can lift it sooner with `user reset`.
+pub const LOCK_FOR: i64 = 30 * 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Office,
+    FacilityAdmin,
+    Doctor,
+    Nurse,
+    Pharmacist,
+    Clerk,
+    Operator,
+}
+
+impl Role {
+    pub const ALL: [Role; 7] = [Role::Office, Role::FacilityAdmin, Role::Doctor, Role::Nurse, Role::Pharmacist, Role::Clerk, Role::Operator];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Role::Office => "office",
+            Role::FacilityAdmin => "facility-admin",
+            Role::Doctor => "doctor",
+            Role::Nurse => "nurse",
+            Role::Pharmacist => "pharmacist",
+            Role::Clerk => "clerk",
+            Role::Operator => "operator",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Office => "事務局",
+            Role::FacilityAdmin => "施設管理者",
+            Role::Doctor => "医師",
+            Role::Nurse => "看護師",
+            Role::Pharmacist => "薬剤師",
+            Role::Clerk => "事務",
+            Role::Operator => "運用担当",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, String> {
+        Role::ALL.into_iter().find(|r| r.code() == s).ok_or_else(|| {
+            format!("unknown role {s:?}: use one of {}", Role::ALL.iter().map(|r| r.code()).collect::<Vec<_>>().join(", "))
+        })
+    }
+
+    /// Roles that belong to a facility (the others belong to the network).
+    pub fn in_facility(self) -> bool {
+        !matches!(self, Role::Office | Role::Operator)
+    }
+
+    /// Roles that may read clinical records (clerks see basic information only).
+    pub fn clinical(self) -> bool {
+        matches!(self, Role::FacilityAdmin | Role::Doctor | Role::Nurse | Role::Pharmacist)
+    }
+
+    /// Roles that may open patient records at all.
+    pub fn views_patients(self) -> bool {
+        self.in_facility()
+    }
+}
+
+/// The password rules: 8 to 127 characters of printable ASCII, with letters and digits.
+pub fn check_password(p: &str) -> Result<(), &'static str> {
+    let n = p.chars().count();
+    if !(8..=127).contains(&n) {
+        return Err("パスワードは8文字以上127文字以下にしてください");
+    }
+    if !p.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("パスワードに使えるのは半角英字・数字・記号です（空白と全角文字は使えません）");
+    }
+    if !p.chars().any(|c| c.is_ascii_alphabetic()) || !p.chars().any(|c| c.is_ascii_digit()) {
+        return Err("パスワードには英字と数字の両方を含めてください");
+    }
+    Ok(())
+}
+
+/// A login ID: 3 to 32 of a-z, 0-9, '.', '_', '-'.
+pub fn check_login(s: &str) -> Result<(), String> {
+    let ok = (3..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("login ID {s:?} must be 3 to 32 characters of a-z, 0-9, '.', '_' or '-'"))
+    }
+}
+
+// argon2id with the OWASP baseline: 19 MiB, 2 passes, 1 lane.
+const M_COST: u32 = 19 * 1024;
+const T_COST: u32 = 2;
+
+fn argon(m: u32, t: u32) -> argon2::Argon2<'static> {
+    let params = argon2::Params::new(m, t, 1, Some(32)).expect("valid argon2 parameters");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// A verifier for `password`: `argon2id$m=…,t=…$<salt hex>$<hash hex>`.
+pub fn hash_password(password: &str) -> String {
+    let salt = provisioning::secret::random32();
+    let mut out = [0u8; 32];
+    argon(M_COST, T_COST).hash_password_into(password.as_bytes(), &salt[..16], &mut out).expect("argon2 with a 16-byte salt");
+    format!("argon2id$m={M_COST},t={T_COST}${}${}", shared::chain::hex(&salt[..16]), shared::chain::hex(&out))
+}
+
+/// Whether `password` matches `verifier`, in time independent of where they differ.
+pub fn verify_password(verifier: &str, password: &str) -> bool {
+    let parts: Vec<&str> = verifier.split('$').collect();
+    let [alg, params, salt, want] = parts[..] else { return false };
+    if alg != "argon2id" {
+        return false;
+    }
+    let mut m = 0;
+    let mut t = 0;
+    for kv in params.split(',') {
+        match kv.split_once('=') {
+            Some(("m", v)) => m = v.parse().unwrap_or(0),
+            Some(("t", v)) => t = v.parse().unwrap_or(0),
+            _ => return false,
+        }
+    }
+    let (Some(salt), Some(want)) = (unhex(salt), unhex(want)) else { return false };
+    if m < 8 || t < 1 || want.len() != 32 {
+        return false;
+    }
+    let mut out = [0u8; 32];
+    if argon(m, t).hash_password_into(password.as_bytes(), &salt, &mut out).is_err() {
+        return false;
+    }
+    out.iter().zip(&want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// A temporary password handed to a person by the office or their administrator; it must be
+/// changed at first login.
+pub fn temporary_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let r = provisioning::secret::random32();
+    let mut s: String = r.iter().take(12).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    // Guarantee the rules: a letter and a digit.
+    s.push(char::from(b'a' + r[12] % 26));
+    s.push(char::from(b'2' + r[13] % 8));
+    s
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub login: String,
+    pub name: String,
+    pub facility: String,
+    pub role: Role,
+    pub pw: String,
+    pub pw_prev: Option<String>,
+    pub pw_changed_at: i64,
+    pub must_change: bool,
+    pub disabled_at: Option<i64>,
+    pub failures: i64,
+    pub locked_until: Option<i64>,
+}
+
+impl User {
+    pub fn password_expires_at(&self) -> i64 {
+        self.pw_changed_at + PASSWORD_LIFETIME
+    }
+}
+
+fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
+    let role: String = r.get(3)?;
+    Ok(User {
+        login: r.get(0)?,
+        name: r.get(1)?,
+        facility: r.get(2)?,
+        role: Role::parse(&role).unwrap_or(Role::Clerk),
+        pw: r.get(4)?,
+        pw_prev: r.get(5)?,
+        pw_changed_at: r.get(6)?,
+        must_change: r.get(7)?,
+        disabled_at: r.get(8)?,
+        failures: r.get(9)?,
+        locked_until: r.get(10)?,
+    })
+}
+
+const USER_COLUMNS: &str = "login, name, facility, role, pw, pw_prev, pw_changed_at, must_change, disabled_at, failures, locked_until";
+
+pub fn get(c: &Connection, login: &str) -> rusqlite::Result<Option<User>> {
+    c.query_row(&format!("SELECT {USER_COLUMNS} FROM user WHERE login = ?1"), [login], user_row).optional()
+}
+
+/// The users of one facility, or all users when `facility` is None.
+pub fn list(c: &Connection, facility: Option<&str>) -> rusqlite::Result<Vec<User>> {
+    let mut st = c.prepare(&format!("SELECT {USER_COLUMNS} FROM user WHERE ?1 IS NULL OR facility = ?1 ORDER BY facility, login"))?;
+    let rows = st.query_map([facility], user_row)?;
+    rows.collect()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("login ID {0} is already taken (one person, one ID)")]
+    Taken(String),
+    #[error("no user {0}")]
+    NoUser(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Adds a user with a verifier of a temporary password, to be changed at first login.
+pub fn add(c: &Connection, login: &str, name: &str, facility: &str, role: Role, verifier: &str, by: &str, now: i64) -> anyhow::Result<Result<(), Error>> {
+    if let Err(e) = check_login(login) {
+        return Ok(Err(Error::Invalid(e)));
+    }
+    if name.trim().is_empty() || name.chars().count() > 60 {
+        return Ok(Err(Error::Invalid("the person's name must be 1 to 60 characters".into())));
+    }
+    if role.in_facility() && provisioning::token::check_facility(facility).is_err() {
+        return Ok(Err(Error::Invalid(format!("role {} belongs to a facility: give its 10-digit facility code", role.code()))));
+    }
+    if !role.in_facility() && !facility.is_empty() {
+        return Ok(Err(Error::Invalid(format!("role {} belongs to the network, not a facility", role.code()))));
+    }
+    if get(c, login)?.is_some() {
+        return Ok(Err(Error::Taken(login.into())));
+    }
+    c.execute(
+        "INSERT INTO user (login, name, facility, role, pw, pw_changed_at, must_change, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?6, ?7)",
+        params![login, name.trim(), facility, role.code(), verifier, now, by],
+    )?;
+    Ok(Ok(()))
+}
+
+pub fn disable(c: &Connection, login: &str, now: i64) -> anyhow::Result<Result<(), Error>> {
+    let n = c.execute("UPDATE user SET disabled_at = COALESCE(disabled_at, ?2) WHERE login = ?1", params![login, now])?;
+    Ok(if n == 1 { Ok(()) } else { Err(Error::NoUser(login.into())) })
+}
+
+pub fn enable(c: &Connection, login: &str) -> anyhow::Result<Result<(), Error>> {
+    let n = c.execute("UPDATE user SET disabled_at = NULL WHERE login = ?1", params![login])?;
+    Ok(if n == 1 { Ok(()) } else { Err(Error::NoUser(login.into())) })
+}
+
+/// Sets a new temporary password, lifts a lock and forces a change at next login.
+pub fn reset(c: &Connection, login: &str, verifier: &str, now: i64) -> anyhow::Result<Result<(), Error>> {
+    let n = c.execute(
+        "UPDATE user SET pw_prev = pw, pw = ?2, pw_changed_at = ?3, must_change = 1, failures = 0, locked_until = NULL WHERE login = ?1",
+        params![login, verifier, now],
+    )?;
+    Ok(if n == 1 { Ok(()) } else { Err(Error::NoUser(login.into())) })
+}
+
+/// Records a person's own password change (already checked against the rules and the previous
+/// password).
+pub fn set_password(c: &Connection, login: &str, verifier: &str, now: i64) -> rusqlite::Result<()> {
+    c.execute("UPDATE user SET pw_prev = pw, pw = ?2, pw_changed_at = ?3, must_change = 0 WHERE login = ?1", params![login, verifier, now])?;
+    Ok(())
+}
+
+/// Why a password change was refused.
+pub fn check_new_password(u: &User, new: &str) -> Result<(), &'static str> {
+    check_password(new)?;
+    if verify_password(&u.pw, new) || u.pw_prev.as_deref().is_some_and(|p| verify_password(p, new)) {
+        return Err("現在または前回のパスワードは使えません。別のパスワードにしてください");
+    }
+    Ok(())
+}
+
+/// The outcome of a login attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Login {
+    Ok { must_change: bool },
+    /// Wrong ID or password; `delay` seconds to wait before answering.
+    Wrong { delay: u64 },
+    Locked { until: i64 },
+    Disabled,
+}
+
+/// Checks a login and updates the failure count. The verifier is computed even for an unknown
+/// ID, so timing does not reveal which IDs exist.
+pub fn login(c: &Connection, login: &str, password: &str, now: i64) -> rusqlite::Result<Login> {
+    let Some(u) = get(c, login)? else {
+        let _ = verify_password(DUMMY, password);
+        return Ok(Login::Wrong { delay: 1 });
+    };
+    if u.disabled_at.is_some() {
+        return Ok(Login::Disabled);
+    }
+    if let Some(until) = u.locked_until.filter(|t| *t > now) {
+        return Ok(Login::Locked { until });
+    }
+    if verify_password(&u.pw, password) {
+        c.execute("UPDATE user SET failures = 0, locked_until = NULL WHERE login = ?1", [login])?;
+        return Ok(Login::Ok { must_change: u.must_change || now >= u.password_expires_at() });
+    }
+    let failures = u.failures + 1;
+    if failures >= LOCK_AFTER {
+        c.execute("UPDATE user SET failures = ?2, locked_until = ?3 WHERE login = ?1", params![login, failures, now + LOCK_FOR])?;
+        return Ok(Login::Locked { until: now + LOCK_FOR });
+    }
+    c.execute("UPDATE user SET failures = ?2 WHERE login = ?1", params![login, failures])?;
+    let delay = if failures >= SLOW_AFTER { 1u64 << (failures - SLOW_AFTER + 1).min(3) } else { 0 };
+    Ok(Login::Wrong { delay })
+}
+
+// A verifier of a random password, for timing parity on unknown IDs.
+const DUMMY: &str = "argon2id$m=19456,t=2$00000000000000000000000000000000$0000000000000000000000000000000000000000000000000000000000000000";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_rules() {
+        assert!(check_password("abc12345").is_ok());
+        assert!(check_password("abc1234").is_err(), "7 characters");
+        assert!(check_password(&format!("a1{}", "x".repeat(125))).is_ok());
+        assert!(check_password(&format!("a1{}", "x".repeat(126))).is_err(), "128 characters");
+        assert!(check_password("abcdefgh").is_err(), "no digit");
+        assert!(check_password("12345678").is_err(), "no letter");
+        assert!(check_password("abc 12345").is_err(), "space");
+        assert!(check_password("ａｂｃ12345").is_err(), "full-width");
+        assert!(check_password("P@ss-w0rd!").is_ok(), "symbols allowed");
+        for _ in 0..20 {
+            assert!(check_password(&temporary_password()).is_ok());
+        }
+    }
+
+    #[test]
+    fn verifiers_check_and_differ_by_salt() {
+        let v = hash_password("abc12345");
+        assert!(verify_password(&v, "abc12345"));
+        assert!(!verify_password(&v, "abc12346"));
+        assert_ne!(v, hash_password("abc12345"));
+        assert!(!verify_password("garbage", "abc12345"));
+        assert!(!verify_password(DUMMY, ""));
+    }
+
+    #[test]
+    fn failures_slow_down_then_lock_and_reset_lifts_it() {
+        let c = crate::region::memory();
+        add(&c, "dr1", "医師 一郎", "3710000001", Role::Doctor, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        assert_eq!(add(&c, "dr1", "別人", "3710000001", Role::Doctor, "x", "office", 0).unwrap(), Err(Error::Taken("dr1".into())));
+        assert_eq!(login(&c, "dr1", "first1234", 10).unwrap(), Login::Ok { must_change: true });
+        let mut delays = vec![];
+        for _ in 0..LOCK_AFTER - 1 {
+            match login(&c, "dr1", "wrong1234", 10).unwrap() {
+                Login::Wrong { delay } => delays.push(delay),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(delays, vec![0, 0, 2, 4, 8]);
+        assert_eq!(login(&c, "dr1", "wrong1234", 10).unwrap(), Login::Locked { until: 10 + LOCK_FOR });
+        // Even the right password is refused while locked.
+        assert_eq!(login(&c, "dr1", "first1234", 20).unwrap(), Login::Locked { until: 10 + LOCK_FOR });
+        reset(&c, "dr1", &hash_password("temp5678"), 30).unwrap().unwrap();
+        assert_eq!(login(&c, "dr1", "temp5678", 40).unwrap(), Login::Ok { must_change: true });
+        disable(&c, "dr1", 50).unwrap().unwrap();
+        assert_eq!(login(&c, "dr1", "temp5678", 60).unwrap(), Login::Disabled);
+    }
+
+    #[test]
+    fn previous_password_cannot_be_reused_and_expiry_forces_a_change() {
+        let c = crate::region::memory();
+        add(&c, "ns1", "看護 花子", "3710000001", Role::Nurse, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        set_password(&c, "ns1", &hash_password("second123"), 100).unwrap();
+        let u = get(&c, "ns1").unwrap().unwrap();
+        assert!(check_new_password(&u, "second123").is_err(), "current");
+        assert!(check_new_password(&u, "first1234").is_err(), "previous");
+        assert!(check_new_password(&u, "third1234").is_ok());
+        assert_eq!(login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME - 1).unwrap(), Login::Ok { must_change: false });
+        assert_eq!(login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME).unwrap(), Login::Ok { must_change: true });
+    }
+}

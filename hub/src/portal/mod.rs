@@ -1,0 +1,361 @@
+//! The web portal that doctors, pharmacists, facility administrators and the network office use:
+//! server-rendered pages (askama templates, no JavaScript), sessions and CSRF, and the access rule
+//! of `consent::visible` on every patient page. Every search, view, download and change is audited
+//! before its answer leaves the hub.
+
+mod office;
+mod page;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::account::{self, Role, User};
+use crate::api::{Hub, Peer, Remote};
+use crate::audit;
+
+pub use session::Sessions;
+
+/// Settings of the portal.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Sessions end after this long without a request.
+    pub idle: Duration,
+    /// How long an emergency access lasts.
+    pub emergency_minutes: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { idle: Duration::from_secs(300), emergency_minutes: crate::consent::EMERGENCY_MINUTES }
+    }
+}
+
+pub struct Portal {
+    pub hub: Arc<Hub>,
+    pub sessions: Sessions,
+    pub settings: Settings,
+    names: Mutex<(Option<Instant>, HashMap<String, String>)>,
+}
+
+impl Portal {
+    pub fn new(hub: Arc<Hub>, settings: Settings) -> Portal {
+        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())) }
+    }
+
+    /// A facility's name from the registry (cached for a minute), or its code.
+    pub async fn facility_name(&self, code: &str) -> String {
+        if code.is_empty() {
+            return "地域連携ネットワーク事務局".into();
+        }
+        let fresh = {
+            let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            names.0.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) && names.1.contains_key(code)
+        };
+        if !fresh {
+            if let Ok(Ok(list)) = self.hub.registry.call(|c| crate::registry::facility_names(c)).await {
+                let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+                *names = (Some(Instant::now()), list.into_iter().collect());
+            }
+        }
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).1.get(code).cloned().unwrap_or_else(|| code.to_string())
+    }
+
+    /// Runs `f` on a pooled read-only connection to `region.db`, off the async threads.
+    pub async fn read<T: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> Result<T, Error> {
+        let p = self.clone();
+        Ok(tokio::task::spawn_blocking(move || p.hub.region_readers.with(f)).await.map_err(|e| anyhow::anyhow!(e))??)
+    }
+
+    /// Runs `f` on a pooled read-only connection to a facility's copy.
+    pub async fn read_copy<T: Send + 'static>(self: &Arc<Self>, facility: &str, f: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> Result<T, Error> {
+        let readers = self.hub.copy_readers(facility);
+        Ok(tokio::task::spawn_blocking(move || readers.with(f)).await.map_err(|e| anyhow::anyhow!(e))??)
+    }
+
+    /// Writes on the region database's own thread.
+    pub async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> Result<T, Error> {
+        Ok(self.hub.region.call(f).await??)
+    }
+
+    /// Appends an audit event in its own transaction. If it cannot be written, the action fails.
+    pub async fn audit(&self, e: audit::Event) -> Result<(), Error> {
+        let at = now_ms();
+        self.write(move |c| Ok(audit::record(c, at, &e)?)).await.map(|_| ())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What went wrong, as the person at the browser sees it.
+#[derive(Debug)]
+pub enum Error {
+    /// Not logged in, or the session ended: back to the login page with a reason.
+    Login(&'static str),
+    /// Logged in but must change the password first.
+    MustChange,
+    Forbidden(String),
+    NotFound(String),
+    BadRequest(String),
+    Internal,
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Error {
+        tracing::error!(error = %format!("{e:#}"), "portal internal error");
+        Error::Internal
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        anyhow::Error::from(e).into()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    nav: Option<Nav>,
+    title: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match &self {
+            Error::Login(m) => return Redirect::to(&format!("/login?m={m}")).into_response(),
+            Error::MustChange => return Redirect::to("/password").into_response(),
+            Error::Forbidden(m) => (StatusCode::FORBIDDEN, "アクセスできません", m.as_str()),
+            Error::NotFound(m) => (StatusCode::NOT_FOUND, "見つかりません", m.as_str()),
+            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "入力を確認してください", m.as_str()),
+            Error::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "システムエラー", "処理中にエラーが発生しました。記録されていますので、時間をおいて再度お試しください。続く場合はネットワーク事務局へ連絡してください。"),
+        };
+        let body = ErrorPage { nav: None, title, message }.render().unwrap_or_else(|_| title.to_string());
+        (status, Html(body)).into_response()
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Renders a template into a response.
+pub fn render(t: &impl Template) -> Result<Response> {
+    Ok(Html(t.render().map_err(|e| anyhow::anyhow!("template: {e}"))?).into_response())
+}
+
+/// The header bar every logged-in page shows.
+#[derive(Debug, Clone)]
+pub struct Nav {
+    pub user: String,
+    pub facility: String,
+    pub role: String,
+    pub csrf: String,
+    pub views_patients: bool,
+    pub office: bool,
+    pub admin: bool,
+    pub core: bool,
+}
+
+/// A logged-in request: the person, their session and where they are.
+pub struct Ctx {
+    pub user: User,
+    pub token: String,
+    pub csrf: String,
+    pub terminal: String,
+    pub nav: Nav,
+}
+
+impl Ctx {
+    pub fn event(&self, action: &str, patient: &str) -> audit::Event {
+        audit::Event {
+            login: self.user.login.clone(),
+            facility: self.user.facility.clone(),
+            terminal: self.terminal.clone(),
+            action: action.into(),
+            patient: patient.into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Refuses a form whose CSRF token is missing or wrong.
+    pub fn check_csrf(&self, sent: Option<&str>) -> Result<()> {
+        match sent {
+            Some(t) if session::same(t, &self.csrf) => Ok(()),
+            _ => {
+                tracing::warn!(login = %self.user.login, terminal = %self.terminal, "form refused: missing or wrong CSRF token");
+                Err(Error::Forbidden("フォームの有効期限が切れたか、不正な送信です。画面を開き直してからもう一度操作してください。".into()))
+            }
+        }
+    }
+
+    pub fn require(&self, ok: bool, what: &str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!("{what}は、この利用者の権限（{}）では行えません。", self.user.role.label())))
+        }
+    }
+}
+
+/// The terminal a request came from (see `terminal`), as an extractor.
+pub struct Term(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Term {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> std::result::Result<Term, Self::Rejection> {
+        let peer = parts.extensions.get::<Peer>().cloned().unwrap_or(Peer(None));
+        let remote = parts.extensions.get::<Remote>().copied();
+        Ok(Term(terminal(&peer, remote.as_ref())))
+    }
+}
+
+/// Where a request comes from, for the audit log: the appliance it came through, or its address.
+pub fn terminal(peer: &Peer, remote: Option<&Remote>) -> String {
+    match (&peer.0, remote) {
+        (Some(id), Some(r)) => format!("{}@{}", id.appliance, r.0.ip()),
+        (Some(id), None) => id.appliance.clone(),
+        (None, Some(r)) => r.0.ip().to_string(),
+        (None, None) => "unknown".into(),
+    }
+}
+
+/// The logged-in person of a request, checked against the database on every request: a
+/// disabled account or one whose password was reset by the office ends at once.
+pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, terminal: String, allow_must_change: bool) -> Result<Ctx> {
+    let token = session::cookie(headers, session::COOKIE).ok_or(Error::Login("login"))?;
+    let s = p.sessions.touch(&token).ok_or(Error::Login("expired"))?;
+    let login = s.login.clone();
+    let user = p.read(move |c| Ok(account::get(c, &login)?)).await?;
+    let Some(user) = user else {
+        p.sessions.end(&token);
+        return Err(Error::Login("login"));
+    };
+    if user.disabled_at.is_some() {
+        p.sessions.end_all(&user.login);
+        return Err(Error::Login("disabled"));
+    }
+    if (s.must_change || user.must_change) && !allow_must_change {
+        return Err(Error::MustChange);
+    }
+    let f = user.facility.clone();
+    let core = p.read(move |c| Ok(crate::consent::is_core(c, &f)?)).await?;
+    let nav = Nav {
+        user: user.name.clone(),
+        facility: p.facility_name(&user.facility).await,
+        role: user.role.label().into(),
+        csrf: s.csrf.clone(),
+        views_patients: user.role.views_patients(),
+        office: user.role == Role::Office,
+        admin: matches!(user.role, Role::Office | Role::FacilityAdmin),
+        core: core && user.role.clinical(),
+    };
+    Ok(Ctx { csrf: s.csrf, token, terminal, user, nav })
+}
+
+/// Security headers on every portal answer: no caching of patient data, no framing, no scripts
+/// from anywhere.
+async fn harden(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    r
+}
+
+pub fn router(p: Arc<Portal>) -> Router {
+    Router::new()
+        .route("/", get(page::home))
+        .route("/login", get(page::login_form).post(page::login))
+        .route("/logout", post(page::logout))
+        .route("/password", get(page::password_form).post(page::password))
+        .route("/search", get(page::search))
+        .route("/patient/{rid}", get(page::patient))
+        .route("/patient/{rid}/calendar", get(page::calendar))
+        .route("/patient/{rid}/trend", get(page::trend))
+        .route("/patient/{rid}/document/{entry}/{file}", get(page::document))
+        .route("/consent/{entry}", get(office::consent_form).post(office::consent))
+        .route("/links", get(office::links))
+        .route("/links/{action}", post(office::link_action))
+        .route("/emergency", get(office::emergency_form).post(office::emergency))
+        .route("/inbox", get(office::inbox))
+        .route("/history", get(office::history))
+        .route("/history.csv", get(office::history_csv))
+        .route("/admin/users", get(office::users).post(office::user_add))
+        .route("/admin/users/{login}/{action}", post(office::user_action))
+        .route("/static/portal.css", get(stylesheet))
+        .layer(axum::middleware::map_response(harden))
+        .with_state(p)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../templates/portal.css"))
+}
+
+/// `2026-11-21 19:30` in Japan time (UTC+9, no daylight saving) of Unix seconds.
+pub fn jst(secs: i64) -> String {
+    let t = secs + 9 * 3600;
+    let (y, m, d) = shared::time::civil_from_days(t.div_euclid(86_400));
+    let s = t.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", s / 3600, s / 60 % 60)
+}
+
+/// `2026-11-21 19:30:05` of Unix milliseconds, Japan time.
+pub fn jst_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    format!("{}:{:02}", jst(secs), (secs + 9 * 3600).rem_euclid(60))
+}
+
+/// An HL7 time (`YYYYMMDD[HHMM[SS]]…`) as people read it.
+pub fn hl7_time(s: &str) -> String {
+    let b = s.as_bytes();
+    if b.len() >= 8 && b[..8].iter().all(u8::is_ascii_digit) {
+        let mut out = format!("{}/{}/{}", &s[0..4], &s[4..6], &s[6..8]);
+        if b.len() >= 12 && b[8..12].iter().all(u8::is_ascii_digit) {
+            out.push_str(&format!(" {}:{}", &s[8..10], &s[10..12]));
+        }
+        out
+    } else {
+        s.to_string()
+    }
+}
+
+/// `M` → 男, `F` → 女.
+pub fn sex_label(s: &str) -> &'static str {
+    match s {
+        "M" => "男",
+        "F" => "女",
+        "O" => "その他",
+        _ => "不明",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_japan_time() {
+        assert_eq!(jst(1_795_249_845), "2026-11-21 17:30");
+        assert_eq!(jst_ms(1_795_249_845_123), "2026-11-21 17:30:45");
+        assert_eq!(hl7_time("20261121093000"), "2026/11/21 09:30");
+        assert_eq!(hl7_time("20261121"), "2026/11/21");
+        assert_eq!(hl7_time(""), "");
+    }
+}

@@ -1,0 +1,139 @@
+//! Portal sessions, held in memory: a random token in a `__Host-` cookie (Secure, HttpOnly,
+//! SameSite=Strict), a per-session CSRF token for every form, and an idle timeout (5 minutes by
+//! the networks' rule). A hub restart logs everyone out, which is the safe direction.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const COOKIE: &str = "__Host-tsunagi";
+/// The cookie that carries the login form's CSRF token before there is a session.
+pub const PRE_COOKIE: &str = "__Host-tsunagi-login";
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub login: String,
+    pub csrf: String,
+    pub terminal: String,
+    pub must_change: bool,
+    last_seen: Instant,
+}
+
+pub struct Sessions {
+    idle: Duration,
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn key(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut k = [0u8; 32];
+    k.copy_from_slice(d.as_ref());
+    k
+}
+
+/// A new random token, hex.
+pub fn token() -> String {
+    shared::chain::hex(&provisioning::secret::random32())
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Sessions {
+    pub fn new(idle: Duration) -> Sessions {
+        Sessions { idle, map: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Starts a session and returns its token.
+    pub fn create(&self, login: &str, terminal: &str, must_change: bool) -> String {
+        let t = token();
+        let s = Session { login: login.into(), csrf: token(), terminal: terminal.into(), must_change, last_seen: Instant::now() };
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        map.retain(|_, s| now.duration_since(s.last_seen) < self.idle);
+        map.insert(key(&t), s);
+        t
+    }
+
+    /// The live session of `token`, refreshed; an idle one is ended and not returned.
+    pub fn touch(&self, token: &str) -> Option<Session> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let k = key(token);
+        let s = map.get_mut(&k)?;
+        if s.last_seen.elapsed() >= self.idle {
+            map.remove(&k);
+            return None;
+        }
+        s.last_seen = Instant::now();
+        Some(s.clone())
+    }
+
+    pub fn password_changed(&self, token: &str) {
+        if let Some(s) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key(token)) {
+            s.must_change = false;
+        }
+    }
+
+    pub fn end(&self, token: &str) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(token));
+    }
+
+    /// Ends every session of a person (disabled, or password reset).
+    pub fn end_all(&self, login: &str) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, s| s.login != login);
+    }
+}
+
+/// A cookie's value from the request's Cookie headers.
+pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A `Set-Cookie` value for a session-scoped secure cookie.
+pub fn set_cookie(name: &str, value: &str) -> String {
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+pub fn clear_cookie(name: &str) -> String {
+    format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_when_idle_and_end_per_person() {
+        let s = Sessions::new(Duration::from_millis(200));
+        let a = s.create("dr1", "t", true);
+        let b = s.create("dr2", "t", false);
+        assert_eq!(s.touch(&a).unwrap().login, "dr1");
+        assert!(s.touch("not-a-token").is_none());
+        s.end_all("dr2");
+        assert!(s.touch(&b).is_none());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(s.touch(&a).is_none(), "idle past the limit");
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+
+    #[test]
+    fn cookies_are_read_from_any_header() {
+        let mut h = axum::http::HeaderMap::new();
+        h.append("cookie", "a=1; __Host-tsunagi=xyz".parse().unwrap());
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("xyz"));
+        assert_eq!(cookie(&h, PRE_COOKIE), None);
+    }
+}
