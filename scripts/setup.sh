@@ -11,6 +11,8 @@ command -v hyperfine >/dev/null 2>&1 || need_apt+=(hyperfine)
 command -v restic >/dev/null 2>&1 || need_apt+=(restic)
 command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -113,7 +113,8 @@ pub struct Demographics {
 /// entry's id.
 pub fn upsert(c: &Connection, facility: &str, d: &Demographics, now: i64) -> rusqlite::Result<i64> {
     let name_kanji = format!("{} {}", d.family_kanji, d.given_kanji).trim().to_string();
-    let name_kana = format!("{} {}", d.family_kana, d.given_kana).trim().to_string();
+    // Kana are shown as normalized (full width, sound marks joined), with the space kept.
+    let name_kana = format!("{} {}", kana_norm(&d.family_kana), kana_norm(&d.given_kana)).trim().to_string();
     let (kj, kn) = (kanji_norm(&name_kanji), kana_norm(&name_kana));
     let existing: Option<i64> = c.query_row("SELECT id FROM patient WHERE facility = ?1 AND patient_id = ?2", params![facility, d.patient_id], |r| r.get(0)).optional()?;
     let id = match existing {

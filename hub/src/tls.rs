@@ -111,8 +111,14 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The server configuration: a fresh server certificate for `names` from the network CA, and
 /// client certificates checked against the root and `revoked`.
+/// The file under the CA folder holding the certificate chain the running hub serves.
+pub const SERVED: &str = "served.pem";
+
 pub fn server_config(ca: &Ca, names: &[String], revoked: Arc<Revocations>, now: i64) -> anyhow::Result<Arc<ServerConfig>> {
     let (chain_pem, key_pem) = ca.issue_server(names, now, 365).map_err(anyhow::Error::msg)?;
+    // The chain is public; keep it beside the CA so operators (and tests) can see what is served.
+    let served = ca.dir().join(SERVED);
+    std::fs::write(&served, &chain_pem).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", served.display()))?;
     let chain = provisioning::cert::certs_from_pem(chain_pem.as_bytes()).map_err(anyhow::Error::msg)?;
     let key = provisioning::cert::key_from_pem(key_pem.as_bytes()).map_err(anyhow::Error::msg)?;
     let mut roots = RootCertStore::empty();

@@ -142,12 +142,14 @@ pub fn shared_date(day: i64) -> String {
     format!("{y:04}{m:02}{d:02}")
 }
 
-struct Patient {
-    pid: String,
-    family: (&'static str, &'static str),
-    given: (&'static str, &'static str),
-    birth: String,
-    sex: &'static str,
+/// A person to write into a tree: (kanji, kana) name parts, birth date YYYYMMDD, sex M or F.
+#[derive(Debug, Clone)]
+pub struct Patient {
+    pub pid: String,
+    pub family: (&'static str, &'static str),
+    pub given: (&'static str, &'static str),
+    pub birth: String,
+    pub sex: &'static str,
 }
 
 struct Writer {
@@ -217,6 +219,12 @@ fn msh(kind: &str, ts: &str, id: u64) -> String {
 
 /// Writes a tree: `out/standard` (standardized storage) and `out/extended` (extended storage).
 pub fn generate(spec: &Spec, out: &Path) -> Written {
+    generate_with(spec, out, &[])
+}
+
+/// Writes a tree with `people` in it besides the spec's random patients: the way to put one
+/// person into several facilities' trees under each facility's own patient ID.
+pub fn generate_with(spec: &Spec, out: &Path, people: &[Patient]) -> Written {
     let mut w = Writer { standard: out.join("standard"), extended: out.join("extended"), out: Written::default(), rng: Rng::new(spec.seed), counter: 0 };
     std::fs::create_dir_all(&w.standard).expect("create standard root");
     std::fs::create_dir_all(&w.extended).expect("create extended root");
@@ -229,23 +237,31 @@ pub fn generate(spec: &Spec, out: &Path) -> Written {
             birth: ymd(-18_000 + w.rng.below(25_000) as i64),
             sex,
         };
-        patient_master(&mut w, &p, spec);
-        // One reception a day at most: ADT-12 has no order number, so a second one the same day
-        // would be a new version of the first, not a second visit.
-        let visits = 1 + w.rng.below(spec.visits * 2);
-        let days: std::collections::BTreeSet<i64> = (0..visits).map(|_| spec.start_day + w.rng.below(spec.days) as i64).collect();
-        for day in days {
-            visit(&mut w, &p, &ymd(day));
-        }
-        if w.rng.chance(4) {
-            let day = spec.start_day + w.rng.below(spec.days) as i64;
-            admission(&mut w, &p, day);
-        }
+        person(&mut w, &p, spec);
+    }
+    for p in people {
+        person(&mut w, p, spec);
     }
     for k in 0..spec.malformed {
         malformed(&mut w, k);
     }
     w.out
+}
+
+/// A patient's master record, their visits over the period and perhaps an admission.
+fn person(w: &mut Writer, p: &Patient, spec: &Spec) {
+    patient_master(w, p, spec);
+    // One reception a day at most: ADT-12 has no order number, so a second one the same day
+    // would be a new version of the first, not a second visit.
+    let visits = 1 + w.rng.below(spec.visits * 2);
+    let days: std::collections::BTreeSet<i64> = (0..visits).map(|_| spec.start_day + w.rng.below(spec.days) as i64).collect();
+    for day in days {
+        visit(w, p, &ymd(day));
+    }
+    if w.rng.chance(4) {
+        let day = spec.start_day + w.rng.below(spec.days) as i64;
+        admission(w, p, day);
+    }
 }
 
 fn patient_master(w: &mut Writer, p: &Patient, spec: &Spec) {

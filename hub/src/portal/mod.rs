@@ -23,6 +23,9 @@ use crate::audit;
 
 pub use session::Sessions;
 
+/// The first line of the access-history CSV.
+pub use office::CSV_HEADER;
+
 /// Settings of the portal.
 #[derive(Debug, Clone)]
 pub struct Settings {

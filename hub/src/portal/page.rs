@@ -532,8 +532,8 @@ pub async fn trend(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderM
     let days = |s: &str| -> f64 { shared::time::days_from_civil(s.get(0..4).and_then(|x| x.parse().ok()).unwrap_or(1970), s.get(4..6).and_then(|x| x.parse().ok()).unwrap_or(1), s.get(6..8).and_then(|x| x.parse().ok()).unwrap_or(1)) as f64 };
     let (t0, t1) = times.iter().map(|s| days(s)).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let (t0, t1) = if times.is_empty() { (0.0, 1.0) } else if t1 - t0 < 1.0 { (t0 - 1.0, t1 + 1.0) } else { (t0, t1) };
-    // The plot area is 60..780 by 20..280 in a 800 x 320 view box.
-    let x = |s: &str| 60.0 + (days(s) - t0) / (t1 - t0) * 720.0;
+    // The plot area is 60..740 by 20..280 in a 800 x 320 view box, leaving room for the labels.
+    let x = |s: &str| 60.0 + (days(s) - t0) / (t1 - t0) * 680.0;
     let y = |v: f64| 280.0 - (v - lo) / (hi - lo) * 260.0;
     let mut series = Vec::new();
     let mut table = Vec::new();
@@ -556,7 +556,7 @@ pub async fn trend(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderM
     } else {
         (0..=3)
             .map(|i| t0 + (t1 - t0) * i as f64 / 3.0)
-            .map(|d| (60.0 + (d - t0) / (t1 - t0) * 720.0, iso(d.round() as i64)))
+            .map(|d| (60.0 + (d - t0) / (t1 - t0) * 680.0, iso(d.round() as i64)))
             .collect()
     };
     let mut e = ctx.event("view", &rid);

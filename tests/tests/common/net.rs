@@ -77,8 +77,38 @@ impl Hub {
     }
 
     pub fn token(&self, facility: &str, valid: &str) -> String {
-        let out = ok(self.cmd("token").args(["create", "--facility", facility, "--name", "テスト診療所", "--valid", valid]).output().unwrap());
+        self.token_named(facility, "テスト診療所", valid)
+    }
+
+    pub fn token_named(&self, facility: &str, name: &str, valid: &str) -> String {
+        let out = ok(self.cmd("token").args(["create", "--facility", facility, "--name", name, "--valid", valid]).output().unwrap());
         out.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string()
+    }
+
+    /// The regional database (index, consent, accounts, audit), opened for reading and writing
+    /// with the hub's key.
+    pub fn region(&self) -> rusqlite::Connection {
+        let key = hub::key::HubKey::from_file(&self.data().join("hub.key")).unwrap().derive("region");
+        let c = rusqlite::Connection::open(self.data().join("region.db")).unwrap();
+        c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 5000;", key.literal())).unwrap();
+        c
+    }
+
+    /// The base64 SHA-256 of the served certificate's public key, as Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes it.
+    pub fn spki_pin(&self) -> String {
+        let pem = std::fs::read(self.data().join("ca").join(hub::tls::SERVED)).unwrap();
+        let certs = provisioning::cert::certs_from_pem(&pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+        base64(&shared::chain::content_hash(cert.tbs_certificate.subject_pki.raw))
+    }
+
+    /// Adds a portal user whose first password is `password`.
+    pub fn user(&self, login: &str, role: &str, facility: &str, password: &str) {
+        let f = self.data().join(format!("{login}.pw"));
+        std::fs::write(&f, password).unwrap();
+        ok(self.cmd("user").args(["add", "--login", login, "--name", &format!("{login} さん"), "--role", role, "--facility", facility, "--password-file"]).arg(&f).output().unwrap());
+        std::fs::remove_file(f).unwrap();
     }
 
     /// The facility's copy, opened with the key the hub derives for it.
@@ -142,6 +172,13 @@ impl Appliance {
 
     pub fn enroll(&self, hub: &Hub, token: &str, appliance: &str) -> Output {
         self.cmd("enroll").args(["--hub", &hub.url(), "--token", token, "--ca-fingerprint", &hub.fingerprint, "--appliance", appliance]).output().unwrap()
+    }
+
+    /// An appliance enrolled for `facility` under the facility's `name`.
+    pub fn enrolled_as(hub: &Hub, roots: &[&Path], facility: &str, name: &str, appliance: &str) -> Appliance {
+        let a = Appliance::new(roots, "");
+        ok(a.enroll(hub, &hub.token_named(facility, name, "1d"), appliance));
+        a
     }
 
     pub fn enrolled(hub: &Hub, roots: &[&Path], sync: &str) -> Appliance {
@@ -210,6 +247,18 @@ impl Drop for Appliance {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = c.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// Polls `f` until it is true, failing the test with `what` after `secs`.

@@ -1,0 +1,349 @@
+//! The portal as its users meet it: a real hub with two facilities' appliances synced into it, and
+//! a real headless Chromium clicking through login, the forced password change, search, the
+//! patient page and its tabs, the calendar, linking, consent, the other facility's data
+//! appearing, the lab trend, emergency access and the access history's CSV. Screenshots go to
+//! `target/test-artefacts/portal/`.
+
+mod common;
+
+use std::path::Path;
+
+use common::browser::{artefacts, Browser};
+use common::net::{wait_for, Appliance, Hub};
+use tests::gen::{self, Patient, Spec};
+
+const A: &str = "3710000001";
+const A_NAME: &str = "つなぎ内科クリニック";
+const B: &str = "3710000002";
+const B_NAME: &str = "さぬき中央病院";
+const C: &str = "3710000003";
+const FIRST: &str = "Init-pass1";
+const NEW: &str = "Chosen-pass2";
+
+/// The person both facilities have seen, under each facility's own patient ID.
+fn shared_person(pid: &str) -> Patient {
+    Patient { pid: pid.into(), family: ("山田", "ﾔﾏﾀﾞ"), given: ("太郎", "ﾀﾛｳ"), birth: "19580412".into(), sex: "M" }
+}
+
+/// A hub with facilities A and B, each with its own appliance that ingested and synced a small
+/// clinic including the shared person, and the index caught up.
+fn region() -> (Hub, Vec<(tempfile::TempDir, Appliance)>) {
+    let hub = Hub::start(&[]);
+    let mut boxes = Vec::new();
+    for (facility, name, pid, seed) in [(A, A_NAME, "0000770001", 11), (B, B_NAME, "0000880002", 12)] {
+        let tree = tempfile::tempdir().unwrap();
+        let mut spec = Spec::small(seed);
+        spec.days = 60;
+        gen::generate_with(&spec, tree.path(), &[shared_person(pid)]);
+        let roots = [tree.path().join("standard"), tree.path().join("extended")];
+        let root_refs: Vec<&Path> = roots.iter().map(|p| p.as_path()).collect();
+        let edge = Appliance::enrolled_as(&hub, &root_refs, facility, name, &format!("box-{seed}"));
+        edge.ingest(&root_refs);
+        let out = edge.sync();
+        assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
+        boxes.push((tree, edge));
+    }
+    let db = hub.region();
+    wait_for(60, "the index to take in both facilities", || {
+        let n = |f: &str| db.query_row("SELECT count(*) FROM patient WHERE facility = ?1", [f], |r| r.get::<_, i64>(0)).unwrap();
+        n(A) == 13 && n(B) == 13
+    });
+    (hub, boxes)
+}
+
+fn login(b: &mut Browser, hub: &Hub, user: &str, password: &str) {
+    b.goto(&format!("{}/login", hub.url()));
+    b.fill("#login", user);
+    b.fill("#password", password);
+    b.click("#submit");
+}
+
+/// The first login: the portal sends the person to the password change before anything else.
+fn first_login(b: &mut Browser, hub: &Hub, user: &str, shot: Option<&str>) {
+    login(b, hub, user, FIRST);
+    assert_eq!(b.path(), "/password", "{user}: first login must go to the password change");
+    assert!(b.text("#forced").contains("初回ログイン"));
+    // Nothing else is reachable until the password is changed.
+    b.goto(&format!("{}/search?name=x", hub.url()));
+    assert_eq!(b.path(), "/password");
+    // The rules are enforced: the same password again, or one without digits, is refused.
+    b.fill("#current", FIRST);
+    b.fill("#new", FIRST);
+    b.fill("#again", FIRST);
+    b.click("#submit");
+    assert!(b.text("#message").contains("前回"), "reuse refused: {}", b.text("#message"));
+    b.fill("#current", FIRST);
+    b.fill("#new", "onlyletters");
+    b.fill("#again", "onlyletters");
+    b.click("#submit");
+    assert!(b.text("#message").contains("数字"), "{}", b.text("#message"));
+    b.fill("#current", FIRST);
+    b.fill("#new", NEW);
+    b.fill("#again", NEW);
+    if let Some(name) = shot {
+        b.screenshot(name);
+    }
+    b.click("#submit");
+    assert_eq!(b.path(), "/", "{user}: home after the change");
+}
+
+fn logout(b: &mut Browser) {
+    b.click("#logout");
+    assert_eq!(b.path(), "/login");
+}
+
+fn search(b: &mut Browser, hub: &Hub, field: &str, value: &str) -> Vec<String> {
+    b.goto(&format!("{}/search", hub.url()));
+    b.fill(&format!("#{field}"), value);
+    b.click("#search");
+    b.texts("#results tbody tr")
+}
+
+#[test]
+fn the_portal_in_chromium_from_login_to_the_audit_csv() {
+    let (hub, _boxes) = region();
+    hub.user("office1", "office", "", FIRST);
+    hub.user("dr-a", "doctor", A, FIRST);
+    hub.user("adm-a", "facility-admin", A, FIRST);
+    hub.user("adm-b", "facility-admin", B, FIRST);
+    hub.user("dr-c", "doctor", C, FIRST);
+    assert!(hub.cmd("facility").args(["core", "--facility", C]).status().unwrap().success());
+    let dir = artefacts("portal");
+    let pin = hub.spki_pin();
+    let mut doc = Browser::start(dir.clone(), &pin);
+    let mut office = Browser::start(dir.clone(), &pin);
+
+    // A doctor of facility A: forced password change, then a search by name sees only A's patient.
+    first_login(&mut doc, &hub, "dr-a", Some("01-password-change"));
+    doc.screenshot("02-home");
+    let hits = search(&mut doc, &hub, "name", "山田 太郎");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].contains("0000770001") && hits[0].contains(A_NAME));
+    doc.screenshot("03-search");
+    doc.click("#results a.patient-link");
+    let rid_a = doc.text("#rid");
+    assert!(rid_a.starts_with('R'), "{rid_a}");
+    assert_eq!(doc.count("#holders tr.holder"), 1);
+
+    // The tabs: each shows its rows, with the source facility on every row.
+    let mut seen_rows = 0;
+    for tab in ["visits", "allergy", "diagnosis", "prescription", "injection", "lab", "documents"] {
+        doc.click(&format!("#tab-{tab}"));
+        assert!(doc.eval(&format!("document.querySelector('#tab-{tab}').classList.contains('active')")).as_bool().unwrap());
+        let sources = doc.texts("#records td.source");
+        assert!(sources.iter().all(|s| s == A_NAME), "{tab}: {sources:?}");
+        seen_rows += sources.len();
+        if tab == "prescription" {
+            assert!(!sources.is_empty(), "the shared person has prescriptions");
+            doc.screenshot("04-prescriptions");
+        }
+    }
+    assert!(seen_rows > 5, "tabs showed {seen_rows} rows in all");
+
+    // The calendar, on the month of the first visit, then that week.
+    doc.click("#tab-visits");
+    let first_visit = doc.texts("#records tr.record td:nth-child(2)").last().cloned().unwrap();
+    let day = first_visit[..10].replace('/', "-");
+    doc.goto(&format!("{}/patient/{rid_a}/calendar?view=month&date={day}", hub.url()));
+    let events = doc.texts("#calendar .event");
+    assert!(events.iter().any(|e| e.contains(A_NAME) && e.contains("受診")), "{events:?}");
+    doc.screenshot("05-calendar-month");
+    doc.click("#view-week");
+    assert_eq!(doc.count("#calendar tbody td"), 7);
+    assert!(doc.texts("#calendar .event").iter().any(|e| e.contains("受診")));
+    doc.screenshot("06-calendar-week");
+
+    // The office finds both facilities' entries of the person.
+    first_login(&mut office, &hub, "office1", None);
+    office.goto(&format!("{}/search?name=%E3%83%A4%E3%83%9E%E3%83%80&birth_date=1958-04-12", hub.url()));
+    let rows = office.texts("#results tbody tr");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let rid_b = rows.iter().find(|r| r.contains("0000880002")).unwrap().split_whitespace().next().unwrap().to_string();
+    assert_ne!(rid_a, rid_b);
+
+    // Refused: A's doctor editing the URL to B's patient.
+    doc.goto(&format!("{}/patient/{rid_b}", hub.url()));
+    assert_eq!(doc.text("#error-title"), "アクセスできません");
+    doc.goto(&format!("{}/patient/{rid_b}/calendar", hub.url()));
+    assert_eq!(doc.text("#error-title"), "アクセスできません");
+    doc.goto(&format!("{}/patient/{rid_b}/trend?code=3D010000001926101", hub.url()));
+    assert_eq!(doc.text("#error-title"), "アクセスできません");
+
+    // The office confirms the proposed link: one regional ID for both.
+    office.goto(&format!("{}/links", hub.url()));
+    let proposals = office.texts("#proposals tr.proposal");
+    assert_eq!(proposals.len(), 1, "{proposals:?}");
+    assert!(proposals[0].contains("0000770001") && proposals[0].contains("0000880002"));
+    office.click("#proposals tr.proposal button.confirm");
+    assert!(office.text("#message").contains("紐付けました"));
+    let rid = rid_a.clone().min(rid_b.clone());
+
+    // Linked but not consented: A still sees only its own records.
+    doc.goto(&format!("{}/patient/{rid}?tab=prescription", hub.url()));
+    assert_eq!(doc.count("#holders tr.holder"), 1);
+    assert!(doc.texts("#records td.source").iter().all(|s| s == A_NAME));
+
+    // The office records B's consent: published to A, clinical scope.
+    office.goto(&format!("{}/search?patient_id=0000880002", hub.url()));
+    office.click("#results a.consent-link");
+    let consent_b = office.path();
+    office.eval("document.querySelector('#state-public').checked = true; document.querySelector('#scope-clinical').checked = true");
+    office.fill("#facilities", A);
+    office.fill("#consent_date", "2026-11-20");
+    office.fill("#form_ref", "同意書-2026-0042");
+    office.screenshot("07-consent");
+    office.click("#save");
+    assert!(office.text("#message").contains("1施設に通知"), "{}", office.text("#message"));
+    assert!(office.text("#published").starts_with("20"));
+
+    // A's doctor now sees B's data beside A's, each row with its source, and the notice in the inbox.
+    doc.goto(&format!("{}/patient/{rid}?tab=prescription", hub.url()));
+    assert_eq!(doc.count("#holders tr.holder"), 2);
+    let sources = doc.texts("#records td.source");
+    assert!(sources.iter().any(|s| s == B_NAME) && sources.iter().any(|s| s == A_NAME), "{sources:?}");
+    doc.screenshot("08-other-facility");
+    doc.goto(&format!("{}/inbox", hub.url()));
+    assert!(doc.texts("#messages .subject").iter().any(|s| s.contains(B_NAME)));
+
+    // A lab trend across both facilities.
+    doc.goto(&format!("{}/patient/{rid}?tab=lab", hub.url()));
+    let links = doc.eval("Array.from(document.querySelectorAll('#records a.trend-link')).map(a => a.getAttribute('href'))");
+    let mut by_test: std::collections::BTreeMap<String, u64> = Default::default();
+    for l in links.as_array().unwrap() {
+        *by_test.entry(l.as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let (href, n) = by_test.into_iter().max_by_key(|(_, n)| *n).expect("lab rows with trend links");
+    doc.goto(&format!("{}{href}", hub.url()));
+    assert_eq!(doc.count("#chart circle.dot"), n, "one point per result of {href}");
+    assert_eq!(doc.count("#values tbody tr"), n);
+    assert!(!doc.text("#test-name").is_empty());
+    doc.screenshot("09-trend");
+
+    // Refused: A's administrator posting B's consent form by editing the form's target, and a
+    // form without its CSRF token.
+    logout(&mut office);
+    first_login(&mut office, &hub, "adm-a", None);
+    office.goto(&format!("{}/patient/{rid}", hub.url()));
+    office.click("#holders a.consent-link");
+    let consent_a = office.path();
+    assert_ne!(consent_a, consent_b);
+    office.navigating(&format!("(() => {{ const f = document.querySelector('#consent-form'); f.action = '{consent_b}'; document.querySelector('#state-private').checked = true; document.querySelector('#consent_date').value = '2026-11-21'; document.querySelector('#form_ref').value = 'x'; f.submit(); }})()"));
+    assert_eq!(office.text("#error-title"), "アクセスできません");
+    office.goto(&format!("{}{consent_a}", hub.url()));
+    office.navigating("(() => { const f = document.querySelector('#consent-form'); f.querySelector('input[name=csrf]').remove(); f.submit(); })()");
+    assert_eq!(office.text("#error-title"), "アクセスできません");
+    assert!(office.text("#error-message").contains("不正な送信"));
+    // B's consent is untouched by either attempt.
+    let state: String = hub.region().query_row("SELECT c.state FROM consent c JOIN patient p ON p.id = c.patient WHERE p.facility = ?1", [B], |r| r.get(0)).unwrap();
+    assert_eq!(state, "public");
+
+    // Search input that tries SQL or HTML comes back as plain text.
+    for evil in ["<script>alert(1)</script>", "' OR '1'='1' --", "%", "\"><img src=x onerror=alert(1)>"] {
+        let hits = search(&mut office, &hub, "name", evil);
+        assert!(hits.is_empty(), "{evil}: {hits:?}");
+        assert_eq!(office.eval("document.querySelector('#name').value").as_str().unwrap(), evil);
+        assert_eq!(office.count("script"), 0);
+        assert_eq!(office.count("img"), 0);
+    }
+    let hits = search(&mut office, &hub, "patient_id", "' OR 1=1 --");
+    assert!(hits.is_empty());
+
+    // B's administrator sees who viewed B's records.
+    logout(&mut office);
+    first_login(&mut office, &hub, "adm-b", None);
+    office.goto(&format!("{}/history?view=ours", hub.url()));
+    let ours = office.texts("#history tr.event");
+    assert!(ours.iter().any(|r| r.contains("dr-a") && r.contains("閲覧") && r.contains(&rid)), "{ours:?}");
+    office.screenshot("10-history-ours");
+
+    // A's doctor downloads the month's access history as CSV and finds the views of B's records.
+    doc.goto(&format!("{}/history", hub.url()));
+    let csv = doc.download("#csv-month");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let text = text.strip_prefix('\u{feff}').expect("a byte-order mark for Excel");
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap(), hub::portal::CSV_HEADER);
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split("\",\"").map(|c| c.trim_matches('"').to_string()).collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 10 && r[2] == A), "only our staff's rows");
+    assert!(rows.iter().any(|r| r[1] == "adm-a") && rows.iter().any(|r| r[1] == "dr-a"));
+    let views_of_b: Vec<_> = rows.iter().filter(|r| r[1] == "dr-a" && r[4] == "閲覧" && r[5] == rid && r[6].contains(B)).collect();
+    assert!(views_of_b.len() >= 2, "views of B's records: {views_of_b:?}");
+    assert!(rows.iter().any(|r| r[4] == "閲覧" && r[9] == "denied" && r[5] == rid_b), "the refused URL edit is in the log");
+    assert!(rows.iter().any(|r| r[4] == "検索"));
+    // And by patient: every row is that patient.
+    doc.goto(&format!("{}/history?view=staff&patient={rid}", hub.url()));
+    let csv = doc.download("#csv-patient");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let by_patient: Vec<&str> = text.lines().skip(1).collect();
+    assert!(!by_patient.is_empty() && by_patient.iter().all(|l| l.contains(&format!("\"{rid}\""))), "{by_patient:?}");
+
+    // Emergency access by a core hospital's doctor: time-boxed, bannered, reported to A and B.
+    let mut er = Browser::start(dir.clone(), &pin);
+    first_login(&mut er, &hub, "dr-c", None);
+    er.goto(&format!("{}/patient/{rid}", hub.url()));
+    assert_eq!(er.text("#error-title"), "アクセスできません", "no consent, no emergency yet");
+    er.goto(&format!("{}/emergency", hub.url()));
+    er.fill("#regional_id", &rid);
+    er.fill("#reason", "意識障害で救急搬送、服薬歴の確認");
+    er.click("#start");
+    assert!(er.text("#emergency").contains("緊急閲覧中"));
+    assert_eq!(er.count("#holders tr.holder"), 2);
+    er.screenshot("11-emergency");
+    office.goto(&format!("{}/inbox", hub.url()));
+    assert!(office.texts("#messages .subject").iter().any(|s| s.contains("緊急閲覧")));
+
+    // A disabled user is out at the next click and cannot log in again.
+    assert!(hub.cmd("user").args(["disable", "--login", "dr-a"]).status().unwrap().success());
+    doc.goto(&format!("{}/search", hub.url()));
+    assert_eq!(doc.path(), "/login");
+    assert!(doc.text("#message").contains("無効"));
+    login(&mut doc, &hub, "dr-a", NEW);
+    assert!(doc.text("#message").contains("無効"));
+
+    // The audit chain verifies, then a row edited behind the hub's back is found.
+    let out = hub.cmd("audit").arg("verify").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let db = hub.region();
+    db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    let seq: i64 = db.query_row("SELECT min(seq) FROM audit WHERE action = 'view' AND login = 'dr-a'", [], |r| r.get(0)).unwrap();
+    db.execute("UPDATE audit SET login = 'someone-else' WHERE seq = ?1", [seq]).unwrap();
+    let out = hub.cmd("audit").arg("verify").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("row {seq}")), "{said}");
+}
+
+#[test]
+fn idle_sessions_end_and_forms_need_their_tokens() {
+    let hub = Hub::start(&["--session-idle", "2s"]);
+    hub.user("office1", "office", "", FIRST);
+    let mut b = Browser::start(artefacts("portal-session"), &hub.spki_pin());
+    first_login(&mut b, &hub, "office1", None);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    b.goto(&format!("{}/search", hub.url()));
+    assert_eq!(b.path(), "/login");
+    assert!(b.text("#message").contains("一定時間"), "{}", b.text("#message"));
+    b.screenshot("expired");
+    // A login posted with a forged token is refused, whatever the password.
+    b.goto(&format!("{}/login", hub.url()));
+    b.fill("#login", "office1");
+    b.fill("#password", NEW);
+    b.fill("input[name=csrf]", "forged");
+    b.click("#submit");
+    assert_eq!(b.text("#error-title"), "アクセスできません");
+    // Wrong passwords slow down and then lock the account, and the log shows it.
+    for _ in 0..hub::account::LOCK_AFTER {
+        login(&mut b, &hub, "office1", "wrong-pass9");
+    }
+    assert!(b.text("#message").contains("ロック"), "{}", b.text("#message"));
+    login(&mut b, &hub, "office1", NEW);
+    assert!(b.text("#message").contains("ロック"), "the right password is refused while locked");
+    let locked: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'locked'", [], |r| r.get(0)).unwrap();
+    assert!(locked >= 2);
+    // The office lifts the lock with a reset; the new temporary password must be changed.
+    let out = hub.cmd("user").args(["reset", "--login", "office1"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let temp = said.split("temporary password: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    login(&mut b, &hub, "office1", &temp);
+    assert_eq!(b.path(), "/password");
+}
