@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on its embedded defaults: a hub and an edge appliance on loopback. The hub gets a
 # CA and a key; the appliance enrols with a one-time token, mirrors a synthetic clinic's SS-MIX2
-# export into its encrypted store and syncs it to the hub's failover copy over mutual TLS. Then
-# both keep running until Ctrl-C (TSUNAGI_DEMO_EXIT=1 stops after the checks).
+# export into its encrypted store and syncs it to the hub's failover copy over mutual TLS; the
+# hub indexes the clinic's patients for the portal, and the demo prints the portal's address and
+# logins. Then both keep running until Ctrl-C (TSUNAGI_DEMO_EXIT=1 stops after the checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/target/debug
@@ -79,7 +80,22 @@ else
 fi
 
 echo
-echo "hub:        $url   (the portal comes with the portal issue; today the hub serves the appliances' API)"
+echo "== portal accounts: a doctor of the demo clinic and the network office (first passwords below)"
+account() { # login role facility
+  local out
+  out=$("$bin/tsunagi-hub" user add --login "$1" --name "$1 (demo)" --role "$2" --facility "$3" 2>/dev/null) ||
+    out=$("$bin/tsunagi-hub" user reset --login "$1")
+  awk -F'temporary password: ' '/temporary password/{print $2}' <<<"$out"
+}
+doctor_pw=$(account dr-demo doctor $facility)
+office_pw=$(account office-demo office "")
+
+echo
+echo "hub:        $url   (appliances' API and the portal)"
+echo "portal:     $url/login"
+echo "  login:    dr-demo / $doctor_pw   (a doctor of the demo clinic; change the password at first login)"
+echo "  office:   office-demo / $office_pw   (the network office: linking, consent, all accounts)"
+echo "  the browser will not know the demo network's CA: trust $work/hub/ca/root.crt, or accept the warning"
 echo "appliance:  facility $facility, demo-box; state in $work/edge, config $work/edge.toml"
 echo "status:     $bin/tsunagi-edge status --config $work/edge.toml"
 echo "copies:     TSUNAGI_HUB_DATA=$work/hub $bin/tsunagi-hub copy list"

@@ -123,6 +123,11 @@ pub fn upsert(c: &Connection, facility: &str, d: &Demographics, now: i64) -> rus
                 "UPDATE patient SET name_kanji = ?2, name_kana = ?3, kanji_norm = ?4, kana_norm = ?5, birth_date = ?6, sex = ?7, indexed_at = ?8 WHERE id = ?1",
                 params![id, name_kanji, name_kana, kj, kn, d.birth_date, d.sex, now],
             )?;
+            let old: Vec<String> = c.prepare_cached("SELECT gram FROM name_gram WHERE patient = ?1")?.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let mut dec = c.prepare_cached("UPDATE name_gram_count SET n = n - 1 WHERE gram = ?1")?;
+            for g in old {
+                dec.execute([g])?;
+            }
             c.execute("DELETE FROM name_gram WHERE patient = ?1", [id])?;
             id
         }
@@ -137,8 +142,11 @@ pub fn upsert(c: &Connection, facility: &str, d: &Demographics, now: i64) -> rus
         }
     };
     let mut ins = c.prepare_cached("INSERT OR IGNORE INTO name_gram (gram, patient) VALUES (?1, ?2)")?;
+    let mut inc = c.prepare_cached("INSERT INTO name_gram_count (gram, n) VALUES (?1, 1) ON CONFLICT (gram) DO UPDATE SET n = n + 1")?;
     for g in grams(&kj).into_iter().chain(grams(&kn)) {
-        ins.execute(params![g, id])?;
+        if ins.execute(params![g, id])? == 1 {
+            inc.execute([g])?;
+        }
     }
     Ok(id)
 }
@@ -245,11 +253,11 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
     let name = kana_norm(&q.name);
     // The candidate source: the most selective criterion given.
     let source = if !q.patient_id.is_empty() {
-        format!("SELECT id FROM patient WHERE patient_id = {}", arg(q.patient_id.clone()))
+        format!("SELECT id AS patient FROM patient WHERE patient_id = {}", arg(q.patient_id.clone()))
     } else if !q.regional_id.is_empty() {
-        format!("SELECT id FROM patient WHERE regional_id = {}", arg(q.regional_id.clone()))
+        format!("SELECT id AS patient FROM patient WHERE regional_id = {}", arg(q.regional_id.clone()))
     } else if !q.birth_date.is_empty() {
-        format!("SELECT id FROM patient WHERE birth_date = {}", arg(q.birth_date.clone()))
+        format!("SELECT id AS patient FROM patient WHERE birth_date = {}", arg(q.birth_date.clone()))
     } else {
         let cs: Vec<char> = name.chars().collect();
         match cs.len() {
@@ -260,9 +268,29 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
                 format!("SELECT DISTINCT patient FROM name_gram WHERE gram >= {lo} AND gram < {hi}")
             }
             _ => {
-                let mut parts: Vec<String> = cs.windows(2).map(|w| w.iter().collect::<String>()).collect();
-                parts.dedup();
-                parts.into_iter().map(|g| format!("SELECT patient FROM name_gram WHERE gram = {}", arg(g))).collect::<Vec<_>>().join(" INTERSECT ")
+                // Start from the rarest of the query's grams and keep only patients that have
+                // every other gram too: index probes on cached pages, so the patient rows read
+                // afterwards are (nearly) only true matches. A gram no one has means no result.
+                let mut counted: Vec<(i64, String)> = Vec::new();
+                for w in cs.windows(2) {
+                    let g: String = w.iter().collect();
+                    if counted.iter().any(|(_, x)| *x == g) {
+                        continue;
+                    }
+                    let n: i64 = c.prepare_cached("SELECT n FROM name_gram_count WHERE gram = ?1")?.query_row([&g], |r| r.get(0)).optional()?.unwrap_or(0);
+                    counted.push((n, g));
+                }
+                counted.sort();
+                if counted.first().is_none_or(|(n, _)| *n == 0) {
+                    return Ok((vec![], false));
+                }
+                let mut grams = counted.into_iter().map(|(_, g)| g);
+                let first = arg(grams.next().unwrap_or_default());
+                let mut sql = format!("SELECT g0.patient FROM name_gram g0 WHERE g0.gram = {first}");
+                for g in grams {
+                    sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM name_gram g WHERE g.gram = {} AND g.patient = g0.patient)", arg(g)));
+                }
+                sql
             }
         }
     };
@@ -289,11 +317,14 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
               OR EXISTS (SELECT 1 FROM emergency e WHERE e.facility = {f} AND e.regional_id = p.regional_id AND e.ends_at > CAST({t} AS INTEGER)))"
         ));
     }
+    // The candidates stream from indexes alone, each checked against the query's other grams
+    // before its patient row is read. (A LIMIT in both queries keeps SQLite from flattening the
+    // subquery, which would move the gram checks after the row reads; unlike MATERIALIZED it
+    // still stops as soon as enough results are found.)
     let sql = format!(
-        "SELECT {ENTRY_COLUMNS} FROM ({source}) cand JOIN patient p ON p.id = cand.{col} WHERE {} LIMIT {}",
+        "SELECT {ENTRY_COLUMNS} FROM ({source} LIMIT 100000000) cand JOIN patient p ON p.id = cand.patient WHERE {} LIMIT {}",
         filters.join(" AND "),
         MAX_RESULTS + 1,
-        col = if source.contains("name_gram") { "patient" } else { "id" },
     );
     let mut st = c.prepare_cached(&sql)?;
     let rows = st.query_map(params_from_iter(args.iter()), entry)?;
@@ -418,6 +449,13 @@ mod tests {
             assert!(search(&c, &Query { patient_id: evil.into(), ..Default::default() }, &office).unwrap().0.is_empty());
         }
         assert_eq!(c.query_row("SELECT count(*) FROM patient", [], |r| r.get::<_, i64>(0)).unwrap(), 4);
+        let n = |g: &str| c.query_row("SELECT n FROM name_gram_count WHERE gram = ?1", [g], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!((n("山田"), n("ヤマ"), n("太郎"), n("林翔")), (3, 3, 2, 1));
+        // A renamed patient moves its counts.
+        upsert(&c, "3710000003", &demo("9", "林", "大翔", "ハヤシ", "ヒロト", "19900303", "M"), 1).unwrap();
+        assert_eq!((n("林翔"), n("林大")), (0, 1));
+        assert_eq!(ids(&search(&c, &q("林翔"), &office).unwrap().0), Vec::<String>::new());
+        assert_eq!(ids(&search(&c, &q("ハヤシヒロト"), &office).unwrap().0), vec!["3710000003/9"]);
     }
 
     #[test]

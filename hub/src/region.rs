@@ -68,6 +68,12 @@ CREATE TABLE name_gram (
     PRIMARY KEY (gram, patient)
 ) WITHOUT ROWID;
 
+-- How many patients each gram has, so a search starts from its rarest gram.
+CREATE TABLE name_gram_count (
+    gram TEXT PRIMARY KEY,
+    n    INTEGER NOT NULL
+) WITHOUT ROWID;
+
 -- How far each facility's copy has been indexed: the highest copy `patient` row id seen.
 CREATE TABLE index_state (
     facility TEXT PRIMARY KEY,
@@ -195,7 +201,7 @@ impl Readers {
         }
         let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
-        c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;", self.key.literal()))?;
+        c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;", self.key.literal()))?;
         Ok(c)
     }
 

@@ -150,6 +150,8 @@ pub struct Patient {
     pub given: (&'static str, &'static str),
     pub birth: String,
     pub sex: &'static str,
+    /// Visit days over the period: spread evenly when given, random otherwise.
+    pub visits: Option<u64>,
 }
 
 struct Writer {
@@ -236,6 +238,7 @@ pub fn generate_with(spec: &Spec, out: &Path, people: &[Patient]) -> Written {
             given: *w.rng.pick(if sex == "M" { GIVEN_M } else { GIVEN_F }),
             birth: ymd(-18_000 + w.rng.below(25_000) as i64),
             sex,
+            visits: None,
         };
         person(&mut w, &p, spec);
     }
@@ -253,8 +256,13 @@ fn person(w: &mut Writer, p: &Patient, spec: &Spec) {
     patient_master(w, p, spec);
     // One reception a day at most: ADT-12 has no order number, so a second one the same day
     // would be a new version of the first, not a second visit.
-    let visits = 1 + w.rng.below(spec.visits * 2);
-    let days: std::collections::BTreeSet<i64> = (0..visits).map(|_| spec.start_day + w.rng.below(spec.days) as i64).collect();
+    let days: std::collections::BTreeSet<i64> = match p.visits {
+        Some(n) => (0..n).map(|k| spec.start_day + (k * spec.days / n.max(1)) as i64).collect(),
+        None => {
+            let visits = 1 + w.rng.below(spec.visits * 2);
+            (0..visits).map(|_| spec.start_day + w.rng.below(spec.days) as i64).collect()
+        }
+    };
     for day in days {
         visit(w, p, &ymd(day));
     }

@@ -22,7 +22,7 @@ const NEW: &str = "Chosen-pass2";
 
 /// The person both facilities have seen, under each facility's own patient ID.
 fn shared_person(pid: &str) -> Patient {
-    Patient { pid: pid.into(), family: ("山田", "ﾔﾏﾀﾞ"), given: ("太郎", "ﾀﾛｳ"), birth: "19580412".into(), sex: "M" }
+    Patient { pid: pid.into(), family: ("山田", "ﾔﾏﾀﾞ"), given: ("太郎", "ﾀﾛｳ"), birth: "19580412".into(), sex: "M", visits: Some(6) }
 }
 
 /// A hub with facilities A and B, each with its own appliance that ingested and synced a small

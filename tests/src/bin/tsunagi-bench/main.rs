@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tests::gen::{generate, Spec};
 
+mod portal;
 mod sync;
 
 #[derive(Parser)]
@@ -39,6 +40,8 @@ enum Cmd {
     Floor { #[arg(long)] db: PathBuf, #[arg(long = "root")] roots: Vec<PathBuf> },
     /// Walk and stat every file, read nothing: the floor of a rescan.
     Walk { #[arg(long = "root")] roots: Vec<PathBuf> },
+    /// Only the portal benchmarks, printed to standard output.
+    Portal,
 }
 
 fn files_under(root: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -216,6 +219,14 @@ fn main() -> anyhow::Result<()> {
             println!("{n}");
             return Ok(());
         }
+        Some(Cmd::Portal) => {
+            let me = std::env::current_exe()?;
+            let r = portal::bench(me.parent().expect("bin dir"), &a.data)?;
+            let mut md = String::new();
+            portal::report(&mut md, &r)?;
+            println!("{md}");
+            return Ok(());
+        }
         None => {}
     }
     std::fs::create_dir_all(&a.data)?;
@@ -234,6 +245,8 @@ fn main() -> anyhow::Result<()> {
         eprintln!("sync: throughput and restore, {}", r.name);
         restores.push(sync::throughput(r.name, &a.data.join(format!("store-{}", r.name)), &a.data.join(format!("sync-{}", r.name)), &bin_dir, &key)?);
     }
+    eprintln!("portal: search and patient page");
+    let portal_report = portal::bench(&bin_dir, &a.data)?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
@@ -260,6 +273,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(md, "- **rescan**: `ingest --once` again on the unchanged tree; it stats every file, compares size, mtime and inode with the store, reads nothing and writes no transaction. **stat walk**: a process that only walks and stats every file.")?;
     writeln!(md, "- Peak RSS is the process's VmHWM, sampled every 5 ms. The page cache is warm: the generator or the floor has just read every file.")?;
     sync::report(&mut md, &wire, &restores)?;
+    portal::report(&mut md, &portal_report)?;
     std::fs::write(&a.out, md)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())

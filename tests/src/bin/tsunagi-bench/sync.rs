@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-fn run(c: &mut Command) -> anyhow::Result<String> {
+pub fn run(c: &mut Command) -> anyhow::Result<String> {
     let out = c.output().with_context(|| format!("cannot run {c:?}"))?;
     if !out.status.success() {
         bail!("{c:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -56,11 +56,16 @@ impl Hub {
 
     /// A configuration for a new appliance in `state`, enrolled with a fresh token.
     pub fn appliance(&self, edge: &Path, state: &Path, key: &Path, name: &str) -> anyhow::Result<PathBuf> {
+        self.appliance_for(edge, state, key, name, "3712345678")
+    }
+
+    /// The same for a given facility.
+    pub fn appliance_for(&self, edge: &Path, state: &Path, key: &Path, name: &str, facility: &str) -> anyhow::Result<PathBuf> {
         let _ = std::fs::remove_dir_all(state);
         std::fs::create_dir_all(state)?;
         let config = state.join("edge.toml");
         std::fs::write(&config, format!("state_dir = {:?}\nkey_file = {:?}\n[sync]\nmax_batch_bytes = 33554432\n", state.display().to_string(), key.display().to_string()))?;
-        let out = run(&mut self.cmd(&["token", "create", "--facility", "3712345678", "--name", "bench"]))?;
+        let out = run(&mut self.cmd(&["token", "create", "--facility", facility, "--name", &format!("bench {facility}")]))?;
         let token = out.lines().find_map(|l| l.strip_prefix("token:")).context("no token")?.trim().to_string();
         run(Command::new(edge).arg("enroll").arg("--config").arg(&config).args(["--hub", &self.url, "--token", &token, "--ca-fingerprint", &self.fingerprint, "--appliance", name]))?;
         Ok(config)
