@@ -300,6 +300,13 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     login(&mut doc, &hub, "dr-a", NEW);
     assert!(doc.text("#message").contains("無効"));
 
+    // The hub logged what happened, and no patient's name.
+    let log = std::fs::read_to_string(hub.log_path()).unwrap();
+    assert!(log.contains("logged in") && log.contains("emergency access started"), "{log}");
+    for name in ["山田", "ヤマダ", "ﾔﾏﾀﾞ", "太郎", "タロウ"] {
+        assert!(!log.contains(name), "the hub's log names a patient: {name}");
+    }
+
     // The audit chain verifies, then a row edited behind the hub's back is found.
     let out = hub.cmd("audit").arg("verify").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));

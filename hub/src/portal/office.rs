@@ -80,6 +80,10 @@ async fn consent_page(p: &Arc<Portal>, ctx: &Ctx, entry: Entry, shown: Option<Co
 pub async fn consent_form(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path(id): Path<i64>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let entry = entry_for(&p, &ctx, id).await?;
+    let mut e = ctx.event("view", &entry.regional_id);
+    e.owners = vec![entry.facility.clone()];
+    e.detail = format!("consent form {}/{}", entry.facility, entry.patient_id);
+    p.audit(e).await?;
     consent_page(&p, &ctx, entry, None, String::new()).await
 }
 
@@ -151,6 +155,9 @@ pub async fn links(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderM
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.require(ctx.user.role == Role::Office, "名寄せ")?;
     let found = p.read(|c| Ok(index::proposals(c, 200)?)).await?;
+    let mut e = ctx.event("view", "");
+    e.detail = format!("link proposals ({})", found.len());
+    p.audit(e).await?;
     let mut proposals = Vec::new();
     for (a, b) in found {
         proposals.push(Proposal { a_name: p.facility_name(&a.facility).await, b_name: p.facility_name(&b.facility).await, birth: hl7_time(&a.birth_date), sex: sex_label(&a.sex), a, b });

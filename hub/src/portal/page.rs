@@ -131,16 +131,24 @@ pub async fn password(State(p): State<Arc<Portal>>, Term(t): Term, headers: Head
     let ctx = authed(&p, &headers, t, true).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let (current, new, again) = (f.get("current").cloned().unwrap_or_default(), f.get("new").cloned().unwrap_or_default(), f.get("again").cloned().unwrap_or_default());
-    if !account::verify_password(&ctx.user.pw, &current) {
-        return password_page(&ctx, "現在のパスワードが違います。");
-    }
     if new != again {
         return password_page(&ctx, "新しいパスワードが確認欄と一致しません。");
     }
-    if let Err(m) = account::check_new_password(&ctx.user, &new) {
-        return password_page(&ctx, m);
-    }
-    let verifier = tokio::task::spawn_blocking(move || account::hash_password(&new)).await.map_err(|e| anyhow::anyhow!(e))?;
+    // argon2 is deliberately slow: keep it off the async threads.
+    let user = ctx.user.clone();
+    let checked = tokio::task::spawn_blocking(move || -> Result<String, &'static str> {
+        if !account::verify_password(&user.pw, &current) {
+            return Err("現在のパスワードが違います。");
+        }
+        account::check_new_password(&user, &new)?;
+        Ok(account::hash_password(&new))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let verifier = match checked {
+        Ok(v) => v,
+        Err(m) => return password_page(&ctx, m),
+    };
     let (login, t, at) = (ctx.user.login.clone(), now(), now_ms());
     let e = ctx.event("password-change", "");
     p.write(move |c| {
@@ -300,7 +308,8 @@ async fn visible(p: &Arc<Portal>, ctx: &Ctx, rid: &str, what: &str) -> Result<Ve
     let (r, f, t) = (rid.to_string(), ctx.user.facility.clone(), now());
     let seen = p.read(move |c| Ok(consent::visible(c, &r, &f, t)?)).await?;
     if seen.is_empty() {
-        let mut e = ctx.event(what, rid);
+        let mut e = ctx.event(if what == "download" { "download" } else { "view" }, rid);
+        e.detail = what.into();
         e.outcome = "denied".into();
         p.audit(e).await?;
         tracing::warn!(login = %ctx.user.login, regional_id = %rid, "patient record refused: no consent");

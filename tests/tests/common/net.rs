@@ -48,13 +48,19 @@ impl Hub {
     }
 
     fn serve(&mut self, listen: &str) {
-        let mut child = self.cmd("serve").args(["--listen", listen]).args(&self.extra).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut child = self.cmd("serve").args(["--listen", listen]).args(&self.extra).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut line = String::new();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         out.read_line(&mut line).unwrap();
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         self.addr = line.trim().strip_prefix("listening on https://").unwrap_or_else(|| panic!("hub said {line:?}")).to_string();
         self.child = Some(child);
+    }
+
+    /// Where the hub's log (its standard error) goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("hub.log")
     }
 
     pub fn url(&self) -> String {
