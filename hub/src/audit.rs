@@ -141,6 +141,8 @@ const COLUMNS: &str = "a.seq, a.at, a.login, a.facility, a.terminal, a.action, a
 /// Which slice of the log a history page or CSV shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
+    /// What one person did (the key is their login).
+    Mine,
     /// What our facility's staff did.
     Staff,
     /// Who saw or received our facility's records (views by others, emergency access).
@@ -151,10 +153,11 @@ pub enum View {
     All,
 }
 
-/// Rows of `view` for `facility` between `from_ms` and `to_ms`, optionally of one patient, oldest
+/// Rows of `view` for `facility` (for `Mine`, the login) between `from_ms` and `to_ms`, optionally of one patient, oldest
 /// first, at most `limit`.
 pub fn query(c: &Connection, view: &View, facility: &str, from_ms: i64, to_ms: i64, patient: Option<&str>, limit: i64) -> rusqlite::Result<Vec<Row>> {
     let (join, filter) = match view {
+        View::Mine => ("", "a.login = ?1"),
         View::Staff => ("", "a.facility = ?1"),
         View::OurRecords => ("JOIN audit_owner o ON o.seq = a.seq AND o.facility = ?1", "a.facility != ?1"),
         View::Published => ("JOIN audit_owner o ON o.seq = a.seq AND o.facility = ?1", "a.action IN ('consent', 'publish')"),
@@ -215,6 +218,8 @@ mod tests {
         assert_eq!(ours[0].event.facility, "3710000002");
         assert_eq!(query(&c, &View::Published, f, 0, 100, None, 100).unwrap().len(), 1);
         assert_eq!(query(&c, &View::Staff, f, 0, 15, None, 100).unwrap().len(), 1);
+        assert_eq!(query(&c, &View::Mine, "dr1", 0, 100, None, 100).unwrap().len(), 3);
+        assert_eq!(query(&c, &View::Mine, "dr2", 0, 100, None, 100).unwrap().len(), 0);
         assert_eq!(query(&c, &View::All, "", 0, 100, Some("R1"), 100).unwrap().len(), 3);
     }
 }

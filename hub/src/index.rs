@@ -116,19 +116,23 @@ pub fn upsert(c: &Connection, facility: &str, d: &Demographics, now: i64) -> rus
     // Kana are shown as normalized (full width, sound marks joined), with the space kept.
     let name_kana = format!("{} {}", kana_norm(&d.family_kana), kana_norm(&d.given_kana)).trim().to_string();
     let (kj, kn) = (kanji_norm(&name_kanji), kana_norm(&name_kana));
-    let existing: Option<i64> = c.query_row("SELECT id FROM patient WHERE facility = ?1 AND patient_id = ?2", params![facility, d.patient_id], |r| r.get(0)).optional()?;
+    let existing: Option<(i64, String, String)> = c
+        .query_row("SELECT id, kanji_norm, kana_norm FROM patient WHERE facility = ?1 AND patient_id = ?2", params![facility, d.patient_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
     let id = match existing {
-        Some(id) => {
+        Some((id, old_kj, old_kn)) => {
             c.execute(
                 "UPDATE patient SET name_kanji = ?2, name_kana = ?3, kanji_norm = ?4, kana_norm = ?5, birth_date = ?6, sex = ?7, indexed_at = ?8 WHERE id = ?1",
                 params![id, name_kanji, name_kana, kj, kn, d.birth_date, d.sex, now],
             )?;
-            let old: Vec<String> = c.prepare_cached("SELECT gram FROM name_gram WHERE patient = ?1")?.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            // The old grams come from the old names, so each is removed by its key.
+            let mut del = c.prepare_cached("DELETE FROM name_gram WHERE gram = ?1 AND patient = ?2")?;
             let mut dec = c.prepare_cached("UPDATE name_gram_count SET n = n - 1 WHERE gram = ?1")?;
-            for g in old {
-                dec.execute([g])?;
+            for g in grams(&old_kj).into_iter().chain(grams(&old_kn)) {
+                if del.execute(params![g, id])? == 1 {
+                    dec.execute([g])?;
+                }
             }
-            c.execute("DELETE FROM name_gram WHERE patient = ?1", [id])?;
             id
         }
         None => {
@@ -141,10 +145,10 @@ pub fn upsert(c: &Connection, facility: &str, d: &Demographics, now: i64) -> rus
             c.last_insert_rowid()
         }
     };
-    let mut ins = c.prepare_cached("INSERT OR IGNORE INTO name_gram (gram, patient) VALUES (?1, ?2)")?;
+    let mut ins = c.prepare_cached("INSERT OR IGNORE INTO name_gram (gram, patient, facility) VALUES (?1, ?2, ?3)")?;
     let mut inc = c.prepare_cached("INSERT INTO name_gram_count (gram, n) VALUES (?1, 1) ON CONFLICT (gram) DO UPDATE SET n = n + 1")?;
     for g in grams(&kj).into_iter().chain(grams(&kn)) {
-        if ins.execute(params![g, id])? == 1 {
+        if ins.execute(params![g, id, facility])? == 1 {
             inc.execute([g])?;
         }
     }
@@ -251,6 +255,20 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
         format!("?{}", args.len())
     };
     let name = kana_norm(&q.name);
+    // For a facility, what it may see of a gram's patient, from the index alone: its own, those
+    // published to it or to everyone, and those under its active emergency accesses.
+    let seen_by = match scope {
+        Scope::Facility { code, now } => {
+            let (f, t) = (arg(code.clone()), arg(now.to_string()));
+            format!(
+                " AND (g0.facility = {f}
+                   OR EXISTS (SELECT 1 FROM publication u WHERE u.patient = g0.patient AND u.grantee IN ({f}, '*'))
+                   OR g0.patient IN (SELECT p2.id FROM emergency e JOIN patient p2 ON p2.regional_id = e.regional_id
+                                     WHERE e.facility = {f} AND e.ends_at > CAST({t} AS INTEGER)))"
+            )
+        }
+        Scope::Office => String::new(),
+    };
     // The candidate source: the most selective criterion given.
     let source = if !q.patient_id.is_empty() {
         format!("SELECT id AS patient FROM patient WHERE patient_id = {}", arg(q.patient_id.clone()))
@@ -265,7 +283,7 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
             1 => {
                 let lo = arg(cs[0].to_string());
                 let hi = arg(char::from_u32(cs[0] as u32 + 1).unwrap_or(char::MAX).to_string());
-                format!("SELECT DISTINCT patient FROM name_gram WHERE gram >= {lo} AND gram < {hi}")
+                format!("SELECT DISTINCT g0.patient AS patient FROM name_gram g0 WHERE g0.gram >= {lo} AND g0.gram < {hi}{seen_by}")
             }
             _ => {
                 // Start from the rarest of the query's grams and keep only patients that have
@@ -286,7 +304,7 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
                 }
                 let mut grams = counted.into_iter().map(|(_, g)| g);
                 let first = arg(grams.next().unwrap_or_default());
-                let mut sql = format!("SELECT g0.patient FROM name_gram g0 WHERE g0.gram = {first}");
+                let mut sql = format!("SELECT g0.patient AS patient FROM name_gram g0 WHERE g0.gram = {first}{seen_by}");
                 for g in grams {
                     sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM name_gram g WHERE g.gram = {} AND g.patient = g0.patient)", arg(g)));
                 }
@@ -317,8 +335,8 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
               OR EXISTS (SELECT 1 FROM emergency e WHERE e.facility = {f} AND e.regional_id = p.regional_id AND e.ends_at > CAST({t} AS INTEGER)))"
         ));
     }
-    // The candidates stream from indexes alone, each checked against the query's other grams
-    // before its patient row is read. (A LIMIT in both queries keeps SQLite from flattening the
+    // The candidates stream from indexes alone, each checked against what the searcher may see
+    // and the query's other grams before its patient row is read. (A LIMIT in both queries keeps SQLite from flattening the
     // subquery, which would move the gram checks after the row reads; unlike MATERIALIZED it
     // still stops as soon as enough results are found.)
     let sql = format!(
@@ -443,6 +461,13 @@ mod tests {
         let b = by_facility_pid(&c, "3710000002", "A-78").unwrap().unwrap();
         c.execute("INSERT INTO publication (grantee, patient) VALUES ('3710000001', ?1)", [b.id]).unwrap();
         assert_eq!(ids(&search(&c, &q("山田"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"]);
+        assert_eq!(ids(&search(&c, &q("山"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"]);
+        // An emergency access opens the patient to search until it ends.
+        let taro_b = by_facility_pid(&c, "3710000002", "A-77").unwrap().unwrap();
+        c.execute("INSERT INTO emergency (facility, login, regional_id, reason, started_at, ends_at) VALUES ('3710000001', 'er', ?1, 'x', 0, 200)", [&taro_b.regional_id]).unwrap();
+        assert_eq!(ids(&search(&c, &q("ヤマダ"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-77", "3710000002/A-78"]);
+        let later = Scope::Facility { code: "3710000001".into(), now: 300 };
+        assert_eq!(ids(&search(&c, &q("ヤマダ"), &later).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"]);
         // Injection attempts are only text.
         for evil in ["' OR 1=1 --", "%", "<script>", "\"; DROP TABLE patient; --"] {
             assert!(search(&c, &q(evil), &office).unwrap().0.is_empty(), "{evil}");

@@ -61,10 +61,13 @@ CREATE INDEX patient_match ON patient (kana_norm, birth_date, sex);
 CREATE INDEX patient_birth ON patient (birth_date);
 CREATE INDEX patient_pid ON patient (patient_id);
 
--- Bigrams of the normalized kanji and kana names (with an end mark), for partial name search.
+-- Bigrams of the normalized kanji and kana names (with an end mark), for partial name search,
+-- with the patient's facility so a search can tell what the searcher may see without reading
+-- the patient's row.
 CREATE TABLE name_gram (
-    gram    TEXT NOT NULL,
-    patient INTEGER NOT NULL,
+    gram     TEXT NOT NULL,
+    patient  INTEGER NOT NULL,
+    facility TEXT NOT NULL,
     PRIMARY KEY (gram, patient)
 ) WITHOUT ROWID;
 

@@ -255,6 +255,11 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     let ours = office.texts("#history tr.event");
     assert!(ours.iter().any(|r| r.contains("dr-a") && r.contains("閲覧") && r.contains(&rid)), "{ours:?}");
     office.screenshot("10-history-ours");
+    office.goto(&format!("{}/history?view=staff", hub.url()));
+    assert!(office.texts("#history tr.event").iter().any(|r| r.contains("adm-b") && r.contains("ログイン")));
+    // A doctor sees only their own history, not who saw the facility's records.
+    doc.goto(&format!("{}/history?view=ours", hub.url()));
+    assert_eq!(doc.text("#error-title"), "アクセスできません");
 
     // A's doctor downloads the month's access history as CSV and finds the views of B's records.
     doc.goto(&format!("{}/history", hub.url()));
@@ -264,14 +269,13 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     let mut lines = text.lines();
     assert_eq!(lines.next().unwrap(), hub::portal::CSV_HEADER);
     let rows: Vec<Vec<String>> = lines.map(|l| l.split("\",\"").map(|c| c.trim_matches('"').to_string()).collect()).collect();
-    assert!(rows.iter().all(|r| r.len() == 10 && r[2] == A), "only our staff's rows");
-    assert!(rows.iter().any(|r| r[1] == "adm-a") && rows.iter().any(|r| r[1] == "dr-a"));
+    assert!(rows.iter().all(|r| r.len() == 10 && r[1] == "dr-a" && r[2] == A), "a doctor's history is their own");
     let views_of_b: Vec<_> = rows.iter().filter(|r| r[1] == "dr-a" && r[4] == "閲覧" && r[5] == rid && r[6].contains(B)).collect();
     assert!(views_of_b.len() >= 2, "views of B's records: {views_of_b:?}");
     assert!(rows.iter().any(|r| r[4] == "閲覧" && r[9] == "denied" && r[5] == rid_b), "the refused URL edit is in the log");
     assert!(rows.iter().any(|r| r[4] == "検索"));
     // And by patient: every row is that patient.
-    doc.goto(&format!("{}/history?view=staff&patient={rid}", hub.url()));
+    doc.goto(&format!("{}/history?view=mine&patient={rid}", hub.url()));
     let csv = doc.download("#csv-patient");
     let text = std::fs::read_to_string(&csv).unwrap();
     let by_patient: Vec<&str> = text.lines().skip(1).collect();

@@ -316,7 +316,8 @@ fn view_of(code: &str, ctx: &Ctx) -> Result<(View, &'static str)> {
     let office = ctx.user.role == Role::Office;
     let admin = matches!(ctx.user.role, Role::FacilityAdmin) || office;
     match code {
-        "staff" | "" if ctx.user.role.in_facility() => Ok((View::Staff, "自施設職員の閲覧履歴")),
+        "mine" | "" if ctx.user.role.in_facility() && !admin => Ok((View::Mine, "自分の閲覧履歴")),
+        "staff" | "" if admin && !office => Ok((View::Staff, "自施設職員の閲覧履歴")),
         "ours" if admin && !office => Ok((View::OurRecords, "自施設の記録を閲覧した履歴")),
         "published" if admin && !office => Ok((View::Published, "自施設の公開履歴")),
         "all" | "" if office => Ok((View::All, "全操作の記録")),
@@ -382,7 +383,8 @@ async fn history_rows(p: &Arc<Portal>, ctx: &Ctx, q: &Params) -> Result<(View, &
     } else {
         month_range(&month).ok_or_else(|| Error::BadRequest("月は 2026-11 の形で指定してください。".into()))?
     };
-    let (v, f, pt) = (view.clone(), ctx.user.facility.clone(), patient.clone());
+    let key = if view == View::Mine { ctx.user.login.clone() } else { ctx.user.facility.clone() };
+    let (v, f, pt) = (view.clone(), key, patient.clone());
     let rows = p.read(move |c| Ok(audit::query(c, &v, &f, from, to, (!pt.is_empty()).then_some(pt.as_str()), HISTORY_LIMIT)?)).await?;
     Ok((view, label, month, patient, rows))
 }
@@ -416,12 +418,12 @@ pub async fn history(State(p): State<Arc<Portal>>, Term(t): Term, headers: Heade
     let mut views = vec![];
     if office {
         views.push(("all", "全操作の記録", true));
-    } else {
+    } else if ctx.user.role == Role::FacilityAdmin {
         views.push(("staff", "自施設職員の閲覧履歴", view == View::Staff));
-        if ctx.user.role == Role::FacilityAdmin {
-            views.push(("ours", "自施設の記録を閲覧した履歴", view == View::OurRecords));
-            views.push(("published", "自施設の公開履歴", view == View::Published));
-        }
+        views.push(("ours", "自施設の記録を閲覧した履歴", view == View::OurRecords));
+        views.push(("published", "自施設の公開履歴", view == View::Published));
+    } else {
+        views.push(("mine", "自分の閲覧履歴", true));
     }
     let mut shown = Vec::new();
     for r in rows.iter().rev().take(1000) {
