@@ -150,6 +150,14 @@ impl IntoResponse for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A form's or a query string's fields.
+pub type Params = HashMap<String, String>;
+
+/// A field's value, trimmed; empty when absent.
+pub fn field<'a>(f: &'a Params, k: &str) -> &'a str {
+    f.get(k).map(|s| s.trim()).unwrap_or("")
+}
+
 /// Renders a template into a response.
 pub fn render(t: &impl Template) -> Result<Response> {
     Ok(Html(t.render().map_err(|e| anyhow::anyhow!("template: {e}"))?).into_response())

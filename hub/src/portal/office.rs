@@ -2,7 +2,6 @@
 //! patient linking, emergency access, the inbox, the access history with its CSV downloads, and
 //! staff accounts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -12,18 +11,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
 use super::page::urlencode;
-use super::{authed, hl7_time, jst, jst_ms, now_ms, render, sex_label, Ctx, Error, Nav, Portal, Result, Term};
+use super::{authed, field, Params, hl7_time, jst, jst_ms, now_ms, render, sex_label, Ctx, Error, Nav, Portal, Result, Term};
 use crate::account::{self, Role};
 use crate::audit::{self, View};
 use crate::consent::{self, Consent, Scope, State as Publication};
 use crate::index::{self, Entry};
 use crate::now;
 
-type Params = HashMap<String, String>;
-
-fn field<'a>(f: &'a Params, k: &str) -> &'a str {
-    f.get(k).map(|s| s.trim()).unwrap_or("")
-}
 
 /// Who may record consent for an entry: the office, or the administrator of the owning facility.
 fn may_set_consent(ctx: &Ctx, e: &Entry) -> bool {

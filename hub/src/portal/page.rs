@@ -10,18 +10,13 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
-use super::{authed, hl7_time, jst, now_ms, render, session, sex_label, Ctx, Error, Nav, Portal, Result, Term};
+use super::{authed, field, Params, hl7_time, jst, now_ms, render, session, sex_label, Ctx, Error, Nav, Portal, Result, Term};
 use crate::account::{self, Login};
 use crate::consent::{self, Basis};
 use crate::index::{self, Entry};
 use crate::record::{self, Tab};
 use crate::{audit, now};
 
-type Params = HashMap<String, String>;
-
-fn field<'a>(f: &'a Params, k: &str) -> &'a str {
-    f.get(k).map(|s| s.trim()).unwrap_or("")
-}
 
 #[derive(Template)]
 #[template(path = "login.html")]
