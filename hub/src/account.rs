@@ -132,7 +132,7 @@ pub fn verify_password(verifier: &str, password: &str) -> bool {
             _ => return false,
         }
     }
-    let (Some(salt), Some(want)) = (unhex(salt), unhex(want)) else { return false };
+    let (Some(salt), Some(want)) = (shared::chain::unhex(salt), shared::chain::unhex(want)) else { return false };
     if m < 8 || t < 1 || want.len() != 32 {
         return false;
     }
@@ -141,13 +141,6 @@ pub fn verify_password(verifier: &str, password: &str) -> bool {
         return false;
     }
     out.iter().zip(&want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// A temporary password handed to a person by the office or their administrator; it must be
