@@ -285,31 +285,64 @@ pub enum Login {
     Disabled,
 }
 
-/// Checks a login and updates the failure count. The verifier is computed even for an unknown
-/// ID, so timing does not reveal which IDs exist.
-pub fn login(c: &Connection, login: &str, password: &str, now: i64) -> rusqlite::Result<Login> {
-    let Some(u) = get(c, login)? else {
+/// What the password alone says about a login attempt, before anything is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    NoUser,
+    Disabled,
+    Locked(i64),
+    Right { must_change: bool },
+    Wrong,
+}
+
+/// Checks a password against an account (argon2: run it off the async threads and off the
+/// database's writer). The verifier is computed even for an unknown ID, so timing does not
+/// reveal which IDs exist.
+pub fn check_attempt(u: Option<&User>, password: &str, now: i64) -> Check {
+    let Some(u) = u else {
         let _ = verify_password(DUMMY, password);
-        return Ok(Login::Wrong { delay: 1 });
+        return Check::NoUser;
     };
     if u.disabled_at.is_some() {
-        return Ok(Login::Disabled);
+        return Check::Disabled;
     }
     if let Some(until) = u.locked_until.filter(|t| *t > now) {
-        return Ok(Login::Locked { until });
+        return Check::Locked(until);
     }
     if verify_password(&u.pw, password) {
-        c.execute("UPDATE user SET failures = 0, locked_until = NULL WHERE login = ?1", [login])?;
-        return Ok(Login::Ok { must_change: u.must_change || now >= u.password_expires_at() });
+        Check::Right { must_change: u.must_change || now >= u.password_expires_at() }
+    } else {
+        Check::Wrong
     }
-    let failures = u.failures + 1;
-    if failures >= LOCK_AFTER {
-        c.execute("UPDATE user SET failures = ?2, locked_until = ?3 WHERE login = ?1", params![login, failures, now + LOCK_FOR])?;
-        return Ok(Login::Locked { until: now + LOCK_FOR });
-    }
-    c.execute("UPDATE user SET failures = ?2 WHERE login = ?1", params![login, failures])?;
-    let delay = if failures >= SLOW_AFTER { 1u64 << (failures - SLOW_AFTER + 1).min(3) } else { 0 };
-    Ok(Login::Wrong { delay })
+}
+
+/// Records a checked attempt (the failure count, a lock) and says what to answer. The count is
+/// incremented in SQL, so attempts that race each other are all counted.
+pub fn record_login(c: &Connection, login: &str, check: Check, now: i64) -> rusqlite::Result<Login> {
+    Ok(match check {
+        Check::NoUser => Login::Wrong { delay: 1 },
+        Check::Disabled => Login::Disabled,
+        Check::Locked(until) => Login::Locked { until },
+        Check::Right { must_change } => {
+            c.execute("UPDATE user SET failures = 0, locked_until = NULL WHERE login = ?1", [login])?;
+            Login::Ok { must_change }
+        }
+        Check::Wrong => {
+            let failures: i64 = c.query_row("UPDATE user SET failures = failures + 1 WHERE login = ?1 RETURNING failures", [login], |r| r.get(0))?;
+            if failures >= LOCK_AFTER {
+                c.execute("UPDATE user SET locked_until = ?2 WHERE login = ?1", params![login, now + LOCK_FOR])?;
+                Login::Locked { until: now + LOCK_FOR }
+            } else {
+                Login::Wrong { delay: if failures >= SLOW_AFTER { 1u64 << (failures - SLOW_AFTER + 1).min(3) } else { 0 } }
+            }
+        }
+    })
+}
+
+/// Checks and records a login in one go (the command line and tests).
+pub fn login(c: &Connection, login: &str, password: &str, now: i64) -> rusqlite::Result<Login> {
+    let u = get(c, login)?;
+    record_login(c, login, check_attempt(u.as_ref(), password, now), now)
 }
 
 // A verifier of a random password, for timing parity on unknown IDs.
@@ -366,6 +399,20 @@ mod tests {
         assert_eq!(login(&c, "dr1", "temp5678", 40).unwrap(), Login::Ok { must_change: true });
         disable(&c, "dr1", 50).unwrap().unwrap();
         assert_eq!(login(&c, "dr1", "temp5678", 60).unwrap(), Login::Disabled);
+    }
+
+    #[test]
+    fn racing_wrong_attempts_are_all_counted() {
+        let c = crate::region::memory();
+        add(&c, "ph1", "薬剤 一郎", "3710000001", Role::Pharmacist, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        // Several attempts checked against the same read of the account, recorded one by one.
+        let u = get(&c, "ph1").unwrap();
+        let check = check_attempt(u.as_ref(), "wrong1234", 10);
+        assert_eq!(check, Check::Wrong);
+        let outcomes: Vec<Login> = (0..LOCK_AFTER).map(|_| record_login(&c, "ph1", check, 10).unwrap()).collect();
+        assert_eq!(outcomes.last(), Some(&Login::Locked { until: 10 + LOCK_FOR }));
+        assert_eq!(get(&c, "ph1").unwrap().unwrap().failures, LOCK_AFTER);
+        assert_eq!(check_attempt(None, "x", 10), Check::NoUser);
     }
 
     #[test]

@@ -56,12 +56,15 @@ pub async fn login(State(p): State<Arc<Portal>>, Term(terminal): Term, headers: 
     let password = f.get("password").cloned().unwrap_or_default();
     let t = now();
     let l = login.clone();
-    let outcome = p.write(move |c| Ok(account::login(c, &l, &password, t)?)).await?;
-    let mut e = audit::Event { login: login.clone(), terminal: terminal.clone(), action: "login".into(), ..Default::default() };
+    let user = p.read(move |c| Ok(account::get(c, &l)?)).await?;
+    let facility = user.as_ref().map(|u| u.facility.clone()).unwrap_or_default();
+    // argon2 runs on a blocking thread, not on the region database's writer.
+    let check = tokio::task::spawn_blocking(move || account::check_attempt(user.as_ref(), &password, t)).await.map_err(|e| anyhow::anyhow!(e))?;
+    let l = login.clone();
+    let outcome = p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?;
+    let mut e = audit::Event { login: login.clone(), facility, terminal: terminal.clone(), action: "login".into(), ..Default::default() };
     let answer = match outcome {
         Login::Ok { must_change } => {
-            let l = login.clone();
-            e.facility = p.read(move |c| Ok(account::get(c, &l)?.map(|u| u.facility).unwrap_or_default())).await?;
             e.outcome = "ok".into();
             p.audit(e).await?;
             tracing::info!(login = %login, terminal = %terminal, "logged in");
