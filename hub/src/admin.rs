@@ -172,6 +172,11 @@ pub fn audit(data: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify => match audit::verify(&c)? {
             Verdict::Intact { rows } => {
                 println!("audit log intact: {rows} rows, chain verified");
+                // The head, to write down or publish: a later verify that shows an earlier head
+                // means rows were cut off the end.
+                if let Some((seq, hash)) = audit::head(&c)? {
+                    println!("head: row {seq}, hash {}", shared::chain::hex(&hash));
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Verdict::Broken { seq, why } => {

@@ -44,8 +44,7 @@ fn hash(prev: &[u8], seq: i64, at: i64, e: &Event, owners: &str) -> Vec<u8> {
 /// Appends `e` at time `at_ms` (Unix milliseconds) and returns its sequence number. Call it inside
 /// the transaction of the change it records, so the change and its record commit together.
 pub fn append(c: &Connection, at_ms: i64, e: &Event) -> rusqlite::Result<i64> {
-    let last: Option<(i64, Vec<u8>)> = c.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-    let (seq, prev) = match last {
+    let (seq, prev) = match head(c)? {
         Some((s, h)) => (s + 1, h),
         None => (1, vec![0u8; 32]),
     };
@@ -60,6 +59,11 @@ pub fn append(c: &Connection, at_ms: i64, e: &Event) -> rusqlite::Result<i64> {
         c.execute("INSERT OR IGNORE INTO audit_owner (facility, seq) VALUES (?1, ?2)", params![o, seq])?;
     }
     Ok(seq)
+}
+
+/// The newest row's sequence number and hash.
+pub fn head(c: &Connection) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
+    c.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()
 }
 
 /// Appends in its own transaction.

@@ -308,6 +308,13 @@ pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, logi
     Ok((ends, owners))
 }
 
+/// Ends a facility's active emergency access to a regional patient now. Returns whether one was
+/// active.
+pub fn end_emergency(c: &Connection, facility: &str, regional_id: &str, now: i64) -> rusqlite::Result<bool> {
+    let n = c.execute("UPDATE emergency SET ends_at = ?3 WHERE facility = ?1 AND regional_id = ?2 AND ends_at > ?3", params![facility, regional_id, now])?;
+    Ok(n > 0)
+}
+
 /// A message in a facility's inbox.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -395,6 +402,10 @@ mod tests {
         assert_eq!(told, vec!["3710000002".to_string()]);
         assert_eq!(visible(&c, &eb.regional_id, "3710000009", 2000).unwrap()[0].1, Basis::Emergency { until: ends });
         assert!(visible(&c, &eb.regional_id, "3710000009", ends).unwrap().is_empty(), "over when the time is up");
-        assert_eq!(unread(&c, "3710000002").unwrap(), 1);
+        start_emergency(&c, "3710000009", "中央病院", "er1", &eb.regional_id, "再搬送", 60, 5000).unwrap();
+        assert!(end_emergency(&c, "3710000009", &eb.regional_id, 5100).unwrap());
+        assert!(visible(&c, &eb.regional_id, "3710000009", 5100).unwrap().is_empty(), "over when ended");
+        assert!(!end_emergency(&c, "3710000009", &eb.regional_id, 5200).unwrap(), "nothing left to end");
+        assert_eq!(unread(&c, "3710000002").unwrap(), 2, "each start is reported");
     }
 }

@@ -295,6 +295,13 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     er.screenshot("11-emergency");
     office.goto(&format!("{}/inbox", hub.url()));
     assert!(office.texts("#messages .subject").iter().any(|s| s.contains("緊急閲覧")));
+    // Ended early by the doctor: the record closes at once, and the stop is audited.
+    er.click("#emergency-end");
+    assert!(er.text(".notice-item").contains("緊急閲覧を終了"));
+    er.goto(&format!("{}/patient/{rid}", hub.url()));
+    assert_eq!(er.text("#error-title"), "アクセスできません");
+    let stops: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'emergency-stop' AND login = 'dr-c' AND patient = ?1", [&rid], |r| r.get(0)).unwrap();
+    assert_eq!(stops, 1);
 
     // A disabled user is out at the next click and cannot log in again.
     assert!(hub.cmd("user").args(["disable", "--login", "dr-a"]).status().unwrap().success());
@@ -313,7 +320,8 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 
     // The audit chain verifies, then a row edited behind the hub's back is found.
     let out = hub.cmd("audit").arg("verify").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("head: row "), "{said}");
     let db = hub.region();
     db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
     let seq: i64 = db.query_row("SELECT min(seq) FROM audit WHERE action = 'view' AND login = 'dr-a'", [], |r| r.get(0)).unwrap();

@@ -305,6 +305,7 @@ pub fn router(p: Arc<Portal>) -> Router {
         .route("/links", get(office::links))
         .route("/links/{action}", post(office::link_action))
         .route("/emergency", get(office::emergency_form).post(office::emergency))
+        .route("/emergency/end", post(office::emergency_end))
         .route("/inbox", get(office::inbox))
         .route("/history", get(office::history))
         .route("/history.csv", get(office::history_csv))

@@ -280,6 +280,33 @@ pub async fn emergency(State(p): State<Arc<Portal>>, Term(t): Term, headers: Hea
     Ok(Redirect::to(&format!("/patient/{rid}")).into_response())
 }
 
+/// Ends the request's own emergency access to a patient early (DCM 110138).
+pub async fn emergency_end(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+    let ctx = authed(&p, &headers, t, false).await?;
+    ctx.check_csrf(f.get("csrf").map(String::as_str))?;
+    let rid = field(&f, "regional_id").to_uppercase();
+    let (fac, t, at) = (ctx.user.facility.clone(), now(), now_ms());
+    let mut e = ctx.event("emergency-stop", &rid);
+    e.detail = "DCM 110138 Emergency Override Stopped".into();
+    let r = rid.clone();
+    let ended = p
+        .write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ended = consent::end_emergency(&tx, &fac, &r, t)?;
+            if ended {
+                audit::append(&tx, at, &e)?;
+            }
+            tx.commit()?;
+            Ok(ended)
+        })
+        .await?;
+    if !ended {
+        return Err(Error::BadRequest("終了する緊急閲覧はありません。".into()));
+    }
+    tracing::info!(login = %ctx.user.login, regional_id = %rid, "emergency access ended");
+    Ok(Redirect::to("/?m=emergency-ended").into_response())
+}
+
 pub struct Msg {
     pub at: String,
     pub subject: String,
@@ -395,6 +422,7 @@ fn action_label(a: &str) -> &str {
         "unlink" => "名寄せ解除",
         "link-reject" => "名寄せ却下",
         "emergency-start" => "緊急閲覧",
+        "emergency-stop" => "緊急閲覧終了",
         "password-change" => "パスワード変更",
         "user-add" => "利用者登録",
         "user-disable" => "利用者無効化",

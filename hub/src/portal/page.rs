@@ -172,8 +172,10 @@ struct HomePage {
 pub async fn home(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let mut notices = Vec::new();
-    if field(&q, "m") == "password" {
-        notices.push("パスワードを変更しました。".to_string());
+    match field(&q, "m") {
+        "password" => notices.push("パスワードを変更しました。".to_string()),
+        "emergency-ended" => notices.push("緊急閲覧を終了しました。".to_string()),
+        _ => {}
     }
     let left = ctx.user.password_expires_at() - now();
     if left <= account::EXPIRY_NOTICE {
