@@ -140,7 +140,12 @@ pub fn verify_password(verifier: &str, password: &str) -> bool {
     if argon(m, t).hash_password_into(password.as_bytes(), &salt, &mut out).is_err() {
         return false;
     }
-    out.iter().zip(&want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    same_bytes(&out, &want)
+}
+
+/// Whether two byte strings are equal, in time independent of where they differ.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A temporary password handed to a person by the office or their administrator; it must be

@@ -83,15 +83,11 @@ fn cli_event(action: &str, detail: String) -> audit::Event {
     audit::Event { login: "cli".into(), terminal: "command line".into(), action: action.into(), detail, outcome: "ok".into(), ..Default::default() }
 }
 
-fn ms() -> i64 {
-    crate::portal::now_ms()
-}
-
 /// Applies `change` and its audit event in one transaction.
 fn audited<T>(c: &mut rusqlite::Connection, e: audit::Event, change: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<Result<T, account::Error>>) -> anyhow::Result<T> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let out = change(&tx)?.map_err(|e| anyhow::anyhow!("{e}"))?;
-    audit::append(&tx, ms(), &e)?;
+    audit::append(&tx, crate::portal::now_ms(), &e)?;
     tx.commit()?;
     Ok(out)
 }

@@ -122,17 +122,9 @@ impl Hub {
     /// Takes in what one facility's copy gained since the last run.
     pub async fn index_facility(&self, facility: &str) -> anyhow::Result<usize> {
         self.copy(facility)?;
-        let path = self.copy_path(facility);
-        let key = self.key.derive(&format!("copy:{facility}"));
+        let copy = reader(self, facility)?;
         let f = facility.to_string();
-        let n = self
-            .region
-            .call(move |region| -> anyhow::Result<usize> {
-                let copy = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-                copy.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000;", key.literal()))?;
-                Ok(crate::index::catch_up(region, &copy, &f, now())?)
-            })
-            .await??;
+        let n = self.region.call(move |region| -> anyhow::Result<usize> { Ok(crate::index::catch_up(region, &copy, &f, now())?) }).await??;
         if n > 0 {
             tracing::info!(facility = %facility, patients = n, "patients indexed");
         }
@@ -408,9 +400,7 @@ fn target(q: &RestoreQuery) -> Target {
 
 /// A reader on the facility's copy, separate from its writer, for plans and restore streams.
 fn reader(hub: &Hub, facility: &str) -> anyhow::Result<rusqlite::Connection> {
-    let c = rusqlite::Connection::open_with_flags(hub.copy_path(facility), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000;", hub.key.derive(&format!("copy:{facility}")).literal()))?;
-    Ok(c)
+    db::open_read_only(&hub.copy_path(facility), &hub.key.derive(&format!("copy:{facility}")))
 }
 
 /// Opens a reader on the facility's copy and works out the plan, on a blocking thread: it reads

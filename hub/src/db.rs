@@ -35,6 +35,14 @@ pub fn open(path: &Path, key: &DbKey, migrations: &[&str]) -> anyhow::Result<Con
     Ok(conn)
 }
 
+/// Opens an existing encrypted database read-only, for readers beside its worker (WAL lets them
+/// read while it writes).
+pub fn open_read_only(path: &Path, key: &DbKey) -> anyhow::Result<Connection> {
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).with_context(|| format!("cannot open {}", path.display()))?;
+    c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;", key.literal()))?;
+    Ok(c)
+}
+
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// One thread that owns one connection.

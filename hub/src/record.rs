@@ -63,9 +63,9 @@ impl Tab {
     fn sql(self) -> &'static str {
         match self {
             Tab::Visits => {
-                "SELECT coalesce(event_at, admit_at, recorded_at, ''), data_type, CASE is_cancel WHEN 1 THEN '（取消）' ELSE '' END,
-                        coalesce(patient_class, ''), coalesce(department, ''), trim(coalesce(ward, '') || ' ' || coalesce(room, '')),
-                        coalesce(attending, ''), coalesce(discharge_at, ''), ''
+                "SELECT coalesce(event_at, admit_at, recorded_at, ''), data_type, coalesce(patient_class, ''), coalesce(department, ''),
+                        trim(coalesce(ward, '') || ' ' || coalesce(room, '')), coalesce(attending, ''), coalesce(discharge_at, ''),
+                        CASE is_cancel WHEN 1 THEN '（取消）' ELSE '' END, ''
                  FROM encounter WHERE patient_id = ?1"
             }
             Tab::Allergy => {
@@ -136,17 +136,14 @@ pub fn tab(copy: &Connection, tab: Tab, patient_id: &str, limit: usize) -> rusql
     while let Some(r) = rows.next()? {
         let mut cells: Vec<String> = (1..=ncols).map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default)).collect::<rusqlite::Result<_>>()?;
         if tab == Tab::Visits {
-            let kind = ENCOUNTER_LABELS.iter().find(|(c, _)| *c == cells[0]).map(|(_, l)| *l).unwrap_or(cells[0].as_str()).to_string();
-            let cancel = r.get::<_, String>(2)?;
-            cells.remove(1);
-            cells[0] = format!("{kind}{cancel}");
+            // The event's name (with a cancel mark) and the patient class, as people read them.
+            let kind = ENCOUNTER_LABELS.iter().find(|(c, _)| *c == cells[0]).map(|(_, l)| *l).unwrap_or(cells[0].as_str());
+            cells[0] = format!("{kind}{}", r.get::<_, String>(7)?);
             cells[1] = match cells[1].as_str() {
                 "I" => "入院".into(),
                 "O" => "外来".into(),
                 x => x.into(),
             };
-            cells.push(r.get::<_, String>(7).unwrap_or_default());
-            cells.truncate(ncols);
         }
         let code = if tab == Tab::Lab { r.get::<_, String>(7)? } else { String::new() };
         let file_id = if tab == Tab::Documents { r.get::<_, Option<i64>>(8).ok().flatten() } else { None };

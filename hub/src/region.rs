@@ -6,8 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::Context;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::key::DbKey;
 
@@ -202,9 +201,9 @@ impl Readers {
         if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(c);
         }
-        let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
-        c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;", self.key.literal()))?;
+        let c = crate::db::open_read_only(&self.path, &self.key)?;
+        // A larger page cache than SQLite's default: searches revisit the same index pages.
+        c.execute_batch("PRAGMA cache_size = -32768;")?;
         Ok(c)
     }
 

@@ -53,16 +53,20 @@ impl Portal {
         Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())) }
     }
 
-    /// A facility's name from the registry (cached for a minute), or its code.
+    /// A facility's name from the registry, or its code. The names are re-read at most once a
+    /// minute, or after 5 seconds when a code is not among them (a facility just registered).
     pub async fn facility_name(&self, code: &str) -> String {
         if code.is_empty() {
             return "地域連携ネットワーク事務局".into();
         }
-        let fresh = {
+        let stale = {
             let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-            names.0.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) && names.1.contains_key(code)
+            match names.0 {
+                None => true,
+                Some(t) => t.elapsed() >= Duration::from_secs(60) || (!names.1.contains_key(code) && t.elapsed() >= Duration::from_secs(5)),
+            }
         };
-        if !fresh {
+        if stale {
             if let Ok(Ok(list)) = self.hub.registry.call(|c| crate::registry::facility_names(c)).await {
                 let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
                 *names = (Some(Instant::now()), list.into_iter().collect());
@@ -247,8 +251,15 @@ pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, terminal: String, allo
     let token = session::cookie(headers, session::COOKIE).ok_or(Error::Login("login"))?;
     let s = p.sessions.touch(&token).ok_or(Error::Login("expired"))?;
     let login = s.login.clone();
-    let user = p.read(move |c| Ok(account::get(c, &login)?)).await?;
-    let Some(user) = user else {
+    // One trip to the database per request: the account and whether its facility is a core hospital.
+    let found = p
+        .read(move |c| {
+            let Some(u) = account::get(c, &login)? else { return Ok(None) };
+            let core = crate::consent::is_core(c, &u.facility)?;
+            Ok(Some((u, core)))
+        })
+        .await?;
+    let Some((user, core)) = found else {
         p.sessions.end(&token);
         return Err(Error::Login("login"));
     };
@@ -259,8 +270,6 @@ pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, terminal: String, allo
     if (s.must_change || user.must_change) && !allow_must_change {
         return Err(Error::MustChange);
     }
-    let f = user.facility.clone();
-    let core = p.read(move |c| Ok(crate::consent::is_core(c, &f)?)).await?;
     let nav = Nav {
         user: user.name.clone(),
         facility: p.facility_name(&user.facility).await,
