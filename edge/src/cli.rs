@@ -213,7 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enroll { config, hub, token, ca_fingerprint, appliance } => {
             let cfg = load_config(&config.config)?;
             let appliance = appliance.unwrap_or_else(identity::default_appliance);
-            let id = runtime()?.block_on(identity::enroll(&cfg.identity_dir(), &hub, &token, &ca_fingerprint, &appliance))?;
+            let id = runtime()?.block_on(identity::enroll(&cfg.identity_dir(), &hub, &token, &ca_fingerprint, &appliance, &cfg.proxy.names))?;
             println!("enrolled appliance {} for facility {} {}", id.cert.appliance, id.cert.facility, id.enrolment.facility_name);
             println!("certificate {} valid until {}", id.cert.serial, shared::time::rfc3339(id.cert.not_after));
             Ok(ExitCode::SUCCESS)
@@ -314,6 +314,10 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
                 }
             })
         };
+        let proxy_task = cfg.proxy.listen.is_some().then(|| {
+            let (cfg, rx, key) = (cfg.clone(), rx.clone(), key.clone());
+            tokio::spawn(async move { run_proxy(cfg, key, rx).await })
+        });
         drop(rx);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -324,6 +328,9 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
         stop.store(true, Ordering::Relaxed);
         let _ = tx.send(true);
         let _ = sync_task.await;
+        if let Some(p) = proxy_task {
+            p.abort();
+        }
         anyhow::Ok(())
     })?;
     if let Some(t) = ingest {
@@ -334,6 +341,42 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The LAN proxy, once the appliance is enrolled and has its LAN certificate.
+async fn run_proxy(cfg: Config, key: Key, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let dir = cfg.identity_dir();
+    let proxy = loop {
+        match prepare_proxy(&cfg, &key).await {
+            Ok(p) => break p,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "the LAN proxy cannot start yet; trying again in 10 s"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.changed() => return,
+        }
+    };
+    match crate::proxy::start(proxy, &dir, stop).await {
+        Ok(addr) => {
+            tracing::info!(listen = %addr, names = ?cfg.proxy.names, plain = cfg.proxy.plain_listen.as_deref().unwrap_or("-"), "LAN proxy serving");
+            println!("proxy on https://{addr}");
+        }
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "the LAN proxy cannot start"),
+    }
+}
+
+async fn prepare_proxy(cfg: &Config, key: &Key) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
+    let dir = cfg.identity_dir();
+    let mut id = Identity::load(&dir)?;
+    if let Err(e) = identity::ensure_lan(&mut id, &cfg.proxy.names, cfg.hub_url.as_deref()).await {
+        if identity::lan_cert_names(&dir).is_none() {
+            return Err(e.context("no LAN certificate yet, and the hub cannot issue one now"));
+        }
+        tracing::warn!(error = %format!("{e:#}"), "the LAN certificate could not be brought up to date; serving the current one");
+    }
+    let local = Arc::new(crate::proxy::local::Local::open(&cfg.state_dir, key)?);
+    let p = crate::proxy::Proxy::new(cfg.proxy.clone(), &dir, cfg.hub_url.clone(), &cfg.store_dir(), key, local, Arc::new(crate::proxy::AllowAll))?;
+    Ok(Arc::new(p))
 }
 
 fn print_summary(s: &Summary) {

@@ -78,6 +78,20 @@ pub fn tls_config(fingerprint: &str, identity_pem: Option<&[u8]>) -> anyhow::Res
     Ok(Arc::new(cfg))
 }
 
+/// The host and port of `https://host[:port]`; anything but https is refused.
+pub fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| anyhow::anyhow!("hub URL {url:?} must start with https://"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.trim_matches(|c| c == '[' || c == ']').to_string(), p.parse().with_context(|| format!("bad port in hub URL {url:?}"))?),
+        _ => (authority.to_string(), 443),
+    };
+    if host.is_empty() {
+        anyhow::bail!("hub URL {url:?} has no host");
+    }
+    Ok((host, port))
+}
+
 /// A response read whole.
 #[derive(Debug)]
 pub struct Reply {
@@ -109,15 +123,7 @@ pub struct Client {
 impl Client {
     /// `url` is `https://host[:port]`; anything but https is refused.
     pub fn new(url: &str, tls: Arc<ClientConfig>) -> anyhow::Result<Client> {
-        let rest = url.strip_prefix("https://").ok_or_else(|| anyhow::anyhow!("hub URL {url:?} must start with https://"))?;
-        let authority = rest.split('/').next().unwrap_or("");
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.trim_matches(|c| c == '[' || c == ']').to_string(), p.parse().with_context(|| format!("bad port in hub URL {url:?}"))?),
-            _ => (authority.to_string(), 443),
-        };
-        if host.is_empty() {
-            anyhow::bail!("hub URL {url:?} has no host");
-        }
+        let (host, port) = host_port(url)?;
         Ok(Client { host, port, tls })
     }
 

@@ -11,6 +11,9 @@
 //! | `TSUNAGI_HUB_URL`        | `hub.url`              |
 //! | `TSUNAGI_BANDWIDTH`      | `sync.bandwidth_limit` |
 //! | `TSUNAGI_RETENTION`      | `sync.retention`       |
+//! | `TSUNAGI_PROXY_LISTEN`   | `proxy.listen`         |
+//! | `TSUNAGI_PROXY_PLAIN_LISTEN` | `proxy.plain_listen` |
+//! | `TSUNAGI_PROXY_NAMES`    | `proxy.names` (`,`-separated) |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +31,23 @@ pub struct RawConfig {
     pub hub: RawHub,
     #[serde(default)]
     pub sync: RawSync,
+    #[serde(default)]
+    pub proxy: RawProxy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// The HTTPS address the facility's browsers use, e.g. `0.0.0.0:443`.
+    pub listen: Option<String>,
+    /// The plain-HTTP address of the page that offers the network's root, e.g. `0.0.0.0:80`.
+    pub plain_listen: Option<String>,
+    /// The appliance's LAN host names and addresses, for its server certificate.
+    pub names: Option<Vec<String>>,
+    /// Sessions end after this long without a request (at most 5 minutes).
+    pub idle: Option<String>,
+    /// How long to wait for the hub before serving the offline view.
+    pub hub_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +87,17 @@ pub struct Config {
     /// From the file or the environment; otherwise the hub the appliance enrolled with.
     pub hub_url: Option<String>,
     pub sync: SyncSettings,
+    pub proxy: ProxySettings,
+}
+
+/// The LAN proxy. Without `listen` the appliance does not proxy.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: Option<String>,
+    pub plain_listen: Option<String>,
+    pub names: Vec<String>,
+    pub idle: Duration,
+    pub hub_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -141,7 +172,25 @@ impl Config {
         if sync.backoff_max < sync.backoff_min {
             return Err("sync.backoff_max must not be shorter than sync.backoff_min".into());
         }
+        let names: Vec<String> = match env("TSUNAGI_PROXY_NAMES") {
+            Some(n) => n.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            None => raw.proxy.names.unwrap_or_default(),
+        };
+        let proxy = ProxySettings {
+            listen: env("TSUNAGI_PROXY_LISTEN").or(raw.proxy.listen),
+            plain_listen: env("TSUNAGI_PROXY_PLAIN_LISTEN").or(raw.proxy.plain_listen),
+            names,
+            idle: dur("proxy.idle", raw.proxy.idle, Duration::from_secs(300))?,
+            hub_timeout: dur("proxy.hub_timeout", raw.proxy.hub_timeout, Duration::from_secs(3))?.max(Duration::from_millis(200)),
+        };
+        if proxy.idle > Duration::from_secs(300) || proxy.idle.is_zero() {
+            return Err("proxy.idle must be between 1s and 5m (the networks' rule for terminals is at most 5 minutes idle)".into());
+        }
+        if proxy.listen.is_some() && proxy.names.is_empty() {
+            return Err("proxy.names is empty: name the appliance on the LAN (for example [\"box-1.tsunagi.internal\", \"192.168.1.10\"]) so its certificate matches what browsers open".into());
+        }
         Ok(Config {
+            proxy,
             state_dir,
             key_file,
             roots,

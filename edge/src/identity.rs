@@ -2,7 +2,9 @@
 //! leaves), renewal at two thirds of the certificate's lifetime, and the files that hold them.
 //!
 //! In the identity folder: `identity.pem` (certificate chain and key, owner-only), `root.pem` (the
-//! network root, pinned by fingerprint), `enrolment.json` (hub, facility, appliance). A renewal
+//! network root, pinned by fingerprint), `enrolment.json` (hub, facility, appliance, LAN names),
+//! and `lan.pem` (the LAN listener's server certificate chain and key, owner-only, issued and
+//! renewed together with the client certificate when the proxy has LAN names). A renewal
 //! writes `identity.next.pem` first and replaces `identity.pem` only after the hub has accepted
 //! the new certificate, so a power cut at any point leaves a working identity.
 
@@ -18,6 +20,8 @@ const IDENTITY: &str = "identity.pem";
 const NEXT: &str = "identity.next.pem";
 const ROOT: &str = "root.pem";
 const ENROLMENT: &str = "enrolment.json";
+/// The LAN listener's certificate chain and key.
+pub const LAN: &str = "lan.pem";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrolment {
@@ -26,6 +30,9 @@ pub struct Enrolment {
     pub facility: String,
     pub facility_name: String,
     pub appliance: String,
+    /// The names the LAN certificate carries (empty: no LAN listener).
+    #[serde(default)]
+    pub lan_names: Vec<String>,
 }
 
 /// What the hub answers to an enrolment or a renewal.
@@ -38,6 +45,63 @@ struct Issued {
     appliance: String,
     serial: String,
     not_after: i64,
+    #[serde(default)]
+    lan_chain_pem: Option<String>,
+}
+
+/// A new key and CSR for the LAN listener, and the request field that carries them.
+fn lan_request(appliance: &str, names: &[String]) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let (key_pem, csr) = provisioning::ca::new_key_and_csr(appliance).map_err(anyhow::Error::msg)?;
+    Ok(Some((key_pem, json!({ "csr": csr, "names": names }))))
+}
+
+/// Writes the LAN certificate the hub issued with its key, checking it names what was asked.
+fn write_lan(dir: &Path, issued: &Issued, key_pem: &str, names: &[String]) -> anyhow::Result<()> {
+    let chain = issued.lan_chain_pem.as_deref().ok_or_else(|| anyhow::anyhow!("the hub did not issue the LAN certificate it was asked for (an older hub?)"))?;
+    let certs = provisioning::cert::certs_from_pem(chain.as_bytes()).map_err(anyhow::Error::msg)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).map_err(|e| anyhow::anyhow!("the LAN certificate does not parse: {e}"))?;
+    let san: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| s.value.general_names.iter().map(|g| match g {
+            x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+            x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                4 => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+                16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or([0; 16])).to_string(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        }).collect())
+        .unwrap_or_default();
+    if let Some(missing) = names.iter().find(|n| !san.iter().any(|s| s.eq_ignore_ascii_case(n))) {
+        anyhow::bail!("the LAN certificate the hub issued does not name {missing}; refusing it");
+    }
+    let path = dir.join(LAN);
+    provisioning::secret::write_atomic(&path, format!("{chain}{key_pem}").as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The names the current LAN certificate carries, or None when there is none.
+pub fn lan_cert_names(dir: &Path) -> Option<Vec<String>> {
+    let pem = std::fs::read(dir.join(LAN)).ok()?;
+    let certs = provisioning::cert::certs_from_pem(&pem).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    Some(
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) if b.len() == 4 => Some(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) if b.len() == 16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// A loaded identity.
@@ -72,7 +136,12 @@ impl Identity {
 
     /// A client for `hub` (or the enrolment's hub) that presents this identity.
     pub fn client(&self, hub: Option<&str>) -> anyhow::Result<Client> {
-        Client::new(hub.unwrap_or(&self.enrolment.hub), client::tls_config(&self.enrolment.fingerprint, Some(&self.pem))?)
+        Client::new(hub.unwrap_or(&self.enrolment.hub), self.tls_config()?)
+    }
+
+    /// The TLS configuration that trusts the pinned root and presents this identity.
+    pub fn tls_config(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+        client::tls_config(&self.enrolment.fingerprint, Some(&self.pem))
     }
 
     pub fn is_enrolled(dir: &Path) -> bool {
@@ -94,7 +163,7 @@ fn write_identity(path: &Path, issued: &Issued, key_pem: &str) -> anyhow::Result
 
 /// Enrols: makes a key, sends a CSR with the token to the hub (trusted only through the pinned
 /// fingerprint), and stores the certificate the hub returns.
-pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appliance: &str) -> anyhow::Result<Identity> {
+pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appliance: &str, lan_names: &[String]) -> anyhow::Result<Identity> {
     let fingerprint = provisioning::parse_fingerprint(fingerprint).map_err(anyhow::Error::msg)?;
     provisioning::token::check_appliance(appliance).map_err(anyhow::Error::msg)?;
     if Identity::is_enrolled(dir) {
@@ -102,7 +171,12 @@ pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appli
     }
     let (key_pem, csr) = provisioning::ca::new_key_and_csr(appliance).map_err(anyhow::Error::msg)?;
     let client = Client::new(hub, client::tls_config(&fingerprint, None)?)?;
-    let reply = client.post_json("/v1/enroll", &json!({ "token": token, "csr": csr, "appliance": appliance })).await?;
+    let lan = lan_request(appliance, lan_names)?;
+    let mut body = json!({ "token": token, "csr": csr, "appliance": appliance });
+    if let Some((_, l)) = &lan {
+        body["lan"] = l.clone();
+    }
+    let reply = client.post_json("/v1/enroll", &body).await?;
     if !reply.status.is_success() {
         anyhow::bail!("the hub refused the enrolment: {}", reply.message());
     }
@@ -117,8 +191,18 @@ pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appli
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join(ROOT), &issued.root_pem)?;
+    if let Some((lan_key, _)) = &lan {
+        write_lan(dir, &issued, lan_key, lan_names)?;
+    }
     write_identity(&dir.join(IDENTITY), &issued, &key_pem)?;
-    let enrolment = Enrolment { hub: hub.to_string(), fingerprint, facility: issued.facility, facility_name: issued.facility_name, appliance: issued.appliance };
+    let enrolment = Enrolment {
+        hub: hub.to_string(),
+        fingerprint,
+        facility: issued.facility.clone(),
+        facility_name: issued.facility_name.clone(),
+        appliance: issued.appliance.clone(),
+        lan_names: lan_names.to_vec(),
+    };
     provisioning::secret::write_atomic(&dir.join(ENROLMENT), &serde_json::to_vec_pretty(&enrolment)?, 0o644)?;
     tracing::info!(facility = %enrolment.facility, appliance = %enrolment.appliance, serial = %issued.serial, not_after = issued.not_after, "enrolled");
     Identity::load(dir)
@@ -173,7 +257,12 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     let dir = id.dir.clone();
     settle(&dir, hub).await?;
     let (key_pem, csr) = provisioning::ca::new_key_and_csr(&id.enrolment.appliance).map_err(anyhow::Error::msg)?;
-    let reply = id.client(hub)?.post_json("/v1/renew", &json!({ "csr": csr })).await?;
+    let lan = lan_request(&id.enrolment.appliance, &id.enrolment.lan_names)?;
+    let mut body = json!({ "csr": csr });
+    if let Some((_, l)) = &lan {
+        body["lan"] = l.clone();
+    }
+    let reply = id.client(hub)?.post_json("/v1/renew", &body).await?;
     if !reply.status.is_success() {
         anyhow::bail!("the hub refused to renew the certificate: {}", reply.message());
     }
@@ -181,6 +270,11 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     let cert = parse(issued.chain_pem.as_bytes())?;
     if cert.facility != id.cert.facility {
         anyhow::bail!("the renewed certificate names facility {}, not {}; refusing it", cert.facility, id.cert.facility);
+    }
+    // The LAN certificate does not depend on the hub confirming the client certificate: it is
+    // valid from the moment it was issued, so it replaces the old one at once.
+    if let Some((lan_key, _)) = &lan {
+        write_lan(&dir, &issued, lan_key, &id.enrolment.lan_names)?;
     }
     write_identity(&dir.join(NEXT), &issued, &key_pem)?;
     tracing::info!(serial = %issued.serial, not_after = issued.not_after, "renewed certificate received; confirming");
@@ -192,4 +286,21 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     confirm(&dir, &candidate, hub).await?;
     *id = Identity::load(&dir)?;
     Ok(())
+}
+
+/// Makes the LAN certificate match `names`: when the configured names changed, or the
+/// certificate is missing, records the names and renews now (the LAN certificate comes with it).
+pub async fn ensure_lan(id: &mut Identity, names: &[String], hub: Option<&str>) -> anyhow::Result<bool> {
+    let current = lan_cert_names(&id.dir);
+    let fits = current.as_ref().is_some_and(|have| names.iter().all(|n| have.iter().any(|h| h.eq_ignore_ascii_case(n))));
+    if names.is_empty() || (fits && id.enrolment.lan_names == names) {
+        return Ok(false);
+    }
+    let mut e = id.enrolment.clone();
+    e.lan_names = names.to_vec();
+    provisioning::secret::write_atomic(&id.dir.join(ENROLMENT), &serde_json::to_vec_pretty(&e)?, 0o644)?;
+    id.enrolment = e;
+    tracing::info!(names = ?names, "LAN names changed or no LAN certificate yet: renewing to get one");
+    renew(id, hub).await?;
+    Ok(true)
 }

@@ -1,5 +1,6 @@
 //! The tsunagi edge appliance: SS-MIX2 ingest into an encrypted store, every change captured into
-//! a hash-chained outbox, enrolment with the network CA, and sync and restore over mutual TLS.
+//! a hash-chained outbox, enrolment with the network CA, sync and restore over mutual TLS, and
+//! the LAN proxy to the hub's portal with its offline view.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -9,6 +10,7 @@ pub mod export;
 pub mod identity;
 pub mod ingest;
 pub mod outbox;
+pub mod proxy;
 pub mod restore;
 pub mod status;
 pub mod store;

@@ -35,7 +35,7 @@ struct Refused {
     hash: Option<String>,
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     crate::ingest::unix_now()
 }
 

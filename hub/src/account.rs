@@ -99,54 +99,15 @@ pub fn check_login(s: &str) -> Result<(), String> {
     }
 }
 
-// argon2id with the OWASP baseline: 19 MiB, 2 passes, 1 lane.
-const M_COST: u32 = 19 * 1024;
-const T_COST: u32 = 2;
-
-fn argon(m: u32, t: u32) -> argon2::Argon2<'static> {
-    let params = argon2::Params::new(m, t, 1, Some(32)).expect("valid argon2 parameters");
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-}
-
-/// A verifier for `password`: `argon2id$m=…,t=…$<salt hex>$<hash hex>`.
+/// A verifier for `password`: `argon2id$m=…,t=…$<salt hex>$<hash hex>` (see `view::password`).
 pub fn hash_password(password: &str) -> String {
     let salt = provisioning::secret::random32();
-    let mut out = [0u8; 32];
-    argon(M_COST, T_COST).hash_password_into(password.as_bytes(), &salt[..16], &mut out).expect("argon2 with a 16-byte salt");
-    format!("argon2id$m={M_COST},t={T_COST}${}${}", shared::chain::hex(&salt[..16]), shared::chain::hex(&out))
+    let mut s16 = [0u8; 16];
+    s16.copy_from_slice(&salt[..16]);
+    view::password::hash(password, &s16)
 }
 
-/// Whether `password` matches `verifier`, in time independent of where they differ.
-pub fn verify_password(verifier: &str, password: &str) -> bool {
-    let parts: Vec<&str> = verifier.split('$').collect();
-    let [alg, params, salt, want] = parts[..] else { return false };
-    if alg != "argon2id" {
-        return false;
-    }
-    let mut m = 0;
-    let mut t = 0;
-    for kv in params.split(',') {
-        match kv.split_once('=') {
-            Some(("m", v)) => m = v.parse().unwrap_or(0),
-            Some(("t", v)) => t = v.parse().unwrap_or(0),
-            _ => return false,
-        }
-    }
-    let (Some(salt), Some(want)) = (shared::chain::unhex(salt), shared::chain::unhex(want)) else { return false };
-    if m < 8 || t < 1 || want.len() != 32 {
-        return false;
-    }
-    let mut out = [0u8; 32];
-    if argon(m, t).hash_password_into(password.as_bytes(), &salt, &mut out).is_err() {
-        return false;
-    }
-    same_bytes(&out, &want)
-}
-
-/// Whether two byte strings are equal, in time independent of where they differ.
-pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use view::password::{same_bytes, verify as verify_password};
 
 /// A temporary password handed to a person by the office or their administrator; it must be
 /// changed at first login.

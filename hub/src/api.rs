@@ -36,6 +36,8 @@ pub struct Settings {
     pub client_cert_lifetime: i64,
     pub max_body: usize,
     pub snapshots_kept: usize,
+    /// The DNS domain under which appliances' LAN names must fall (besides private addresses).
+    pub lan_domain: String,
 }
 
 /// Everything a request handler may need.
@@ -63,6 +65,26 @@ pub struct Peer(pub Option<Identity>);
 /// The address a request's connection came from.
 #[derive(Clone, Copy, Debug)]
 pub struct Remote(pub SocketAddr);
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Appliances: the API, and the portal for people behind an appliance (mutual TLS).
+    Appliances,
+    /// The hub's own operators and the network office: the portal with a login, no API.
+    Operators,
+}
+
+/// How a portal request reached the hub.
+#[derive(Clone, Debug)]
+pub enum Channel {
+    /// Through a facility's appliance, whose verified certificate this is.
+    Appliance(Identity),
+    /// On the operators' listener.
+    Operators,
+    /// On the appliances' listener without a client certificate: no portal.
+    Unauthenticated,
+}
 
 impl Hub {
     pub fn new(data: PathBuf, ca: Ca, key: HubKey, revoked: Arc<Revocations>, settings: Settings) -> anyhow::Result<Hub> {
@@ -222,11 +244,17 @@ type ApiResult<T> = Result<T, ApiError>;
 /// certificate revoked or expired since the connection was made.
 fn authed(peer: &Peer, hub: &Hub) -> ApiResult<Identity> {
     let id = peer.0.clone().ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_certificate", "a client certificate from the network CA is required; enrol the appliance first"))?;
-    hub.revoked.check(&id.serial).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "revoked", e))?;
-    if now() > id.not_after {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "expired", "the client certificate has expired; enrol the appliance again"));
-    }
+    still_valid(hub, &id).map_err(|(code, m)| ApiError::new(StatusCode::FORBIDDEN, code, m))?;
     Ok(id)
+}
+
+/// A certificate verified at the handshake may since have been revoked or have expired.
+pub fn still_valid(hub: &Hub, id: &Identity) -> Result<(), (&'static str, String)> {
+    hub.revoked.check(&id.serial).map_err(|e| ("revoked", e))?;
+    if now() > id.not_after {
+        return Err(("expired", "the client certificate has expired; enrol the appliance again".into()));
+    }
+    Ok(())
 }
 
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -237,6 +265,9 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/segments", post(segments))
         .route("/v1/restore/plan", get(restore_plan))
         .route("/v1/restore", get(restore))
+        .route("/v1/ping", get(ping))
+        .route("/v1/verifiers", get(verifiers))
+        .route("/v1/offline-accesses", post(offline_accesses))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(hub)
 }
@@ -252,6 +283,15 @@ pub struct EnrollRequest {
     token: String,
     csr: String,
     appliance: String,
+    #[serde(default)]
+    lan: Option<LanRequest>,
+}
+
+/// The key and names of the appliance's LAN listener, for its server certificate.
+#[derive(Deserialize)]
+pub struct LanRequest {
+    csr: String,
+    names: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -263,6 +303,34 @@ pub struct Issued {
     pub appliance: String,
     pub serial: String,
     pub not_after: i64,
+    /// The LAN server certificate and the issuing CA, when the request asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_chain_pem: Option<String>,
+}
+
+/// Issues the appliance's LAN server certificate, for names its facility's browsers may use and
+/// nothing else: since those browsers trust the network root, a name outside the network's LAN
+/// domain or private addresses would let an appliance impersonate any site.
+fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
+    if lan.names.is_empty() || lan.names.len() > 8 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", "name the LAN listener with 1 to 8 host names or addresses"));
+    }
+    for n in &lan.names {
+        provisioning::cert::check_lan_name(n, &hub.settings.lan_domain).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
+    }
+    let key = provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+    let issued = hub.ca.issue_server_for(&key, &lan.names, nb, not_after).map_err(anyhow::Error::msg)?;
+    let cert = registry::Cert {
+        serial: issued.serial.clone(),
+        facility: facility.to_string(),
+        appliance: appliance.to_string(),
+        not_before: nb,
+        not_after,
+        issued_at: now(),
+        how: "lan".into(),
+        revoked_at: None,
+    };
+    Ok((issued.chain_pem, cert))
 }
 
 async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> ApiResult<Json<Issued>> {
@@ -276,6 +344,10 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         ApiError::new(StatusCode::FORBIDDEN, "bad_token", e.to_string())
     })?;
     let nb = not_before(&hub, t);
+    let lan = match &req.lan {
+        Some(l) => Some(issue_lan(&hub, &facility, &req.appliance, l, nb, t + hub.settings.client_cert_lifetime)?),
+        None => None,
+    };
     let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
     let cert = registry::Cert {
         serial: issued.serial.clone(),
@@ -288,7 +360,16 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         revoked_at: None,
     };
     let serial = issued.serial.clone();
-    hub.registry.call(move |c| registry::record_cert(c, &cert).and_then(|_| registry::token_used_by(c, &hash, &serial))).await??;
+    let lan_cert = lan.as_ref().map(|l| l.1.clone());
+    hub.registry
+        .call(move |c| {
+            registry::record_cert(c, &cert)?;
+            if let Some(l) = &lan_cert {
+                registry::record_cert(c, l)?;
+            }
+            registry::token_used_by(c, &hash, &serial)
+        })
+        .await??;
     tracing::info!(facility = %facility, appliance = %req.appliance, serial = %issued.serial, "appliance enrolled");
     Ok(Json(Issued {
         chain_pem: issued.chain_pem,
@@ -298,12 +379,15 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         appliance: req.appliance,
         serial: issued.serial,
         not_after: issued.not_after,
+        lan_chain_pem: lan.map(|l| l.0),
     }))
 }
 
 #[derive(Deserialize)]
 pub struct RenewRequest {
     csr: String,
+    #[serde(default)]
+    lan: Option<LanRequest>,
 }
 
 async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Json(req): Json<RenewRequest>) -> ApiResult<Json<Issued>> {
@@ -311,6 +395,10 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
     let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let t = now();
     let nb = not_before(&hub, t);
+    let lan = match &req.lan {
+        Some(l) => Some(issue_lan(&hub, &id.facility, &id.appliance, l, nb, t + hub.settings.client_cert_lifetime)?),
+        None => None,
+    };
     let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
     let cert = registry::Cert {
         serial: issued.serial.clone(),
@@ -323,7 +411,17 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         revoked_at: None,
     };
     let f = id.facility.clone();
-    let name = hub.registry.call(move |c| registry::record_cert(c, &cert).and_then(|_| registry::facility_name(c, &f))).await??;
+    let lan_cert = lan.as_ref().map(|l| l.1.clone());
+    let name = hub
+        .registry
+        .call(move |c| {
+            registry::record_cert(c, &cert)?;
+            if let Some(l) = &lan_cert {
+                registry::record_cert(c, l)?;
+            }
+            registry::facility_name(c, &f)
+        })
+        .await??;
     tracing::info!(facility = %id.facility, appliance = %id.appliance, old = %id.serial, new = %issued.serial, "certificate renewed");
     Ok(Json(Issued {
         chain_pem: issued.chain_pem,
@@ -333,7 +431,37 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         appliance: id.appliance,
         serial: issued.serial,
         not_after: issued.not_after,
+        lan_chain_pem: lan.map(|l| l.0),
     }))
+}
+
+/// A cheap answer that proves the hub is up and still accepts this appliance.
+async fn ping(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<serde_json::Value>> {
+    let id = authed(&peer, &hub)?;
+    Ok(Json(json!({ "facility": id.facility, "at": now() })))
+}
+
+/// The password verifiers of the appliance's own facility's staff, for logins while the hub is down.
+async fn verifiers(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<serde_json::Value>> {
+    let id = authed(&peer, &hub)?;
+    let f = id.facility.clone();
+    let list = hub.region_readers.with(move |c| Ok(crate::offline::verifiers(c, &f)?))?;
+    tracing::debug!(facility = %id.facility, appliance = %id.appliance, users = list.len(), "verifiers handed to the appliance");
+    Ok(Json(json!({ "facility": id.facility, "users": list })))
+}
+
+/// Accesses an appliance served while the hub was down, into the audit log.
+async fn offline_accesses(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Json(batch): Json<Vec<crate::offline::Access>>) -> ApiResult<Json<serde_json::Value>> {
+    let id = authed(&peer, &hub)?;
+    if batch.len() > 10_000 {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many", "send at most 10000 accesses at a time"));
+    }
+    let (f, a) = (id.facility.clone(), id.appliance.clone());
+    let taken = hub.region.call(move |c| crate::offline::take(c, &f, &a, &batch)).await?.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_accesses", e))?;
+    if taken > 0 {
+        tracing::info!(facility = %id.facility, appliance = %id.appliance, accesses = taken, "offline accesses taken into the audit log");
+    }
+    Ok(Json(json!({ "taken": taken })))
 }
 
 async fn position(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<copy::Position>> {
@@ -451,7 +579,7 @@ impl http_body::Body for ChannelBody {
 
 /// Accepts TLS connections on `listener` and serves `app` on each, with the connection's verified
 /// identity attached to every request, until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(listener: tokio::net::TcpListener, kind: Listener, tls: Arc<rustls::ServerConfig>, app: Router, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -467,11 +595,11 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerCon
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        tokio::spawn(async move { connection(acceptor, tcp, addr, app).await });
+        tokio::spawn(async move { connection(acceptor, tcp, addr, kind, app).await });
     }
 }
 
-async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, addr: SocketAddr, app: Router) {
+async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, addr: SocketAddr, kind: Listener, app: Router) {
     use tower::ServiceExt;
     let tls = match tokio::time::timeout(std::time::Duration::from_secs(15), acceptor.accept(tcp)).await {
         Ok(Ok(t)) => t,
@@ -481,13 +609,24 @@ async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStr
         }
         Err(_) => return,
     };
+    let _ = tcp_nodelay(&tls);
     let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| Identity::from_der(c).ok()));
+    let channel = match (kind, &peer.0) {
+        (Listener::Operators, _) => Channel::Operators,
+        (Listener::Appliances, Some(id)) => Channel::Appliance(id.clone()),
+        (Listener::Appliances, None) => Channel::Unauthenticated,
+    };
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
+        req.extensions_mut().insert(channel.clone());
         req.extensions_mut().insert(Remote(addr));
         app.clone().oneshot(req.map(Body::new))
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
         .await;
+}
+
+fn tcp_nodelay(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> std::io::Result<()> {
+    tls.get_ref().0.set_nodelay(true)
 }

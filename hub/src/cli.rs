@@ -140,9 +140,16 @@ pub enum CopyCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address the appliances connect to (their API, and the portal for the people behind them).
     #[arg(long, default_value = "127.0.0.1:8443", env = "TSUNAGI_HUB_LISTEN")]
     pub listen: String,
+    /// Address of the operators' listener: the portal for the network office and the hub's
+    /// operators, who log in without an appliance. Keep it on the operators' network.
+    #[arg(long, default_value = "127.0.0.1:8444", env = "TSUNAGI_HUB_OPERATOR_LISTEN")]
+    pub operator_listen: String,
+    /// The DNS domain appliances' LAN host names must fall under (private addresses are also allowed).
+    #[arg(long, default_value = "tsunagi.internal", env = "TSUNAGI_HUB_LAN_DOMAIN")]
+    pub lan_domain: String,
     /// Names the server certificate carries (DNS names or IP addresses); repeat for more.
     #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
     pub names: Vec<String>,
@@ -324,7 +331,7 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL)));
     let tls = crate::tls::server_config(&ca, &args.names, revoked.clone(), now())?;
     let fingerprint = ca.fingerprint();
-    let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept };
+    let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept, lan_domain: args.lan_domain.clone() };
     let idle = shared::time::parse_duration(&args.session_idle).map_err(|e| anyhow::anyhow!("--session-idle: {e}"))?;
     if !(1..=300).contains(&idle) {
         anyhow::bail!("--session-idle must be between 1s and 5m (the networks' rule is at most 5 minutes idle)");
@@ -340,25 +347,29 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        let operators = tokio::net::TcpListener::bind(&args.operator_listen).await.with_context(|| format!("cannot listen on {} (--operator-listen)", args.operator_listen))?;
+        let op_addr = operators.local_addr()?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %data.display(), listen = %addr, client_cert_lifetime = lifetime, snapshot_every, "tsunagi-hub serving");
         // Whoever started the hub may stop reading its output; that must not stop the hub.
         use std::io::Write;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on https://{addr}");
         let _ = writeln!(out, "root fingerprint (SHA-256): {fingerprint}");
-        let _ = writeln!(out, "portal on https://{addr}/login");
+        let _ = writeln!(out, "operators on https://{op_addr}/login");
         let _ = out.flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let snapshots = tokio::spawn(snapshot_loop(hub.clone(), snapshot_every));
         let indexer = tokio::spawn(hub.clone().index_loop());
-        let app = api::router(hub.clone()).merge(crate::portal::router(portal));
-        let server = tokio::spawn(api::serve(listener, tls, app, stop_rx));
+        let app = api::router(hub.clone()).merge(crate::portal::router(portal.clone()));
+        let server = tokio::spawn(api::serve(listener, api::Listener::Appliances, tls.clone(), app, stop_rx.clone()));
+        let op_server = tokio::spawn(api::serve(operators, api::Listener::Operators, tls, crate::portal::router(portal), stop_rx));
         shutdown_signal().await;
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
         snapshots.abort();
         indexer.abort();
         let _ = server.await;
+        let _ = op_server.await;
         anyhow::Ok(())
     })
 }

@@ -1,6 +1,7 @@
 //! The tsunagi hub: the network's CA and enrolment, the appliances' ingest API, one encrypted
 //! failover copy per facility with its snapshots, and the portal with its regional patient index,
-//! consent, accounts and audit log. The fleet view comes later.
+//! consent, accounts and audit log, served to people only through their facility's appliance (or
+//! the operators' own listener). The fleet view comes later.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod copy;
 pub mod db;
 pub mod index;
 pub mod key;
+pub mod offline;
 pub mod portal;
 pub mod record;
 pub mod region;

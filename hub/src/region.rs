@@ -13,7 +13,7 @@ use crate::key::DbKey;
 pub const FILE: &str = "region.db";
 
 /// Migrations of `region.db`, applied in order.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, crate::offline::MIGRATION];
 
 const MIGRATION_1: &str = r#"
 -- One person, one ID. Office and operator accounts have an empty facility.

@@ -176,17 +176,34 @@ impl Ca {
     /// A fresh server certificate and key for the hub, for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String], now: i64, lifetime_days: i64) -> Result<(String, String), String> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-        let mut p = CertificateParams::new(names.to_vec()).map_err(err)?;
-        p.distinguished_name = dn(names.first().map(String::as_str).unwrap_or("tsunagi hub"));
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.not_before = t(now - 300);
-        p.not_after = t(now + lifetime_days * DAY);
-        p.serial_number = Some(random_serial());
-        p.use_authority_key_identifier_extension = true;
-        let cert = p.signed_by(&key, &self.issuer).map_err(err)?;
+        let cert = self.server_cert(&key, names, now - 300, now + lifetime_days * DAY)?;
         // The root goes along so that an appliance that has only the root's fingerprint can find it.
         Ok((format!("{}{}{}", cert.pem(), self.issuing_pem, self.root_pem), key.serialize_pem()))
+    }
+
+    /// A server certificate for a key held elsewhere (an appliance's LAN listener), for the given
+    /// DNS names and IP addresses. The caller decides which names may be asked for.
+    pub fn issue_server_for(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64) -> Result<Issued, String> {
+        let cert = self.server_cert(public_key, names, not_before, not_after)?;
+        let der = cert.der().to_vec();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(err)?;
+        let serial = shared::chain::hex(parsed.raw_serial());
+        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), self.issuing_pem), der, serial, not_after })
+    }
+
+    fn server_cert(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64) -> Result<rcgen::Certificate, String> {
+        if names.is_empty() {
+            return Err("a server certificate needs at least one name".into());
+        }
+        let mut p = CertificateParams::new(names.to_vec()).map_err(err)?;
+        p.distinguished_name = dn(&names[0]);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.not_before = t(not_before);
+        p.not_after = t(not_after);
+        p.serial_number = Some(random_serial());
+        p.use_authority_key_identifier_extension = true;
+        p.signed_by(public_key, &self.issuer).map_err(err)
     }
 
     /// Writes the CRL of the given revoked serials (hex) to `crl.pem` in the CA folder, signed by

@@ -122,3 +122,43 @@ mod tests {
         assert_eq!(certs_from_pem(text.as_bytes()).unwrap()[0].as_ref(), &der[..]);
     }
 }
+
+/// Whether an appliance may carry `name` on its LAN server certificate: a private, link-local or
+/// loopback address, `localhost`, or a DNS name under `domain`. The facility's browsers trust the
+/// network root, so a public name here would let an appliance pose as any site.
+pub fn check_lan_name(name: &str, domain: &str) -> Result<(), String> {
+    use std::net::IpAddr;
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        let ok = match ip {
+            IpAddr::V4(v) => v.is_private() || v.is_loopback() || v.is_link_local(),
+            IpAddr::V6(v) => v.is_loopback() || (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        return if ok { Ok(()) } else { Err(format!("{name} is not a private address; a LAN certificate may only name private, link-local or loopback addresses")) };
+    }
+    let n = name.to_ascii_lowercase();
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if n.len() > 253 || !n.split('.').all(label_ok) {
+        return Err(format!("{name:?} is not a host name (letters, digits and hyphens, separated by dots; no wildcards)"));
+    }
+    let domain = domain.trim_matches('.').to_ascii_lowercase();
+    if n == "localhost" || (!domain.is_empty() && n.ends_with(&format!(".{domain}"))) {
+        Ok(())
+    } else {
+        Err(format!("{name} is outside the network's LAN domain: use a name under .{domain} or a private address"))
+    }
+}
+
+#[cfg(test)]
+mod lan_tests {
+    use super::check_lan_name;
+
+    #[test]
+    fn lan_names_stay_inside_the_network() {
+        for ok in ["box-1.tsunagi.internal", "BOX.clinic.tsunagi.internal", "192.168.1.10", "10.0.0.2", "127.0.0.1", "localhost", "::1", "fd00::5"] {
+            assert!(check_lan_name(ok, "tsunagi.internal").is_ok(), "{ok}");
+        }
+        for bad in ["www.example.com", "tsunagi.internal.evil.com", "*.tsunagi.internal", "8.8.8.8", "2001:db8::1", "a..tsunagi.internal", "evil-tsunagi.internal"] {
+            assert!(check_lan_name(bad, "tsunagi.internal").is_err(), "{bad}");
+        }
+    }
+}

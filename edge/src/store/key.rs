@@ -5,6 +5,7 @@ use std::path::Path;
 use super::Error;
 
 /// A 256-bit SQLCipher key. Never printed: `Debug` shows nothing of it.
+#[derive(Clone)]
 pub struct Key([u8; 32]);
 
 impl std::fmt::Debug for Key {
@@ -27,8 +28,17 @@ impl Key {
     }
 
     /// The SQLCipher statement that sets this key as a raw key (no passphrase derivation).
-    pub(super) fn pragma(&self) -> String {
+    pub(crate) fn pragma(&self) -> String {
         format!("PRAGMA key = \"x'{}'\";", shared::chain::hex(&self.0))
+    }
+
+    /// A key for another file, derived with HMAC-SHA256 under `label`, so no two files share one.
+    pub fn derive(&self, label: &str) -> Key {
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let tag = ring::hmac::sign(&k, label.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        Key(out)
     }
 }
 

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::account::{self, Role, User};
-use crate::api::{Hub, Peer, Remote};
+use crate::api::{Channel, Hub, Remote};
 use crate::audit;
 
 pub use session::Sessions;
@@ -222,32 +222,76 @@ impl Ctx {
     }
 }
 
-/// The terminal a request came from (see `terminal`), as an extractor.
-pub struct Term(pub String);
+/// Where a request came from (see `terminal`) and on which channel, as an extractor.
+pub struct Term {
+    pub terminal: String,
+    pub channel: Channel,
+}
+
+/// The header an appliance names the LAN terminal in. Only an appliance's authenticated
+/// connection may set it; the appliance strips it from what its LAN sends.
+pub const TERMINAL_HEADER: &str = "x-tsunagi-terminal";
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Term {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> std::result::Result<Term, Self::Rejection> {
-        let peer = parts.extensions.get::<Peer>().cloned().unwrap_or(Peer(None));
+        let channel = parts.extensions.get::<Channel>().cloned().unwrap_or(Channel::Unauthenticated);
         let remote = parts.extensions.get::<Remote>().copied();
-        Ok(Term(terminal(&peer, remote.as_ref())))
+        let named = parts.headers.get(TERMINAL_HEADER).and_then(|v| v.to_str().ok());
+        Ok(Term { terminal: terminal(&channel, remote.as_ref(), named), channel })
     }
 }
 
-/// Where a request comes from, for the audit log: the appliance it came through, or its address.
-pub fn terminal(peer: &Peer, remote: Option<&Remote>) -> String {
-    match (&peer.0, remote) {
-        (Some(id), Some(r)) => format!("{}@{}", id.appliance, r.0.ip()),
-        (Some(id), None) => id.appliance.clone(),
-        (None, Some(r)) => r.0.ip().to_string(),
-        (None, None) => "unknown".into(),
+/// Where a request comes from, for the audit log: the appliance and the LAN terminal it names,
+/// or the address of the connection. A terminal name is believed only from an appliance.
+pub fn terminal(channel: &Channel, remote: Option<&Remote>, named: Option<&str>) -> String {
+    let ip = remote.map(|r| r.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let clean = |s: &str| s.len() <= 80 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    match channel {
+        Channel::Appliance(id) => match named {
+            Some(n) if clean(n) => format!("{}/{n}", id.appliance),
+            _ => format!("{}@{ip}", id.appliance),
+        },
+        Channel::Operators => format!("operators@{ip}"),
+        Channel::Unauthenticated => ip,
+    }
+}
+
+/// Whether a person may use the portal through this entrance: a facility's staff only through
+/// their own facility's appliance; the network office and operators only on their own listener.
+pub fn entrance_fits(user: &User, channel: &Channel) -> std::result::Result<(), &'static str> {
+    match channel {
+        Channel::Appliance(id) if user.role.in_facility() && user.facility == id.facility => Ok(()),
+        Channel::Appliance(_) if !user.role.in_facility() => Err("事務局・運用者のIDは、運用者用の入口からログインしてください。"),
+        Channel::Appliance(_) => Err("この利用者IDは、この施設の端末からは利用できません。所属施設の端末からログインしてください。"),
+        Channel::Operators if !user.role.in_facility() => Ok(()),
+        Channel::Operators => Err("施設の利用者は、所属施設の端末（tsunagi アプライアンス経由）からログインしてください。"),
+        Channel::Unauthenticated => Err("ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。"),
+    }
+}
+
+/// Refuses portal requests that came neither through an appliance (with a certificate that is
+/// still valid) nor on the operators' listener.
+async fn gate(axum::extract::State(p): axum::extract::State<Arc<Portal>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let refused = match req.extensions().get::<Channel>() {
+        Some(Channel::Operators) => None,
+        Some(Channel::Appliance(id)) => crate::api::still_valid(&p.hub, id).err().map(|(_, why)| {
+            tracing::warn!(appliance = %id.appliance, facility = %id.facility, why = %why, "portal request refused: the appliance's certificate is no longer valid");
+            "この施設のアプライアンスの証明書が失効しているか期限切れです。施設の管理者またはネットワーク事務局に連絡してください。".to_string()
+        }),
+        _ => Some("ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。端末のブラウザからアプライアンスのアドレスを開いてください。ネットワーク事務局・運用者は運用者用の入口を使ってください。".to_string()),
+    };
+    match refused {
+        None => next.run(req).await,
+        Some(m) => Error::Forbidden(m).into_response(),
     }
 }
 
 /// The logged-in person of a request, checked against the database on every request: a
 /// disabled account or one whose password was reset by the office ends at once.
-pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, terminal: String, allow_must_change: bool) -> Result<Ctx> {
+pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, term: Term, allow_must_change: bool) -> Result<Ctx> {
+    let Term { terminal, channel } = term;
     let token = session::cookie(headers, session::COOKIE).ok_or(Error::Login("login"))?;
     let s = p.sessions.touch(&token).ok_or(Error::Login("expired"))?;
     let login = s.login.clone();
@@ -266,6 +310,12 @@ pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, terminal: String, allo
     if user.disabled_at.is_some() {
         p.sessions.end_all(&user.login);
         return Err(Error::Login("disabled"));
+    }
+    if let Err(m) = entrance_fits(&user, &channel) {
+        // A session cookie carried to another entrance is not honoured there, and ends.
+        tracing::warn!(login = %user.login, terminal = %terminal, "session used at another entrance: ended");
+        p.sessions.end(&token);
+        return Err(Error::Forbidden(m.into()));
     }
     if (s.must_change || user.must_change) && !allow_must_change {
         return Err(Error::MustChange);
@@ -321,50 +371,21 @@ pub fn router(p: Arc<Portal>) -> Router {
         .route("/admin/users", get(office::users).post(office::user_add))
         .route("/admin/users/{login}/{action}", post(office::user_action))
         .route("/static/portal.css", get(stylesheet))
+        .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
         .layer(axum::middleware::map_response(harden))
         .with_state(p)
 }
 
 async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../templates/portal.css"))
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], view::PORTAL_CSS)
 }
 
-/// `2026-11-21 19:30` in Japan time (UTC+9, no daylight saving) of Unix seconds.
-pub fn jst(secs: i64) -> String {
-    let t = secs + 9 * 3600;
-    let (y, m, d) = shared::time::civil_from_days(t.div_euclid(86_400));
-    let s = t.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", s / 3600, s / 60 % 60)
-}
+pub use view::fmt::{hl7_time, jst, sex_label};
 
 /// `2026-11-21 19:30:05` of Unix milliseconds, Japan time.
 pub fn jst_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     format!("{}:{:02}", jst(secs), (secs + 9 * 3600).rem_euclid(60))
-}
-
-/// An HL7 time (`YYYYMMDD[HHMM[SS]]…`) as people read it.
-pub fn hl7_time(s: &str) -> String {
-    let b = s.as_bytes();
-    if b.len() >= 8 && b[..8].iter().all(u8::is_ascii_digit) {
-        let mut out = format!("{}/{}/{}", &s[0..4], &s[4..6], &s[6..8]);
-        if b.len() >= 12 && b[8..12].iter().all(u8::is_ascii_digit) {
-            out.push_str(&format!(" {}:{}", &s[8..10], &s[10..12]));
-        }
-        out
-    } else {
-        s.to_string()
-    }
-}
-
-/// `M` → 男, `F` → 女.
-pub fn sex_label(s: &str) -> &'static str {
-    match s {
-        "M" => "男",
-        "F" => "女",
-        "O" => "その他",
-        _ => "不明",
-    }
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ async fn consent_page(p: &Arc<Portal>, ctx: &Ctx, entry: Entry, shown: Option<Co
     render(&page)
 }
 
-pub async fn consent_form(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path(id): Path<i64>) -> Result<Response> {
+pub async fn consent_form(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(id): Path<i64>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let entry = entry_for(&p, &ctx, id).await?;
     let mut e = ctx.event("view", &entry.regional_id);
@@ -81,7 +81,7 @@ pub async fn consent_form(State(p): State<Arc<Portal>>, Term(t): Term, headers: 
     consent_page(&p, &ctx, entry, None, String::new()).await
 }
 
-pub async fn consent(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path(id): Path<i64>, Form(f): Form<Params>) -> Result<Response> {
+pub async fn consent(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(id): Path<i64>, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let entry = entry_for(&p, &ctx, id).await?;
@@ -145,7 +145,7 @@ struct LinksPage {
     message: String,
 }
 
-pub async fn links(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn links(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.require(ctx.user.role == Role::Office, "名寄せ")?;
     let found = p.read(|c| Ok(index::proposals(c, 200)?)).await?;
@@ -170,7 +170,7 @@ async fn entry_ref(p: &Arc<Portal>, s: &str) -> Result<i64> {
     p.read(move |c| Ok(index::by_facility_pid(c, &f, &pid)?)).await?.map(|e| e.id).ok_or_else(|| Error::BadRequest(format!("「{shown}」の患者は索引にありません。")))
 }
 
-pub async fn link_action(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path(action): Path<String>, Form(f): Form<Params>) -> Result<Response> {
+pub async fn link_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(action): Path<String>, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.require(ctx.user.role == Role::Office, "名寄せ")?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
@@ -237,13 +237,13 @@ fn may_break_glass(ctx: &Ctx) -> Result<()> {
     ctx.require(ctx.nav.core, "緊急閲覧（中核病院の医療職のみ）")
 }
 
-pub async fn emergency_form(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap) -> Result<Response> {
+pub async fn emergency_form(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_break_glass(&ctx)?;
     render(&EmergencyPage { nav: Some(ctx.nav), minutes: p.settings.emergency_minutes, message: String::new() })
 }
 
-pub async fn emergency(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn emergency(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_break_glass(&ctx)?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
@@ -281,7 +281,7 @@ pub async fn emergency(State(p): State<Arc<Portal>>, Term(t): Term, headers: Hea
 }
 
 /// Ends the request's own emergency access to a patient early (DCM 110138).
-pub async fn emergency_end(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn emergency_end(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let rid = field(&f, "regional_id").to_uppercase();
@@ -321,7 +321,7 @@ struct InboxPage {
     messages: Vec<Msg>,
 }
 
-pub async fn inbox(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap) -> Result<Response> {
+pub async fn inbox(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.require(ctx.user.role.in_facility(), "施設の受信箱")?;
     let (f, t) = (ctx.user.facility.clone(), now());
@@ -432,7 +432,7 @@ fn action_label(a: &str) -> &str {
     }
 }
 
-pub async fn history(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn history(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let (view, label, month, patient, rows) = history_rows(&p, &ctx, &q).await?;
     let code = field(&q, "view").to_string();
@@ -475,7 +475,7 @@ fn csv_cell(s: &str) -> String {
 
 pub const CSV_HEADER: &str = "日時,利用者ID,利用者の施設,端末,操作,地域患者ID,記録の施設,詳細,理由,結果";
 
-pub async fn history_csv(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn history_csv(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let (view, _, month, patient, rows) = history_rows(&p, &ctx, &q).await?;
     // UTF-8 with a byte-order mark, so Excel on a clinic PC opens it in the right encoding.
@@ -550,13 +550,13 @@ async fn users_page(p: &Arc<Portal>, ctx: &Ctx, message: String, issued: Option<
     render(&UsersPage { nav: Some(ctx.nav.clone()), office, users, roles, message, issued })
 }
 
-pub async fn users(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap) -> Result<Response> {
+pub async fn users(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_manage(&ctx)?;
     users_page(&p, &ctx, String::new(), None).await
 }
 
-pub async fn user_add(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn user_add(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_manage(&ctx)?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
@@ -591,7 +591,7 @@ pub async fn user_add(State(p): State<Arc<Portal>>, Term(t): Term, headers: Head
     }
 }
 
-pub async fn user_action(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path((login, action)): Path<(String, String)>, Form(f): Form<Params>) -> Result<Response> {
+pub async fn user_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path((login, action)): Path<(String, String)>, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_manage(&ctx)?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;

@@ -47,7 +47,8 @@ pub async fn login_form(Query(q): Query<Params>) -> Result<Response> {
     login_page(login_message(field(&q, "m")), "")
 }
 
-pub async fn login(State(p): State<Arc<Portal>>, Term(terminal): Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+    let terminal = term.terminal.clone();
     let pre = session::cookie(&headers, session::PRE_COOKIE).unwrap_or_default();
     if pre.is_empty() || !session::same(&pre, field(&f, "csrf")) {
         return Err(Error::Forbidden("ログイン画面の有効期限が切れたか、不正な送信です。ログイン画面を開き直してください。".into()));
@@ -58,12 +59,19 @@ pub async fn login(State(p): State<Arc<Portal>>, Term(terminal): Term, headers: 
     let l = login.clone();
     let user = p.read(move |c| Ok(account::get(c, &l)?)).await?;
     let facility = user.as_ref().map(|u| u.facility.clone()).unwrap_or_default();
+    let entrance = user.as_ref().map(|u| super::entrance_fits(u, &term.channel));
     // argon2 runs on a blocking thread, not on the region database's writer.
     let check = tokio::task::spawn_blocking(move || account::check_attempt(user.as_ref(), &password, t)).await.map_err(|e| anyhow::anyhow!(e))?;
     let l = login.clone();
     let outcome = p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?;
     let mut e = audit::Event { login: login.clone(), facility, terminal: terminal.clone(), action: "login".into(), ..Default::default() };
     let answer = match outcome {
+        Login::Ok { .. } if entrance != Some(Ok(())) => {
+            e.outcome = "wrong-entrance".into();
+            p.audit(e).await?;
+            tracing::warn!(login = %login, terminal = %terminal, "login refused: not this user's entrance");
+            entrance.and_then(|r| r.err()).unwrap_or("この入口からはログインできません。").to_string()
+        }
         Login::Ok { must_change } => {
             e.outcome = "ok".into();
             p.audit(e).await?;
@@ -96,7 +104,7 @@ pub async fn login(State(p): State<Arc<Portal>>, Term(terminal): Term, headers: 
     login_page(&answer, &login)
 }
 
-pub async fn logout(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn logout(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, true).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     p.sessions.end(&ctx.token);
@@ -115,7 +123,7 @@ struct PasswordPage {
     message: String,
 }
 
-pub async fn password_form(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap) -> Result<Response> {
+pub async fn password_form(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
     let ctx = authed(&p, &headers, t, true).await?;
     password_page(&ctx, "")
 }
@@ -125,7 +133,7 @@ fn password_page(ctx: &Ctx, message: &str) -> Result<Response> {
     render(&PasswordPage { nav: Some(ctx.nav.clone()), forced: ctx.user.must_change || expired, expired, message: message.into() })
 }
 
-pub async fn password(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn password(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, true).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let (current, new, again) = (f.get("current").cloned().unwrap_or_default(), f.get("new").cloned().unwrap_or_default(), f.get("again").cloned().unwrap_or_default());
@@ -169,7 +177,7 @@ struct HomePage {
     unread: i64,
 }
 
-pub async fn home(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn home(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let mut notices = Vec::new();
     match field(&q, "m") {
@@ -217,7 +225,7 @@ pub fn parse_date(s: &str) -> Option<String> {
     ok.then_some(d)
 }
 
-pub async fn search(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn search(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let office = ctx.user.role == account::Role::Office;
     ctx.require(ctx.user.role.views_patients() || office, "患者の検索")?;
@@ -327,7 +335,7 @@ fn owners(seen: &[(Entry, Basis)]) -> Vec<String> {
 
 const ROWS_PER_FACILITY: usize = 2_000;
 
-pub async fn patient(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
+pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let tab = Tab::parse(field(&q, "tab")).unwrap_or(Tab::Visits);
     let seen = visible(&p, &ctx, &rid, "view").await?;
@@ -437,7 +445,7 @@ fn iso(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-pub async fn calendar(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
+pub async fn calendar(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let week = field(&q, "view") == "week";
     let day = match field(&q, "date") {
@@ -515,7 +523,7 @@ struct TrendPage {
 
 const COLORS: [&str; 6] = ["#1f5fa8", "#c0392b", "#2e8b57", "#8e44ad", "#d35400", "#555555"];
 
-pub async fn trend(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
+pub async fn trend(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let code = field(&q, "code").to_string();
     if code.is_empty() || code.len() > 64 {
@@ -575,7 +583,7 @@ pub async fn trend(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderM
     render(&TrendPage { nav: Some(ctx.nav), rid, name, unit, series, table, y_labels, x_labels })
 }
 
-pub async fn document(State(p): State<Arc<Portal>>, Term(t): Term, headers: HeaderMap, Path((rid, entry_id, file)): Path<(String, i64, i64)>) -> Result<Response> {
+pub async fn document(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path((rid, entry_id, file)): Path<(String, i64, i64)>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let seen = visible(&p, &ctx, &rid, "download").await?;
     let Some((entry, _)) = seen.iter().find(|(e, b)| e.id == entry_id && b.clinical() && ctx.user.role.clinical()) else {

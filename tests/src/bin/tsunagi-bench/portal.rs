@@ -91,7 +91,7 @@ fn open_hub(data: &Path) -> anyhow::Result<Arc<Hub>> {
     let ca = provisioning::Ca::load(&data.join("ca")).map_err(anyhow::Error::msg)?;
     let key = HubKey::from_file(&data.join("hub.key"))?;
     let revoked = Arc::new(hub::tls::Revocations::new(data.join("ca").join(provisioning::ca::CRL)));
-    let settings = Settings { client_cert_lifetime: 90 * 86_400, max_body: 64 << 20, snapshots_kept: 7 };
+    let settings = Settings { client_cert_lifetime: 90 * 86_400, max_body: 64 << 20, snapshots_kept: 7, lan_domain: "tsunagi.internal".into() };
     Ok(Arc::new(Hub::new(data.to_owned(), ca, key, revoked, settings)?))
 }
 
@@ -146,6 +146,13 @@ async fn body_text(resp: axum::response::Response) -> String {
 
 fn csrf_in(html: &str) -> Option<String> {
     html.split("name=\"csrf\" value=\"").nth(1)?.split('"').next().map(str::to_owned)
+}
+
+/// The portal as a facility's appliance reaches it: every request carries the appliance's
+/// verified identity, as the hub's TLS listener attaches it.
+fn app_for(portal: &Arc<hub::portal::Portal>, facility: &str) -> Router {
+    let id = provisioning::Identity { facility: facility.into(), appliance: "bench".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2 };
+    hub::portal::router(portal.clone()).layer(axum::Extension(hub::api::Channel::Appliance(id)))
 }
 
 async fn call(app: &Router, req: Request<Body>) -> anyhow::Result<axum::response::Response> {
@@ -222,10 +229,12 @@ async fn search_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(f64, Vec<L
     }
     let hub = open_hub(&data.join("hub"))?;
     let portal = Arc::new(hub::portal::Portal::new(hub.clone(), hub::portal::Settings::default()));
-    let app = hub::portal::router(portal);
     let mut sessions = Vec::new();
     for u in 0..users {
-        sessions.push((facility_code(u * 197 % FACILITIES), session(&app, &format!("dr{u}")).await?));
+        let f = facility_code(u * 197 % FACILITIES);
+        let app = app_for(&portal, &f);
+        let cookie = session(&app, &format!("dr{u}")).await?;
+        sessions.push((f, app, cookie));
     }
     // Queries drawn from the index itself, each run by one of the ten doctors: a first pass with
     // region.db just dropped from the OS page cache, then a second pass of new queries.
@@ -244,7 +253,7 @@ async fn search_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(f64, Vec<L
             let mut times = Vec::new();
             let mut hits = 0usize;
             for q in 0..per_kind {
-                let (facility, cookie) = &sessions[q % sessions.len()];
+                let (facility, app, cookie) = &sessions[q % sessions.len()];
                 // A patient of the searching facility, so there is something to find.
                 let (pid, rid, kanji, kana, birth): (String, String, String, String, String) = reader.query_row(
                     "SELECT patient_id, regional_id, name_kanji, name_kana, birth_date FROM patient WHERE facility = ?1 LIMIT 1 OFFSET ?2",
@@ -263,7 +272,7 @@ async fn search_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(f64, Vec<L
                     "birth date" => format!("birth_date={iso}"),
                     _ => format!("name={}&birth_date={iso}", encode(&surname)),
                 };
-                let (ms, body) = timed_get(&app, cookie, &format!("/search?{query}")).await?;
+                let (ms, body) = timed_get(app, cookie, &format!("/search?{query}")).await?;
                 times.push(ms);
                 hits += body.matches("class=\"patient-link\"").count();
             }
@@ -327,7 +336,7 @@ async fn page_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(Vec<Latency>
         counts.push(format!("{f}: {} visits, {} prescription and injection lines, {} lab results", n("encounter")?, n("medication_order")?, n("lab_result")?));
     }
     let portal = Arc::new(hub::portal::Portal::new(hub.clone(), hub::portal::Settings::default()));
-    let app = hub::portal::router(portal);
+    let app = app_for(&portal, codes[0]);
     let cookie = session(&app, "dr-page").await?;
     let mut out = Vec::new();
     let runs = 40;

@@ -1,0 +1,160 @@
+//! `offline.db`: what the appliance keeps so its facility can work while the hub is down — the
+//! password verifiers of its own staff, as the hub last handed them over, and the accesses served
+//! offline until the hub has taken them into its audit log. SQLCipher, with a key derived from the store's.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Key;
+
+pub const FILE: &str = "offline.db";
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS verifier (
+    login      TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    verifier   TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS access (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         INTEGER NOT NULL,
+    login      TEXT NOT NULL,
+    terminal   TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    outcome    TEXT NOT NULL,
+    uploaded   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"#;
+
+/// A person who may log in offline, as the hub sends them (`GET /v1/verifiers`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Verifier {
+    pub login: String,
+    pub name: String,
+    pub role: String,
+    pub verifier: String,
+    pub expires_at: i64,
+}
+
+/// An access served offline, as the hub takes them (`POST /v1/offline-accesses`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Access {
+    pub seq: i64,
+    pub at: i64,
+    pub login: String,
+    pub terminal: String,
+    pub action: String,
+    pub patient_id: String,
+    pub outcome: String,
+}
+
+pub struct Local {
+    conn: Mutex<Connection>,
+}
+
+impl Local {
+    pub fn open(state_dir: &Path, key: &Key) -> anyhow::Result<Local> {
+        let path = state_dir.join(FILE);
+        let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        conn.execute_batch(&key.derive("offline.db").pragma()).and_then(|_| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")).with_context(|| {
+            format!("{} cannot be read with the store key: it is damaged or belongs to another key; move it away (offline logins and unsent offline accesses in it are lost)", path.display())
+        })?;
+        conn.execute_batch(SCHEMA).with_context(|| format!("{}: cannot create its tables", path.display()))?;
+        Ok(Local { conn: Mutex::new(conn) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&mut c)?)
+    }
+
+    /// Replaces the verifiers with the hub's current list, in one transaction: people the hub
+    /// no longer lists (disabled, moved, removed) can no longer log in offline.
+    pub fn replace_verifiers(&self, list: &[Verifier], now: i64) -> anyhow::Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM verifier", [])?;
+            for v in list {
+                tx.execute("INSERT INTO verifier (login, name, role, verifier, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)", params![v.login, v.name, v.role, v.verifier, v.expires_at])?;
+            }
+            tx.execute("INSERT INTO meta (k, v) VALUES ('verifiers_at', ?1) ON CONFLICT (k) DO UPDATE SET v = excluded.v", [now.to_string()])?;
+            tx.commit()
+        })
+    }
+
+    pub fn verifier(&self, login: &str) -> anyhow::Result<Option<Verifier>> {
+        self.with(|c| {
+            c.query_row("SELECT login, name, role, verifier, expires_at FROM verifier WHERE login = ?1", [login], |r| {
+                Ok(Verifier { login: r.get(0)?, name: r.get(1)?, role: r.get(2)?, verifier: r.get(3)?, expires_at: r.get(4)? })
+            })
+            .optional()
+        })
+    }
+
+    pub fn verifier_count(&self) -> anyhow::Result<i64> {
+        self.with(|c| c.query_row("SELECT count(*) FROM verifier", [], |r| r.get(0)))
+    }
+
+    /// Records an access before it is served; if it cannot be recorded, it must not be served.
+    pub fn record(&self, at_ms: i64, login: &str, terminal: &str, action: &str, patient_id: &str, outcome: &str) -> anyhow::Result<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO access (at, login, terminal, action, patient_id, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![at_ms, login, terminal, action, patient_id, outcome],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Accesses the hub has not taken yet, oldest first.
+    pub fn pending(&self, limit: i64) -> anyhow::Result<Vec<Access>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT seq, at, login, terminal, action, patient_id, outcome FROM access WHERE uploaded = 0 ORDER BY seq LIMIT ?1")?;
+            let rows = st.query_map([limit], |r| {
+                Ok(Access { seq: r.get(0)?, at: r.get(1)?, login: r.get(2)?, terminal: r.get(3)?, action: r.get(4)?, patient_id: r.get(5)?, outcome: r.get(6)? })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Marks accesses up to `seq` as taken by the hub.
+    pub fn uploaded(&self, seq: i64) -> anyhow::Result<()> {
+        self.with(|c| c.execute("UPDATE access SET uploaded = 1 WHERE seq <= ?1 AND uploaded = 0", [seq]).map(|_| ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifiers_are_replaced_and_accesses_wait_for_the_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::from_bytes([9; 32]);
+        let l = Local::open(dir.path(), &key).unwrap();
+        let v = |login: &str| Verifier { login: login.into(), name: "n".into(), role: "doctor".into(), verifier: "argon2id$x".into(), expires_at: 9 };
+        l.replace_verifiers(&[v("a"), v("b")], 1).unwrap();
+        l.replace_verifiers(&[v("b")], 2).unwrap();
+        assert!(l.verifier("a").unwrap().is_none(), "a person the hub no longer lists cannot log in offline");
+        assert_eq!(l.verifier("b").unwrap(), Some(v("b")));
+        let s1 = l.record(1, "b", "t", "offline-login", "", "ok").unwrap();
+        let s2 = l.record(2, "b", "t", "offline-view", "0001", "ok").unwrap();
+        assert_eq!(l.pending(10).unwrap().len(), 2);
+        l.uploaded(s1).unwrap();
+        assert_eq!(l.pending(10).unwrap().iter().map(|a| a.seq).collect::<Vec<_>>(), vec![s2]);
+        drop(l);
+        // Another key cannot read it, and says what to do.
+        let err = Local::open(dir.path(), &Key::from_bytes([1; 32])).err().unwrap();
+        assert!(format!("{err:#}").contains("move it away"), "{err:#}");
+        let l = Local::open(dir.path(), &key).unwrap();
+        assert_eq!(l.pending(10).unwrap().len(), 1, "unsent accesses survive a restart");
+    }
+}

@@ -1,0 +1,152 @@
+//! What an appliance needs to serve its facility while the hub cannot be reached: the password
+//! verifiers of its own facility's staff (never anyone else's), and a place to hand in the
+//! accesses it served offline so they join the audit log.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::account::{self, User};
+use crate::audit::{self, Event};
+
+/// One person who may log in at the appliance while the hub is down.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Verifier {
+    pub login: String,
+    pub name: String,
+    /// The role's code (`doctor`, `nurse`, …).
+    pub role: String,
+    /// The argon2id verifier, as `account::hash_password` writes it.
+    pub verifier: String,
+    /// When the password expires (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// The staff of `facility` who may read records offline: enabled, past their first-login change,
+/// and in a role that opens patient records. Nobody of another facility, and no office account.
+pub fn verifiers(c: &Connection, facility: &str) -> rusqlite::Result<Vec<Verifier>> {
+    if facility.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(account::list(c, Some(facility))?
+        .into_iter()
+        .filter(|u: &User| u.facility == facility && u.disabled_at.is_none() && !u.must_change && u.role.views_patients())
+        .map(|u| Verifier { expires_at: u.password_expires_at(), login: u.login, name: u.name, role: u.role.code().into(), verifier: u.pw })
+        .collect())
+}
+
+/// An access the appliance served from its own store while the hub was down.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Access {
+    /// The appliance's own sequence number for it, so a batch sent twice is taken once.
+    pub seq: i64,
+    /// Unix milliseconds, on the appliance's clock.
+    pub at: i64,
+    pub login: String,
+    /// The terminal the appliance saw.
+    pub terminal: String,
+    /// `offline-login`, `offline-search`, `offline-view` or `offline-logout`.
+    pub action: String,
+    /// The facility's own patient ID, when the access concerned one patient.
+    pub patient_id: String,
+    pub outcome: String,
+}
+
+pub const ACTIONS: &[&str] = &["offline-login", "offline-search", "offline-view", "offline-logout"];
+
+pub const MIGRATION: &str = r#"
+-- How far each appliance's offline accesses have been taken into the audit log.
+CREATE TABLE offline_upload (
+    facility  TEXT NOT NULL,
+    appliance TEXT NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    PRIMARY KEY (facility, appliance)
+);
+"#;
+
+fn clip(s: &str, n: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(n).collect()
+}
+
+/// Appends the accesses not taken before to the audit log, in one transaction, each under the
+/// appliance's facility whatever the batch says, with the patient's regional ID when the index
+/// knows the facility's patient ID. Returns how many were new.
+pub fn take(c: &mut Connection, facility: &str, appliance: &str, batch: &[Access]) -> Result<usize, String> {
+    for a in batch {
+        if !ACTIONS.contains(&a.action.as_str()) {
+            return Err(format!("access {} has action {:?}; an appliance may only report {}", a.seq, a.action, ACTIONS.join(", ")));
+        }
+        if a.login.is_empty() || a.login.len() > 64 {
+            return Err(format!("access {} has no usable login", a.seq));
+        }
+    }
+    let mut run = || -> rusqlite::Result<usize> {
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let last: i64 = tx
+            .query_row("SELECT last_seq FROM offline_upload WHERE facility = ?1 AND appliance = ?2", params![facility, appliance], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let mut n = 0;
+        let mut top = last;
+        for a in batch.iter().filter(|a| a.seq > last) {
+            let rid = if a.patient_id.is_empty() { None } else { crate::index::by_facility_pid(&tx, facility, &a.patient_id)?.map(|e| e.regional_id) };
+            let e = Event {
+                login: clip(&a.login, 64),
+                facility: facility.to_string(),
+                terminal: clip(&format!("{appliance}/{} (offline)", a.terminal), 120),
+                action: a.action.clone(),
+                patient: rid.clone().unwrap_or_default(),
+                owners: if a.patient_id.is_empty() { vec![] } else { vec![facility.to_string()] },
+                detail: if rid.is_none() && !a.patient_id.is_empty() { clip(&format!("patient ID {}", a.patient_id), 80) } else { String::new() },
+                reason: String::new(),
+                outcome: clip(&a.outcome, 20),
+            };
+            audit::append(&tx, a.at, &e)?;
+            top = top.max(a.seq);
+            n += 1;
+        }
+        tx.execute(
+            "INSERT INTO offline_upload (facility, appliance, last_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (facility, appliance) DO UPDATE SET last_seq = excluded.last_seq",
+            params![facility, appliance, top],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    };
+    run().map_err(|e| format!("the audit log could not take the accesses: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::Role;
+
+    #[test]
+    fn only_the_facilitys_own_staff_who_may_read_records() {
+        let c = crate::region::memory();
+        let v = account::hash_password("Pass-word1");
+        for (login, facility, role) in [("dr-a", "3710000001", Role::Doctor), ("ck-a", "3710000001", Role::Clerk), ("dr-b", "3710000002", Role::Doctor), ("off", "", Role::Office), ("new-a", "3710000001", Role::Nurse)] {
+            account::add(&c, login, "x", facility, role, &v, "t", 0).unwrap().unwrap();
+        }
+        c.execute("UPDATE user SET must_change = 0 WHERE login != 'new-a'", []).unwrap();
+        let got: Vec<String> = verifiers(&c, "3710000001").unwrap().into_iter().map(|v| v.login).collect();
+        assert_eq!(got, vec!["ck-a", "dr-a"]);
+        account::disable(&c, "dr-a", 5).unwrap().unwrap();
+        assert_eq!(verifiers(&c, "3710000001").unwrap().len(), 1);
+        assert!(verifiers(&c, "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn accesses_are_taken_once_and_under_the_appliances_facility() {
+        let mut c = crate::region::memory();
+        let a = |seq, action: &str| Access { seq, at: 1000 + seq, login: "dr-a".into(), terminal: "t-1".into(), action: action.into(), patient_id: "0001".into(), outcome: "ok".into() };
+        assert_eq!(take(&mut c, "3710000001", "box-1", &[a(1, "offline-login"), a(2, "offline-view")]), Ok(2));
+        assert_eq!(take(&mut c, "3710000001", "box-1", &[a(1, "offline-login"), a(2, "offline-view"), a(3, "offline-view")]), Ok(1));
+        assert!(take(&mut c, "3710000001", "box-1", &[a(4, "consent")]).unwrap_err().contains("consent"));
+        let rows: Vec<(String, String, String)> = c
+            .prepare("SELECT facility, terminal, detail FROM audit ORDER BY seq").unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|(f, t, d)| f == "3710000001" && t == "box-1/t-1 (offline)" && d == "patient ID 0001"));
+        assert!(matches!(audit::verify(&c).unwrap(), audit::Verdict::Intact { .. }));
+    }
+}
