@@ -26,7 +26,8 @@ fn shared_person(pid: &str) -> Patient {
 }
 
 /// A hub with facilities A and B, each with its own appliance that ingested and synced a small
-/// clinic including the shared person, and the index caught up.
+/// clinic including the shared person, and the index caught up; and facility C's appliance,
+/// with no records. Every appliance runs its LAN proxy, through which its staff use the portal.
 fn region() -> (Hub, Vec<(tempfile::TempDir, Appliance)>) {
     let hub = Hub::start(&[]);
     let mut boxes = Vec::new();
@@ -37,11 +38,18 @@ fn region() -> (Hub, Vec<(tempfile::TempDir, Appliance)>) {
         gen::generate_with(&spec, tree.path(), &[shared_person(pid)]);
         let roots = [tree.path().join("standard"), tree.path().join("extended")];
         let root_refs: Vec<&Path> = roots.iter().map(|p| p.as_path()).collect();
-        let edge = Appliance::enrolled_as(&hub, &root_refs, facility, name, &format!("box-{seed}"));
+        let edge = Appliance::with_proxy(&hub, &root_refs, facility, name, &format!("box-{seed}"), "");
         edge.ingest(&root_refs);
         let out = edge.sync();
         assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
         boxes.push((tree, edge));
+    }
+    boxes.push((tempfile::tempdir().unwrap(), Appliance::with_proxy(&hub, &[], C, "高松救命センター", "box-13", "")));
+    for (_, edge) in boxes.iter_mut() {
+        edge.start(&[]);
+    }
+    for (_, edge) in &boxes {
+        edge.wait_for_proxy();
     }
     let db = hub.region();
     wait_for(60, "the index to take in both facilities", || {
@@ -51,20 +59,20 @@ fn region() -> (Hub, Vec<(tempfile::TempDir, Appliance)>) {
     (hub, boxes)
 }
 
-fn login(b: &mut Browser, hub: &Hub, user: &str, password: &str) {
-    b.goto(&format!("{}/login", hub.url()));
+fn login(b: &mut Browser, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/login"));
     b.fill("#login", user);
     b.fill("#password", password);
     b.click("#submit");
 }
 
 /// The first login: the portal sends the person to the password change before anything else.
-fn first_login(b: &mut Browser, hub: &Hub, user: &str, shot: Option<&str>) {
-    login(b, hub, user, FIRST);
+fn first_login(b: &mut Browser, base: &str, user: &str, shot: Option<&str>) {
+    login(b, base, user, FIRST);
     assert_eq!(b.path(), "/password", "{user}: first login must go to the password change");
     assert!(b.text("#forced").contains("初回ログイン"));
     // Nothing else is reachable until the password is changed.
-    b.goto(&format!("{}/search?name=x", hub.url()));
+    b.goto(&format!("{base}/search?name=x"));
     assert_eq!(b.path(), "/password");
     // The rules are enforced: the same password again, or one without digits, is refused.
     b.fill("#current", FIRST);
@@ -92,8 +100,8 @@ fn logout(b: &mut Browser) {
     assert_eq!(b.path(), "/login");
 }
 
-fn search(b: &mut Browser, hub: &Hub, field: &str, value: &str) -> Vec<String> {
-    b.goto(&format!("{}/search", hub.url()));
+fn search(b: &mut Browser, base: &str, field: &str, value: &str) -> Vec<String> {
+    b.goto(&format!("{base}/search"));
     b.fill(&format!("#{field}"), value);
     b.click("#search");
     b.texts("#results tbody tr")
@@ -101,7 +109,8 @@ fn search(b: &mut Browser, hub: &Hub, field: &str, value: &str) -> Vec<String> {
 
 #[test]
 fn the_portal_in_chromium_from_login_to_the_audit_csv() {
-    let (hub, _boxes) = region();
+    let (hub, boxes) = region();
+    let (a, b, c, op) = (boxes[0].1.proxy_url(), boxes[1].1.proxy_url(), boxes[2].1.proxy_url(), hub.operator_url());
     hub.user("office1", "office", "", FIRST);
     hub.user("dr-a", "doctor", A, FIRST);
     hub.user("adm-a", "facility-admin", A, FIRST);
@@ -109,14 +118,29 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     hub.user("dr-c", "doctor", C, FIRST);
     assert!(hub.cmd("facility").args(["core", "--facility", C]).status().unwrap().success());
     let dir = artefacts("portal");
-    let pin = hub.spki_pin();
+    let pin = [hub.spki_pin(), boxes[0].1.lan_spki_pin(), boxes[1].1.lan_spki_pin(), boxes[2].1.lan_spki_pin()].join(",");
     let mut doc = Browser::start(dir.clone(), &pin);
     let mut office = Browser::start(dir.clone(), &pin);
 
     // A doctor of facility A: forced password change, then a search by name sees only A's patient.
-    first_login(&mut doc, &hub, "dr-a", Some("01-password-change"));
+    first_login(&mut doc, &a, "dr-a", Some("01-password-change"));
     doc.screenshot("02-home");
-    let hits = search(&mut doc, &hub, "name", "山田 太郎");
+
+    // Each person has one entrance: A's doctor is refused at B's appliance and on the operators'
+    // listener, the office is refused at an appliance, and the hub without a client certificate
+    // serves no portal at all.
+    login(&mut office, &b, "dr-a", NEW);
+    assert!(office.text("#message").contains("この施設の端末からは利用できません"), "{}", office.text("#message"));
+    login(&mut office, &op, "dr-a", NEW);
+    assert!(office.text("#message").contains("所属施設の端末"), "{}", office.text("#message"));
+    login(&mut office, &a, "office1", FIRST);
+    assert!(office.text("#message").contains("運用者用の入口"), "{}", office.text("#message"));
+    office.goto(&format!("{}/login", hub.url()));
+    assert_eq!(office.text("#error-title"), "アクセスできません");
+    assert!(office.text("#error-message").contains("アプライアンス経由"));
+    let refused: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'wrong-entrance'", [], |r| r.get(0)).unwrap();
+    assert_eq!(refused, 3);
+    let hits = search(&mut doc, &a, "name", "山田 太郎");
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(hits[0].contains("0000770001") && hits[0].contains(A_NAME));
     doc.screenshot("03-search");
@@ -144,7 +168,7 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     doc.click("#tab-visits");
     let first_visit = doc.texts("#records tr.record td:nth-child(2)").last().cloned().unwrap();
     let day = first_visit[..10].replace('/', "-");
-    doc.goto(&format!("{}/patient/{rid_a}/calendar?view=month&date={day}", hub.url()));
+    doc.goto(&format!("{a}/patient/{rid_a}/calendar?view=month&date={day}"));
     let events = doc.texts("#calendar .event");
     assert!(events.iter().any(|e| e.contains(A_NAME) && e.contains("受診")), "{events:?}");
     doc.screenshot("05-calendar-month");
@@ -154,23 +178,23 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     doc.screenshot("06-calendar-week");
 
     // The office finds both facilities' entries of the person.
-    first_login(&mut office, &hub, "office1", None);
-    office.goto(&format!("{}/search?name=%E3%83%A4%E3%83%9E%E3%83%80&birth_date=1958-04-12", hub.url()));
+    first_login(&mut office, &op, "office1", None);
+    office.goto(&format!("{op}/search?name=%E3%83%A4%E3%83%9E%E3%83%80&birth_date=1958-04-12"));
     let rows = office.texts("#results tbody tr");
     assert_eq!(rows.len(), 2, "{rows:?}");
     let rid_b = rows.iter().find(|r| r.contains("0000880002")).unwrap().split_whitespace().next().unwrap().to_string();
     assert_ne!(rid_a, rid_b);
 
     // Refused: A's doctor editing the URL to B's patient.
-    doc.goto(&format!("{}/patient/{rid_b}", hub.url()));
+    doc.goto(&format!("{a}/patient/{rid_b}"));
     assert_eq!(doc.text("#error-title"), "アクセスできません");
-    doc.goto(&format!("{}/patient/{rid_b}/calendar", hub.url()));
+    doc.goto(&format!("{a}/patient/{rid_b}/calendar"));
     assert_eq!(doc.text("#error-title"), "アクセスできません");
-    doc.goto(&format!("{}/patient/{rid_b}/trend?code=3D010000001926101", hub.url()));
+    doc.goto(&format!("{a}/patient/{rid_b}/trend?code=3D010000001926101"));
     assert_eq!(doc.text("#error-title"), "アクセスできません");
 
     // The office confirms the proposed link: one regional ID for both.
-    office.goto(&format!("{}/links", hub.url()));
+    office.goto(&format!("{op}/links"));
     let proposals = office.texts("#proposals tr.proposal");
     assert_eq!(proposals.len(), 1, "{proposals:?}");
     assert!(proposals[0].contains("0000770001") && proposals[0].contains("0000880002"));
@@ -179,12 +203,12 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     let rid = rid_a.clone().min(rid_b.clone());
 
     // Linked but not consented: A still sees only its own records.
-    doc.goto(&format!("{}/patient/{rid}?tab=prescription", hub.url()));
+    doc.goto(&format!("{a}/patient/{rid}?tab=prescription"));
     assert_eq!(doc.count("#holders tr.holder"), 1);
     assert!(doc.texts("#records td.source").iter().all(|s| s == A_NAME));
 
     // The office records B's consent: published to A, clinical scope.
-    office.goto(&format!("{}/search?patient_id=0000880002", hub.url()));
+    office.goto(&format!("{op}/search?patient_id=0000880002"));
     office.click("#results a.consent-link");
     let consent_b = office.path();
     office.eval("document.querySelector('#state-public').checked = true; document.querySelector('#scope-clinical').checked = true");
@@ -197,23 +221,23 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     assert!(office.text("#published").starts_with("20"));
 
     // A's doctor now sees B's data beside A's, each row with its source, and the notice in the inbox.
-    doc.goto(&format!("{}/patient/{rid}?tab=prescription", hub.url()));
+    doc.goto(&format!("{a}/patient/{rid}?tab=prescription"));
     assert_eq!(doc.count("#holders tr.holder"), 2);
     let sources = doc.texts("#records td.source");
     assert!(sources.iter().any(|s| s == B_NAME) && sources.iter().any(|s| s == A_NAME), "{sources:?}");
     doc.screenshot("08-other-facility");
-    doc.goto(&format!("{}/inbox", hub.url()));
+    doc.goto(&format!("{a}/inbox"));
     assert!(doc.texts("#messages .subject").iter().any(|s| s.contains(B_NAME)));
 
     // A lab trend across both facilities.
-    doc.goto(&format!("{}/patient/{rid}?tab=lab", hub.url()));
+    doc.goto(&format!("{a}/patient/{rid}?tab=lab"));
     let links = doc.eval("Array.from(document.querySelectorAll('#records a.trend-link')).map(a => a.getAttribute('href'))");
     let mut by_test: std::collections::BTreeMap<String, u64> = Default::default();
     for l in links.as_array().unwrap() {
         *by_test.entry(l.as_str().unwrap().to_string()).or_default() += 1;
     }
     let (href, n) = by_test.into_iter().max_by_key(|(_, n)| *n).expect("lab rows with trend links");
-    doc.goto(&format!("{}{href}", hub.url()));
+    doc.goto(&format!("{a}{href}"));
     assert_eq!(doc.count("#chart circle.dot"), n, "one point per result of {href}");
     assert_eq!(doc.count("#values tbody tr"), n);
     assert!(!doc.text("#test-name").is_empty());
@@ -222,14 +246,14 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     // Refused: A's administrator posting B's consent form by editing the form's target, and a
     // form without its CSRF token.
     logout(&mut office);
-    first_login(&mut office, &hub, "adm-a", None);
-    office.goto(&format!("{}/patient/{rid}", hub.url()));
+    first_login(&mut office, &a, "adm-a", None);
+    office.goto(&format!("{a}/patient/{rid}"));
     office.click("#holders a.consent-link");
     let consent_a = office.path();
     assert_ne!(consent_a, consent_b);
     office.navigating(&format!("(() => {{ const f = document.querySelector('#consent-form'); f.action = '{consent_b}'; document.querySelector('#state-private').checked = true; document.querySelector('#consent_date').value = '2026-11-21'; document.querySelector('#form_ref').value = 'x'; f.submit(); }})()"));
     assert_eq!(office.text("#error-title"), "アクセスできません");
-    office.goto(&format!("{}{consent_a}", hub.url()));
+    office.goto(&format!("{a}{consent_a}"));
     office.navigating("(() => { const f = document.querySelector('#consent-form'); f.querySelector('input[name=csrf]').remove(); f.submit(); })()");
     assert_eq!(office.text("#error-title"), "アクセスできません");
     assert!(office.text("#error-message").contains("不正な送信"));
@@ -239,30 +263,30 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 
     // Search input that tries SQL or HTML comes back as plain text.
     for evil in ["<script>alert(1)</script>", "' OR '1'='1' --", "%", "\"><img src=x onerror=alert(1)>"] {
-        let hits = search(&mut office, &hub, "name", evil);
+        let hits = search(&mut office, &a, "name", evil);
         assert!(hits.is_empty(), "{evil}: {hits:?}");
         assert_eq!(office.eval("document.querySelector('#name').value").as_str().unwrap(), evil);
         assert_eq!(office.count("script"), 0);
         assert_eq!(office.count("img"), 0);
     }
-    let hits = search(&mut office, &hub, "patient_id", "' OR 1=1 --");
+    let hits = search(&mut office, &a, "patient_id", "' OR 1=1 --");
     assert!(hits.is_empty());
 
     // B's administrator sees who viewed B's records.
     logout(&mut office);
-    first_login(&mut office, &hub, "adm-b", None);
-    office.goto(&format!("{}/history?view=ours", hub.url()));
+    first_login(&mut office, &b, "adm-b", None);
+    office.goto(&format!("{b}/history?view=ours"));
     let ours = office.texts("#history tr.event");
     assert!(ours.iter().any(|r| r.contains("dr-a") && r.contains("閲覧") && r.contains(&rid)), "{ours:?}");
     office.screenshot("10-history-ours");
-    office.goto(&format!("{}/history?view=staff", hub.url()));
+    office.goto(&format!("{b}/history?view=staff"));
     assert!(office.texts("#history tr.event").iter().any(|r| r.contains("adm-b") && r.contains("ログイン")));
     // A doctor sees only their own history, not who saw the facility's records.
-    doc.goto(&format!("{}/history?view=ours", hub.url()));
+    doc.goto(&format!("{a}/history?view=ours"));
     assert_eq!(doc.text("#error-title"), "アクセスできません");
 
     // A's doctor downloads the month's access history as CSV and finds the views of B's records.
-    doc.goto(&format!("{}/history", hub.url()));
+    doc.goto(&format!("{a}/history"));
     let csv = doc.download("#csv-month");
     let text = std::fs::read_to_string(&csv).unwrap();
     let text = text.strip_prefix('\u{feff}').expect("a byte-order mark for Excel");
@@ -275,7 +299,7 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     assert!(rows.iter().any(|r| r[4] == "閲覧" && r[9] == "denied" && r[5] == rid_b), "the refused URL edit is in the log");
     assert!(rows.iter().any(|r| r[4] == "検索"));
     // And by patient: every row is that patient.
-    doc.goto(&format!("{}/history?view=mine&patient={rid}", hub.url()));
+    doc.goto(&format!("{a}/history?view=mine&patient={rid}"));
     let csv = doc.download("#csv-patient");
     let text = std::fs::read_to_string(&csv).unwrap();
     let by_patient: Vec<&str> = text.lines().skip(1).collect();
@@ -283,32 +307,32 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 
     // Emergency access by a core hospital's doctor: time-boxed, bannered, reported to A and B.
     let mut er = Browser::start(dir.clone(), &pin);
-    first_login(&mut er, &hub, "dr-c", None);
-    er.goto(&format!("{}/patient/{rid}", hub.url()));
+    first_login(&mut er, &c, "dr-c", None);
+    er.goto(&format!("{c}/patient/{rid}"));
     assert_eq!(er.text("#error-title"), "アクセスできません", "no consent, no emergency yet");
-    er.goto(&format!("{}/emergency", hub.url()));
+    er.goto(&format!("{c}/emergency"));
     er.fill("#regional_id", &rid);
     er.fill("#reason", "意識障害で救急搬送、服薬歴の確認");
     er.click("#start");
     assert!(er.text("#emergency").contains("緊急閲覧中"));
     assert_eq!(er.count("#holders tr.holder"), 2);
     er.screenshot("11-emergency");
-    office.goto(&format!("{}/inbox", hub.url()));
+    office.goto(&format!("{b}/inbox"));
     assert!(office.texts("#messages .subject").iter().any(|s| s.contains("緊急閲覧")));
     // Ended early by the doctor: the record closes at once, and the stop is audited.
     er.click("#emergency-end");
     assert!(er.text(".notice-item").contains("緊急閲覧を終了"));
-    er.goto(&format!("{}/patient/{rid}", hub.url()));
+    er.goto(&format!("{c}/patient/{rid}"));
     assert_eq!(er.text("#error-title"), "アクセスできません");
     let stops: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'emergency-stop' AND login = 'dr-c' AND patient = ?1", [&rid], |r| r.get(0)).unwrap();
     assert_eq!(stops, 1);
 
     // A disabled user is out at the next click and cannot log in again.
     assert!(hub.cmd("user").args(["disable", "--login", "dr-a"]).status().unwrap().success());
-    doc.goto(&format!("{}/search", hub.url()));
+    doc.goto(&format!("{a}/search"));
     assert_eq!(doc.path(), "/login");
     assert!(doc.text("#message").contains("無効"));
-    login(&mut doc, &hub, "dr-a", NEW);
+    login(&mut doc, &a, "dr-a", NEW);
     assert!(doc.text("#message").contains("無効"));
 
     // The hub logged what happened, and no patient's name.
@@ -336,15 +360,16 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 fn idle_sessions_end_and_forms_need_their_tokens() {
     let hub = Hub::start(&["--session-idle", "2s"]);
     hub.user("office1", "office", "", FIRST);
+    let op = hub.operator_url();
     let mut b = Browser::start(artefacts("portal-session"), &hub.spki_pin());
-    first_login(&mut b, &hub, "office1", None);
+    first_login(&mut b, &op, "office1", None);
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    b.goto(&format!("{}/search", hub.url()));
+    b.goto(&format!("{op}/search"));
     assert_eq!(b.path(), "/login");
     assert!(b.text("#message").contains("一定時間"), "{}", b.text("#message"));
     b.screenshot("expired");
     // A login posted with a forged token is refused, whatever the password.
-    b.goto(&format!("{}/login", hub.url()));
+    b.goto(&format!("{op}/login"));
     b.fill("#login", "office1");
     b.fill("#password", NEW);
     b.fill("input[name=csrf]", "forged");
@@ -352,10 +377,10 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
     assert_eq!(b.text("#error-title"), "アクセスできません");
     // Wrong passwords slow down and then lock the account, and the log shows it.
     for _ in 0..hub::account::LOCK_AFTER {
-        login(&mut b, &hub, "office1", "wrong-pass9");
+        login(&mut b, &op, "office1", "wrong-pass9");
     }
     assert!(b.text("#message").contains("ロック"), "{}", b.text("#message"));
-    login(&mut b, &hub, "office1", NEW);
+    login(&mut b, &op, "office1", NEW);
     assert!(b.text("#message").contains("ロック"), "the right password is refused while locked");
     let locked: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'locked'", [], |r| r.get(0)).unwrap();
     assert!(locked >= 2);
@@ -363,6 +388,6 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
     let out = hub.cmd("user").args(["reset", "--login", "office1"]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     let temp = said.split("temporary password: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    login(&mut b, &hub, "office1", &temp);
+    login(&mut b, &op, "office1", &temp);
     assert_eq!(b.path(), "/password");
 }

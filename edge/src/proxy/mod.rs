@@ -47,6 +47,9 @@ pub const MAX_UPLOAD: usize = 8 << 20;
 pub const HUB_SESSION: &str = "__Host-tsunagi";
 /// The cookie that names a terminal to the appliance.
 pub const TERMINAL_COOKIE: &str = "__Host-tsunagi-terminal";
+/// How often the offline verifiers are fetched again while the hub is reachable: a password
+/// changed or an account disabled on the hub reaches the appliance within this.
+pub const VERIFIERS_EVERY: Duration = Duration::from_secs(15);
 /// The header the appliance names the terminal in, for the hub's audit log.
 pub const TERMINAL_HEADER: &str = "x-tsunagi-terminal";
 
@@ -560,12 +563,16 @@ impl Proxy {
     pub async fn maintain(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut last_verifiers: Option<Instant> = None;
         loop {
-            if self.upstream.ping().await {
+            tracing::trace!("checking the hub");
+            // Nothing here may hang the upkeep: each exchange has its own deadline.
+            let limit = self.settings.hub_timeout + Duration::from_secs(10);
+            let reachable = tokio::time::timeout(limit, self.upstream.ping()).await.unwrap_or(false);
+            if reachable {
                 if self.health.up() {
                     last_verifiers = None;
                 }
-                if last_verifiers.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    match self.refresh_verifiers().await {
+                if last_verifiers.is_none_or(|t| t.elapsed() >= VERIFIERS_EVERY) {
+                    match tokio::time::timeout(Duration::from_secs(30), self.refresh_verifiers()).await.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub did not answer in 30 s"))) {
                         Ok(n) => {
                             tracing::debug!(users = n, "offline verifiers refreshed");
                             last_verifiers = Some(Instant::now());
@@ -573,7 +580,8 @@ impl Proxy {
                         Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot refresh the offline verifiers"),
                     }
                 }
-                if let Err(e) = self.upload_accesses().await {
+                tracing::trace!("handing in offline accesses");
+                if let Err(e) = tokio::time::timeout(Duration::from_secs(60), self.upload_accesses()).await.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub did not answer in 60 s"))) {
                     tracing::warn!(error = %format!("{e:#}"), "cannot hand the offline accesses to the hub yet");
                 }
             } else {

@@ -381,7 +381,7 @@ impl Offline {
                     && (name.is_empty() || view::names::kanji_norm(kanji).contains(&qkanji) || (!qkana.is_empty() && view::names::kana_norm(kana).contains(&qkana)))
             })
             .take(100)
-            .map(|(id, kanji, kana, b, sex)| Hit { link: encode(&id), patient_id: id, kanji, kana, birth: hl7_time(&b), sex: sex_label(&sex) })
+            .map(|(id, kanji, kana, b, sex)| Hit { link: encode(&id), patient_id: id, kanji, kana: kana_shown(&kana), birth: hl7_time(&b), sex: sex_label(&sex) })
             .collect();
         p.searched = true;
         self.render(&p, StatusCode::OK)
@@ -422,7 +422,7 @@ impl Offline {
                     patient_id: pid.to_string(),
                     link: encode(pid),
                     kanji,
-                    kana,
+                    kana: kana_shown(&kana),
                     birth: hl7_time(&birth),
                     sex: sex_label(&sex),
                     basic,
@@ -442,6 +442,12 @@ impl Offline {
     }
 }
 
+/// A kana name as the portal shows it: full-width katakana with the sound marks joined, family
+/// and given names apart.
+fn kana_shown(s: &str) -> String {
+    s.split([' ', '\u{3000}']).filter(|p| !p.is_empty()).map(view::names::kana_norm).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,5 +459,7 @@ mod tests {
         assert_eq!(decode("%zz", false), None);
         let f = fields("login=dr-a&password=a%2Bb+c&csrf=");
         assert_eq!((get(&f, "login"), f["password"].as_str(), get(&f, "csrf")), ("dr-a", "a+b c", ""));
+        assert_eq!(kana_shown("ﾔﾏﾀﾞ ﾀﾛｳ"), "ヤマダ タロウ");
+        assert_eq!(kana_shown("ヤマタ゛\u{3000}タロウ"), "ヤマダ タロウ");
     }
 }

@@ -31,7 +31,7 @@ pub fn artefacts(name: &str) -> PathBuf {
 
 impl Browser {
     /// Starts Chromium with a fresh profile. It trusts no certificate it cannot verify except by
-    /// `--ignore-certificate-errors-spki-list`: exactly the hub's server key.
+    /// `--ignore-certificate-errors-spki-list`: exactly these server keys (comma-separated).
     pub fn start(artefacts: PathBuf, spki_sha256_b64: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let downloads = profile.path().join("downloads");
@@ -127,6 +127,13 @@ impl Browser {
     fn call(&mut self, method: &str, params: Value) -> Value {
         let s = self.session.clone();
         self.send(method, params, Some(s))
+    }
+
+    /// Sends these headers with every request from now on, as a forging terminal would.
+    pub fn extra_headers(&mut self, headers: &[(&str, &str)]) {
+        let map: serde_json::Map<String, Value> = headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        self.call("Network.enable", json!({}));
+        self.call("Network.setExtraHTTPHeaders", json!({ "headers": map }));
     }
 
     /// Evaluates JavaScript in the page (awaiting a promise) and returns its value.

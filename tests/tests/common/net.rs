@@ -20,6 +20,8 @@ fn ok(out: Output) -> String {
 pub struct Hub {
     pub dir: tempfile::TempDir,
     pub addr: String,
+    /// The operators' listener (the portal for the office, without an appliance).
+    pub operator_addr: String,
     pub fingerprint: String,
     child: Option<Child>,
     extra: Vec<String>,
@@ -29,7 +31,7 @@ impl Hub {
     /// A hub with a fresh CA and key, serving on a free port.
     pub fn start(extra: &[&str]) -> Hub {
         let dir = tempfile::tempdir().unwrap();
-        let mut h = Hub { dir, addr: String::new(), fingerprint: String::new(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut h = Hub { dir, addr: String::new(), operator_addr: "127.0.0.1:0".into(), fingerprint: String::new(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
         ok(h.cmd("keygen").output().unwrap());
         ok(h.cmd("ca").args(["init", "--network", "test"]).output().unwrap());
         h.fingerprint = ok(h.cmd("ca").arg("fingerprint").output().unwrap()).trim().to_string();
@@ -49,12 +51,17 @@ impl Hub {
 
     fn serve(&mut self, listen: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut child = self.cmd("serve").args(["--listen", listen]).args(&self.extra).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
-        let mut line = String::new();
+        let mut child = self.cmd("serve").args(["--listen", listen, "--operator-listen", &self.operator_addr]).args(&self.extra).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            lines.push(line);
+        }
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        self.addr = line.trim().strip_prefix("listening on https://").unwrap_or_else(|| panic!("hub said {line:?}")).to_string();
+        self.addr = lines[0].trim().strip_prefix("listening on https://").unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
+        self.operator_addr = lines[2].trim().strip_prefix("operators on https://").and_then(|s| s.strip_suffix("/login")).unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
         self.child = Some(child);
     }
 
@@ -65,6 +72,11 @@ impl Hub {
 
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// The operators' listener: the portal for the network office.
+    pub fn operator_url(&self) -> String {
+        format!("https://{}", self.operator_addr)
     }
 
     /// Kills the hub at once (SIGKILL), as a power cut would.
@@ -103,10 +115,7 @@ impl Hub {
     /// The base64 SHA-256 of the served certificate's public key, as Chromium's
     /// `--ignore-certificate-errors-spki-list` takes it.
     pub fn spki_pin(&self) -> String {
-        let pem = std::fs::read(self.data().join("ca").join(hub::tls::SERVED)).unwrap();
-        let certs = provisioning::cert::certs_from_pem(&pem).unwrap();
-        let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
-        base64(&shared::chain::content_hash(cert.tbs_certificate.subject_pki.raw))
+        spki_pin_of(&std::fs::read(self.data().join("ca").join(hub::tls::SERVED)).unwrap())
     }
 
     /// Adds a portal user whose first password is `password`.
@@ -150,6 +159,13 @@ pub struct Appliance {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     child: Option<Child>,
+    /// The LAN proxy's HTTPS and plain-HTTP addresses, once enabled.
+    pub proxy: Option<(String, String)>,
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Appliance {
@@ -167,7 +183,43 @@ impl Appliance {
         );
         let config = dir.path().join("edge.toml");
         std::fs::write(&config, toml).unwrap();
-        Appliance { dir, config, child: None }
+        Appliance { dir, config, child: None, proxy: None }
+    }
+
+    /// Turns on the LAN proxy (before enrolment, so the LAN certificate comes with it): HTTPS and
+    /// plain HTTP on free ports of 127.0.0.1, named `localhost` and `127.0.0.1`.
+    pub fn enable_proxy(&mut self, extra: &str) {
+        let (https, plain) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+        let mut toml = std::fs::read_to_string(&self.config).unwrap();
+        toml.push_str(&format!("[proxy]\nlisten = {https:?}\nplain_listen = {plain:?}\nnames = [\"localhost\", \"127.0.0.1\"]\nhub_timeout = \"1s\"\n{extra}\n"));
+        std::fs::write(&self.config, toml).unwrap();
+        self.proxy = Some((https, plain));
+    }
+
+    /// The proxy as the facility's browsers open it.
+    pub fn proxy_url(&self) -> String {
+        format!("https://{}", self.proxy.as_ref().expect("proxy enabled").0)
+    }
+
+    pub fn plain_addr(&self) -> String {
+        self.proxy.as_ref().expect("proxy enabled").1.clone()
+    }
+
+    /// Waits until the daemon's proxy accepts connections.
+    pub fn wait_for_proxy(&self) {
+        let addr = self.proxy.as_ref().expect("proxy enabled").0.clone();
+        wait_for(60, "the appliance's LAN proxy", || std::net::TcpStream::connect(&addr).is_ok());
+    }
+
+    /// The base64 SHA-256 of the LAN certificate's public key, for Chromium's pin list.
+    pub fn lan_spki_pin(&self) -> String {
+        spki_pin_of(&std::fs::read(self.dir.path().join("identity").join(edge::identity::LAN)).unwrap())
+    }
+
+    /// The appliance's offline data (verifiers and accesses), opened with its key.
+    pub fn offline(&self) -> edge::proxy::local::Local {
+        let key = edge::store::Key::from_file(&self.dir.path().join("store.key")).unwrap();
+        edge::proxy::local::Local::open(self.dir.path(), &key).unwrap()
     }
 
     pub fn cmd(&self, sub: &str) -> Command {
@@ -183,6 +235,14 @@ impl Appliance {
     /// An appliance enrolled for `facility` under the facility's `name`.
     pub fn enrolled_as(hub: &Hub, roots: &[&Path], facility: &str, name: &str, appliance: &str) -> Appliance {
         let a = Appliance::new(roots, "");
+        ok(a.enroll(hub, &hub.token_named(facility, name, "1d"), appliance));
+        a
+    }
+
+    /// An appliance with its LAN proxy on, enrolled for `facility` under the facility's `name`.
+    pub fn with_proxy(hub: &Hub, roots: &[&Path], facility: &str, name: &str, appliance: &str, proxy: &str) -> Appliance {
+        let mut a = Appliance::new(roots, "");
+        a.enable_proxy(proxy);
         ok(a.enroll(hub, &hub.token_named(facility, name, "1d"), appliance));
         a
     }
@@ -229,7 +289,13 @@ impl Appliance {
         for (k, v) in env {
             c.env(k, v);
         }
-        self.child = Some(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        self.child = Some(c.stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    }
+
+    /// Where the daemon's log (its standard error) goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("edge.log")
     }
 
     pub fn kill(&mut self) {
@@ -253,6 +319,13 @@ impl Drop for Appliance {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The base64 SHA-256 of the first certificate's public key in a PEM file.
+pub fn spki_pin_of(pem: &[u8]) -> String {
+    let certs = provisioning::cert::certs_from_pem(pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+    base64(&shared::chain::content_hash(cert.tbs_certificate.subject_pki.raw))
 }
 
 fn base64(bytes: &[u8]) -> String {
