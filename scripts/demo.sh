@@ -2,13 +2,17 @@
 # The main job on its embedded defaults: a hub and an edge appliance on loopback. The hub gets a
 # CA and a key; the appliance enrols with a one-time token, mirrors a synthetic clinic's SS-MIX2
 # export into its encrypted store and syncs it to the hub's failover copy over mutual TLS; the
-# hub indexes the clinic's patients for the portal, and the demo prints the portal's address and
-# logins. Then both keep running until Ctrl-C (TSUNAGI_DEMO_EXIT=1 stops after the checks).
+# hub indexes the clinic's patients for the portal. The appliance's LAN proxy serves the portal to
+# the clinic's browsers (here: this machine's), and the demo prints its address and logins. Then
+# both keep running until Ctrl-C (TSUNAGI_DEMO_EXIT=1 stops after the checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/target/debug
 work=$PWD/${TSUNAGI_DEMO_DIR:-demo}
 listen=${TSUNAGI_DEMO_LISTEN:-127.0.0.1:8443}
+operators=${TSUNAGI_DEMO_OPERATOR_LISTEN:-127.0.0.1:8444}
+proxy=${TSUNAGI_DEMO_PROXY:-127.0.0.1:8445}
+plain=${TSUNAGI_DEMO_PLAIN:-127.0.0.1:8480}
 facility=3712345678
 mkdir -p "$work"
 export TSUNAGI_HUB_DATA="$work/hub"
@@ -21,7 +25,7 @@ echo "== hub: the network's CA, the hub's key, and the server on https://$listen
 [ -f "$work/hub/hub.key" ] || "$bin/tsunagi-hub" keygen
 [ -f "$work/hub/ca/root.crt" ] || "$bin/tsunagi-hub" ca init --network "tsunagi demo"
 fingerprint=$("$bin/tsunagi-hub" ca fingerprint)
-"$bin/tsunagi-hub" serve --listen "$listen" > "$work/hub.out" 2> "$work/hub.log" &
+"$bin/tsunagi-hub" serve --listen "$listen" --operator-listen "$operators" > "$work/hub.out" 2> "$work/hub.log" &
 hub_pid=$!
 edge_pid=
 trap 'kill $hub_pid $edge_pid 2>/dev/null || true' EXIT
@@ -36,6 +40,10 @@ key_file = "$work/edge/store.key"
 roots = ["$work/clinic/standard", "$work/clinic/extended"]
 [hub]
 url = "$url"
+[proxy]
+listen = "$proxy"
+plain_listen = "$plain"
+names = ["localhost", "127.0.0.1"]
 TOML
 mkdir -p "$work/edge"
 [ -f "$work/edge/store.key" ] || "$bin/tsunagi-edge" keygen --out "$work/edge/store.key"
@@ -50,18 +58,22 @@ fi
 
 echo
 echo "== run: the appliance ingests the clinic (40,000 files) and syncs it to the hub"
+fresh=0; [ -d "$work/edge/store" ] || fresh=1
 "$bin/tsunagi-edge" run --config "$work/edge.toml" > "$work/edge.out" 2> "$work/edge.log" &
 edge_pid=$!
 for _ in $(seq 600); do
   st=$("$bin/tsunagi-edge" status --config "$work/edge.toml" --json 2>/dev/null || true)
-  # The first full scan has printed its summary, and the hub holds every segment.
-  if grep -q '^seen' "$work/edge.out" && [ -n "$st" ] &&
+  # The first full scan has printed its summary (a rerun on an unchanged tree prints none), and
+  # the hub holds every segment.
+  if { [ $fresh = 0 ] || grep -q '^seen' "$work/edge.out"; } && [ -n "$st" ] &&
      python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["outbox"]["seq"]>0 and s["hub"]["backlog"]==0 else 1)' <<<"$st"; then
     break
   fi
   sleep 1
 done
 "$bin/tsunagi-edge" status --config "$work/edge.toml" | sed -e '/files stored with warnings/,$d'
+for _ in $(seq 100); do grep -q '^proxy on' "$work/edge.out" && break; sleep 0.2; done
+grep -q '^proxy on' "$work/edge.out" || { echo "the appliance's LAN proxy did not start:" >&2; tail -5 "$work/edge.log" >&2; exit 1; }
 
 echo
 echo "== the hub's failover copy: hash chain, integrity and encryption checked"
@@ -91,11 +103,12 @@ doctor_pw=$(account dr-demo doctor $facility)
 office_pw=$(account office-demo office "")
 
 echo
-echo "hub:        $url   (appliances' API and the portal)"
-echo "portal:     $url/login"
+echo "portal:     https://localhost:${proxy##*:}/login   (through the clinic's appliance, as its terminals use it)"
 echo "  login:    dr-demo / $doctor_pw   (a doctor of the demo clinic; change the password at first login)"
-echo "  office:   office-demo / $office_pw   (the network office: linking, consent, all accounts)"
-echo "  the browser will not know the demo network's CA: trust $work/hub/ca/root.crt, or accept the warning"
+echo "  first:    http://$plain/   explains how to trust the network's root once (the browser will not know it)"
+echo "office:     https://$operators/login   (the operators' listener)"
+echo "  login:    office-demo / $office_pw   (the network office: linking, consent, all accounts)"
+echo "hub:        $url   (appliances only: mutual TLS)"
 echo "appliance:  facility $facility, demo-box; state in $work/edge, config $work/edge.toml"
 echo "status:     $bin/tsunagi-edge status --config $work/edge.toml"
 echo "copies:     TSUNAGI_HUB_DATA=$work/hub $bin/tsunagi-hub copy list"

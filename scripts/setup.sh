@@ -13,6 +13,8 @@ command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

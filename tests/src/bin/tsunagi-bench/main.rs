@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use tests::gen::{generate, Spec};
 
 mod portal;
+mod proxy;
 mod sync;
 
 #[derive(Parser)]
@@ -42,6 +43,8 @@ enum Cmd {
     Walk { #[arg(long = "root")] roots: Vec<PathBuf> },
     /// Only the portal benchmarks, printed to standard output.
     Portal,
+    /// Only the LAN proxy benchmark (wrk), printed to standard output.
+    Proxy,
 }
 
 fn files_under(root: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -227,6 +230,14 @@ fn main() -> anyhow::Result<()> {
             println!("{md}");
             return Ok(());
         }
+        Some(Cmd::Proxy) => {
+            let me = std::env::current_exe()?;
+            let r = proxy::bench(me.parent().expect("bin dir"), &a.data, a.runs)?;
+            let mut md = String::new();
+            proxy::report(&mut md, &r)?;
+            println!("{md}");
+            return Ok(());
+        }
         None => {}
     }
     std::fs::create_dir_all(&a.data)?;
@@ -247,6 +258,8 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("portal: search and patient page");
     let portal_report = portal::bench(&bin_dir, &a.data)?;
+    eprintln!("proxy: portal pages through the appliance and directly, with wrk");
+    let proxy_report = proxy::bench(&bin_dir, &a.data, a.runs)?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
@@ -274,6 +287,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(md, "- Peak RSS is the process's VmHWM, sampled every 5 ms. The page cache is warm: the generator or the floor has just read every file.")?;
     sync::report(&mut md, &wire, &restores)?;
     portal::report(&mut md, &portal_report)?;
+    proxy::report(&mut md, &proxy_report)?;
     std::fs::write(&a.out, md)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())

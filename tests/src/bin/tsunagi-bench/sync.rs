@@ -26,6 +26,8 @@ fn du(p: &Path) -> anyhow::Result<u64> {
 pub struct Hub {
     pub data: PathBuf,
     pub url: String,
+    /// The operators' listener, `https://ADDR`.
+    pub operators: String,
     pub fingerprint: String,
     bin: PathBuf,
     child: Child,
@@ -39,13 +41,18 @@ impl Hub {
         run(&mut hub(&["keygen"]))?;
         run(&mut hub(&["ca", "init"]))?;
         let fingerprint = run(&mut hub(&["ca", "fingerprint"]))?.trim().to_string();
-        let mut child = hub(&["serve", "--listen", "127.0.0.1:0", "--max-body", "268435456"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        let mut child = hub(&["serve", "--listen", "127.0.0.1:0", "--operator-listen", "127.0.0.1:0", "--max-body", "268435456"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line)?;
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            let mut line = String::new();
+            out.read_line(&mut line)?;
+            lines.push(line);
+        }
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let url = line.trim().strip_prefix("listening on ").context("hub did not start")?.to_string();
-        Ok(Hub { data: data.to_owned(), url, fingerprint, bin, child })
+        let url = lines[0].trim().strip_prefix("listening on ").context("hub did not start")?.to_string();
+        let operators = lines[2].trim().strip_prefix("operators on ").and_then(|s| s.strip_suffix("/login")).context("hub did not start its operators' listener")?.to_string();
+        Ok(Hub { data: data.to_owned(), url, operators, fingerprint, bin, child })
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
