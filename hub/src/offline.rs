@@ -22,14 +22,15 @@ pub struct Verifier {
 }
 
 /// The staff of `facility` who may read records offline: enabled, past their first-login change,
-/// and in a role that opens patient records. Nobody of another facility, and no office account.
+/// and in a role that reads clinical records (the offline view has no basic-information-only
+/// page for clerks). Nobody of another facility, and no office account.
 pub fn verifiers(c: &Connection, facility: &str) -> rusqlite::Result<Vec<Verifier>> {
     if facility.is_empty() {
         return Ok(Vec::new());
     }
     Ok(account::list(c, Some(facility))?
         .into_iter()
-        .filter(|u: &User| u.facility == facility && u.disabled_at.is_none() && !u.must_change && u.role.views_patients())
+        .filter(|u: &User| u.facility == facility && u.disabled_at.is_none() && !u.must_change && u.role.clinical())
         .map(|u| Verifier { expires_at: u.password_expires_at(), login: u.login, name: u.name, role: u.role.code().into(), verifier: u.pw })
         .collect())
 }
@@ -129,9 +130,9 @@ mod tests {
         }
         c.execute("UPDATE user SET must_change = 0 WHERE login != 'new-a'", []).unwrap();
         let got: Vec<String> = verifiers(&c, "3710000001").unwrap().into_iter().map(|v| v.login).collect();
-        assert_eq!(got, vec!["ck-a", "dr-a"]);
+        assert_eq!(got, vec!["dr-a"], "not the clerk, not B's doctor, not the office, not one who must change");
         account::disable(&c, "dr-a", 5).unwrap().unwrap();
-        assert_eq!(verifiers(&c, "3710000001").unwrap().len(), 1);
+        assert!(verifiers(&c, "3710000001").unwrap().is_empty());
         assert!(verifiers(&c, "").unwrap().is_empty());
     }
 

@@ -26,8 +26,9 @@ const PRE: &str = "__Host-tsunagi-offline-login";
 /// Failed logins before a login is locked, and for how long.
 const LOCK_AFTER: u32 = 6;
 const LOCK_FOR: Duration = Duration::from_secs(30 * 60);
-/// Roles that may open patient records (as the hub's `Role::views_patients`).
-const READERS: &[&str] = &["facility-admin", "doctor", "nurse", "pharmacist", "clerk"];
+/// Roles that may read clinical records (as the hub's `Role::clinical`); the hub hands over no
+/// others, and a verifier of another role is refused here too.
+const READERS: &[&str] = &["facility-admin", "doctor", "nurse", "pharmacist"];
 
 struct Session {
     login: String,
