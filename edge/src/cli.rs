@@ -139,6 +139,11 @@ pub enum Command {
     },
     /// Renew this appliance's certificate now.
     Renew(ConfigArg),
+    /// The facility's terminals, as the LAN proxy knows them.
+    Terminal {
+        #[command(subcommand)]
+        command: TerminalCommand,
+    },
     /// Build this facility's store from the hub's copy (a replacement appliance, or a point in time).
     Restore {
         #[command(flatten)]
@@ -153,6 +158,57 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TerminalCommand {
+    /// A one-time code that enrols one terminal: open https://<appliance>/_tsunagi/terminal on it
+    /// and enter the code.
+    Code {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The terminal's name, for example 受付PC1.
+        #[arg(long)]
+        name: String,
+        /// How long the code stays valid.
+        #[arg(long, default_value = "1d")]
+        valid: String,
+    },
+    /// The enrolled terminals.
+    List(ConfigArg),
+    /// Forget the terminals enrolled under a name (a terminal replaced or given away).
+    Forget {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn terminal(command: TerminalCommand) -> anyhow::Result<ExitCode> {
+    let open = |c: &ConfigArg| -> anyhow::Result<crate::proxy::local::Local> {
+        let cfg = load_config(&c.config)?;
+        crate::proxy::local::Local::open(&cfg.state_dir, &Key::from_file(&cfg.key_file)?)
+    };
+    match command {
+        TerminalCommand::Code { config, name, valid } => {
+            let secs = shared::time::parse_duration(&valid).map_err(|e| anyhow::anyhow!("--valid: {e}"))?;
+            let now = crate::sync::now();
+            let code = open(&config)?.terminal_code(&name, now, now + secs)?;
+            println!("code: {code}");
+            println!("valid until {}; on the terminal, open https://<this appliance>{} and enter it", shared::time::rfc3339(now + secs), crate::proxy::ENROL_PATH);
+        }
+        TerminalCommand::List(config) => {
+            for (name, at) in open(&config)?.terminals()? {
+                println!("{name}\tenrolled {}", shared::time::rfc3339(at));
+            }
+        }
+        TerminalCommand::Forget { config, name } => {
+            let n = open(&config)?.forget_terminal(&name)?;
+            println!("forgot {n} terminal(s) named {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -210,6 +266,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(c) => run_daemon(load_config(&c.config)?),
+        Command::Terminal { command } => terminal(command),
         Command::Enroll { config, hub, token, ca_fingerprint, appliance } => {
             let cfg = load_config(&config.config)?;
             let appliance = appliance.unwrap_or_else(identity::default_appliance);

@@ -269,10 +269,28 @@ fn tls_entrances_the_root_page_and_the_proxys_idle_limit() {
         assert_eq!(http_get(&edge.plain_addr(), path).0, 404, "{path} over plain HTTP");
     }
 
+    // The facility administrator enrols a terminal with a one-time code; the code works once.
+    let mut b = Browser::start(artefacts("proxy-idle"), &[hub.spki_pin(), edge.lan_spki_pin()].join(","));
+    let out = Command::new(tests::run::bin("tsunagi-edge")).args(["terminal", "code", "--config"]).arg(&edge.config).args(["--name", "受付PC1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let code = said.lines().find_map(|l| l.strip_prefix("code: ")).unwrap().trim().to_string();
+    b.goto(&format!("{}/_tsunagi/terminal", edge.proxy_url()));
+    assert!(b.text("#message").contains("まだ登録されていません"));
+    b.fill("#code", &code);
+    b.click("#submit");
+    assert!(b.text("#message").contains("「受付PC1」として登録しました"), "{}", b.text("#message"));
+    b.goto(&format!("{}/_tsunagi/terminal", edge.proxy_url()));
+    assert!(b.text("#message").contains("「受付PC1」として登録されています"), "{}", b.text("#message"));
+    b.fill("#code", &code);
+    b.click("#submit");
+    assert!(b.text("#message").contains("使用済み"), "{}", b.text("#message"));
+    let listed = Command::new(tests::run::bin("tsunagi-edge")).args(["terminal", "list", "--config"]).arg(&edge.config).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("受付PC1"));
+
     // The proxy ends a session idle for longer than its own limit (3 s here), though the hub's
     // is 5 minutes.
     hub.user("ns-a", "nurse", A, FIRST);
-    let mut b = Browser::start(artefacts("proxy-idle"), &[hub.spki_pin(), edge.lan_spki_pin()].join(","));
     first_login(&mut b, &edge.proxy_url(), "ns-a");
     b.goto(&format!("{}/search", edge.proxy_url()));
     assert_eq!(b.path(), "/search");

@@ -32,6 +32,18 @@ CREATE TABLE IF NOT EXISTS access (
     uploaded   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+-- Terminals the facility administrator enrolled: the SHA-256 of the terminal's cookie, its name.
+CREATE TABLE IF NOT EXISTS terminal (
+    id          BLOB PRIMARY KEY,
+    name        TEXT NOT NULL,
+    enrolled_at INTEGER NOT NULL
+);
+-- One-time codes for enrolling a terminal, stored as hashes.
+CREATE TABLE IF NOT EXISTS terminal_code (
+    hash       BLOB PRIMARY KEY,
+    name       TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 "#;
 
 /// A person who may log in offline, as the hub sends them (`GET /v1/verifiers`).
@@ -131,6 +143,57 @@ impl Local {
     }
 }
 
+impl Local {
+    /// A one-time code that enrols one terminal under `name`, valid until `expires_at`.
+    pub fn terminal_code(&self, name: &str, now: i64, expires_at: i64) -> anyhow::Result<String> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 40 || name.chars().any(char::is_control) {
+            anyhow::bail!("a terminal's name is 1 to 40 characters, for example 受付PC1 or 診察室2");
+        }
+        let code = provisioning::token::generate();
+        let hash = provisioning::token::hash(&code);
+        self.with(|c| {
+            c.execute("DELETE FROM terminal_code WHERE expires_at < ?1", [now])?;
+            c.execute("INSERT INTO terminal_code (hash, name, expires_at) VALUES (?1, ?2, ?3)", params![&hash[..], name, expires_at])
+        })?;
+        Ok(code)
+    }
+
+    /// Takes a code (once) and enrols the terminal whose cookie hashes to `id` under its name.
+    pub fn enrol_terminal(&self, code: &str, id: &[u8; 32], now: i64) -> anyhow::Result<Option<String>> {
+        let hash = provisioning::token::hash(code);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let name: Option<String> = tx.query_row("SELECT name FROM terminal_code WHERE hash = ?1 AND expires_at >= ?2", params![&hash[..], now], |r| r.get(0)).optional()?;
+            if let Some(n) = &name {
+                tx.execute("DELETE FROM terminal_code WHERE hash = ?1", [&hash[..]])?;
+                tx.execute("INSERT INTO terminal (id, name, enrolled_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, enrolled_at = excluded.enrolled_at", params![&id[..], n, now])?;
+            }
+            tx.commit()?;
+            Ok(name)
+        })
+    }
+
+    /// The enrolled name of the terminal whose cookie hashes to `id`.
+    pub fn terminal_name(&self, id: &[u8; 32]) -> anyhow::Result<Option<String>> {
+        self.with(|c| c.query_row("SELECT name FROM terminal WHERE id = ?1", [&id[..]], |r| r.get(0)).optional())
+    }
+
+    /// Enrolled terminals: name and when.
+    pub fn terminals(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, enrolled_at FROM terminal ORDER BY name")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Forgets the terminals enrolled under `name`; returns how many.
+    pub fn forget_terminal(&self, name: &str) -> anyhow::Result<usize> {
+        self.with(|c| c.execute("DELETE FROM terminal WHERE name = ?1", [name]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +219,24 @@ mod tests {
         assert!(format!("{err:#}").contains("move it away"), "{err:#}");
         let l = Local::open(dir.path(), &key).unwrap();
         assert_eq!(l.pending(10).unwrap().len(), 1, "unsent accesses survive a restart");
+    }
+
+    #[test]
+    fn a_terminal_code_enrols_one_terminal_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Local::open(dir.path(), &Key::from_bytes([3; 32])).unwrap();
+        assert!(l.terminal_code("", 0, 10).is_err());
+        let code = l.terminal_code("受付PC1", 0, 100).unwrap();
+        let (t1, t2) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(l.enrol_terminal("wrong", &t1, 5).unwrap(), None);
+        assert_eq!(l.enrol_terminal(&code.to_uppercase(), &t1, 5).unwrap().as_deref(), Some("受付PC1"));
+        assert_eq!(l.enrol_terminal(&code, &t2, 6).unwrap(), None, "a code works once");
+        assert_eq!(l.terminal_name(&t1).unwrap().as_deref(), Some("受付PC1"));
+        assert_eq!(l.terminal_name(&t2).unwrap(), None);
+        let late = l.terminal_code("診察室2", 0, 10).unwrap();
+        assert_eq!(l.enrol_terminal(&late, &t2, 11).unwrap(), None, "an expired code does nothing");
+        assert_eq!(l.terminals().unwrap().len(), 1);
+        assert_eq!(l.forget_terminal("受付PC1").unwrap(), 1);
+        assert_eq!(l.terminal_name(&t1).unwrap(), None);
     }
 }

@@ -50,6 +50,9 @@ pub const TERMINAL_COOKIE: &str = "__Host-tsunagi-terminal";
 /// How often the offline verifiers are fetched again while the hub is reachable: a password
 /// changed or an account disabled on the hub reaches the appliance within this.
 pub const VERIFIERS_EVERY: Duration = Duration::from_secs(15);
+/// Where a terminal is enrolled (served by the appliance itself, never passed to the hub).
+pub const ENROL_PATH: &str = "/_tsunagi/terminal";
+const ENROL_COOKIE: &str = "__Host-tsunagi-enrol";
 /// The header the appliance names the terminal in, for the hub's audit log.
 pub const TERMINAL_HEADER: &str = "x-tsunagi-terminal";
 
@@ -103,6 +106,11 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue 
     HeaderValue::from_str(&format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}")).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// HTML-escapes text for the few pages the proxy writes without a template.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
 pub fn random_token() -> String {
     shared::chain::hex(&provisioning::secret::random32())
 }
@@ -121,6 +129,9 @@ pub struct Terminal {
     pub addr: IpAddr,
     /// Whether the terminal came without the cookie (first visit, or cookies cleared).
     pub new: bool,
+    /// The name the facility administrator enrolled it under (`tsunagi-edge terminal code`),
+    /// or None for a terminal nobody enrolled.
+    pub enrolled: Option<String>,
 }
 
 impl Terminal {
@@ -460,7 +471,11 @@ impl Proxy {
             Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v, false),
             _ => (random_token(), true),
         };
-        let terminal = Terminal { id, addr: remote.ip(), new };
+        let enrolled = if new { None } else { self.local.terminal_name(&shared::chain::content_hash(id.as_bytes())).unwrap_or(None) };
+        let mut terminal = Terminal { id, addr: remote.ip(), new, enrolled };
+        if req.uri().path() == ENROL_PATH {
+            return self.enrol_terminal(req, &mut terminal).await;
+        }
         let verdict = self.policy.check(&terminal);
         let mut resp = match &verdict {
             Verdict::Refuse(why) => {
@@ -479,6 +494,49 @@ impl Proxy {
             resp.headers_mut().append(header::SET_COOKIE, set_cookie(TERMINAL_COOKIE, &terminal.id, Some(10 * 365 * 86_400)));
         }
         resp
+    }
+
+    /// The page where a terminal is enrolled with a one-time code from the facility
+    /// administrator. A terminal enrolled gets a fresh cookie id, so an id seen before enrolment
+    /// does not carry the name.
+    async fn enrol_terminal(&self, req: Request<Incoming>, terminal: &mut Terminal) -> Response<Body> {
+        let mut message = match &terminal.enrolled {
+            Some(n) => format!("この端末は「{n}」として登録されています。"),
+            None => "この端末はまだ登録されていません。施設の管理者から受け取った登録コードを入力してください。".to_string(),
+        };
+        if req.method() == hyper::Method::POST {
+            let (parts, body) = req.into_parts();
+            let form = Limited::new(body, 4096).collect().await.ok().map(|b| offline::fields(&String::from_utf8_lossy(&b.to_bytes())));
+            let code = form.as_ref().and_then(|f| f.get("code").cloned()).unwrap_or_default();
+            let fresh = random_token();
+            let (local, id, now) = (self.local.clone(), shared::chain::content_hash(fresh.as_bytes()), crate::sync::now());
+            let sent_from_here = cookie(&parts.headers, ENROL_COOKIE).is_some_and(|c| form.as_ref().and_then(|f| f.get("csrf")).is_some_and(|t| view::password::same_bytes(t.as_bytes(), c.as_bytes())));
+            let taken = if sent_from_here { tokio::task::spawn_blocking(move || local.enrol_terminal(&code, &id, now)).await.ok().and_then(Result::ok).flatten() } else { None };
+            match taken {
+                Some(name) => {
+                    tracing::info!(terminal = %format!("t-{}@{}", &fresh[..12], terminal.addr), name = %name, "terminal enrolled");
+                    terminal.id = fresh;
+                    terminal.new = true;
+                    terminal.enrolled = Some(name.clone());
+                    message = format!("この端末を「{name}」として登録しました。");
+                }
+                None => {
+                    tracing::warn!(terminal = %terminal.label(), "terminal enrolment refused: wrong, used or expired code");
+                    message = "登録コードが違うか、使用済みか、期限切れです。施設の管理者に新しいコードを発行してもらってください。".into();
+                }
+            }
+        }
+        let csrf = random_token();
+        let html = format!(
+            "<!DOCTYPE html><html lang=\"ja\"><head><meta charset=\"utf-8\"><title>端末の登録 — tsunagi</title><link rel=\"stylesheet\" href=\"/static/portal.css\"></head><body><header class=\"bar\"><a class=\"brand\" href=\"/\">tsunagi 地域医療連携</a></header><main><h1>端末の登録</h1><p class=\"notice\" id=\"message\">{}</p><form method=\"post\" action=\"{ENROL_PATH}\" class=\"card narrow\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><label>登録コード <input name=\"code\" id=\"code\" required maxlength=\"64\" autocomplete=\"off\"></label><button id=\"submit\">登録する</button></form><p><a href=\"/\">ポータルへ</a></p></main></body></html>",
+            escape(&message)
+        );
+        let mut r = page(StatusCode::OK, "text/html; charset=utf-8", html);
+        r.headers_mut().append(header::SET_COOKIE, set_cookie(ENROL_COOKIE, &csrf, None));
+        if terminal.new {
+            r.headers_mut().append(header::SET_COOKIE, set_cookie(TERMINAL_COOKIE, &terminal.id, Some(10 * 365 * 86_400)));
+        }
+        r
     }
 
     async fn route(&self, req: Request<Incoming>, terminal: &Terminal) -> Response<Body> {
@@ -774,8 +832,9 @@ mod tests {
         }
         let claimed = strip_request(&mut h);
         assert_eq!(claimed.len(), 7, "{claimed:?}");
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["cookie", "accept-language"]);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["accept-language", "cookie"]);
     }
 
     #[test]
@@ -796,7 +855,7 @@ mod tests {
 
     #[test]
     fn the_posture_hook_sees_each_terminal() {
-        let t = Terminal { id: "ab".repeat(32), addr: "192.168.1.5".parse().unwrap(), new: true };
+        let t = Terminal { id: "ab".repeat(32), addr: "192.168.1.5".parse().unwrap(), new: true, enrolled: None };
         assert_eq!(RefuseNew.check(&t), Verdict::Refuse("unregistered".into()));
         assert_eq!(AllowAll.check(&t), Verdict::Allow);
         assert_eq!(t.label(), "t-abababababab@192.168.1.5");
