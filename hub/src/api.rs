@@ -267,7 +267,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/restore", get(restore))
         .route("/v1/ping", get(ping))
         .route("/v1/verifiers", get(verifiers))
-        .route("/v1/offline-accesses", post(offline_accesses))
+        .route("/v1/offline-accesses", post(offline_accesses).layer(axum::extract::DefaultBodyLimit::max(8 << 20)))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(hub)
 }
@@ -444,8 +444,8 @@ async fn ping(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> 
 /// The password verifiers of the appliance's own facility's staff, for logins while the hub is down.
 async fn verifiers(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<serde_json::Value>> {
     let id = authed(&peer, &hub)?;
-    let f = id.facility.clone();
-    let list = hub.region_readers.with(move |c| Ok(crate::offline::verifiers(c, &f)?))?;
+    let (f, h) = (id.facility.clone(), hub.clone());
+    let list = tokio::task::spawn_blocking(move || h.region_readers.with(move |c| Ok(crate::offline::verifiers(c, &f)?))).await.map_err(|e| anyhow::anyhow!(e))??;
     tracing::debug!(facility = %id.facility, appliance = %id.appliance, users = list.len(), "verifiers handed to the appliance");
     Ok(Json(json!({ "facility": id.facility, "users": list })))
 }
