@@ -3,23 +3,10 @@
 //! accesses it served offline so they join the audit log.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+pub use shared::offline::{Access, Verifier, ACTIONS};
 
 use crate::account::{self, User};
 use crate::audit::{self, Event};
-
-/// One person who may log in at the appliance while the hub is down.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Verifier {
-    pub login: String,
-    pub name: String,
-    /// The role's code (`doctor`, `nurse`, …).
-    pub role: String,
-    /// The argon2id verifier, as `account::hash_password` writes it.
-    pub verifier: String,
-    /// When the password expires (Unix seconds).
-    pub expires_at: i64,
-}
 
 /// The staff of `facility` who may read records offline: enabled, past their first-login change,
 /// and in a role that reads clinical records (the offline view has no basic-information-only
@@ -34,25 +21,6 @@ pub fn verifiers(c: &Connection, facility: &str) -> rusqlite::Result<Vec<Verifie
         .map(|u| Verifier { expires_at: u.password_expires_at(), login: u.login, name: u.name, role: u.role.code().into(), verifier: u.pw })
         .collect())
 }
-
-/// An access the appliance served from its own store while the hub was down.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Access {
-    /// The appliance's own sequence number for it, so a batch sent twice is taken once.
-    pub seq: i64,
-    /// Unix milliseconds, on the appliance's clock.
-    pub at: i64,
-    pub login: String,
-    /// The terminal the appliance saw.
-    pub terminal: String,
-    /// `offline-login`, `offline-search`, `offline-view` or `offline-logout`.
-    pub action: String,
-    /// The facility's own patient ID, when the access concerned one patient.
-    pub patient_id: String,
-    pub outcome: String,
-}
-
-pub const ACTIONS: &[&str] = &["offline-login", "offline-search", "offline-view", "offline-logout"];
 
 pub const MIGRATION: &str = r#"
 -- How far each appliance's offline accesses have been taken into the audit log.

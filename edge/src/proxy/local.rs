@@ -7,7 +7,6 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
 use crate::store::Key;
 
@@ -46,27 +45,7 @@ CREATE TABLE IF NOT EXISTS terminal_code (
 );
 "#;
 
-/// A person who may log in offline, as the hub sends them (`GET /v1/verifiers`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Verifier {
-    pub login: String,
-    pub name: String,
-    pub role: String,
-    pub verifier: String,
-    pub expires_at: i64,
-}
-
-/// An access served offline, as the hub takes them (`POST /v1/offline-accesses`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Access {
-    pub seq: i64,
-    pub at: i64,
-    pub login: String,
-    pub terminal: String,
-    pub action: String,
-    pub patient_id: String,
-    pub outcome: String,
-}
+pub use shared::offline::{Access, Verifier};
 
 pub struct Local {
     conn: Mutex<Connection>,
@@ -177,6 +156,15 @@ impl Local {
     /// The enrolled name of the terminal whose cookie hashes to `id`.
     pub fn terminal_name(&self, id: &[u8; 32]) -> anyhow::Result<Option<String>> {
         self.with(|c| c.query_row("SELECT name FROM terminal WHERE id = ?1", [&id[..]], |r| r.get(0)).optional())
+    }
+
+    /// Every enrolled terminal's cookie hash and name.
+    pub fn terminal_ids(&self) -> anyhow::Result<Vec<([u8; 32], String)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id, name FROM terminal")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.filter_map(|r| r.ok()).filter_map(|(id, n)| Some((<[u8; 32]>::try_from(id.as_slice()).ok()?, n))).collect())
+        })
     }
 
     /// Enrolled terminals: name and when.

@@ -89,17 +89,7 @@ pub fn redirect(to: &str) -> Response<Body> {
     r
 }
 
-/// The value of cookie `name` in a request's headers.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
+pub use view::cookie;
 
 pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
@@ -455,6 +445,9 @@ pub struct Proxy {
     identity_dir: PathBuf,
     /// Hub sessions (by a hash of the cookie) and when they were last used through this proxy.
     sessions: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Enrolled terminals (by a hash of the cookie) and their names, read again from `offline.db`
+    /// every few seconds so `terminal forget` in another process takes effect.
+    terminals: std::sync::RwLock<HashMap<[u8; 32], String>>,
 }
 
 impl Proxy {
@@ -462,7 +455,8 @@ impl Proxy {
         let id = Identity::load(identity_dir)?;
         let upstream = Upstream::new(identity_dir, hub_url, settings.hub_timeout)?;
         let offline = offline::Offline::new(store_dir, key.clone(), local.clone(), id.enrolment.facility_name.clone(), settings.idle);
-        Ok(Proxy { settings, upstream, health: Health::default(), local, offline, policy, identity_dir: identity_dir.to_owned(), sessions: Mutex::new(HashMap::new()) })
+        let terminals = std::sync::RwLock::new(local.terminal_ids()?.into_iter().collect());
+        Ok(Proxy { settings, upstream, health: Health::default(), local, offline, policy, identity_dir: identity_dir.to_owned(), sessions: Mutex::new(HashMap::new()), terminals })
     }
 
     /// Answers one request from the LAN.
@@ -471,7 +465,7 @@ impl Proxy {
             Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v, false),
             _ => (random_token(), true),
         };
-        let enrolled = if new { None } else { self.local.terminal_name(&shared::chain::content_hash(id.as_bytes())).unwrap_or(None) };
+        let enrolled = if new { None } else { self.terminals.read().unwrap_or_else(|e| e.into_inner()).get(&shared::chain::content_hash(id.as_bytes())).cloned() };
         let mut terminal = Terminal { id, addr: remote.ip(), new, enrolled };
         if req.uri().path() == ENROL_PATH {
             return self.enrol_terminal(req, &mut terminal).await;
@@ -515,6 +509,7 @@ impl Proxy {
             match taken {
                 Some(name) => {
                     tracing::info!(terminal = %format!("t-{}@{}", &fresh[..12], terminal.addr), name = %name, "terminal enrolled");
+                    self.terminals.write().unwrap_or_else(|e| e.into_inner()).insert(id, name.clone());
                     terminal.id = fresh;
                     terminal.new = true;
                     terminal.enrolled = Some(name.clone());
@@ -644,6 +639,10 @@ impl Proxy {
                 }
             } else {
                 self.health.down("the hub does not answer its ping");
+            }
+            let local = self.local.clone();
+            if let Ok(Ok(ids)) = tokio::task::spawn_blocking(move || local.terminal_ids()).await {
+                *self.terminals.write().unwrap_or_else(|e| e.into_inner()) = ids.into_iter().collect();
             }
             let pause = if self.health.offline_since().is_some() { Duration::from_secs(2) } else { Duration::from_secs(5) };
             tokio::select! {

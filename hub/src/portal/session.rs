@@ -90,17 +90,7 @@ impl Sessions {
     }
 }
 
-/// A cookie's value from the request's Cookie headers.
-pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
+pub use view::cookie;
 
 /// A `Set-Cookie` value for a session-scoped secure cookie.
 pub fn set_cookie(name: &str, value: &str) -> String {
