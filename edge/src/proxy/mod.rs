@@ -50,6 +50,8 @@ pub const TERMINAL_COOKIE: &str = "__Host-tsunagi-terminal";
 /// How often the offline verifiers are fetched again while the hub is reachable: a password
 /// changed or an account disabled on the hub reaches the appliance within this.
 pub const VERIFIERS_EVERY: Duration = Duration::from_secs(15);
+/// How long the proxy waits for the hub's answer to begin, once the request is sent.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where a terminal is enrolled (served by the appliance itself, never passed to the hub).
 pub const ENROL_PATH: &str = "/_tsunagi/terminal";
 const ENROL_COOKIE: &str = "__Host-tsunagi-enrol";
@@ -583,7 +585,8 @@ impl Proxy {
         parts.uri = pq.parse().map_err(|_| UpError::Failed("bad request target".into()))?;
         parts.version = hyper::Version::HTTP_11;
         let body = Limited::new(body, MAX_UPLOAD).boxed();
-        let resp = self.upstream.send(Request::from_parts(parts, body)).await?;
+        // A hub that takes the request but never answers must not hold the terminal forever.
+        let resp = tokio::time::timeout(ANSWER_TIMEOUT, self.upstream.send(Request::from_parts(parts, body))).await.map_err(|_| UpError::Failed("the hub did not answer in time".into()))??;
         let (mut parts, body) = resp.into_parts();
         hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))

@@ -97,6 +97,14 @@ impl Browser {
     }
 
     fn send(&mut self, method: &str, params: Value, session: Option<String>) -> Value {
+        match self.send_result(method, params, session) {
+            Ok(v) => v,
+            Err(e) => panic!("{method} failed: {e}"),
+        }
+    }
+
+    /// Sends a command and returns its result or the error Chromium answered.
+    fn send_result(&mut self, method: &str, params: Value, session: Option<String>) -> Result<Value, Value> {
         self.next += 1;
         let id = self.next;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -113,9 +121,9 @@ impl Browser {
             let v = self.from.recv_timeout(left).unwrap_or_else(|_| panic!("chromium did not answer {method}"));
             if v["id"].as_u64() == Some(id) {
                 if let Some(e) = v.get("error") {
-                    panic!("{method} failed: {e}");
+                    return Err(e.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
         }
     }
@@ -145,15 +153,27 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Evaluates JavaScript that may race a navigation: None when the page went away under it
+    /// (Chromium answers "Inspected target navigated or closed"), to be asked again.
+    fn eval_during_navigation(&mut self, js: &str) -> Option<Value> {
+        let s = self.session.clone();
+        match self.send_result("Runtime.evaluate", json!({ "expression": js, "returnByValue": true, "awaitPromise": true }), Some(s)) {
+            Ok(r) if r.get("exceptionDetails").is_none() => Some(r["result"]["value"].clone()),
+            Ok(r) => panic!("script failed: {js}\n{}", r["exceptionDetails"]),
+            Err(e) if e.to_string().contains("navigated or closed") || e.to_string().contains("context") => None,
+            Err(e) => panic!("Runtime.evaluate failed: {e}"),
+        }
+    }
+
     /// Marks the current document, runs `js` (which should navigate), and waits until a new
     /// document has loaded.
     pub fn navigating(&mut self, js: &str) {
         self.eval("window.__tsunagi_old = true");
-        self.eval(js);
+        let _ = self.eval_during_navigation(js);
         let start = Instant::now();
         loop {
-            let v = self.eval("(window.__tsunagi_old === undefined) && document.readyState === 'complete'");
-            if v == json!(true) {
+            let v = self.eval_during_navigation("(window.__tsunagi_old === undefined) && document.readyState === 'complete'");
+            if v == Some(json!(true)) {
                 return;
             }
             assert!(start.elapsed() < Duration::from_secs(60), "page did not load after: {js}");
