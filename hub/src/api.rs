@@ -562,11 +562,12 @@ async fn restore(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, 
             tracing::error!(error = %format!("{e:#}"), "restore stream failed");
         }
     });
-    Ok(Response::builder().header(header::CONTENT_TYPE, "application/octet-stream").body(Body::new(ChannelBody(rx))).map_err(|e| anyhow::anyhow!(e))?)
+    Ok(Response::builder().header(header::CONTENT_TYPE, "application/octet-stream").body(Body::new(ChannelBody(rx, None))).map_err(|e| anyhow::anyhow!(e))?)
 }
 
-/// A response body fed by a channel, so a large restore streams instead of sitting in memory.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+/// A response body fed by a channel, so a large restore or download streams instead of sitting
+/// in memory. With a known length, the answer carries it, so a stream cut short is seen as such.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>, pub Option<u64>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
@@ -574,6 +575,13 @@ impl http_body::Body for ChannelBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.1 {
+            Some(n) => http_body::SizeHint::with_exact(n),
+            None => http_body::SizeHint::default(),
+        }
     }
 }
 

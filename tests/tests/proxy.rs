@@ -69,7 +69,7 @@ fn first_cells(b: &mut Browser) -> Vec<String> {
 #[test]
 fn through_the_proxy_then_offline_and_back() {
     let mut hub = Hub::start(&[]);
-    let (_tree, edge) = clinic(&hub, "");
+    let (tree, edge) = clinic(&hub, "");
     hub.user("dr-a", "doctor", A, FIRST);
     let db = hub.region();
     wait_for(60, "the index to take in the clinic", || db.query_row("SELECT count(*) FROM patient WHERE facility = ?1", [A], |r| r.get::<_, i64>(0)).unwrap() == 13);
@@ -96,6 +96,21 @@ fn through_the_proxy_then_offline_and_back() {
     assert!(!online.is_empty(), "the patient has prescriptions");
     assert!(b.texts("#records td.source").iter().all(|s| s == A_NAME));
     b.screenshot("02-online-patient");
+
+    // A document, downloaded through the proxy (the hub streams it from the copy), byte for byte.
+    let letter = find(&tree.path().join("extended"), "referral.pdf").expect("the generated clinic has a referral letter");
+    let owner = letter.strip_prefix(tree.path().join("extended")).unwrap().iter().nth(2).unwrap().to_string_lossy().into_owned();
+    b.goto(&format!("{base}/search?patient_id={owner}"));
+    b.click("#results a.patient-link");
+    b.click("#tab-documents");
+    let links = b.eval("Array.from(document.querySelectorAll('#records a.download-link')).map(a => a.getAttribute('href'))");
+    let wanted = std::fs::read(&letter).unwrap();
+    let mut got = Vec::new();
+    for (i, _) in links.as_array().unwrap().iter().enumerate() {
+        let file = b.download_nth("#records a.download-link", i);
+        got.push(std::fs::read(file).unwrap());
+    }
+    assert!(got.iter().any(|g| *g == wanted), "the letter came through byte for byte ({} downloads)", got.len());
 
     // The hub's audit names the appliance and the terminal it saw, never what the terminal claimed.
     let terminals: Vec<String> = hub.region().prepare("SELECT DISTINCT terminal FROM audit WHERE login = 'dr-a'").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
@@ -299,4 +314,20 @@ fn tls_entrances_the_root_page_and_the_proxys_idle_limit() {
     assert_eq!(b.path(), "/login");
     assert!(b.text("#message").contains("一定時間"), "{}", b.text("#message"));
     assert!(std::fs::read_to_string(edge.log_path()).unwrap().contains("session ended at the proxy"));
+}
+
+fn find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find(&p, name) {
+                return Some(f);
+            }
+        } else if e.file_name() == name {
+            return Some(p);
+        }
+    }
+    None
 }

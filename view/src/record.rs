@@ -223,13 +223,31 @@ pub fn trend(copy: &Connection, patient_id: &str, code: &str) -> rusqlite::Resul
     Ok(out)
 }
 
-/// A document's file name, media type and bytes, if the copy holds it for this patient.
-pub fn document(copy: &Connection, patient_id: &str, file_id: i64) -> rusqlite::Result<Option<(String, String, Vec<u8>)>> {
+/// A document's file name, media type and size, if the copy holds it for this patient.
+pub fn document(copy: &Connection, patient_id: &str, file_id: i64) -> rusqlite::Result<Option<(String, String, i64)>> {
     copy.query_row(
-        "SELECT d.file_name, coalesce(d.media_type, 'application/octet-stream'), s.raw FROM document d JOIN source_file s ON s.id = d.file_id
+        "SELECT d.file_name, coalesce(d.media_type, 'application/octet-stream'), length(s.raw) FROM document d JOIN source_file s ON s.id = d.file_id
          WHERE d.patient_id = ?1 AND d.file_id = ?2 LIMIT 1",
         params![patient_id, file_id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
     .optional()
+}
+
+/// Streams a stored file's bytes in chunks of `chunk` bytes to `send`, with SQLite's incremental
+/// blob I/O, so a large document is never held whole. Stops early (Ok) when `send` says false.
+pub fn stream_file(copy: &Connection, file_id: i64, chunk: usize, mut send: impl FnMut(Vec<u8>) -> bool) -> rusqlite::Result<()> {
+    let blob = copy.blob_open(rusqlite::MAIN_DB, "source_file", "raw", file_id, true)?;
+    let size = blob.len();
+    let mut at = 0;
+    while at < size {
+        let n = chunk.min(size - at);
+        let mut buf = vec![0u8; n];
+        blob.read_at_exact(&mut buf, at)?;
+        at += n;
+        if !send(buf) {
+            break;
+        }
+    }
+    Ok(())
 }

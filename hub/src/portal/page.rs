@@ -594,13 +594,23 @@ pub async fn document(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
     };
     let pid = entry.patient_id.clone();
     let doc = p.read_copy(&entry.facility, move |c| Ok(record::document(c, &pid, file)?)).await?;
-    let Some((file_name, media_type, bytes)) = doc else { return Err(Error::NotFound("文書が見つかりません。".into())) };
+    let Some((file_name, media_type, size)) = doc else { return Err(Error::NotFound("文書が見つかりません。".into())) };
     let mut e = ctx.event("download", &rid);
     e.owners = vec![entry.facility.clone()];
-    e.detail = format!("document file={file} bytes={}", bytes.len());
+    e.detail = format!("document file={file} bytes={size}");
     p.audit(e).await?;
+    // The bytes stream from the copy in chunks on a blocking thread; a large scan is never held whole.
+    let readers = p.hub.copy_readers(&entry.facility);
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let sent = readers.with(|c| Ok(record::stream_file(c, file, 256 << 10, |b| tx.blocking_send(bytes::Bytes::from(b)).is_ok())?));
+        if let Err(e) = sent {
+            tracing::error!(error = %format!("{e:#}"), file, "document stream failed");
+        }
+    });
     let disposition = format!("attachment; filename=\"document\"; filename*=UTF-8''{}", urlencode(&file_name));
-    Ok(([(header::CONTENT_TYPE, media_type), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
+    let body = axum::body::Body::new(crate::api::ChannelBody(rx, Some(size.max(0) as u64)));
+    Ok(([(header::CONTENT_TYPE, media_type), (header::CONTENT_DISPOSITION, disposition)], body).into_response())
 }
 
 #[cfg(test)]

@@ -235,9 +235,14 @@ impl Browser {
 
     /// Clicks a download link and waits for the finished file; returns its path.
     pub fn download(&mut self, selector: &str) -> PathBuf {
+        self.download_nth(selector, 0)
+    }
+
+    /// Clicks the `n`th element matching `selector` (from 0) and waits for the file it downloads.
+    pub fn download_nth(&mut self, selector: &str, n: usize) -> PathBuf {
         let before: Vec<_> = std::fs::read_dir(&self.downloads).unwrap().flatten().map(|e| e.path()).collect();
         let s = serde_json::to_string(selector).unwrap();
-        self.eval(&format!("document.querySelector({s}).click()"));
+        self.eval(&format!("document.querySelectorAll({s})[{n}].click()"));
         let start = Instant::now();
         loop {
             let done: Vec<PathBuf> = std::fs::read_dir(&self.downloads)

@@ -55,6 +55,11 @@ impl Hub {
         Ok(Hub { data: data.to_owned(), url, operators, fingerprint, bin, child })
     }
 
+    /// The hub process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--data").arg(&self.data).args(args);
