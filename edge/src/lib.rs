@@ -10,6 +10,7 @@ pub mod export;
 pub mod identity;
 pub mod ingest;
 pub mod outbox;
+pub mod policy;
 pub mod proxy;
 pub mod restore;
 pub mod status;
