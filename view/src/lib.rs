@@ -21,5 +21,19 @@ pub fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// The security headers on every portal page, from the hub or from the appliance: no caching of
+/// patient data, no sniffing, no framing, no referrer, and a CSP that allows no script at all.
+pub fn harden(h: &mut http::HeaderMap) {
+    use http::header::{self, HeaderValue};
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+}
+
 /// The portal's one stylesheet.
 pub const PORTAL_CSS: &str = include_str!("../portal.css");

@@ -48,6 +48,7 @@ pub struct Offline {
 }
 
 pub struct Who {
+    pub login: String,
     pub name: String,
     pub csrf: String,
 }
@@ -183,12 +184,7 @@ impl Offline {
         s.retain(|_, v| v.last.elapsed() <= idle);
         let v = s.get_mut(&token)?;
         v.last = Instant::now();
-        Some(Who { name: v.name.clone(), csrf: v.csrf.clone() })
-    }
-
-    fn login_of(&self, headers: &HeaderMap) -> Option<String> {
-        let token = cookie(headers, SESSION)?;
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&token).map(|s| s.login.clone())
+        Some(Who { login: v.login.clone(), name: v.name.clone(), csrf: v.csrf.clone() })
     }
 
     /// Records an access; if it cannot be recorded it is not served.
@@ -341,7 +337,7 @@ impl Offline {
 
     async fn search(&self, headers: &HeaderMap, q: &HashMap<String, String>, terminal: &Terminal, since: i64, searched: bool) -> Response<Body> {
         let Some(who) = self.session(headers) else { return redirect("/offline/login") };
-        let login = self.login_of(headers).unwrap_or_default();
+        let login = who.login.clone();
         let (pid, name, birth) = (get(q, "patient_id").to_string(), get(q, "name").to_string(), get(q, "birth_date").to_string());
         let mut p = SearchPage { who: Some(who), facility: &self.facility, since: jst(since), patient_id: pid.clone(), name: name.clone(), birth_date: birth.clone(), message: String::new(), searched: false, hits: vec![] };
         if !searched {
@@ -390,7 +386,7 @@ impl Offline {
 
     async fn patient(&self, headers: &HeaderMap, pid: &str, q: &HashMap<String, String>, terminal: &Terminal, since: i64) -> Response<Body> {
         let Some(who) = self.session(headers) else { return redirect("/offline/login") };
-        let login = self.login_of(headers).unwrap_or_default();
+        let login = who.login.clone();
         let tab = Tab::parse(get(q, "tab")).unwrap_or(Tab::Visits);
         if !self.audit(&login, terminal, "offline-view", pid, "ok").await {
             return self.unrecorded(since);
