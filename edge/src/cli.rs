@@ -139,6 +139,17 @@ pub enum Command {
     },
     /// Renew this appliance's certificate now.
     Renew(ConfigArg),
+    /// Run every posture check now and show the appliance's and the terminals' states (exit 0
+    /// compliant or in grace, 1 non-compliant, 2 a check could not run).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+        /// Show the kept states without running the checks.
+        #[arg(long)]
+        no_run: bool,
+    },
     /// The facility's terminals, as the LAN proxy knows them.
     Terminal {
         #[command(subcommand)]
@@ -267,6 +278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(c) => run_daemon(load_config(&c.config)?),
         Command::Terminal { command } => terminal(command),
+        Command::Check { config, json, no_run } => check(&load_config(&config.config)?, json, no_run),
         Command::Enroll { config, hub, token, ca_fingerprint, appliance } => {
             let cfg = load_config(&config.config)?;
             let appliance = appliance.unwrap_or_else(identity::default_appliance);
@@ -371,9 +383,21 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
                 }
             })
         };
+        let local = Arc::new(crate::proxy::local::Local::open(&cfg.state_dir, &key)?);
+        let (posture_tx, posture_rx) = tokio::sync::watch::channel(None);
+        let (checks_tx, checks_rx) = tokio::sync::mpsc::channel(4);
+        let policy_task = {
+            let (cfg, rx, local) = (cfg.clone(), rx.clone(), local.clone());
+            tokio::spawn(async move { run_policy(cfg, local, posture_tx, checks_rx, rx).await })
+        };
+        let telemetry_task = {
+            let parts = crate::telemetry::Parts { store: store.clone(), local: local.clone(), posture: posture_rx, checks_now: checks_tx };
+            let (cfg, rx) = (cfg.clone(), rx.clone());
+            tokio::spawn(async move { crate::telemetry::run(cfg, parts, rx).await })
+        };
         let proxy_task = cfg.proxy.listen.is_some().then(|| {
-            let (cfg, rx, key) = (cfg.clone(), rx.clone(), key.clone());
-            tokio::spawn(async move { run_proxy(cfg, key, rx).await })
+            let (cfg, rx, key, local) = (cfg.clone(), rx.clone(), key.clone(), local.clone());
+            tokio::spawn(async move { run_proxy(cfg, key, local, rx).await })
         });
         drop(rx);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -385,6 +409,8 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
         stop.store(true, Ordering::Relaxed);
         let _ = tx.send(true);
         let _ = sync_task.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), telemetry_task).await;
+        policy_task.abort();
         if let Some(p) = proxy_task {
             p.abort();
         }
@@ -401,10 +427,10 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// The LAN proxy, once the appliance is enrolled and has its LAN certificate.
-async fn run_proxy(cfg: Config, key: Key, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn run_proxy(cfg: Config, key: Key, local: Arc<crate::proxy::local::Local>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let dir = cfg.identity_dir();
     let proxy = loop {
-        match prepare_proxy(&cfg, &key).await {
+        match prepare_proxy(&cfg, &key, local.clone()).await {
             Ok(p) => break p,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "the LAN proxy cannot start yet; trying again in 10 s"),
         }
@@ -422,7 +448,7 @@ async fn run_proxy(cfg: Config, key: Key, mut stop: tokio::sync::watch::Receiver
     }
 }
 
-async fn prepare_proxy(cfg: &Config, key: &Key) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
+async fn prepare_proxy(cfg: &Config, key: &Key, local: Arc<crate::proxy::local::Local>) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
     let dir = cfg.identity_dir();
     let mut id = Identity::load(&dir)?;
     if let Err(e) = identity::ensure_lan(&mut id, &cfg.proxy.names, cfg.hub_url.as_deref()).await {
@@ -431,9 +457,101 @@ async fn prepare_proxy(cfg: &Config, key: &Key) -> anyhow::Result<Arc<crate::pro
         }
         tracing::warn!(error = %format!("{e:#}"), "the LAN certificate could not be brought up to date; serving the current one");
     }
-    let local = Arc::new(crate::proxy::local::Local::open(&cfg.state_dir, key)?);
-    let p = crate::proxy::Proxy::new(cfg.proxy.clone(), &dir, cfg.hub_url.clone(), &cfg.store_dir(), key, local, Arc::new(crate::proxy::AllowAll))?;
+    let gate = Arc::new(crate::policy::TerminalGate::new(cfg.policy.clone(), local.clone())?);
+    let p = crate::proxy::Proxy::new(cfg.proxy.clone(), &dir, cfg.hub_url.clone(), &cfg.store_dir(), key, local, gate)?;
     Ok(Arc::new(p))
+}
+
+/// The posture checks' context for this configuration.
+fn policy_context(cfg: &Config) -> crate::policy::Context {
+    let port = |a: &Option<String>| a.as_deref().and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok());
+    crate::policy::Context {
+        settings: cfg.policy.clone(),
+        state_dir: cfg.state_dir.clone(),
+        identity_dir: cfg.identity_dir(),
+        own_ports: [port(&cfg.proxy.listen), port(&cfg.proxy.plain_listen)].into_iter().flatten().collect(),
+        probe: crate::policy::Probe { dir: cfg.policy.probe_dir.clone() },
+    }
+}
+
+/// The checks on their schedule inside `run`, and on demand (a command from the hub).
+async fn run_policy(
+    cfg: Config,
+    local: Arc<crate::proxy::local::Local>,
+    posture: tokio::sync::watch::Sender<Option<crate::policy::Posture>>,
+    mut now_rx: tokio::sync::mpsc::Receiver<crate::telemetry::CheckNow>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let ctx = Arc::new(policy_context(&cfg));
+    let tick = cfg.policy.interval.min(Duration::from_secs(15));
+    let mut reply: Option<crate::telemetry::CheckNow> = None;
+    loop {
+        let all = reply.is_some();
+        let (ctx2, local2) = (ctx.clone(), local.clone());
+        let r = tokio::task::spawn_blocking(move || crate::policy::run_due(&ctx2, &local2, crate::sync::now(), all)).await.map_err(|e| anyhow::anyhow!("the checks panicked: {e}")).and_then(|r| r);
+        match r {
+            Ok((p, _)) => {
+                if let Some(tx) = reply.take() {
+                    let _ = tx.send(Ok(p.clone()));
+                }
+                posture.send_if_modified(|old| {
+                    let changed = old.as_ref().is_none_or(|o| o.state != p.state || o.checks.iter().map(|c| c.state).ne(p.checks.iter().map(|c| c.state)) || o.terminals != p.terminals);
+                    *old = Some(p);
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the posture checks failed to run");
+                if let Some(tx) = reply.take() {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            r = now_rx.recv() => match r {
+                Some(tx) => reply = Some(tx),
+                None => return,
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn check(cfg: &Config, json: bool, no_run: bool) -> anyhow::Result<ExitCode> {
+    let key = Key::from_file(&cfg.key_file)?;
+    let local = crate::proxy::local::Local::open(&cfg.state_dir, &key)?;
+    let now = crate::sync::now();
+    let p = if no_run { crate::policy::current(&local, now, &cfg.policy)? } else { crate::policy::run_due(&policy_context(cfg), &local, now, true)?.0 };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        println!("appliance posture: {} ({})", p.state.label(), p.state.code());
+        for c in &p.checks {
+            println!("  {:<16} {:<14} {}", c.check, c.state.code(), c.outcome.summary);
+            if c.state != crate::policy::State::Compliant || c.outcome.status == crate::policy::Status::Warn {
+                if !c.outcome.remediation.is_empty() {
+                    println!("  {:<16} {:<14} → {}", "", "", c.outcome.remediation);
+                }
+            }
+        }
+        println!("terminals: {}", p.terminals.len());
+        for t in &p.terminals {
+            println!("  {:<16} {:<14} {}", t.name, if t.known { t.state.code() } else { "unknown" }, t.summary);
+        }
+        let events = local.recent_events(5)?;
+        if !events.is_empty() {
+            println!("recent changes:");
+            for e in events {
+                println!("  {} {} {} → {}: {}", shared::time::rfc3339(e.at), e.subject, e.from.map(|s| s.code()).unwrap_or("-"), e.to.code(), e.summary);
+            }
+        }
+    }
+    Ok(ExitCode::from(match p.state {
+        crate::policy::State::Compliant | crate::policy::State::InGrace => 0,
+        crate::policy::State::NonCompliant => 1,
+        crate::policy::State::Error => 2,
+    }))
 }
 
 fn print_summary(s: &Summary) {

@@ -14,6 +14,11 @@
 //! | `TSUNAGI_PROXY_LISTEN`   | `proxy.listen`         |
 //! | `TSUNAGI_PROXY_PLAIN_LISTEN` | `proxy.plain_listen` |
 //! | `TSUNAGI_PROXY_NAMES`    | `proxy.names` (`,`-separated) |
+//! | `TSUNAGI_PROBE_DIR`      | `policy.probe_dir`     |
+//! | `TSUNAGI_POLICY_INTERVAL`| `policy.interval`      |
+//! | `TSUNAGI_BROKER`         | `telemetry.broker`     |
+//! | `TSUNAGI_KEEP_ALIVE`     | `telemetry.keep_alive` |
+//! | `TSUNAGI_STATUS_EVERY`   | `telemetry.status_every` |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +38,50 @@ pub struct RawConfig {
     pub sync: RawSync,
     #[serde(default)]
     pub proxy: RawProxy,
+    #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// The facility's own Wi-Fi networks, and the weakest security they may have
+    /// (`wpa2`, `owe` or `wpa3`; default `wpa2`).
+    pub ssids: Option<Vec<String>>,
+    pub wifi_floor: Option<String>,
+    /// How long a failing check may fail before it is enforced (default 72h).
+    pub grace: Option<String>,
+    /// The longest screen-lock / auto-logoff delay a terminal may have (default 300s; never 0).
+    pub screen_lock_max: Option<String>,
+    /// A terminal whose last report is older than this is unknown (default 2h).
+    pub report_expiry: Option<String>,
+    /// What the proxy does with a terminal that is unknown, and one that is non-compliant after
+    /// its grace period: `allow`, `warn` or `refuse` (defaults `warn` and `refuse`).
+    pub unknown_terminal: Option<String>,
+    pub noncompliant_terminal: Option<String>,
+    /// Security updates must have been applied within this long (default 14d), as the newest
+    /// modification time of these files tells.
+    pub updates_max_age: Option<String>,
+    pub update_stamps: Option<Vec<PathBuf>>,
+    /// Ports that may listen on a non-loopback address besides the proxy's own.
+    pub allowed_ports: Option<Vec<u16>>,
+    /// Read the checks' command outputs from files in this folder instead of running the
+    /// commands (a privileged helper writes them, or a test does).
+    pub probe_dir: Option<PathBuf>,
+    /// How often the checks run (each has its own multiple of this; default 5m).
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The MQTT broker, `mqtts://host:port`. Without it the appliance sends no telemetry.
+    pub broker: Option<String>,
+    pub keep_alive: Option<String>,
+    /// A status is published on every change and at least this often (default 3m).
+    pub status_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +137,72 @@ pub struct Config {
     pub hub_url: Option<String>,
     pub sync: SyncSettings,
     pub proxy: ProxySettings,
+    pub policy: PolicySettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// What to do with a terminal the policy does not find compliant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforce {
+    Allow,
+    Warn,
+    Refuse,
+}
+
+impl Enforce {
+    fn parse(key: &str, v: Option<String>, default: Enforce) -> Result<Enforce, String> {
+        match v.as_deref() {
+            None => Ok(default),
+            Some("allow") => Ok(Enforce::Allow),
+            Some("warn") => Ok(Enforce::Warn),
+            Some("refuse") => Ok(Enforce::Refuse),
+            Some(o) => Err(format!("{key}: {o:?} is not one of allow, warn, refuse")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub ssids: Vec<String>,
+    pub wifi_floor: crate::policy::wifi::Security,
+    pub grace: Duration,
+    pub screen_lock_max: Duration,
+    pub report_expiry: Duration,
+    pub unknown_terminal: Enforce,
+    pub noncompliant_terminal: Enforce,
+    pub updates_max_age: Duration,
+    pub update_stamps: Vec<PathBuf>,
+    pub allowed_ports: Vec<u16>,
+    pub probe_dir: Option<PathBuf>,
+    pub interval: Duration,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            ssids: Vec::new(),
+            wifi_floor: crate::policy::wifi::Security::Wpa2,
+            grace: Duration::from_secs(72 * 3600),
+            screen_lock_max: Duration::from_secs(300),
+            report_expiry: Duration::from_secs(2 * 3600),
+            unknown_terminal: Enforce::Warn,
+            noncompliant_terminal: Enforce::Refuse,
+            updates_max_age: Duration::from_secs(14 * 86_400),
+            update_stamps: vec![PathBuf::from("/var/lib/apt/periodic/upgrade-stamp"), PathBuf::from("/var/log/apt/history.log"), PathBuf::from("/usr/lib/os-release")],
+            allowed_ports: Vec::new(),
+            probe_dir: None,
+            interval: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// host and port of the broker.
+    pub broker: Option<(String, u16)>,
+    pub keep_alive: Duration,
+    pub status_every: Duration,
 }
 
 /// The LAN proxy. Without `listen` the appliance does not proxy.
@@ -189,7 +304,42 @@ impl Config {
         if proxy.listen.is_some() && proxy.names.is_empty() {
             return Err("proxy.names is empty: name the appliance on the LAN (for example [\"box-1.tsunagi.internal\", \"192.168.1.10\"]) so its certificate matches what browsers open".into());
         }
+        let d = PolicySettings::default();
+        let floor = match raw.policy.wifi_floor.as_deref() {
+            None | Some("wpa2") => crate::policy::wifi::Security::Wpa2,
+            Some("owe") => crate::policy::wifi::Security::Owe,
+            Some("wpa3") => crate::policy::wifi::Security::Wpa3,
+            Some(o) => return Err(format!("policy.wifi_floor: {o:?} is not one of wpa2, owe, wpa3")),
+        };
+        let policy = PolicySettings {
+            ssids: raw.policy.ssids.unwrap_or_default(),
+            wifi_floor: floor,
+            grace: dur("policy.grace", raw.policy.grace, d.grace)?,
+            screen_lock_max: dur("policy.screen_lock_max", raw.policy.screen_lock_max, d.screen_lock_max)?,
+            report_expiry: dur("policy.report_expiry", raw.policy.report_expiry, d.report_expiry)?.max(Duration::from_secs(1)),
+            unknown_terminal: Enforce::parse("policy.unknown_terminal", raw.policy.unknown_terminal, d.unknown_terminal)?,
+            noncompliant_terminal: Enforce::parse("policy.noncompliant_terminal", raw.policy.noncompliant_terminal, d.noncompliant_terminal)?,
+            updates_max_age: dur("policy.updates_max_age", raw.policy.updates_max_age, d.updates_max_age)?,
+            update_stamps: raw.policy.update_stamps.unwrap_or(d.update_stamps),
+            allowed_ports: raw.policy.allowed_ports.unwrap_or_default(),
+            probe_dir: env("TSUNAGI_PROBE_DIR").map(PathBuf::from).or(raw.policy.probe_dir),
+            interval: dur("policy.interval", env("TSUNAGI_POLICY_INTERVAL").or(raw.policy.interval), d.interval)?.max(Duration::from_secs(1)),
+        };
+        if policy.screen_lock_max.is_zero() {
+            return Err("policy.screen_lock_max must be more than 0 (a lock that never starts is no lock)".into());
+        }
+        let broker = match env("TSUNAGI_BROKER").or(raw.telemetry.broker) {
+            None => None,
+            Some(u) => Some(parse_broker(&u)?),
+        };
+        let telemetry = TelemetrySettings {
+            broker,
+            keep_alive: dur("telemetry.keep_alive", env("TSUNAGI_KEEP_ALIVE").or(raw.telemetry.keep_alive), Duration::from_secs(30))?.clamp(Duration::from_secs(2), Duration::from_secs(600)),
+            status_every: dur("telemetry.status_every", env("TSUNAGI_STATUS_EVERY").or(raw.telemetry.status_every), Duration::from_secs(180))?.max(Duration::from_secs(1)),
+        };
         Ok(Config {
+            policy,
+            telemetry,
             proxy,
             state_dir,
             key_file,
@@ -200,6 +350,21 @@ impl Config {
             sync,
         })
     }
+}
+
+/// `mqtts://host:port` (port 8883 when left out). Only TLS: the broker is reached with the
+/// appliance's client certificate.
+pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
+    let rest = url.strip_prefix("mqtts://").ok_or_else(|| format!("telemetry.broker: {url:?} must start with mqtts:// (telemetry is sent only over TLS)"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().map_err(|_| format!("telemetry.broker: {p:?} is not a port"))?),
+        _ => (rest, 8883),
+    };
+    if host.is_empty() {
+        return Err(format!("telemetry.broker: {url:?} names no host"));
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 /// `1500000`, `1500k`, `1.5M`, `2G` (decimal units, bytes).

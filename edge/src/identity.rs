@@ -84,6 +84,14 @@ fn write_lan(dir: &Path, issued: &Issued, key_pem: &str, names: &[String]) -> an
     provisioning::secret::write_atomic(&path, format!("{chain}{key_pem}").as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// When the current LAN certificate expires, or None when there is none.
+pub fn lan_cert_not_after(dir: &Path) -> Option<i64> {
+    let pem = std::fs::read(dir.join(LAN)).ok()?;
+    let certs = provisioning::cert::certs_from_pem(&pem).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The names the current LAN certificate carries, or None when there is none.
 pub fn lan_cert_names(dir: &Path) -> Option<Vec<String>> {
     let pem = std::fs::read(dir.join(LAN)).ok()?;

@@ -1,6 +1,6 @@
 //! The tsunagi edge appliance: SS-MIX2 ingest into an encrypted store, every change captured into
 //! a hash-chained outbox, enrolment with the network CA, sync and restore over mutual TLS, and
-//! the LAN proxy to the hub's portal with its offline view.
+//! the LAN proxy to the hub's portal with its offline view, posture checks, and MQTT telemetry.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -16,3 +16,4 @@ pub mod restore;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod telemetry;

@@ -131,6 +131,28 @@ pub fn reset_to(conn: &Connection, seq: u64, hash: &[u8; 32], now: &str) -> rusq
     Ok(())
 }
 
+/// Sends the outbox again from after segment `seq` (the hub's copy was restored from a backup
+/// that ends there): moves the recorded hub position back, if this store still holds what
+/// follows. Returns what it did, or why it cannot.
+pub fn rewind_hub(conn: &Connection, seq: u64) -> rusqlite::Result<Result<String, String>> {
+    let (hub_seq, _) = hub_position(conn)?;
+    let (head, _) = head(conn)?;
+    if seq >= hub_seq {
+        return Ok(Ok(format!("nothing to do: the hub acknowledged up to {hub_seq} (head {head})")));
+    }
+    let first = first_seq(conn)?;
+    if first.is_none_or(|f| f > seq + 1) {
+        return Ok(Err(format!(
+            "segment {} is no longer held here (the oldest held is {}): restore the hub's copy from a snapshot instead",
+            seq + 1,
+            first.map_or("none".into(), |f| f.to_string())
+        )));
+    }
+    let hash: Vec<u8> = conn.query_row("SELECT prev_hash FROM outbox WHERE seq = ?1", [(seq + 1) as i64], |r| r.get(0))?;
+    conn.execute("UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2 WHERE one = 1", params![seq as i64, hash])?;
+    Ok(Ok(format!("sending again from segment {} ({} segments, up to {head})", seq + 1, head - seq)))
+}
+
 /// Why a chain of segments does not hold together.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chain;
+pub mod fleet;
 pub mod changeset;
 pub mod offline;
 pub mod schema;

@@ -58,11 +58,12 @@ impl Local {
         conn.execute_batch(&key.derive("offline.db").pragma()).and_then(|_| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")).with_context(|| {
             format!("{} cannot be read with the store key: it is damaged or belongs to another key; move it away (offline logins and unsent offline accesses in it are lost)", path.display())
         })?;
-        conn.execute_batch(SCHEMA).with_context(|| format!("{}: cannot create its tables", path.display()))?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+        conn.execute_batch(SCHEMA).and_then(|_| conn.execute_batch(crate::policy::SCHEMA)).with_context(|| format!("{}: cannot create its tables", path.display()))?;
         Ok(Local { conn: Mutex::new(conn) })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         Ok(f(&mut c)?)
     }

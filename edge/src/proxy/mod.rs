@@ -54,6 +54,10 @@ pub const VERIFIERS_EVERY: Duration = Duration::from_secs(15);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where a terminal is enrolled (served by the appliance itself, never passed to the hub).
 pub const ENROL_PATH: &str = "/_tsunagi/terminal";
+/// Where the terminals' screen-lock reporters enrol and post (`policy::screenlock`).
+pub const POSTURE_PATH: &str = "/_tsunagi/posture";
+/// The header the proxy tells the hub a warned terminal in (`warn`).
+pub const POSTURE_HEADER: &str = "x-tsunagi-posture";
 const ENROL_COOKIE: &str = "__Host-tsunagi-enrol";
 /// The header the appliance names the terminal in, for the hub's audit log.
 pub const TERMINAL_HEADER: &str = "x-tsunagi-terminal";
@@ -113,6 +117,8 @@ pub struct Terminal {
     /// The name the facility administrator enrolled it under (`tsunagi-edge terminal code`),
     /// or None for a terminal nobody enrolled.
     pub enrolled: Option<String>,
+    /// Set when the posture policy warns about the terminal; the hub then shows a banner.
+    pub warned: bool,
 }
 
 impl Terminal {
@@ -136,6 +142,14 @@ pub enum Verdict {
 /// portal. The default allows every terminal; the policy work fills this in.
 pub trait TerminalPolicy: Send + Sync {
     fn check(&self, t: &Terminal) -> Verdict;
+    /// Called every few seconds to read the terminals' states again.
+    fn reload(&self) {}
+    /// Takes a screen-lock report from the terminal enrolled as `name`; answers what the
+    /// terminal's state now is, as JSON for the reporter to show.
+    fn report(&self, name: &str, posted: &crate::policy::screenlock::Posted) -> anyhow::Result<serde_json::Value> {
+        let _ = (name, posted);
+        anyhow::bail!("this appliance takes no screen-lock reports")
+    }
 }
 
 pub struct AllowAll;
@@ -452,33 +466,92 @@ impl Proxy {
 
     /// Answers one request from the LAN.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        if req.uri().path() == POSTURE_PATH {
+            return self.posture_report(req, remote).await;
+        }
         let (id, new) = match cookie(req.headers(), TERMINAL_COOKIE) {
             Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v, false),
             _ => (random_token(), true),
         };
         let enrolled = if new { None } else { self.terminals.read().unwrap_or_else(|e| e.into_inner()).get(&shared::chain::content_hash(id.as_bytes())).cloned() };
-        let mut terminal = Terminal { id, addr: remote.ip(), new, enrolled };
+        let mut terminal = Terminal { id, addr: remote.ip(), new, enrolled, warned: false };
         if req.uri().path() == ENROL_PATH {
             return self.enrol_terminal(req, &mut terminal).await;
         }
         let verdict = self.policy.check(&terminal);
+        terminal.warned = matches!(verdict, Verdict::Warn(_));
         let mut resp = match &verdict {
-            Verdict::Refuse(why) => {
+            // The refusal page's stylesheet is served all the same.
+            Verdict::Refuse(why) if req.uri().path() != "/static/portal.css" => {
                 tracing::warn!(terminal = %terminal.label(), why = %why, "terminal refused by posture policy");
                 self.offline.error_page(StatusCode::FORBIDDEN, "この端末からは利用できません", why, None)
             }
             _ => self.route(req, &terminal).await,
         };
         if let Verdict::Warn(why) = &verdict {
-            tracing::warn!(terminal = %terminal.label(), why = %why, "terminal allowed with a posture warning");
-            if let Ok(v) = HeaderValue::from_str(&why.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect::<String>()) {
-                resp.headers_mut().insert("x-tsunagi-posture", v);
-            }
+            tracing::debug!(terminal = %terminal.label(), why = %why, "terminal allowed with a posture warning");
         }
         if terminal.new {
             resp.headers_mut().append(header::SET_COOKIE, set_cookie(TERMINAL_COOKIE, &terminal.id, Some(10 * 365 * 86_400)));
         }
         resp
+    }
+
+    /// A screen-lock reporter: `{"code": …}` enrols it (with a one-time terminal code) and
+    /// answers its token; a report with `Authorization: Bearer <token>` is classified and kept.
+    async fn posture_report(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let json = |status: StatusCode, v: serde_json::Value| page(status, "application/json", v.to_string());
+        if req.method() != hyper::Method::POST {
+            return json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "POST a report (see docs/policy.md)"}));
+        }
+        let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_string());
+        let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({"error": "a report is at most 64 KB"})),
+        };
+        let value: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": format!("the report is not JSON: {e}")})),
+        };
+        let now = crate::sync::now();
+        if let Some(code) = value.get("code").and_then(|c| c.as_str()) {
+            let fresh = random_token();
+            let (local, hash, code) = (self.local.clone(), shared::chain::content_hash(fresh.as_bytes()), code.to_string());
+            return match tokio::task::spawn_blocking(move || local.enrol_reporter(&code, &hash, now)).await.ok().and_then(Result::ok).flatten() {
+                Some(name) => {
+                    tracing::info!(name = %name, from = %remote.ip(), "screen-lock reporter enrolled");
+                    json(StatusCode::OK, serde_json::json!({"token": fresh, "terminal": name}))
+                }
+                None => {
+                    tracing::warn!(from = %remote.ip(), "screen-lock reporter enrolment refused: wrong, used or expired code");
+                    json(StatusCode::FORBIDDEN, serde_json::json!({"error": "the code is wrong, used or expired: ask the facility administrator for a new one (tsunagi-edge terminal code)"}))
+                }
+            };
+        }
+        let Some(token) = token else {
+            return json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "no reporter token: enrol the reporter first with a code from tsunagi-edge terminal code"}));
+        };
+        let (local, hash) = (self.local.clone(), shared::chain::content_hash(token.as_bytes()));
+        let name = match tokio::task::spawn_blocking(move || local.reporter_name(&hash)).await.ok().and_then(Result::ok).flatten() {
+            Some(n) => n,
+            None => {
+                tracing::warn!(from = %remote.ip(), "screen-lock report with an unknown token refused");
+                return json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unknown reporter token: enrol the reporter again with a new code"}));
+            }
+        };
+        let posted: crate::policy::screenlock::Posted = match serde_json::from_value(value) {
+            Ok(p) => p,
+            Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": format!("the report does not have the expected fields: {e}")})),
+        };
+        let policy = self.policy.clone();
+        match tokio::task::spawn_blocking(move || policy.report(&name, &posted)).await {
+            Ok(Ok(v)) => json(StatusCode::OK, v),
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "a screen-lock report could not be kept");
+                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": format!("the report could not be kept: {e:#}")}))
+            }
+            Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": "internal error"})),
+        }
     }
 
     /// The page where a terminal is enrolled with a one-time code from the facility
@@ -570,6 +643,9 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&terminal.label()) {
             parts.headers.insert(TERMINAL_HEADER, v);
         }
+        if terminal.warned {
+            parts.headers.insert(POSTURE_HEADER, HeaderValue::from_static("warn"));
+        }
         let pq = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         parts.uri = pq.parse().map_err(|_| UpError::Failed("bad request target".into()))?;
         parts.version = hyper::Version::HTTP_11;
@@ -636,6 +712,8 @@ impl Proxy {
             if let Ok(Ok(ids)) = tokio::task::spawn_blocking(move || local.terminal_ids()).await {
                 *self.terminals.write().unwrap_or_else(|e| e.into_inner()) = ids.into_iter().collect();
             }
+            let policy = self.policy.clone();
+            let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
             let pause = if self.health.offline_since().is_some() { Duration::from_secs(2) } else { Duration::from_secs(5) };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -846,7 +924,7 @@ mod tests {
 
     #[test]
     fn the_posture_hook_sees_each_terminal() {
-        let t = Terminal { id: "ab".repeat(32), addr: "192.168.1.5".parse().unwrap(), new: true, enrolled: None };
+        let t = Terminal { id: "ab".repeat(32), addr: "192.168.1.5".parse().unwrap(), new: true, enrolled: None, warned: false };
         assert_eq!(RefuseNew.check(&t), Verdict::Refuse("unregistered".into()));
         assert_eq!(AllowAll.check(&t), Verdict::Allow);
         assert_eq!(t.label(), "t-abababababab@192.168.1.5");
