@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what tsunagi needs on a fresh Debian 12 machine that has only the Rust toolchain:
-# Debian packages (libclang for rusqlite's session bindings) and `just` (from PyPI, as a
+# Debian packages (libclang for rusqlite's session bindings, Mosquitto for the fleet) and `just` (from PyPI, as a
 # prebuilt binary, since Debian 12 does not package it). Safe to run again.
 set -euo pipefail
 
@@ -15,6 +15,14 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# The fleet's MQTT broker (configured by `tsunagi-hub broker setup`) and its command-line client.
+command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# What the Linux screen-lock reporter uses (and the tests run it with): gsettings, GNOME's
+# schemas, curl.
+command -v gsettings >/dev/null 2>&1 || need_apt+=(libglib2.0-bin)
+dpkg -s gsettings-desktop-schemas >/dev/null 2>&1 || need_apt+=(gsettings-desktop-schemas)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

@@ -171,10 +171,11 @@ async fn session(cfg: &Config, parts: &Parts, id: &Identity, host: &str, port: u
                     } else {
                         tracing::info!(broker = %format!("{host}:{port}"), session_present = c.session_present, "telemetry connected");
                     }
+                    // Subscriptions do not survive a lost session: subscribe every time, and
+                    // before saying online, so a command sent on seeing us online finds us.
+                    client.subscribe(t(fleet::CMD), QoS::AtLeastOnce).await?;
                     let online = Presence { state: "online".into(), why: None, at: Some(now()), keep_alive: Some(keep_alive.as_secs()) };
                     client.publish(t(fleet::PRESENCE), QoS::AtLeastOnce, true, json(&online)).await?;
-                    // Subscriptions do not survive a lost session: subscribe every time.
-                    client.subscribe(t(fleet::CMD), QoS::AtLeastOnce).await?;
                     publish_events(&client, parts, &t(fleet::EVENT)).await;
                     last_fp.clear();
                     publish_status = true;

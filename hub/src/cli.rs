@@ -69,6 +69,31 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::admin::AuditCommand,
     },
+    /// The MQTT broker (Mosquitto) that carries the appliances' telemetry.
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BrokerCommand {
+    /// Write Mosquitto's configuration (TLS with client certificates from the network CA, the
+    /// CRL, the certificate's facility code as the user name, the per-facility ACL) and the
+    /// hub's own client certificate into a folder (default DATA/broker).
+    Setup {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Where Mosquitto listens for appliances.
+        #[arg(long, default_value = "127.0.0.1:8883")]
+        listen: String,
+        /// Names the broker's server certificate carries; repeat for more.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+        names: Vec<String>,
+        /// The user Mosquitto runs as (default: the user running this command).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +197,24 @@ pub struct ServeArgs {
     /// How long a core hospital's emergency access lasts.
     #[arg(long, default_value = "60m")]
     pub emergency_for: String,
+    /// The MQTT broker the fleet view listens to, as mqtts://host:port (see `broker setup`).
+    #[arg(long, env = "TSUNAGI_HUB_BROKER")]
+    pub broker: Option<String>,
+    /// The folder `broker setup` wrote (the hub's client certificate). Default: DATA/broker.
+    #[arg(long)]
+    pub broker_dir: Option<PathBuf>,
+    /// Plain-HTTP address of Prometheus' /metrics (keep it on loopback or the operators' network).
+    #[arg(long, default_value = "127.0.0.1:9464", env = "TSUNAGI_HUB_METRICS_LISTEN")]
+    pub metrics_listen: String,
+    /// Alert when an appliance has been offline this long.
+    #[arg(long, default_value = "15m")]
+    pub alert_offline: String,
+    /// Alert when the hub's copy is this many segments behind an appliance.
+    #[arg(long, default_value_t = 1000)]
+    pub alert_lag: u64,
+    /// POST alerts (JSON) to this http:// address when they start and end.
+    #[arg(long, env = "TSUNAGI_HUB_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
 }
 
 fn ca_dir(data: &Path) -> PathBuf {
@@ -251,12 +294,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("revoked {s}");
             }
             println!("wrote the CRL ({} entries) to {}; the running hub refuses these certificates from now on", entries.len(), path.display());
+            if let Some(pid) = crate::broker::reload(&data.join("broker")) {
+                println!("asked the MQTT broker (pid {pid}) to read the CRL again");
+            }
         }
         Command::Serve(args) => serve(data, args)?,
         Command::Copy { command } => return copy_command(&data, command),
         Command::User { command } => return crate::admin::user(&data, command),
         Command::Facility { command } => return crate::admin::facility(&data, command),
         Command::Audit { command } => return crate::admin::audit(&data, command),
+        Command::Broker { command: BrokerCommand::Setup { dir, listen, names, user } } => {
+            let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
+            let dir = std::path::absolute(dir.unwrap_or_else(|| data.join("broker")))?;
+            let user = user.or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name)).unwrap_or_else(|| "mosquitto".into());
+            crate::broker::setup(&ca, &crate::broker::Setup { dir: dir.clone(), listen: listen.clone(), names, user }, now())?;
+            println!("wrote {}", dir.join(crate::broker::CONF).display());
+            println!("start the broker with: mosquitto -c {}", dir.join(crate::broker::CONF).display());
+            println!("then serve with: tsunagi-hub serve --broker mqtts://{listen} --broker-dir {}", dir.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -341,14 +396,34 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--emergency-for must be between 1m and 24h");
     }
     let portal_settings = crate::portal::Settings { idle: std::time::Duration::from_secs(idle as u64), emergency_minutes: emergency / 60 };
+    let alert_offline = shared::time::parse_duration(&args.alert_offline).map_err(|e| anyhow::anyhow!("--alert-offline: {e}"))?;
+    let fleet_settings = crate::fleet::Settings { offline_after: std::time::Duration::from_secs(alert_offline.max(1) as u64), lag_segments: args.alert_lag, cert_days: 30, webhook: args.alert_webhook.clone() };
+    if let Some(w) = &fleet_settings.webhook {
+        if !w.starts_with("http://") {
+            anyhow::bail!("--alert-webhook {w}: only http:// (a relay on the operators' network) is supported");
+        }
+    }
+    let fleet = Arc::new(crate::fleet::Fleet::open(data.join(crate::fleet::FILE), &key.derive("fleet"), fleet_settings)?);
+    let broker = match &args.broker {
+        None => None,
+        Some(url) => {
+            let rest = url.strip_prefix("mqtts://").ok_or_else(|| anyhow::anyhow!("--broker {url}: must be mqtts://host:port"))?;
+            let (host, port) = rest.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--broker {url}: must be mqtts://host:port"))?;
+            let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("--broker {url}: {port:?} is not a port"))?;
+            let dir = args.broker_dir.clone().unwrap_or_else(|| data.join("broker"));
+            Some(crate::fleet::Connect { host: host.to_string(), port, tls: crate::broker::client_tls(&ca, &dir)? })
+        }
+    };
     let hub = Arc::new(Hub::new(data.clone(), ca, key, revoked, settings)?);
-    let portal = Arc::new(crate::portal::Portal::new(hub.clone(), portal_settings));
+    let portal = Arc::new(crate::portal::Portal::new(hub.clone(), portal_settings).with_fleet(fleet.clone()));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         let operators = tokio::net::TcpListener::bind(&args.operator_listen).await.with_context(|| format!("cannot listen on {} (--operator-listen)", args.operator_listen))?;
         let op_addr = operators.local_addr()?;
+        let metrics = tokio::net::TcpListener::bind(&args.metrics_listen).await.with_context(|| format!("cannot listen on {} (--metrics-listen)", args.metrics_listen))?;
+        let metrics_addr = metrics.local_addr()?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data = %data.display(), listen = %addr, client_cert_lifetime = lifetime, snapshot_every, "tsunagi-hub serving");
         // Whoever started the hub may stop reading its output; that must not stop the hub.
         use std::io::Write;
@@ -356,10 +431,16 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "listening on https://{addr}");
         let _ = writeln!(out, "root fingerprint (SHA-256): {fingerprint}");
         let _ = writeln!(out, "operators on https://{op_addr}/login");
+        let _ = writeln!(out, "metrics on http://{metrics_addr}/metrics");
         let _ = out.flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let snapshots = tokio::spawn(snapshot_loop(hub.clone(), snapshot_every));
         let indexer = tokio::spawn(hub.clone().index_loop());
+        let fleet_tasks = [
+            tokio::spawn(crate::fleet::serve_metrics(metrics, fleet.clone())),
+            tokio::spawn(crate::fleet::upkeep(fleet.clone(), hub.clone())),
+        ];
+        let mqtt = broker.map(|c| tokio::spawn(crate::fleet::run(fleet.clone(), c, stop_rx.clone())));
         let app = api::router(hub.clone()).merge(crate::portal::router(portal.clone()));
         let server = tokio::spawn(api::serve(listener, api::Listener::Appliances, tls.clone(), app, stop_rx.clone()));
         let op_server = tokio::spawn(api::serve(operators, api::Listener::Operators, tls, crate::portal::router(portal), stop_rx));
@@ -368,6 +449,13 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         snapshots.abort();
         indexer.abort();
+        if let Some(m) = mqtt {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), m).await;
+        }
+        for t in fleet_tasks {
+            t.abort();
+        }
+        let _ = fleet.flush();
         let _ = server.await;
         let _ = op_server.await;
         anyhow::Ok(())

@@ -173,6 +173,31 @@ impl Ca {
         self.issue_client(&parse_csr(csr_pem)?, facility, appliance, not_before, not_after)
     }
 
+    /// A fresh client certificate and key for one of the network's own services (the hub's
+    /// client at the MQTT broker), named only by its CN. It names no facility, so the hub's API
+    /// refuses it; the broker's ACL gives that CN its rights.
+    pub fn issue_service_client(&self, cn: &str, now: i64, lifetime_days: i64) -> Result<(String, String), String> {
+        if cn.is_empty() || cn.bytes().all(|b| b.is_ascii_digit()) || !cn.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!("{cn:?} cannot name a service: use letters, digits and '-', not a facility code"));
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(cn);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = t(now - 300);
+        p.not_after = t(now + lifetime_days * DAY);
+        p.serial_number = Some(random_serial());
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.issuer).map_err(err)?;
+        Ok((format!("{}{}", cert.pem(), self.issuing_pem), key.serialize_pem()))
+    }
+
+    /// The issuing CA's certificate (PEM), which a TLS peer needs with the root to check chains.
+    pub fn issuing_pem(&self) -> &str {
+        &self.issuing_pem
+    }
+
     /// A fresh server certificate and key for the hub, for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String], now: i64, lifetime_days: i64) -> Result<(String, String), String> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;

@@ -446,7 +446,13 @@ pub fn run_due(ctx: &Context, local: &Local, now: i64, all: bool) -> anyhow::Res
     let mut checks = Vec::new();
     for c in CHECKS {
         let p = prev.get(c.name);
-        let due = all || p.is_none_or(|p| now - p.checked_at >= (ctx.settings.interval * c.every).as_secs() as i64);
+        // A check that could not run is tried again at the base interval (at most a minute),
+        // not its own: an appliance enrolled a moment ago must not wait an hour to say so.
+        let due = all
+            || p.is_none_or(|p| {
+                let age = now - p.checked_at;
+                age >= (ctx.settings.interval * c.every).as_secs() as i64 || (p.state == State::Error && age >= ctx.settings.interval.min(Duration::from_secs(60)).as_secs() as i64)
+            });
         let s = if due {
             let outcome = (c.run)(ctx);
             let s = gate(c.name, p, outcome, now, expiry_of(c, ctx.settings.interval), ctx.settings.grace);

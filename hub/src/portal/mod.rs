@@ -3,6 +3,7 @@
 //! of `consent::visible` on every patient page. Every search, view, download and change is audited
 //! before its answer leaves the hub.
 
+mod fleetview;
 mod office;
 mod page;
 pub mod session;
@@ -46,11 +47,18 @@ pub struct Portal {
     pub sessions: Sessions,
     pub settings: Settings,
     names: Mutex<(Option<Instant>, HashMap<String, String>)>,
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Portal {
     pub fn new(hub: Arc<Hub>, settings: Settings) -> Portal {
-        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())) }
+        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None }
+    }
+
+    /// The fleet view behind the operators' pages and the facilities' posture banner.
+    pub fn with_fleet(mut self, fleet: Arc<crate::fleet::Fleet>) -> Portal {
+        self.fleet = Some(fleet);
+        self
     }
 
     /// A facility's name from the registry, or its code. The names are re-read at most once a
@@ -178,6 +186,10 @@ pub struct Nav {
     pub office: bool,
     pub admin: bool,
     pub core: bool,
+    /// The hub's operators and the office see the fleet.
+    pub fleet: bool,
+    /// A banner about posture: this terminal's (from its appliance) or the facility's.
+    pub posture: Option<String>,
 }
 
 /// A logged-in request: the person, their session and where they are.
@@ -329,9 +341,33 @@ pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, term: Term, allow_must
         office: user.role == Role::Office,
         admin: matches!(user.role, Role::Office | Role::FacilityAdmin),
         core: core && user.role.clinical(),
+        fleet: matches!(user.role, Role::Office | Role::Operator),
+        posture: posture_banner(p, &user, &channel, headers),
     };
     Ok(Ctx { csrf: s.csrf, token, terminal, user, nav })
 }
+
+/// What the portal says about posture to a facility's staff: their terminal was warned by the
+/// appliance's policy, or the facility's appliance is not compliant.
+fn posture_banner(p: &Portal, user: &User, channel: &Channel, headers: &HeaderMap) -> Option<String> {
+    if !user.role.in_facility() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if matches!(channel, Channel::Appliance(_)) && headers.get(POSTURE_HEADER).is_some_and(|v| v.as_bytes() == b"warn") {
+        parts.push("この端末はセキュリティ基準（画面ロック等）を満たしていないか、確認できていません。施設の管理者に確認してください。".to_string());
+    }
+    match p.fleet.as_ref().and_then(|f| f.facility_posture(&user.facility)).as_deref() {
+        Some("in-grace") => parts.push("施設のセキュリティ点検: 猶予期間中の不適合があります（期限までに対応してください）。".into()),
+        Some("non-compliant") => parts.push("施設のセキュリティ点検: 不適合です。施設の管理者はアプライアンスの点検結果を確認してください。".into()),
+        Some("error") => parts.push("施設のセキュリティ点検: 確認できない項目があります。".into()),
+        _ => {}
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// The header an appliance sets on a request from a terminal its policy warned about.
+pub const POSTURE_HEADER: &str = "x-tsunagi-posture";
 
 /// Security headers on every portal answer: no caching of patient data, no framing, no scripts
 /// from anywhere.
@@ -363,6 +399,9 @@ pub fn router(p: Arc<Portal>) -> Router {
         .route("/history.csv", get(office::history_csv))
         .route("/admin/users", get(office::users).post(office::user_add))
         .route("/admin/users/{login}/{action}", post(office::user_action))
+        .route("/fleet", get(fleetview::list))
+        .route("/fleet/{facility}/{appliance}", get(fleetview::detail))
+        .route("/fleet/{facility}/{appliance}/command", post(fleetview::command))
         .route("/static/portal.css", get(stylesheet))
         .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
         .layer(axum::middleware::map_response(harden))

@@ -23,6 +23,8 @@ pub struct Hub {
     /// The operators' listener (the portal for the office, without an appliance).
     pub operator_addr: String,
     pub fingerprint: String,
+    /// Prometheus' /metrics (plain HTTP).
+    pub metrics_addr: String,
     child: Option<Child>,
     extra: Vec<String>,
 }
@@ -31,7 +33,7 @@ impl Hub {
     /// A hub with a fresh CA and key, serving on a free port.
     pub fn start(extra: &[&str]) -> Hub {
         let dir = tempfile::tempdir().unwrap();
-        let mut h = Hub { dir, addr: String::new(), operator_addr: "127.0.0.1:0".into(), fingerprint: String::new(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut h = Hub { dir, addr: String::new(), operator_addr: "127.0.0.1:0".into(), fingerprint: String::new(), metrics_addr: "127.0.0.1:0".into(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
         ok(h.cmd("keygen").output().unwrap());
         ok(h.cmd("ca").args(["init", "--network", "test"]).output().unwrap());
         h.fingerprint = ok(h.cmd("ca").arg("fingerprint").output().unwrap()).trim().to_string();
@@ -51,10 +53,10 @@ impl Hub {
 
     fn serve(&mut self, listen: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut child = self.cmd("serve").args(["--listen", listen, "--operator-listen", &self.operator_addr]).args(&self.extra).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+        let mut child = self.cmd("serve").args(["--listen", listen, "--operator-listen", &self.operator_addr, "--metrics-listen", &self.metrics_addr]).args(&self.extra).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut lines = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let mut line = String::new();
             out.read_line(&mut line).unwrap();
             lines.push(line);
@@ -62,6 +64,7 @@ impl Hub {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         self.addr = lines[0].trim().strip_prefix("listening on https://").unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
         self.operator_addr = lines[2].trim().strip_prefix("operators on https://").and_then(|s| s.strip_suffix("/login")).unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
+        self.metrics_addr = lines[3].trim().strip_prefix("metrics on http://").and_then(|s| s.strip_suffix("/metrics")).unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
         self.child = Some(child);
     }
 
@@ -85,6 +88,28 @@ impl Hub {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// Serves again with these extra arguments (after `broker setup`, say).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
+    /// Prometheus' text from /metrics.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    /// One sample's value from /metrics (`name{labels}`), if present.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
     }
 
     /// Starts the hub again on the same address.
@@ -155,6 +180,75 @@ impl Drop for Hub {
 }
 
 /// An appliance: a state folder with a store key and a configuration file.
+/// A real Mosquitto configured by `tsunagi-hub broker setup`, on a free port of 127.0.0.1.
+pub struct Broker {
+    pub dir: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start(hub: &Hub) -> Broker {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let dir = hub.data().join("broker");
+        ok(hub.cmd("broker").args(["setup", "--listen", &addr]).output().unwrap());
+        let mut b = Broker { dir, addr, child: None };
+        b.run();
+        b
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("mosquitto.log")).unwrap();
+        self.child = Some(Command::new("mosquitto").arg("-c").arg(self.dir.join("mosquitto.conf")).stdout(Stdio::null()).stderr(log).spawn().expect("mosquitto (the Debian package) is installed by scripts/setup.sh"));
+        wait_for(10, "mosquitto to listen", || std::net::TcpStream::connect(&self.addr).is_ok());
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtts://{}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+
+    /// `mosquitto_pub` with a client certificate and key (PEM files).
+    pub fn publish(&self, cert: &Path, key: &Path, topic: &str, message: &str) -> Output {
+        let (host, port) = self.addr.rsplit_once(':').unwrap();
+        Command::new("mosquitto_pub")
+            .args(["-h", host, "-p", port, "-q", "1", "-t", topic, "-m", message, "-i", "intruder"])
+            .arg("--cafile")
+            .arg(self.dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 pub struct Appliance {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -303,6 +397,18 @@ impl Appliance {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Adds TOML to the configuration.
+    pub fn configure(&self, toml: &str) {
+        let mut t = std::fs::read_to_string(&self.config).unwrap();
+        t.push_str(toml);
+        std::fs::write(&self.config, t).unwrap();
     }
 
     /// Stops the daemon with SIGTERM and waits for a clean exit.
