@@ -13,6 +13,8 @@ listen=${TSUNAGI_DEMO_LISTEN:-127.0.0.1:8443}
 operators=${TSUNAGI_DEMO_OPERATOR_LISTEN:-127.0.0.1:8444}
 proxy=${TSUNAGI_DEMO_PROXY:-127.0.0.1:8445}
 plain=${TSUNAGI_DEMO_PLAIN:-127.0.0.1:8480}
+mqtt=${TSUNAGI_DEMO_MQTT:-127.0.0.1:8883}
+metrics=${TSUNAGI_DEMO_METRICS:-127.0.0.1:9464}
 facility=3712345678
 mkdir -p "$work"
 export TSUNAGI_HUB_DATA="$work/hub"
@@ -25,10 +27,18 @@ echo "== hub: the network's CA, the hub's key, and the server on https://$listen
 [ -f "$work/hub/hub.key" ] || "$bin/tsunagi-hub" keygen
 [ -f "$work/hub/ca/root.crt" ] || "$bin/tsunagi-hub" ca init --network "tsunagi demo"
 fingerprint=$("$bin/tsunagi-hub" ca fingerprint)
-"$bin/tsunagi-hub" serve --listen "$listen" --operator-listen "$operators" > "$work/hub.out" 2> "$work/hub.log" &
-hub_pid=$!
+
+echo "== broker: Mosquitto for the fleet's telemetry on $mqtt (client certificates from the CA, per-facility ACL)"
+"$bin/tsunagi-hub" broker setup --listen "$mqtt" >/dev/null
+mosquitto -c "$work/hub/broker/mosquitto.conf" 2> "$work/mosquitto.log" &
+broker_pid=$!
+hub_pid=
 edge_pid=
-trap 'kill $hub_pid $edge_pid 2>/dev/null || true' EXIT
+trap 'kill $hub_pid $edge_pid $broker_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do (exec 3<>/dev/tcp/${mqtt%:*}/${mqtt##*:}) 2>/dev/null && break; sleep 0.1; done
+"$bin/tsunagi-hub" serve --listen "$listen" --operator-listen "$operators" --metrics-listen "$metrics" \
+  --broker "mqtts://$mqtt" > "$work/hub.out" 2> "$work/hub.log" &
+hub_pid=$!
 for _ in $(seq 50); do grep -q listening "$work/hub.out" 2>/dev/null && break; sleep 0.1; done
 grep -q listening "$work/hub.out" || { cat "$work/hub.log"; exit 1; }
 url="https://$listen"
@@ -44,6 +54,8 @@ url = "$url"
 listen = "$proxy"
 plain_listen = "$plain"
 names = ["localhost", "127.0.0.1"]
+[telemetry]
+broker = "mqtts://$mqtt"
 TOML
 mkdir -p "$work/edge"
 [ -f "$work/edge/store.key" ] || "$bin/tsunagi-edge" keygen --out "$work/edge/store.key"
@@ -101,6 +113,7 @@ account() { # login role facility
 }
 doctor_pw=$(account dr-demo doctor $facility)
 office_pw=$(account office-demo office "")
+ops_pw=$(account ops-demo operator "")
 
 echo
 echo "portal:     https://localhost:${proxy##*:}/login   (through the clinic's appliance, as its terminals use it)"
@@ -108,6 +121,9 @@ echo "  login:    dr-demo / $doctor_pw   (a doctor of the demo clinic; change th
 echo "  first:    http://$plain/   explains how to trust the network's root once (the browser will not know it)"
 echo "office:     https://$operators/login   (the operators' listener)"
 echo "  login:    office-demo / $office_pw   (the network office: linking, consent, all accounts)"
+echo "fleet:      https://$operators/fleet   (ops-demo / $ops_pw: every appliance live, its checks, commands)"
+echo "metrics:    http://$metrics/metrics   (Prometheus)"
+echo "checks:     $bin/tsunagi-edge check --config $work/edge.toml   (the appliance's posture, here on a dev machine)"
 echo "hub:        $url   (appliances only: mutual TLS)"
 echo "appliance:  facility $facility, demo-box; state in $work/edge, config $work/edge.toml"
 echo "status:     $bin/tsunagi-edge status --config $work/edge.toml"

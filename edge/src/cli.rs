@@ -391,7 +391,7 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
             tokio::spawn(async move { run_policy(cfg, local, posture_tx, checks_rx, rx).await })
         };
         let telemetry_task = {
-            let parts = crate::telemetry::Parts { store: store.clone(), local: local.clone(), posture: posture_rx, checks_now: checks_tx };
+            let parts = crate::telemetry::Parts { store: store.clone(), local: local.clone(), posture: posture_rx, checks_now: checks_tx, status_every: cfg.telemetry.status_every };
             let (cfg, rx) = (cfg.clone(), rx.clone());
             tokio::spawn(async move { crate::telemetry::run(cfg, parts, rx).await })
         };

@@ -36,6 +36,8 @@ pub struct Parts {
     pub local: Arc<Local>,
     pub posture: watch::Receiver<Option<Posture>>,
     pub checks_now: mpsc::Sender<CheckNow>,
+    /// `telemetry.status_every`, told to the hub in every status.
+    pub status_every: Duration,
 }
 
 fn state_code(s: State) -> String {
@@ -90,6 +92,7 @@ pub async fn status(parts: &Parts, id: &Identity, started_at: i64) -> anyhow::Re
         cert_not_after: id.cert.not_after,
         lan_cert_not_after: lan,
         recent_events: recent.iter().map(to_wire).collect(),
+        every: parts.status_every.as_secs(),
     })
 }
 

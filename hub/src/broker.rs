@@ -32,6 +32,7 @@ pub fn acl() -> String {
          # The hub reads everything and writes commands.\n\
          user {h}\n\
          topic read {r}/#\n\
+         topic read $SYS/broker/uptime\n\
          topic write {r}/+/+/cmd\n"
     )
 }

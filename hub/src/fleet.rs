@@ -27,6 +27,9 @@ use crate::now;
 
 pub const FILE: &str = "fleet.db";
 
+/// Where Mosquitto says how long it has been up.
+pub const UPTIME: &str = "$SYS/broker/uptime";
+
 pub const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE history (
     id        INTEGER PRIMARY KEY,
@@ -72,9 +75,38 @@ pub struct Appliance {
     pub last_message: i64,
     /// The hub's copy of the facility: its segment, when known.
     pub copy_seq: Option<u64>,
+    /// When the appliance said it came online (its own clock).
+    pub said_online: Option<i64>,
 }
 
 impl Appliance {
+    /// The appliance as of `now`, given when the broker last started: an `online` that the
+    /// appliance said before the broker started (a retained message the broker kept across its
+    /// restart, which no last will follows) or without a status for twice its period is not
+    /// believed. Greengrass's daily status is the anti-pattern: dead boxes shown healthy.
+    pub fn as_of(mut self, now: i64, broker_started: Option<i64>) -> Appliance {
+        if self.online != Some(true) {
+            return self;
+        }
+        if let (Some(started), Some(said)) = (broker_started, self.said_online) {
+            if said + 5 < started {
+                self.online = None;
+                self.why = format!("has not reconnected since the broker restarted at {}", shared::time::rfc3339(started));
+                return self;
+            }
+        }
+        if let Some(s) = &self.status {
+            let every = if s.every == 0 { 180 } else { s.every } as i64;
+            let last = s.at.min(self.status_received);
+            if now - last > 2 * every + 30 {
+                self.online = None;
+                self.why = format!("silent: no status since {}", shared::time::rfc3339(last));
+                self.since = last;
+            }
+        }
+        self
+    }
+
     /// Segments the hub's copy is behind the appliance's store.
     pub fn lag(&self) -> Option<u64> {
         let s = self.status.as_ref()?;
@@ -140,6 +172,7 @@ pub struct Fleet {
     pub messages: AtomicU64,
     pub webhook_failures: AtomicU64,
     started: AtomicBool,
+    broker_started: std::sync::atomic::AtomicI64,
 }
 
 impl Fleet {
@@ -156,15 +189,25 @@ impl Fleet {
             messages: AtomicU64::new(0),
             webhook_failures: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            broker_started: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
+    /// Every appliance, as of now (see [`Appliance::as_of`]).
     pub fn list(&self) -> Vec<Appliance> {
-        self.appliances.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        let (now, started) = (now(), self.broker_started());
+        self.appliances.read().unwrap_or_else(|e| e.into_inner()).values().cloned().map(|a| a.as_of(now, started)).collect()
     }
 
     pub fn get(&self, facility: &str, appliance: &str) -> Option<Appliance> {
-        self.appliances.read().unwrap_or_else(|e| e.into_inner()).get(&(facility.to_string(), appliance.to_string())).cloned()
+        let a = self.appliances.read().unwrap_or_else(|e| e.into_inner()).get(&(facility.to_string(), appliance.to_string())).cloned()?;
+        Some(a.as_of(now(), self.broker_started()))
+    }
+
+    /// When the broker started, from its `$SYS/broker/uptime`.
+    pub fn broker_started(&self) -> Option<i64> {
+        let v = self.broker_started.load(Ordering::Relaxed);
+        (v > 0).then_some(v)
     }
 
     pub fn broker(&self) -> BrokerState {
@@ -223,6 +266,17 @@ impl Fleet {
     /// Takes one message from the broker.
     pub fn take(&self, topic: &str, payload: &[u8], at: i64) {
         self.messages.fetch_add(1, Ordering::Relaxed);
+        if topic == UPTIME {
+            // "1234 seconds"
+            if let Some(up) = std::str::from_utf8(payload).ok().and_then(|t| t.split_whitespace().next()?.parse::<i64>().ok()) {
+                let started = at - up;
+                // Only a restart moves it by more than the clock's jitter.
+                if (self.broker_started.load(Ordering::Relaxed) - started).abs() > 3 {
+                    self.broker_started.store(started, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         let Some((facility, appliance, leaf)) = fleet::parse_topic(topic) else { return };
         let key = (facility.to_string(), appliance.to_string());
         match leaf {
@@ -236,6 +290,9 @@ impl Fleet {
                     a.last_message = at;
                     if let Some(k) = p.keep_alive {
                         a.keep_alive = k;
+                    }
+                    if online {
+                        a.said_online = p.at;
                     }
                     let changed = a.online != Some(online);
                     if changed {
@@ -357,6 +414,7 @@ impl Fleet {
         let _ = writeln!(o, "tsunagi_fleet_appliances{{state=\"online\"}} {}", count(&|a| a.online == Some(true)));
         let _ = writeln!(o, "tsunagi_fleet_appliances{{state=\"offline\"}} {}", count(&|a| a.online == Some(false)));
         let _ = writeln!(o, "tsunagi_fleet_appliances{{state=\"unknown\"}} {}", count(&|a| a.online.is_none()));
+        let _ = writeln!(o, "# HELP tsunagi_fleet_reporting Appliances whose status the hub holds.\n# TYPE tsunagi_fleet_reporting gauge\ntsunagi_fleet_reporting {}", count(&|a| a.status.is_some()));
         let _ = writeln!(o, "# HELP tsunagi_fleet_alerts Alerts firing, by kind.\n# TYPE tsunagi_fleet_alerts gauge");
         let firing = self.firing();
         for k in ["offline", "lag", "posture", "certificate"] {
@@ -436,8 +494,10 @@ pub async fn run(fleet: Arc<Fleet>, c: Connect, mut stop: tokio::sync::watch::Re
                     failures = 0;
                     tracing::info!(broker = %format!("{}:{}", c.host, c.port), session_present = a.session_present, "connected to the broker");
                     *fleet.broker.write().unwrap_or_else(|e| e.into_inner()) = BrokerState { configured: true, connected: true, since: now(), why: String::new() };
-                    for leaf in [fleet::PRESENCE, fleet::STATUS, fleet::EVENT, fleet::ACK] {
-                        if let Err(e) = client.subscribe(format!("{}/+/+/{leaf}", fleet::ROOT), QoS::AtLeastOnce).await {
+                    // The broker's uptime first: it decides which retained `online` to believe.
+                    let topics = [UPTIME.to_string()].into_iter().chain([fleet::PRESENCE, fleet::STATUS, fleet::EVENT, fleet::ACK].map(|leaf| format!("{}/+/+/{leaf}", fleet::ROOT)));
+                    for t in topics {
+                        if let Err(e) = client.subscribe(t, QoS::AtLeastOnce).await {
                             tracing::error!(error = %e, "cannot subscribe");
                         }
                     }
@@ -566,10 +626,10 @@ mod tests {
         (dir, f)
     }
 
-    fn status(posture: &str, cert_not_after: i64, head: u64, acked: u64) -> Vec<u8> {
+    fn status(posture: &str, at: i64, cert_not_after: i64, head: u64, acked: u64) -> Vec<u8> {
         let s = Status {
             version: "0.1.0".into(),
-            at: 1,
+            at,
             started_at: 1,
             sync: fleet::SyncStatus { acked_seq: acked, head_seq: head, backlog: head - acked, ..Default::default() },
             quarantine: 2,
@@ -577,6 +637,7 @@ mod tests {
             cert_not_after,
             lan_cert_not_after: None,
             recent_events: vec![fleet::Event { seq: 1, at: 5, subject: "check:firewall".into(), from: None, to: posture.into(), summary: "x".into() }],
+            every: 60,
         };
         serde_json::to_vec(&s).unwrap()
     }
@@ -584,26 +645,28 @@ mod tests {
     #[test]
     fn presence_status_alerts_and_history() {
         let (_d, f) = fleet(Settings { offline_after: Duration::from_secs(60), lag_segments: 10, cert_days: 30, webhook: None });
+        let t0 = now();
         let t = fleet::topic("1234567890", "box-1", fleet::PRESENCE);
-        f.take(&t, br#"{"state":"online","at":100,"keep_alive":5}"#, 100);
-        f.take(&fleet::topic("1234567890", "box-1", fleet::STATUS), &status("compliant", 100 + 90 * 86_400, 50, 45), 101);
+        let status_topic = fleet::topic("1234567890", "box-1", fleet::STATUS);
+        f.take(&t, format!(r#"{{"state":"online","at":{t0},"keep_alive":5}}"#).as_bytes(), t0);
+        f.take(&status_topic, &status("compliant", t0, t0 + 90 * 86_400, 50, 45), t0 + 1);
         let a = f.get("1234567890", "box-1").unwrap();
         assert_eq!((a.online, a.keep_alive, a.lag()), (Some(true), 5, Some(5)));
-        assert!(f.evaluate(110).0.is_empty());
-        f.take(&t, br#"{"state":"offline","why":"lost"}"#, 120);
-        assert!(f.evaluate(150).0.is_empty(), "not yet offline for long");
-        let (started, _) = f.evaluate(181);
+        assert!(f.evaluate(t0 + 10).0.is_empty());
+        f.take(&t, br#"{"state":"offline","why":"lost"}"#, t0 + 20);
+        assert!(f.evaluate(t0 + 50).0.is_empty(), "not yet offline for long");
+        let (started, _) = f.evaluate(t0 + 81);
         assert_eq!(started.iter().map(|s| s.2).collect::<Vec<_>>(), vec!["offline"]);
-        assert!(f.evaluate(190).0.is_empty(), "an alert starts once");
-        f.take(&t, br#"{"state":"online","at":200}"#, 200);
-        f.take(&fleet::topic("1234567890", "box-1", fleet::STATUS), &status("non-compliant", 200 + 10 * 86_400, 100, 45), 201);
-        let (started, ended) = f.evaluate(202);
+        assert!(f.evaluate(t0 + 90).0.is_empty(), "an alert starts once");
+        f.take(&t, format!(r#"{{"state":"online","at":{t0}}}"#).as_bytes(), t0 + 100);
+        f.take(&status_topic, &status("non-compliant", t0, t0 + 10 * 86_400, 100, 45), t0 + 101);
+        let (started, ended) = f.evaluate(t0 + 102);
         let mut kinds: Vec<_> = started.iter().map(|s| s.2).collect();
         kinds.sort();
         assert_eq!(kinds, vec!["certificate", "lag", "posture"]);
         assert_eq!(ended.iter().map(|e| e.2).collect::<Vec<_>>(), vec!["offline"]);
         // The same posture event twice (in a status and on the event topic) is kept once.
-        f.take(&fleet::topic("1234567890", "box-1", fleet::EVENT), br#"{"seq":1,"at":5,"subject":"check:firewall","to":"compliant","summary":"x"}"#, 203);
+        f.take(&fleet::topic("1234567890", "box-1", fleet::EVENT), br#"{"seq":1,"at":5,"subject":"check:firewall","to":"compliant","summary":"x"}"#, t0 + 103);
         let h = f.history("1234567890", "box-1", 100).unwrap();
         assert_eq!(h.iter().filter(|r| r.kind == "posture").count(), 1, "{h:?}");
         assert!(h.iter().any(|r| r.kind == "presence" && r.detail.contains("connection lost")));
@@ -616,5 +679,29 @@ mod tests {
         assert_eq!(f.facility_posture("0000000000"), None);
         f.take("tsunagi/x/y/status", b"not json", 1);
         f.take("elsewhere", b"{}", 1);
+    }
+
+    #[test]
+    fn an_online_nobody_has_confirmed_is_not_believed() {
+        let (_d, f) = fleet(Settings::default());
+        let t0 = now();
+        let t = fleet::topic("1234567890", "box-1", fleet::PRESENCE);
+        f.take(&t, format!(r#"{{"state":"online","at":{}}}"#, t0 - 100).as_bytes(), t0);
+        f.take(&fleet::topic("1234567890", "box-1", fleet::STATUS), &status("compliant", t0 - 10, t0 + 90 * 86_400, 1, 1), t0);
+        f.take(UPTIME, b"1000 seconds", t0);
+        assert_eq!(f.get("1234567890", "box-1").unwrap().online, Some(true), "it said online after the broker started 1000 s ago");
+        // The broker restarted 20 s ago, keeping the retained `online` of a box that has not
+        // come back since: unknown, not online.
+        f.take(UPTIME, b"20 seconds", t0);
+        let a = f.get("1234567890", "box-1").unwrap();
+        assert_eq!(a.online, None);
+        assert!(a.why.contains("has not reconnected since the broker restarted"), "{}", a.why);
+        f.take(&t, format!(r#"{{"state":"online","at":{t0}}}"#).as_bytes(), t0);
+        assert_eq!(f.get("1234567890", "box-1").unwrap().online, Some(true), "it came back");
+        // Silent for longer than twice its status period (60 s in `status`) plus 30 s.
+        f.take(&fleet::topic("1234567890", "box-1", fleet::STATUS), &status("compliant", t0 - 151, t0 + 90 * 86_400, 1, 1), t0 - 151);
+        let a = f.get("1234567890", "box-1").unwrap();
+        assert_eq!(a.online, None, "a box that stopped reporting is not shown healthy");
+        assert!(a.why.starts_with("silent"), "{}", a.why);
     }
 }

@@ -109,6 +109,9 @@ pub struct Status {
     /// The newest posture events (the event topic carries each; these cover a lost one).
     #[serde(default)]
     pub recent_events: Vec<Event>,
+    /// Seconds between statuses at most: a status older than twice this is silence.
+    #[serde(default)]
+    pub every: u64,
 }
 
 /// A posture state change on an appliance.

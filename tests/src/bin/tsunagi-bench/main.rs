@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tests::gen::{generate, Spec};
 
+mod fleet;
 mod portal;
 mod proxy;
 mod sync;
@@ -45,6 +46,11 @@ enum Cmd {
     Portal,
     /// Only the LAN proxy benchmark (wrk), printed to standard output.
     Proxy,
+    /// Only the fleet benchmark (simulated appliances, Mosquitto, the hub), printed to standard output.
+    Fleet {
+        #[arg(long, default_value_t = 2000)]
+        appliances: usize,
+    },
 }
 
 fn files_under(root: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -230,6 +236,14 @@ fn main() -> anyhow::Result<()> {
             println!("{md}");
             return Ok(());
         }
+        Some(Cmd::Fleet { appliances }) => {
+            let me = std::env::current_exe()?;
+            let r = fleet::bench(me.parent().expect("bin dir"), &a.data, *appliances)?;
+            let mut md = String::new();
+            fleet::report(&mut md, &r)?;
+            print!("{md}");
+            return Ok(());
+        }
         Some(Cmd::Proxy) => {
             let me = std::env::current_exe()?;
             let r = proxy::bench(me.parent().expect("bin dir"), &a.data, a.runs)?;
@@ -260,6 +274,8 @@ fn main() -> anyhow::Result<()> {
     let portal_report = portal::bench(&bin_dir, &a.data)?;
     eprintln!("proxy: portal pages through the appliance and directly, with wrk");
     let proxy_report = proxy::bench(&bin_dir, &a.data, a.runs)?;
+    eprintln!("bench: fleet (2,000 simulated appliances)");
+    let fleet_report = fleet::bench(&bin_dir, &a.data, 2000)?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
@@ -288,6 +304,7 @@ fn main() -> anyhow::Result<()> {
     sync::report(&mut md, &wire, &restores)?;
     portal::report(&mut md, &portal_report)?;
     proxy::report(&mut md, &proxy_report)?;
+    fleet::report(&mut md, &fleet_report)?;
     std::fs::write(&a.out, md)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())

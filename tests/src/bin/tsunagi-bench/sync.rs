@@ -28,6 +28,8 @@ pub struct Hub {
     pub url: String,
     /// The operators' listener, `https://ADDR`.
     pub operators: String,
+    /// Prometheus' /metrics, `ADDR`.
+    pub metrics: String,
     pub fingerprint: String,
     bin: PathBuf,
     child: Child,
@@ -41,18 +43,17 @@ impl Hub {
         run(&mut hub(&["keygen"]))?;
         run(&mut hub(&["ca", "init"]))?;
         let fingerprint = run(&mut hub(&["ca", "fingerprint"]))?.trim().to_string();
-        let mut child = hub(&["serve", "--listen", "127.0.0.1:0", "--operator-listen", "127.0.0.1:0", "--max-body", "268435456"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            out.read_line(&mut line)?;
-            lines.push(line);
-        }
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let url = lines[0].trim().strip_prefix("listening on ").context("hub did not start")?.to_string();
-        let operators = lines[2].trim().strip_prefix("operators on ").and_then(|s| s.strip_suffix("/login")).context("hub did not start its operators' listener")?.to_string();
-        Ok(Hub { data: data.to_owned(), url, operators, fingerprint, bin, child })
+        let (child, url, operators, metrics) = serve(&bin, data, &[])?;
+        Ok(Hub { data: data.to_owned(), url, operators, metrics, fingerprint, bin, child })
+    }
+
+    /// Stops the hub and serves again with extra arguments (a broker, say).
+    pub fn serve_again(&mut self, extra: &[&str]) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, url, operators, metrics) = serve(&self.bin, &self.data, extra)?;
+        (self.child, self.url, self.operators, self.metrics) = (child, url, operators, metrics);
+        Ok(())
     }
 
     /// The hub process's id.
@@ -82,6 +83,29 @@ impl Hub {
         run(Command::new(edge).arg("enroll").arg("--config").arg(&config).args(["--hub", &self.url, "--token", &token, "--ca-fingerprint", &self.fingerprint, "--appliance", name]))?;
         Ok(config)
     }
+}
+
+fn serve(bin: &Path, data: &Path, extra: &[&str]) -> anyhow::Result<(Child, String, String, String)> {
+    let mut child = Command::new(bin)
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--operator-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--max-body", "268435456"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        lines.push(line);
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let url = lines[0].trim().strip_prefix("listening on ").context("hub did not start")?.to_string();
+    let operators = lines[2].trim().strip_prefix("operators on ").and_then(|s| s.strip_suffix("/login")).context("hub did not start its operators' listener")?.to_string();
+    let metrics = lines[3].trim().strip_prefix("metrics on http://").and_then(|s| s.strip_suffix("/metrics")).context("hub did not start its metrics listener")?.to_string();
+    Ok((child, url, operators, metrics))
 }
 
 impl Drop for Hub {
