@@ -92,7 +92,9 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     // broker drops it. Then, as a control, a topic under its own facility arrives.
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = split_identity(&edge, certs.path());
-    let forged = r#"{"state":"online","at":1}"#;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let forged = format!(r#"{{"state":"online","at":{now}}}"#);
+    let forged = forged.as_str();
     let out = broker.publish(&cert, &key, &format!("tsunagi/{B}/box-9/presence"), forged);
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
     let out = broker.publish(&cert, &key, &format!("tsunagi/{A}/box-own/presence"), forged);

@@ -516,7 +516,13 @@ pub struct TerminalGate {
 
 impl TerminalGate {
     pub fn new(settings: PolicySettings, local: Arc<Local>) -> anyhow::Result<TerminalGate> {
-        let g = TerminalGate { settings, reports: RwLock::new(HashMap::new()), seen: RwLock::new(HashMap::new()), local };
+        // The last state audited for each terminal, so a restart does not audit them all again.
+        let seen = local.with(|c| {
+            let mut st = c.prepare("SELECT subject, to_state FROM posture_event WHERE seq IN (SELECT max(seq) FROM posture_event WHERE subject LIKE 'terminal:%' GROUP BY subject)")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.filter_map(Result::ok).filter_map(|(s, t)| Some((s.strip_prefix("terminal:")?.to_string(), state_from(&t)?))).collect::<HashMap<_, _>>())
+        })?;
+        let g = TerminalGate { settings, reports: RwLock::new(HashMap::new()), seen: RwLock::new(seen), local };
         g.reload()?;
         Ok(g)
     }
@@ -677,5 +683,8 @@ mod tests {
         assert!(matches!(strict.check(&nobody), Verdict::Warn(_)));
         let changes: Vec<_> = local.recent_events(20).unwrap().into_iter().filter(|e| e.subject == "terminal:受付PC1").map(|e| e.to).collect();
         assert!(changes.contains(&State::Compliant) && changes.contains(&State::NonCompliant), "{changes:?}");
+        let before = local.recent_events(100).unwrap().len();
+        TerminalGate::new(settings(), local.clone()).unwrap();
+        assert_eq!(local.recent_events(100).unwrap().len(), before, "a restart audits no change that did not happen");
     }
 }

@@ -238,9 +238,9 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Cmd::Fleet { appliances }) => {
             let me = std::env::current_exe()?;
-            let r = fleet::bench(me.parent().expect("bin dir"), &a.data, *appliances)?;
+            let (r, runs) = fleet::bench_runs(me.parent().expect("bin dir"), &a.data, *appliances, a.runs)?;
             let mut md = String::new();
-            fleet::report(&mut md, &r)?;
+            fleet::report(&mut md, &r, runs)?;
             print!("{md}");
             return Ok(());
         }
@@ -275,7 +275,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("proxy: portal pages through the appliance and directly, with wrk");
     let proxy_report = proxy::bench(&bin_dir, &a.data, a.runs)?;
     eprintln!("bench: fleet (2,000 simulated appliances)");
-    let fleet_report = fleet::bench(&bin_dir, &a.data, 2000)?;
+    let (fleet_report, fleet_runs) = fleet::bench_runs(&bin_dir, &a.data, 2000, a.runs)?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
@@ -304,7 +304,7 @@ fn main() -> anyhow::Result<()> {
     sync::report(&mut md, &wire, &restores)?;
     portal::report(&mut md, &portal_report)?;
     proxy::report(&mut md, &proxy_report)?;
-    fleet::report(&mut md, &fleet_report)?;
+    fleet::report(&mut md, &fleet_report, fleet_runs)?;
     std::fs::write(&a.out, md)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
