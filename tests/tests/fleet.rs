@@ -62,6 +62,35 @@ fn login(b: &mut Browser, base: &str, user: &str) {
     assert_eq!(b.path(), "/", "home after the first password change");
 }
 
+/// A webhook receiver on 127.0.0.1: every POST body it got.
+fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            g.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (format!("http://{addr}/hooks/tsunagi"), got)
+}
+
 /// The appliance's identity file split into what `mosquitto_pub` takes: the chain and the key.
 fn split_identity(edge: &Appliance, into: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let pem = String::from_utf8(edge.identity_pem()).unwrap();
@@ -76,7 +105,8 @@ fn split_identity(edge: &Appliance, into: &Path) -> (std::path::PathBuf, std::pa
 fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_topics() {
     let mut hub = Hub::start(&[]);
     let mut broker = Broker::start(&hub);
-    hub.restart_with(&["--broker", &broker.url(), "--alert-offline", "2s"]);
+    let (hook, alerts) = webhook();
+    hub.restart_with(&["--broker", &broker.url(), "--alert-offline", "2s", "--alert-webhook", &hook]);
     let probe = tempfile::tempdir().unwrap();
     compliant_probe(probe.path());
     let mut edge = Appliance::enrolled_as(&hub, &[], A, "つなぎ内科クリニック", "box-1");
@@ -139,6 +169,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     wait_for(KEEP_ALIVE * 3 / 2 + 1, "box-1 offline after kill -9", || up(&hub, A, "box-1") == Some(0.0));
     assert!(t0.elapsed() <= Duration::from_millis(KEEP_ALIVE * 1500), "offline within 1.5× the keep-alive after kill -9, took {:?}", t0.elapsed());
     wait_for(10, "the offline alert", || hub.metric("tsunagi_fleet_alerts{kind=\"offline\"}") == Some(1.0));
+    wait_for(10, "the offline alert at the webhook", || alerts.lock().unwrap().iter().any(|b| b.contains("\"state\":\"firing\"") && b.contains("\"kind\":\"offline\"") && b.contains("box-1")));
     b.goto(&format!("{op}/fleet?state=offline"));
     assert_eq!(b.eval(&format!("document.querySelector(\"{row}\").dataset.state")), "offline");
     assert!(b.text(row).contains("connection lost"), "{}", b.text(row));
@@ -152,6 +183,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     edge.start(&[]);
     wait_for(30, "box-1 online again", || up(&hub, A, "box-1") == Some(1.0));
     wait_for(10, "the offline alert to resolve", || hub.metric("tsunagi_fleet_alerts{kind=\"offline\"}") == Some(0.0));
+    wait_for(10, "the resolution at the webhook", || alerts.lock().unwrap().iter().any(|b| b.contains("\"state\":\"resolved\"") && b.contains("\"kind\":\"offline\"")));
     let pid = nix::unistd::Pid::from_raw(edge.pid().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let t0 = Instant::now();
