@@ -238,16 +238,15 @@ fn reporter(home: &Path, root: &Path, args: &[&str], idle: Option<u32>) -> (bool
 
 #[test]
 fn terminals_report_their_screen_lock_and_the_proxy_enforces_it() {
-    let hub = Hub::start(&[]);
+    let mut hub = Hub::start(&[]);
+    let broker = Broker::start(&hub);
+    hub.restart_with(&["--broker", &broker.url()]);
     let probe = tempfile::tempdir().unwrap();
     compliant_probe(probe.path());
     let mut edge = Appliance::with_proxy(&hub, &[], A, "つなぎ内科クリニック", "box-1", "");
-    edge.configure(&format!(
-        "[policy]\nprobe_dir = {:?}\ninterval = \"2s\"\ngrace = \"0s\"\nupdate_stamps = [{:?}]\n",
-        probe.path().display().to_string(),
-        probe.path().join("update-stamp").display().to_string()
-    ));
+    telemetry(&edge, &broker, probe.path(), "grace = \"0s\"");
     edge.start(&[]);
+    wait_for(30, "box-1's compliant posture at the hub", || posture_is(&hub, A, "box-1", "compliant"));
     edge.wait_for_proxy();
     hub.user("dr-a", "doctor", A, FIRST);
     let base = edge.proxy_url();
@@ -295,6 +294,15 @@ fn terminals_report_their_screen_lock_and_the_proxy_enforces_it() {
     assert_eq!(b.path(), "/");
     assert_eq!(b.count("#posture"), 0, "a compliant terminal has no banner");
 
+    // The appliance's own firewall stops dropping: the facility's staff see it on the portal.
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge/tests/fixtures/system/nft-accept.txt"), probe.path().join("nft-ruleset.txt")).unwrap();
+    wait_for(30, "box-1's non-compliant posture at the hub", || posture_is(&hub, A, "box-1", "non-compliant"));
+    b.goto(&format!("{base}/"));
+    assert!(b.text("#posture").contains("施設のセキュリティ点検: 不適合"), "{}", b.text("#posture"));
+    b.screenshot("facility-non-compliant");
+    // The appliance's own posture is not the terminal's: the terminal is still served.
+    assert_eq!(b.path(), "/");
+
     // A token that is not the reporter's is refused.
     let out = Command::new("curl").args(["-sS", "--cacert"]).arg(&root).args(["-H", "Authorization: Bearer 00", "--data", "{\"os\":\"linux\"}", &format!("{base}/_tsunagi/posture")]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("unknown reporter token"), "{}", String::from_utf8_lossy(&out.stdout));
@@ -302,7 +310,10 @@ fn terminals_report_their_screen_lock_and_the_proxy_enforces_it() {
     // Every change of the terminal's state was audited on the appliance.
     let out = edge.cmd("check").arg("--json").output().unwrap();
     let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    assert_eq!(p["state"], "compliant", "{p}");
+    assert_eq!(p["state"], "non-compliant", "the firewall, from above: {p}");
+    assert_eq!(out.status.code(), Some(1), "check exits 1 when non-compliant");
+    let fw = p["checks"].as_array().unwrap().iter().find(|c| c["check"] == "firewall").unwrap();
+    assert!(fw["remediation"].as_str().unwrap().contains("ファイアウォール"), "{fw}");
     let t = p["terminals"].as_array().unwrap().iter().find(|t| t["name"] == "診察室2").unwrap();
     assert_eq!(t["state"], "compliant");
     let events: Vec<(String, String)> = edge.offline().recent_events(50).unwrap().into_iter().filter(|e| e.subject == "terminal:診察室2").map(|e| (e.from.map(|s| s.code().to_string()).unwrap_or_default(), e.to.code().to_string())).collect();
