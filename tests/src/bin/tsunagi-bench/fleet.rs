@@ -237,7 +237,7 @@ pub fn bench(bin_dir: &Path, data: &Path, n: usize) -> anyhow::Result<Report> {
     let (hub_cpu_join_s, broker_cpu_join_s, sim_cpu_join_s) = (cpu_s(hub_pid) - hub_cpu0, cpu_s(broker_pid) - broker_cpu0, self_cpu_s() - sim_cpu0);
 
     // Steady state: every appliance publishes its status once a minute.
-    let steady_s = 30;
+    let steady_s = 60;
     let (h0, b0, m0) = (cpu_s(hub_pid), cpu_s(broker_pid), metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0));
     std::thread::sleep(Duration::from_secs(steady_s));
     let (h1, b1, m1) = (cpu_s(hub_pid), cpu_s(broker_pid), metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0));
