@@ -310,15 +310,19 @@ impl Local {
         self.with(|c| insert_event(c, at, subject, from, to, summary))
     }
 
-    /// Events the hub has not acknowledged, oldest first.
-    pub fn unsent_events(&self, limit: i64) -> anyhow::Result<Vec<Event>> {
+    fn events(&self, filter_and_order: &str, limit: i64) -> anyhow::Result<Vec<Event>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT seq, at, subject, from_state, to_state, summary FROM posture_event WHERE sent = 0 ORDER BY seq LIMIT ?1")?;
+            let mut st = c.prepare(&format!("SELECT seq, at, subject, from_state, to_state, summary FROM posture_event {filter_and_order} LIMIT ?1"))?;
             let rows = st.query_map([limit], |r| {
                 Ok(Event { seq: r.get(0)?, at: r.get(1)?, subject: r.get(2)?, from: r.get::<_, Option<String>>(3)?.as_deref().and_then(state_from), to: state_from(&r.get::<_, String>(4)?).unwrap_or(State::Error), summary: r.get(5)? })
             })?;
             rows.collect()
         })
+    }
+
+    /// Events not yet handed to telemetry, oldest first.
+    pub fn unsent_events(&self, limit: i64) -> anyhow::Result<Vec<Event>> {
+        self.events("WHERE sent = 0 ORDER BY seq", limit)
     }
 
     pub fn events_sent(&self, upto: i64) -> anyhow::Result<()> {
@@ -327,29 +331,13 @@ impl Local {
 
     /// The most recent events, newest first (for `tsunagi-edge check`).
     pub fn recent_events(&self, limit: i64) -> anyhow::Result<Vec<Event>> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT seq, at, subject, from_state, to_state, summary FROM posture_event ORDER BY seq DESC LIMIT ?1")?;
-            let rows = st.query_map([limit], |r| {
-                Ok(Event { seq: r.get(0)?, at: r.get(1)?, subject: r.get(2)?, from: r.get::<_, Option<String>>(3)?.as_deref().and_then(state_from), to: state_from(&r.get::<_, String>(4)?).unwrap_or(State::Error), summary: r.get(5)? })
-            })?;
-            rows.collect()
-        })
+        self.events("ORDER BY seq DESC", limit)
     }
 
     /// Takes a terminal's one-time code (the same codes browsers use) for a screen-lock reporter,
     /// and stores the hash of the reporter's new token. Returns the terminal's name.
     pub fn enrol_reporter(&self, code: &str, token_hash: &[u8; 32], now: i64) -> anyhow::Result<Option<String>> {
-        let hash = provisioning::token::hash(code);
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let name: Option<String> = tx.query_row("SELECT name FROM terminal_code WHERE hash = ?1 AND expires_at >= ?2", params![&hash[..], now], |r| r.get(0)).optional()?;
-            if let Some(n) = &name {
-                tx.execute("DELETE FROM terminal_code WHERE hash = ?1", [&hash[..]])?;
-                tx.execute("INSERT INTO reporter (token, name, enrolled_at) VALUES (?1, ?2, ?3)", params![&token_hash[..], n, now])?;
-            }
-            tx.commit()?;
-            Ok(name)
-        })
+        self.take_terminal_code(code, now, |tx, name| tx.execute("INSERT INTO reporter (token, name, enrolled_at) VALUES (?1, ?2, ?3)", params![&token_hash[..], name, now]).map(|_| ()))
     }
 
     pub fn reporter_name(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<String>> {

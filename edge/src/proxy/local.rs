@@ -141,13 +141,22 @@ impl Local {
 
     /// Takes a code (once) and enrols the terminal whose cookie hashes to `id` under its name.
     pub fn enrol_terminal(&self, code: &str, id: &[u8; 32], now: i64) -> anyhow::Result<Option<String>> {
+        self.take_terminal_code(code, now, |tx, name| {
+            tx.execute("INSERT INTO terminal (id, name, enrolled_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, enrolled_at = excluded.enrolled_at", params![&id[..], name, now]).map(|_| ())
+        })
+    }
+
+    /// Takes a one-time terminal code (once, if valid) and, in the same transaction, does what
+    /// the code was for with the terminal's name. Returns the name, or None for a wrong, used or
+    /// expired code.
+    pub(crate) fn take_terminal_code(&self, code: &str, now: i64, enrol: impl FnOnce(&rusqlite::Transaction, &str) -> rusqlite::Result<()>) -> anyhow::Result<Option<String>> {
         let hash = provisioning::token::hash(code);
         self.with(|c| {
             let tx = c.transaction()?;
             let name: Option<String> = tx.query_row("SELECT name FROM terminal_code WHERE hash = ?1 AND expires_at >= ?2", params![&hash[..], now], |r| r.get(0)).optional()?;
             if let Some(n) = &name {
                 tx.execute("DELETE FROM terminal_code WHERE hash = ?1", [&hash[..]])?;
-                tx.execute("INSERT INTO terminal (id, name, enrolled_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, enrolled_at = excluded.enrolled_at", params![&id[..], n, now])?;
+                enrol(&tx, n)?;
             }
             tx.commit()?;
             Ok(name)
