@@ -330,7 +330,7 @@ impl Config {
         }
         let broker = match env("TSUNAGI_BROKER").or(raw.telemetry.broker) {
             None => None,
-            Some(u) => Some(parse_broker(&u)?),
+            Some(u) => Some(shared::fleet::parse_broker(&u).map_err(|e| format!("telemetry.broker: {e}"))?),
         };
         let telemetry = TelemetrySettings {
             broker,
@@ -350,21 +350,6 @@ impl Config {
             sync,
         })
     }
-}
-
-/// `mqtts://host:port` (port 8883 when left out). Only TLS: the broker is reached with the
-/// appliance's client certificate.
-pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
-    let rest = url.strip_prefix("mqtts://").ok_or_else(|| format!("telemetry.broker: {url:?} must start with mqtts:// (telemetry is sent only over TLS)"))?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().map_err(|_| format!("telemetry.broker: {p:?} is not a port"))?),
-        _ => (rest, 8883),
-    };
-    if host.is_empty() {
-        return Err(format!("telemetry.broker: {url:?} names no host"));
-    }
-    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 /// `1500000`, `1500k`, `1.5M`, `2G` (decimal units, bytes).

@@ -53,32 +53,7 @@ fn hash32(hex: &str) -> anyhow::Result<[u8; 32]> {
     shared::chain::unhex(hex).and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow::anyhow!("the hub sent a malformed hash"))
 }
 
-/// Exponential backoff with "equal jitter": half the delay fixed, half random, so a fleet that
-/// lost the hub together does not come back together.
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, failures: 0 }
-    }
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    pub fn next(&mut self) -> Duration {
-        let base = self.min.saturating_mul(1u32 << self.failures.min(20)).min(self.max);
-        self.failures += 1;
-        let mut r = [0u8; 4];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-        let frac = u32::from_le_bytes(r) as f64 / u32::MAX as f64;
-        base / 2 + base.mul_f64(frac / 2.0)
-    }
-}
+pub use shared::backoff::Backoff;
 
 /// What one upload round did.
 #[derive(Debug, PartialEq, Eq)]
@@ -310,23 +285,4 @@ fn set_hub(c: &rusqlite::Connection, seq: u64, hash: &[u8; 32]) -> rusqlite::Res
 pub fn syncer(store: Arc<Handle>, identity_dir: &std::path::Path, hub: Option<String>, settings: SyncSettings) -> anyhow::Result<Syncer> {
     let id = Identity::load(identity_dir).context("sync needs an enrolled appliance")?;
     Syncer::new(store, id, hub, settings)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let first = b.next();
-        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1), "{first:?}");
-        for _ in 0..10 {
-            b.next();
-        }
-        let capped = b.next();
-        assert!(capped >= Duration::from_secs(30) && capped <= Duration::from_secs(60), "{capped:?}");
-        b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
-    }
 }

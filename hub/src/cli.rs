@@ -407,11 +407,9 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     let broker = match &args.broker {
         None => None,
         Some(url) => {
-            let rest = url.strip_prefix("mqtts://").ok_or_else(|| anyhow::anyhow!("--broker {url}: must be mqtts://host:port"))?;
-            let (host, port) = rest.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--broker {url}: must be mqtts://host:port"))?;
-            let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("--broker {url}: {port:?} is not a port"))?;
+            let (host, port) = shared::fleet::parse_broker(url).map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
             let dir = args.broker_dir.clone().unwrap_or_else(|| data.join("broker"));
-            Some(crate::fleet::Connect { host: host.to_string(), port, tls: crate::broker::client_tls(&ca, &dir)? })
+            Some(crate::fleet::Connect { host, port, tls: crate::broker::client_tls(&ca, &dir)? })
         }
     };
     let hub = Arc::new(Hub::new(data.clone(), ca, key, revoked, settings)?);

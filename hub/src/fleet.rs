@@ -486,12 +486,14 @@ pub async fn run(fleet: Arc<Fleet>, c: Connect, mut stop: tokio::sync::watch::Re
     let (client, mut el) = AsyncClient::new(opts, 1024);
     el.network_options.set_connection_timeout(10);
     *fleet.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
-    let mut failures = 0u32;
+    let mut backoff = shared::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut first_failure = true;
     loop {
         tokio::select! {
             ev = el.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(a))) => {
-                    failures = 0;
+                    backoff.reset();
+                    first_failure = true;
                     tracing::info!(broker = %format!("{}:{}", c.host, c.port), session_present = a.session_present, "connected to the broker");
                     *fleet.broker.write().unwrap_or_else(|e| e.into_inner()) = BrokerState { configured: true, connected: true, since: now(), why: String::new() };
                     // The broker's uptime first: it decides which retained `online` to believe.
@@ -512,11 +514,11 @@ pub async fn run(fleet: Arc<Fleet>, c: Connect, mut stop: tokio::sync::watch::Re
                         fleet.broker_lost(now());
                     }
                     *fleet.broker.write().unwrap_or_else(|e| e.into_inner()) = BrokerState { configured: true, connected: false, since: if was { now() } else { fleet.broker().since }, why: e.to_string() };
-                    if was || failures == 0 {
+                    if was || first_failure {
                         tracing::warn!(error = %e, "the broker connection failed; appliances' liveness is unknown until it is back");
                     }
-                    let wait = backoff(failures);
-                    failures += 1;
+                    first_failure = false;
+                    let wait = backoff.next();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => return,
@@ -529,14 +531,6 @@ pub async fn run(fleet: Arc<Fleet>, c: Connect, mut stop: tokio::sync::watch::Re
             }
         }
     }
-}
-
-/// Exponential backoff from 0.5 s to 30 s with equal jitter.
-fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_millis(500).saturating_mul(1 << failures.min(6)).min(Duration::from_secs(30));
-    let mut r = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-    base / 2 + base.mul_f64(u32::from_le_bytes(r) as f64 / u32::MAX as f64 / 2.0)
 }
 
 /// Every few seconds: writes history, reads the copies' positions, evaluates alerts and sends

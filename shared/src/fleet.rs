@@ -24,6 +24,21 @@ pub const CMD: &str = "cmd";
 /// The broker user name of the hub's own client (never a facility code, which is 10 digits).
 pub const HUB_USER: &str = "tsunagi-hub";
 
+/// `mqtts://host:port` (port 8883 when left out) → host and port. Only TLS: telemetry goes to
+/// the broker with a client certificate.
+pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
+    let rest = url.strip_prefix("mqtts://").ok_or_else(|| format!("{url:?} must start with mqtts:// (telemetry is sent only over TLS)"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().map_err(|_| format!("{p:?} is not a port"))?),
+        _ => (rest, 8883),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+}
+
 pub fn topic(facility: &str, appliance: &str, leaf: &str) -> String {
     format!("{ROOT}/{facility}/{appliance}/{leaf}")
 }

@@ -50,16 +50,7 @@ fn posture_is(hub: &Hub, facility: &str, appliance: &str, state: &str) -> bool {
 }
 
 fn login(b: &mut Browser, base: &str, user: &str) {
-    b.goto(&format!("{base}/login"));
-    b.fill("#login", user);
-    b.fill("#password", FIRST);
-    b.click("#submit");
-    assert_eq!(b.path(), "/password");
-    b.fill("#current", FIRST);
-    b.fill("#new", NEW);
-    b.fill("#again", NEW);
-    b.click("#submit");
-    assert_eq!(b.path(), "/", "home after the first password change");
+    common::browser::first_login(b, base, user, FIRST, NEW);
 }
 
 /// A webhook receiver on 127.0.0.1: every POST body it got.

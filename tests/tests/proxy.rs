@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::browser::{artefacts, Browser};
+use common::browser::{artefacts, login, Browser};
 use common::net::{wait_for, Appliance, Hub};
 use tests::gen::{self, Patient, Spec};
 
@@ -41,22 +41,9 @@ fn clinic(hub: &Hub, proxy: &str) -> (tempfile::TempDir, Appliance) {
     (tree, edge)
 }
 
-fn login(b: &mut Browser, base: &str, user: &str, password: &str) {
-    b.goto(&format!("{base}/login"));
-    b.fill("#login", user);
-    b.fill("#password", password);
-    b.click("#submit");
-}
-
 /// The first login and the forced password change.
 fn first_login(b: &mut Browser, base: &str, user: &str) {
-    login(b, base, user, FIRST);
-    assert_eq!(b.path(), "/password");
-    b.fill("#current", FIRST);
-    b.fill("#new", NEW);
-    b.fill("#again", NEW);
-    b.click("#submit");
-    assert_eq!(b.path(), "/", "home after the change");
+    common::browser::first_login(b, base, user, FIRST, NEW);
 }
 
 /// The first cell of each row of the tab on screen (the drug, the test, …).

@@ -23,6 +23,25 @@ pub struct Browser {
 }
 
 /// The folder for screenshots and other test artefacts: `target/test-artefacts/<name>`.
+/// Logs in on the portal's form at `base`.
+pub fn login(b: &mut Browser, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/login"));
+    b.fill("#login", user);
+    b.fill("#password", password);
+    b.click("#submit");
+}
+
+/// The first login with the office's password `first`, and the forced change to `new`.
+pub fn first_login(b: &mut Browser, base: &str, user: &str, first: &str, new: &str) {
+    login(b, base, user, first);
+    assert_eq!(b.path(), "/password");
+    b.fill("#current", first);
+    b.fill("#new", new);
+    b.fill("#again", new);
+    b.click("#submit");
+    assert_eq!(b.path(), "/", "home after the change");
+}
+
 pub fn artefacts(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artefacts").join(name);
     std::fs::create_dir_all(&dir).unwrap();

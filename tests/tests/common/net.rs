@@ -98,18 +98,12 @@ impl Hub {
 
     /// Prometheus' text from /metrics.
     pub fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.metrics_addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+        tests::run::metrics(&self.metrics_addr)
     }
 
     /// One sample's value from /metrics (`name{labels}`), if present.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        self.metrics().lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        tests::run::sample(&self.metrics(), series)
     }
 
     /// Starts the hub again on the same address.

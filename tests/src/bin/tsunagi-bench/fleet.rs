@@ -64,16 +64,6 @@ fn cpu_s(pid: u32) -> f64 {
     (get(11) + get(12)) / tick
 }
 
-fn mem_mb(pid: u32, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -83,13 +73,7 @@ fn self_cpu_s() -> f64 {
 }
 
 fn metric(addr: &str, series: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    tests::run::sample(&tests::run::metrics(addr), series)
 }
 
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<f64> {
@@ -144,13 +128,13 @@ async fn appliance(tls: Arc<rustls::ClientConfig>, port: u16, facility: String, 
     let (client, mut el) = AsyncClient::new(o, 16);
     el.network_options.set_connection_timeout(30);
     let mut tick = tokio::time::interval(Duration::from_secs(60));
-    let mut failures = 0u32;
+    let mut backoff = shared::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
     let mut connected = false;
     loop {
         tokio::select! {
             ev = el.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    failures = 0;
+                    backoff.reset();
                     connected = true;
                     c.connacks.fetch_add(1, Ordering::Relaxed);
                     let now = now_secs();
@@ -162,10 +146,7 @@ async fn appliance(tls: Arc<rustls::ClientConfig>, port: u16, facility: String, 
                 Ok(_) => {}
                 Err(_) => {
                     connected = false;
-                    let base = Duration::from_millis(500).saturating_mul(1 << failures.min(4));
-                    failures += 1;
-                    let jitter = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 1000) as f64 / 1000.0;
-                    tokio::time::sleep(base / 2 + base.mul_f64(jitter / 2.0)).await;
+                    tokio::time::sleep(backoff.next()).await;
                 }
             },
             _ = tick.tick() => {
@@ -241,7 +222,7 @@ pub fn bench(bin_dir: &Path, data: &Path, n: usize) -> anyhow::Result<Report> {
     let (h0, b0, m0) = (cpu_s(hub_pid), cpu_s(broker_pid), metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0));
     std::thread::sleep(Duration::from_secs(steady_s));
     let (h1, b1, m1) = (cpu_s(hub_pid), cpu_s(broker_pid), metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0));
-    let (hub_rss_mb, hub_hwm_mb, broker_rss_mb) = (mem_mb(hub_pid, "VmRSS:"), mem_mb(hub_pid, "VmHWM:"), mem_mb(broker_pid, "VmRSS:"));
+    let ((hub_rss_mb, hub_hwm_mb), (broker_rss_mb, _)) = (super::proxy::rss(hub_pid)?, super::proxy::rss(broker_pid)?);
 
     // The broker crashes (SIGKILL) and comes back: everyone reconnects with backoff and jitter.
     let before = counters.connacks.load(Ordering::Relaxed) as usize;

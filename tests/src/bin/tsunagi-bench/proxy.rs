@@ -104,7 +104,7 @@ async fn download(addr: &str, path: &str, cookie: &str) -> anyhow::Result<u64> {
 }
 
 /// The process's resident set and its peak, in MB (VmRSS, VmHWM).
-fn rss(pid: u32) -> anyhow::Result<(f64, f64)> {
+pub fn rss(pid: u32) -> anyhow::Result<(f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = |k: &str| s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0);
     Ok((kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0))
