@@ -28,6 +28,16 @@ bench:
     cargo build --workspace --release
     ./target/release/tsunagi-bench --out BENCHMARKS.md
 
+# The appliance OS image (mkosi in the trixie tools tree): writes it to
+# /var/tmp/tsunagi-image/out/<version>/. Set TSUNAGI_REGION to the region's hub (see docs/image.md).
+image:
+    ./image/tools/build.sh
+
+# Builds three image versions and boots them under qemu with OVMF (Secure Boot) and swtpm: first
+# boot and enrolment, a tampered kernel refused, an A/B update, a broken update rolled back.
+image-test:
+    ./image/tools/image-test.sh
+
 # Lints that CI does not gate on (yet).
 lint:
     cargo clippy --workspace --all-targets --release

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what tsunagi needs on a fresh Debian 12 machine that has only the Rust toolchain:
-# Debian packages (libclang for rusqlite's session bindings, Mosquitto for the fleet) and `just` (from PyPI, as a
-# prebuilt binary, since Debian 12 does not package it). Safe to run again.
+# Debian packages (libclang for rusqlite's session bindings, Mosquitto for the fleet, the TPM2
+# libraries and swtpm, mmdebstrap for the image's tools tree) and `just` (from PyPI, as a prebuilt
+# binary, since Debian 12 does not package it). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -23,6 +24,15 @@ command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v gsettings >/dev/null 2>&1 || need_apt+=(libglib2.0-bin)
 dpkg -s gsettings-desktop-schemas >/dev/null 2>&1 || need_apt+=(gsettings-desktop-schemas)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The TPM2: the edge links the TSS libraries for its TPM-resident TLS key; swtpm is the TPM the
+# tests (and the image's boot test) use.
+dpkg -s libtss2-dev >/dev/null 2>&1 || need_apt+=(libtss2-dev)
+command -v swtpm >/dev/null 2>&1 || need_apt+=(swtpm swtpm-tools)
+# The appliance image: mmdebstrap makes the Debian trixie tools tree (mkosi 25, systemd 257) that
+# the image checks and `just image` run in; iproute2 and nftables for the firewall's namespace test.
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -46,4 +56,10 @@ if ! command -v just >/dev/null 2>&1; then
   fi
 fi
 just --version >/dev/null
-echo "setup: Debian packages and just are in place"
+# The image's tools tree (Debian trixie: mkosi 25, systemd 257, qemu, OVMF, swtpm), once.
+if [ "$(id -u)" -eq 0 ]; then
+  "$(dirname "$0")/../image/tools/tools-tree.sh"
+else
+  echo "setup: run ./scripts/setup.sh as root once to make the image's tools tree (image/tools/tools-tree.sh)"
+fi
+echo "setup: Debian packages, just and the image tools tree are in place"

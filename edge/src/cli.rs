@@ -282,7 +282,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enroll { config, hub, token, ca_fingerprint, appliance } => {
             let cfg = load_config(&config.config)?;
             let appliance = appliance.unwrap_or_else(identity::default_appliance);
-            let id = runtime()?.block_on(identity::enroll(&cfg.identity_dir(), &hub, &token, &ca_fingerprint, &appliance, &cfg.proxy.names))?;
+            let id = runtime()?.block_on(identity::enroll(&cfg.identity_dir(), &hub, &token, &ca_fingerprint, &appliance, &cfg.proxy.names, &cfg.key_store))?;
             println!("enrolled appliance {} for facility {} {}", id.cert.appliance, id.cert.facility, id.enrolment.facility_name);
             println!("certificate {} valid until {}", id.cert.serial, shared::time::rfc3339(id.cert.not_after));
             Ok(ExitCode::SUCCESS)
@@ -330,10 +330,39 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The daemon: the ingest watcher on its own thread, sync (once enrolled) on the async runtime,
 /// until SIGTERM or SIGINT; then both finish what they are doing and stop.
-fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
+fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
     let key = Key::from_file(&cfg.key_file)?;
-    let store = Arc::new(Handle::start(&cfg.store_dir(), &key)?);
+    let rt = runtime()?;
+    if !Identity::is_enrolled(&cfg.identity_dir()) && cfg.hub_fingerprint.is_some() {
+        // First boot of an image: the enrolment page until the box is enrolled, then the
+        // facility's copy from the hub, then the usual start.
+        let Some(id) = rt.block_on(async {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = tx.send(true);
+            });
+            crate::firstboot::enrol(&cfg, rx).await
+        })?
+        else {
+            crate::notify::stopping();
+            return Ok(ExitCode::SUCCESS);
+        };
+        match rt.block_on(crate::firstboot::restore_if_any(&id, &cfg, &key))? {
+            Some(r) => tracing::info!(facility = %id.cert.facility, seq = r.seq, segments = r.segments, bytes = r.bytes, "restored the facility's copy"),
+            None => {}
+        }
+    }
     let enrolled = Identity::load(&cfg.identity_dir()).ok();
+    if cfg.proxy.names.is_empty() {
+        // An image learns its LAN names on the enrolment page.
+        cfg.proxy.names = enrolled.as_ref().map(|i| i.enrolment.lan_names.clone()).unwrap_or_default();
+    }
+    let store = Arc::new(Handle::start(&cfg.store_dir(), &key)?);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         state = %cfg.state_dir.display(),
@@ -360,7 +389,6 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
             })
         })?)
     };
-    let rt = runtime()?;
     rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let sync_task = {
@@ -400,12 +428,17 @@ fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
             tokio::spawn(async move { run_proxy(cfg, key, local, rx).await })
         });
         drop(rx);
+        crate::notify::ready(&match &enrolled {
+            Some(i) => format!("serving facility {} ({} roots)", i.cert.facility, cfg.roots.len()),
+            None => "not enrolled: run `tsunagi-edge enroll`".to_string(),
+        });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         tracing::info!("stopping: finishing the current batch and upload");
+        crate::notify::stopping();
         stop.store(true, Ordering::Relaxed);
         let _ = tx.send(true);
         let _ = sync_task.await;

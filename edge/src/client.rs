@@ -61,17 +61,45 @@ impl ServerCertVerifier for PinnedRoot {
 
 /// A TLS configuration that trusts only the pinned root, optionally presenting a client identity
 /// (PEM: the certificate chain and the private key).
-pub fn tls_config(fingerprint: &str, identity_pem: Option<&[u8]>) -> anyhow::Result<Arc<ClientConfig>> {
+/// The appliance's certificate chain and the key that signs for it (a file key or the TPM's).
+pub struct ClientAuth {
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub key: Arc<dyn rustls::sign::SigningKey>,
+}
+
+impl ClientAuth {
+    /// From one PEM text holding a certificate chain and its private key.
+    pub fn from_pem(pem: &[u8]) -> anyhow::Result<ClientAuth> {
+        let chain = provisioning::cert::certs_from_pem(pem).map_err(anyhow::Error::msg)?;
+        let der = provisioning::cert::key_from_pem(pem).map_err(anyhow::Error::msg)?;
+        let key = rustls::crypto::ring::sign::any_supported_type(&der).context("the key is not usable")?;
+        Ok(ClientAuth { chain, key })
+    }
+}
+
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+pub fn tls_config(fingerprint: &str, auth: Option<ClientAuth>) -> anyhow::Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedRoot { fingerprint: fingerprint.to_string() }));
-    let mut cfg = match identity_pem {
+    let mut cfg = match auth {
         None => builder.with_no_client_auth(),
-        Some(pem) => {
-            let chain = provisioning::cert::certs_from_pem(pem).map_err(anyhow::Error::msg)?;
-            let key = provisioning::cert::key_from_pem(pem).map_err(anyhow::Error::msg)?;
-            builder.with_client_auth_cert(chain, key).context("the identity's key does not match its certificate")?
+        Some(ClientAuth { chain, key }) => {
+            let certified = rustls::sign::CertifiedKey::new(chain, key);
+            certified.keys_match().context("the identity's key does not match its certificate")?;
+            builder.with_client_cert_resolver(Arc::new(Presents(Arc::new(certified))))
         }
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -19,6 +19,8 @@
 //! | `TSUNAGI_BROKER`         | `telemetry.broker`     |
 //! | `TSUNAGI_KEEP_ALIVE`     | `telemetry.keep_alive` |
 //! | `TSUNAGI_STATUS_EVERY`   | `telemetry.status_every` |
+//! | `TSUNAGI_KEY_STORE`      | `identity.key_store`   |
+//! | `TSUNAGI_TPM_TCTI`       | `identity.tpm_tcti`    |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +44,18 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub identity: RawIdentity,
+}
+
+/// Where the TLS client key is made at enrolment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// `file` (default), `tpm`, or `auto` (the TPM when the box has one).
+    pub key_store: Option<String>,
+    /// The TPM's TCTI address (default `device:/dev/tpmrm0`).
+    pub tpm_tcti: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +125,9 @@ pub struct RawIngest {
 #[serde(deny_unknown_fields)]
 pub struct RawHub {
     pub url: Option<String>,
+    /// The network root's SHA-256 fingerprint. With it, an appliance that is not enrolled serves
+    /// its enrolment page on the LAN (the image bakes this in; see docs/image.md).
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +152,10 @@ pub struct Config {
     pub batch_files: usize,
     /// From the file or the environment; otherwise the hub the appliance enrolled with.
     pub hub_url: Option<String>,
+    /// The network root's fingerprint, when the hub is fixed by the image (first-boot enrolment).
+    pub hub_fingerprint: Option<String>,
+    /// Where an enrolment makes the TLS client key.
+    pub key_store: crate::secrets::KeyStore,
     pub sync: SyncSettings,
     pub proxy: ProxySettings,
     pub policy: PolicySettings,
@@ -301,7 +322,12 @@ impl Config {
         if proxy.idle > Duration::from_secs(300) || proxy.idle.is_zero() {
             return Err("proxy.idle must be between 1s and 5m (the networks' rule for terminals is at most 5 minutes idle)".into());
         }
-        if proxy.listen.is_some() && proxy.names.is_empty() {
+        let hub_fingerprint = match raw.hub.fingerprint {
+            None => None,
+            Some(f) => Some(provisioning::parse_fingerprint(&f).map_err(|e| format!("hub.fingerprint: {e}"))?),
+        };
+        // An image that enrols on its first boot learns its LAN names on the enrolment page.
+        if proxy.listen.is_some() && proxy.names.is_empty() && hub_fingerprint.is_none() {
             return Err("proxy.names is empty: name the appliance on the LAN (for example [\"box-1.tsunagi.internal\", \"192.168.1.10\"]) so its certificate matches what browsers open".into());
         }
         let d = PolicySettings::default();
@@ -347,6 +373,11 @@ impl Config {
             rescan: dur("ingest.rescan", raw.ingest.rescan, Duration::from_secs(300))?.max(Duration::from_secs(1)),
             batch_files: raw.ingest.batch_files.unwrap_or(512).max(1),
             hub_url: env("TSUNAGI_HUB_URL").or(raw.hub.url),
+            hub_fingerprint,
+            key_store: crate::secrets::KeyStore::parse(
+                &env("TSUNAGI_KEY_STORE").or(raw.identity.key_store).unwrap_or_else(|| "file".into()),
+                env("TSUNAGI_TPM_TCTI").or(raw.identity.tpm_tcti).as_deref(),
+            )?,
             sync,
         })
     }

@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::client::{self, Client};
+use crate::secrets::{ClientKey, KeyStore};
 
 const IDENTITY: &str = "identity.pem";
+/// A TPM-resident client key: the TCTI and the TPM-wrapped blob (owner-only).
+const TPM_KEY: &str = "identity.tpm.json";
 const NEXT: &str = "identity.next.pem";
 const ROOT: &str = "root.pem";
 const ENROLMENT: &str = "enrolment.json";
@@ -118,7 +121,29 @@ pub struct Identity {
     pub dir: PathBuf,
     pub enrolment: Enrolment,
     pub cert: provisioning::Identity,
+    /// The certificate chain (and, for a file key, the key) as in `identity.pem`.
     pem: Vec<u8>,
+    pub key: ClientKey,
+}
+
+/// The private-key block of a PEM text holding a chain and a key.
+fn key_block(pem: &str) -> Option<String> {
+    let start = pem.find("-----BEGIN PRIVATE KEY-----").or_else(|| pem.find("-----BEGIN EC PRIVATE KEY-----"))?;
+    let end_marker = if pem[start..].starts_with("-----BEGIN EC") { "-----END EC PRIVATE KEY-----" } else { "-----END PRIVATE KEY-----" };
+    let end = start + pem[start..].find(end_marker)? + end_marker.len();
+    Some(format!("{}\n", &pem[start..end]))
+}
+
+/// The client key that goes with the certificate in `pem`: in the TPM when the identity folder
+/// holds a TPM key, else in the file itself.
+fn load_key(dir: &Path, pem: &[u8]) -> anyhow::Result<ClientKey> {
+    let tpm = dir.join(TPM_KEY);
+    if tpm.exists() {
+        let stored = provisioning::secret::read(&tpm).map_err(anyhow::Error::msg)?;
+        return ClientKey::from_tpm(&String::from_utf8_lossy(&stored)).map_err(anyhow::Error::msg);
+    }
+    let key = key_block(&String::from_utf8_lossy(pem)).ok_or_else(|| anyhow::anyhow!("{} holds no private key and there is no {TPM_KEY}", dir.join(IDENTITY).display()))?;
+    Ok(ClientKey::File { pem: key })
 }
 
 impl std::fmt::Debug for Identity {
@@ -139,7 +164,8 @@ impl Identity {
         let enrolment: Enrolment = serde_json::from_slice(&e).with_context(|| format!("{} is damaged", dir.join(ENROLMENT).display()))?;
         let pem = provisioning::secret::read(&dir.join(IDENTITY)).map_err(anyhow::Error::msg)?;
         let cert = parse(&pem)?;
-        Ok(Identity { dir: dir.to_owned(), enrolment, cert, pem })
+        let key = load_key(dir, &pem)?;
+        Ok(Identity { dir: dir.to_owned(), enrolment, cert, pem, key })
     }
 
     /// A client for `hub` (or the enrolment's hub) that presents this identity.
@@ -149,7 +175,9 @@ impl Identity {
 
     /// The TLS configuration that trusts the pinned root and presents this identity.
     pub fn tls_config(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
-        client::tls_config(&self.enrolment.fingerprint, Some(&self.pem))
+        let chain = provisioning::cert::certs_from_pem(&self.pem).map_err(anyhow::Error::msg)?;
+        let key = self.key.signing_key().map_err(anyhow::Error::msg)?;
+        client::tls_config(&self.enrolment.fingerprint, Some(client::ClientAuth { chain, key }))
     }
 
     pub fn is_enrolled(dir: &Path) -> bool {
@@ -164,20 +192,21 @@ pub fn default_appliance() -> String {
     if h.is_empty() { "appliance".into() } else { h }
 }
 
-fn write_identity(path: &Path, issued: &Issued, key_pem: &str) -> anyhow::Result<()> {
-    let text = format!("{}{}", issued.chain_pem, key_pem);
+fn write_identity(path: &Path, issued: &Issued, key: &ClientKey) -> anyhow::Result<()> {
+    let text = format!("{}{}", issued.chain_pem, key.file_pem().unwrap_or(""));
     provisioning::secret::write_atomic(path, text.as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Enrols: makes a key, sends a CSR with the token to the hub (trusted only through the pinned
-/// fingerprint), and stores the certificate the hub returns.
-pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appliance: &str, lan_names: &[String]) -> anyhow::Result<Identity> {
+/// Enrols: makes a key (in the TPM or a file, as `store` says), sends a CSR with the token to the
+/// hub (trusted only through the pinned fingerprint), and stores the certificate it returns.
+pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appliance: &str, lan_names: &[String], store: &KeyStore) -> anyhow::Result<Identity> {
     let fingerprint = provisioning::parse_fingerprint(fingerprint).map_err(anyhow::Error::msg)?;
     provisioning::token::check_appliance(appliance).map_err(anyhow::Error::msg)?;
     if Identity::is_enrolled(dir) {
         anyhow::bail!("this appliance is already enrolled ({} exists); to enrol again, move the identity folder away first", dir.join(IDENTITY).display());
     }
-    let (key_pem, csr) = provisioning::ca::new_key_and_csr(appliance).map_err(anyhow::Error::msg)?;
+    let key = ClientKey::generate(store).map_err(anyhow::Error::msg)?;
+    let csr = key.csr(appliance).map_err(anyhow::Error::msg)?;
     let client = Client::new(hub, client::tls_config(&fingerprint, None)?)?;
     let lan = lan_request(appliance, lan_names)?;
     let mut body = json!({ "token": token, "csr": csr, "appliance": appliance });
@@ -202,7 +231,10 @@ pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appli
     if let Some((lan_key, _)) = &lan {
         write_lan(dir, &issued, lan_key, lan_names)?;
     }
-    write_identity(&dir.join(IDENTITY), &issued, &key_pem)?;
+    if let Some(stored) = key.tpm_stored_json() {
+        provisioning::secret::write_atomic(&dir.join(TPM_KEY), stored.as_bytes(), 0o600)?;
+    }
+    write_identity(&dir.join(IDENTITY), &issued, &key)?;
     let enrolment = Enrolment {
         hub: hub.to_string(),
         fingerprint,
@@ -212,7 +244,7 @@ pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appli
         lan_names: lan_names.to_vec(),
     };
     provisioning::secret::write_atomic(&dir.join(ENROLMENT), &serde_json::to_vec_pretty(&enrolment)?, 0o644)?;
-    tracing::info!(facility = %enrolment.facility, appliance = %enrolment.appliance, serial = %issued.serial, not_after = issued.not_after, "enrolled");
+    tracing::info!(facility = %enrolment.facility, appliance = %enrolment.appliance, serial = %issued.serial, not_after = issued.not_after, key = key.describe(), "enrolled");
     Identity::load(dir)
 }
 
@@ -230,7 +262,8 @@ pub async fn settle(dir: &Path, hub: Option<&str>) -> anyhow::Result<()> {
         std::fs::remove_file(&next)?;
         return Ok(());
     };
-    confirm(dir, &Identity { pem, cert, ..current }, hub).await
+    let key = load_key(dir, &pem)?;
+    confirm(dir, &Identity { pem, cert, key, ..current }, hub).await
 }
 
 async fn confirm(dir: &Path, candidate: &Identity, hub: Option<&str>) -> anyhow::Result<()> {
@@ -264,7 +297,12 @@ pub async fn renew_if_due(id: &mut Identity, hub: Option<&str>, now: i64) -> any
 pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     let dir = id.dir.clone();
     settle(&dir, hub).await?;
-    let (key_pem, csr) = provisioning::ca::new_key_and_csr(&id.enrolment.appliance).map_err(anyhow::Error::msg)?;
+    // A file key is replaced at each renewal; a TPM key stays (it never leaves the TPM).
+    let key = match &id.key {
+        ClientKey::Tpm(_) => id.key.clone(),
+        ClientKey::File { .. } => ClientKey::generate(&KeyStore::File).map_err(anyhow::Error::msg)?,
+    };
+    let csr = key.csr(&id.enrolment.appliance).map_err(anyhow::Error::msg)?;
     let lan = lan_request(&id.enrolment.appliance, &id.enrolment.lan_names)?;
     let mut body = json!({ "csr": csr });
     if let Some((_, l)) = &lan {
@@ -284,13 +322,13 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     if let Some((lan_key, _)) = &lan {
         write_lan(&dir, &issued, lan_key, &id.enrolment.lan_names)?;
     }
-    write_identity(&dir.join(NEXT), &issued, &key_pem)?;
+    write_identity(&dir.join(NEXT), &issued, &key)?;
     tracing::info!(serial = %issued.serial, not_after = issued.not_after, "renewed certificate received; confirming");
     if std::env::var("TSUNAGI_FAILPOINT").as_deref() == Ok("after-renew-fetch") {
         // Lets the tests cut the power at the worst moment.
         std::process::abort();
     }
-    let candidate = Identity { pem: std::fs::read(dir.join(NEXT))?, cert, ..id.clone() };
+    let candidate = Identity { pem: std::fs::read(dir.join(NEXT))?, cert, key, ..id.clone() };
     confirm(&dir, &candidate, hub).await?;
     *id = Identity::load(&dir)?;
     Ok(())

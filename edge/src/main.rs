@@ -12,10 +12,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    init_logging();
     match edge::cli::run(edge::cli::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -23,4 +20,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr, or to the journal with its priorities and fields when `TSUNAGI_LOG=journal`
+/// (the image's unit sets it). No patient data is ever logged, whichever the destination.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if std::env::var("TSUNAGI_LOG").as_deref() == Ok("journal") {
+        match tracing_journald::layer() {
+            Ok(j) => {
+                tracing_subscriber::registry().with(filter()).with(j.with_syslog_identifier("tsunagi-edge".into())).init();
+                return;
+            }
+            Err(e) => eprintln!("warning: TSUNAGI_LOG=journal but the journal cannot be reached ({e}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter()).init();
 }

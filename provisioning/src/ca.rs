@@ -73,10 +73,14 @@ pub fn parse_csr(csr_pem: &str) -> Result<rcgen::PublicKey, String> {
 /// The key (PKCS#8 PEM) never leaves the appliance.
 pub fn new_key_and_csr(appliance: &str) -> Result<(String, String), String> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    Ok((key.serialize_pem(), csr_for(appliance, &key)?))
+}
+
+/// A CSR for `appliance` signed by `key`, wherever the key lives (a key pair here, or a TPM).
+pub fn csr_for(appliance: &str, key: &impl rcgen::SigningKey) -> Result<String, String> {
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(appliance);
-    let csr = p.serialize_request(&key).map_err(err)?.pem().map_err(err)?;
-    Ok((key.serialize_pem(), csr))
+    p.serialize_request(key).map_err(err)?.pem().map_err(err)
 }
 
 impl Ca {

@@ -30,7 +30,13 @@ pub fn check_and_read(path: &Path) -> Result<Vec<u8>, String> {
 /// Reads a 256-bit key from an owner-only file: 64 hexadecimal characters (as `keygen` writes
 /// them), or 32 raw bytes. The reason on failure does not repeat the path.
 pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
-    let raw = check_and_read(path)?;
+    parse_key(&check_and_read(path)?)
+}
+
+/// A key's bytes as [`read_key`] accepts them (for secrets whose file systemd guards, such as a
+/// credential in the service's private, RAM-only credentials folder).
+pub fn parse_key(raw: &[u8]) -> Result<[u8; 32], String> {
+    let raw = raw.to_vec();
     let text = std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
     match shared::chain::unhex(text) {
         Some(b) if b.len() == 32 => Ok(b.try_into().expect("32 bytes")),

@@ -74,7 +74,7 @@ fn tokens_work_once_and_expire() {
 
 /// A client presenting `identity` (PEM chain and key), trusting the hub's root.
 fn client(hub: &Hub, identity: Option<&[u8]>) -> Client {
-    Client::new(&hub.url(), client::tls_config(&hub.fingerprint, identity).unwrap()).unwrap()
+    Client::new(&hub.url(), client::tls_config(&hub.fingerprint, identity.map(|p| client::ClientAuth::from_pem(p).unwrap())).unwrap()).unwrap()
 }
 
 fn post(c: &Client, body: Vec<u8>) -> Result<(StatusCode, String), String> {

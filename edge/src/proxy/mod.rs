@@ -14,6 +14,7 @@
 
 pub mod local;
 mod offline;
+pub use offline::fields;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Runs as root every minute (tsunagi-probe.timer): records, for the unprivileged edge, the
+# outputs of the commands its posture checks read (policy.probe_dir; file names as in
+# edge/src/policy/system.rs), then refreshes the firewall's address sets from edge.toml.
+# Each file is written whole and renamed, so the edge never reads half an output.
+set -u
+OUT=${1:-/run/tsunagi-probe}
+CONFIG=${TSUNAGI_CONFIG:-/usr/lib/tsunagi/edge.toml}
+STATE=/var/lib/tsunagi
+mkdir -p "$OUT"
+record() { # name command...
+    name=$1; shift
+    if LC_ALL=C timeout 20 "$@" > "$OUT/.$name.tmp" 2>/dev/null; then
+        chmod 0644 "$OUT/.$name.tmp"; mv "$OUT/.$name.tmp" "$OUT/$name.txt"
+    else
+        rm -f "$OUT/.$name.tmp" "$OUT/$name.txt"   # a missing file is an error the edge reports
+    fi
+}
+record lsblk lsblk -J -o NAME,TYPE,RO,MOUNTPOINTS
+record findmnt-state findmnt -n -o TARGET -T "$STATE"
+record nft-ruleset nft list ruleset
+record timedatectl timedatectl show -p NTP -p NTPSynchronized
+record ss-listening ss -H -ltnu
+record iw-dev iw dev
+for i in $(iw dev 2>/dev/null | awk '$1 == "Interface" {print $2}'); do
+    record iw-scan iw dev "$i" scan
+    record iw-link iw dev "$i" link
+done
+# The hub and the broker, from the verity-protected configuration: host:port of each URL.
+endpoints=$(sed -n -E 's#^[[:space:]]*(url|broker)[[:space:]]*=[[:space:]]*"[a-z]+://([^/"]+).*#\2#p' "$CONFIG")
+exec /usr/lib/tsunagi/netsets.sh $endpoints >/dev/null

@@ -1,0 +1,34 @@
+#!/bin/sh
+# TEST ONLY. Lines start with TSUNAGI-TEST so image/tools/image-test.sh can find them.
+say() { echo "TSUNAGI-TEST $*"; }
+. /usr/lib/os-release
+say "version=$IMAGE_VERSION"
+say "edge=$(systemctl show -P ActiveState tsunagi-edge.service) status=$(systemctl show -P StatusText tsunagi-edge.service)"
+say "boot-complete=$(systemctl show -P ActiveState boot-complete.target) bless=$(systemctl show -P ActiveState systemd-bless-boot.service)"
+src=$(findmnt -n -o SOURCE /)
+say "root=$src type=$(lsblk -n -d -o TYPE "$src") fstype=$(findmnt -n -o FSTYPE /)"
+dev=/dev/$(lsblk -n -d -o PKNAME "$src")
+say "root-luks=$dev tokens=$(systemd-cryptenroll "$dev" 2>/dev/null | awk 'NR>1 {print $2}' | sort | tr '\n' ',')"
+say "usr=$(findmnt -n -o SOURCE /usr) fstype=$(findmnt -n -o FSTYPE /usr) options=$(findmnt -n -o OPTIONS /usr | cut -d, -f1)"
+say "firewall-input=$(nft list chain inet tsunagi input 2>/dev/null | grep -o 'policy [a-z]*') firewall-output=$(nft list chain inet tsunagi output 2>/dev/null | grep -o 'policy [a-z]*')"
+say "store-key-credential=$(test -s /var/lib/tsunagi-keys/store-key.cred && echo sealed || echo missing)"
+say "secure-boot=$(bootctl status 2>/dev/null | awk -F': *' '/Secure Boot/ {print $2; exit}')"
+say "entries=$(ls /efi/EFI/Linux/ /boot/EFI/Linux/ 2>/dev/null | grep '\.efi$' | sort | tr '\n' ' ')"
+say "current-entry=$(bootctl status 2>/dev/null | awk -F': *' '/Current Entry/ {print $2; exit}')"
+say "probe=$(ls /run/tsunagi-probe 2>/dev/null | tr '\n' ' ')"
+# The update, when a disk labelled TSUNAGIUPD is attached.
+for _ in $(seq 20); do [ -e /dev/disk/by-label/TSUNAGIUPD ] && break; sleep 1; done
+if [ ! -e /dev/disk/by-label/TSUNAGIUPD ]; then say "done"; exit 0; fi
+mkdir -p /run/tsunagi-update
+mount -o ro /dev/disk/by-label/TSUNAGIUPD /run/tsunagi-update
+offered=$(cat /run/tsunagi-update/version)
+say "update-offered=$offered"
+if [ "$offered" = "$IMAGE_VERSION" ]; then say "update-running"; say "done"; exit 0; fi
+if ls /efi/EFI/Linux/ /boot/EFI/Linux/ 2>/dev/null | grep -q "^tsunagi_${offered}[+.]"; then
+    # Installed before, and we are not running it: it failed its tries and was rolled back.
+    say "update-rolled-back from=$offered entries=$(ls /efi/EFI/Linux/ /boot/EFI/Linux/ 2>/dev/null | grep '\.efi$' | tr '\n' ' ')"
+    say "done"; exit 0
+fi
+/usr/lib/systemd/systemd-sysupdate update 2>&1 | sed 's/^/TSUNAGI-TEST sysupdate: /'
+say "update-installed=$offered; rebooting"
+systemctl reboot

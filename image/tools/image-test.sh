@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# `just image-test`: builds three versions of the appliance image and boots them under qemu
+# (software emulation, OVMF with Secure Boot, swtpm), against a real hub on this machine's
+# loopback (the guest reaches it as 10.0.2.2 through qemu's user network).
+#
+#   1. first boot: Secure Boot keys enrolled, root created by systemd-repart and encrypted with
+#      the TPM2, the firewall loaded, the edge ready and showing its enrolment page; the page is
+#      used from this machine as a clinic's browser would; the box enrols, restores the copy the
+#      hub holds of the facility (written by a first "old" appliance on this machine), and serves
+#      the portal over its LAN certificate;
+#   2. Secure Boot refuses the same disk with one byte of the kernel image changed;
+#   3. an update to version 2 is installed by systemd-sysupdate into the free slot, boots, and is
+#      marked good by systemd-bless-boot;
+#   4. a broken version 3 (its edge does not start) fails its boot tries and the box rolls back to
+#      version 2 by itself.
+# Timings go to $WORK/test/timings (build, first boot, update) for BENCHMARKS.md.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
+export TSUNAGI_IMAGE_WORK=${TSUNAGI_IMAGE_WORK:-/var/tmp/tsunagi-image}
+WORK=$TSUNAGI_IMAGE_WORK
+T=$WORK/test
+BASE=${TSUNAGI_TEST_VERSION:-$(date -u +%Y%m%d)}
+V1=$BASE.1 V2=$BASE.2 V3=$BASE.3
+FACILITY=3719900001
+HUB_PORT=${TSUNAGI_TEST_HUB_PORT:-18443}
+PLAIN_FWD=${TSUNAGI_TEST_PLAIN_PORT:-18080}
+LAN_FWD=${TSUNAGI_TEST_LAN_PORT:-18444}
+fails=0
+pass() { echo "PASS  $*"; }
+fail() { echo "FAIL  $*"; fails=$((fails + 1)); }
+check() { # description, command...
+    local what=$1; shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+timing() { echo "$1 $2" >> "$T/timings"; echo "  ($1: $2 s)"; }
+has() { grep -a -q -- "$2" "$1"; }
+line() { grep -a -- "$2" "$1" | tail -1; }
+wait_for() { # log pattern timeout-seconds [pid]
+    local end=$(( $(date +%s) + $3 ))
+    while [ "$(date +%s)" -lt $end ]; do
+        has "$1" "$2" && return 0
+        if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then has "$1" "$2"; return; fi
+        sleep 2
+    done
+    return 1
+}
+powerdown() { # monitor socket, qemu pid
+    python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"system_powerdown\n")' "$1" 2>/dev/null || true
+    for _ in $(seq 120); do kill -0 "$2" 2>/dev/null || return 0; sleep 1; done
+    kill "$2" 2>/dev/null || true
+}
+
+rm -rf "$T"; mkdir -p "$T"
+hub_pid=; old_pid=
+cleanup() { kill $hub_pid $old_pid 2>/dev/null || true; pkill -f "qemu-system-x86_64.*$WORK/test" 2>/dev/null || true; }
+trap cleanup EXIT
+
+echo "== binaries"
+(cd "$SRC" && cargo build --release -p tsunagi-hub -p tsunagi-edge -p tests --bin tsunagi-hub --bin tsunagi-edge --bin ssmix2-gen)
+bin=$SRC/target/release
+
+echo "== hub on 127.0.0.1:$HUB_PORT (the guest's 10.0.2.2:$HUB_PORT), and the facility's old appliance"
+export TSUNAGI_HUB_DATA=$T/hub
+"$bin/tsunagi-hub" keygen >/dev/null
+"$bin/tsunagi-hub" ca init --network "tsunagi image test" >/dev/null
+fingerprint=$("$bin/tsunagi-hub" ca fingerprint)
+"$bin/tsunagi-hub" serve --listen 127.0.0.1:$HUB_PORT --operator-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+    --name 10.0.2.2 --name 127.0.0.1 > "$T/hub.out" 2> "$T/hub.log" &
+hub_pid=$!
+for _ in $(seq 100); do has "$T/hub.out" listening && break; sleep 0.1; done
+has "$T/hub.out" listening || { cat "$T/hub.log"; exit 1; }
+# The old appliance: a small clinic, enrolled, synced; its copy is what the new box restores.
+"$bin/ssmix2-gen" --out "$T/clinic" --patients 40 --days 30 --seed 7 >/dev/null
+mkdir -p "$T/old"
+cat > "$T/old.toml" <<TOML
+state_dir = "$T/old"
+key_file = "$T/old/store.key"
+[ingest]
+roots = ["$T/clinic/standard", "$T/clinic/extended"]
+[hub]
+url = "https://127.0.0.1:$HUB_PORT"
+TOML
+"$bin/tsunagi-edge" keygen --out "$T/old/store.key" >/dev/null
+token=$("$bin/tsunagi-hub" token create --facility $FACILITY --name "イメージ試験診療所" | awk '/^token:/{print $2}')
+"$bin/tsunagi-edge" enroll --config "$T/old.toml" --hub "https://127.0.0.1:$HUB_PORT" --token "$token" --ca-fingerprint "$fingerprint" --appliance old-box >/dev/null
+"$bin/tsunagi-edge" ingest --config "$T/old.toml" --root "$T/clinic/standard" --root "$T/clinic/extended" --once >/dev/null
+"$bin/tsunagi-edge" sync --config "$T/old.toml" > "$T/old-sync.out" 2>&1
+old_head=$("$bin/tsunagi-edge" status --config "$T/old.toml" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["hub"]["seq"])')
+echo "  the hub holds facility $FACILITY up to segment $old_head"
+token=$("$bin/tsunagi-hub" token create --facility $FACILITY --name "イメージ試験診療所" | awk '/^token:/{print $2}')
+
+echo "== build $V1, $V2 and a broken $V3"
+cat > "$T/region.toml" <<TOML
+hub_url = "https://10.0.2.2:$HUB_PORT"
+fingerprint = "$fingerprint"
+TOML
+for v in $V1 $V2 $V3; do
+    profile=test; [ $v = $V3 ] && profile=test,broken
+    s=$(date +%s)
+    TSUNAGI_REGION=$T/region.toml TSUNAGI_IMAGE_VERSION=$v TSUNAGI_IMAGE_PROFILE=$profile TSUNAGI_EDGE_BIN=$bin/tsunagi-edge \
+        "$HERE/build.sh" > "$T/build-$v.out" 2> "$T/build-$v.log" || { tail -30 "$T/build-$v.log"; exit 1; }
+    timing "build-$v" $(( $(date +%s) - s ))
+done
+out() { echo "$WORK/out/$1"; }
+
+echo "== 1. first boot of $V1"
+cp --sparse=always "$(out $V1)/tsunagi_$V1.raw" "$T/disk.raw"
+truncate -s 6G "$T/disk.raw"
+cp "$WORK/tools/usr/share/OVMF/OVMF_VARS_4M.fd" "$T/vars.fd"
+s=$(date +%s)
+VM_TIMEOUT=900 VM_MONITOR=$T/mon1 VM_HOSTFWD="hostfwd=tcp:127.0.0.1:$PLAIN_FWD-:8080,hostfwd=tcp:127.0.0.1:$LAN_FWD-:8443" \
+    "$HERE/vm.sh" "$T/disk.raw" "$T/vars.fd" "$T/tpm" "$T/boot1.log" > "$T/vm1.out" 2>&1 &
+vm=$!
+if wait_for "$T/boot1.log" "TSUNAGI-TEST done" 600 $vm; then
+    timing first-boot $(( $(date +%s) - s ))
+    L=$T/boot1.log
+    check "Secure Boot keys enrolled by systemd-boot on first boot" has "$L" "Custom Secure Boot keys successfully enrolled"
+    check "Secure Boot is on ($(line "$L" 'TSUNAGI-TEST secure-boot'))" has "$L" "TSUNAGI-TEST secure-boot=enabled"
+    check "the edge reports ready ($(line "$L" 'TSUNAGI-TEST edge='))" has "$L" "TSUNAGI-TEST edge=active status=not enrolled: enrolment page"
+    check "the root (/etc, /var) is on dm-crypt ($(line "$L" 'TSUNAGI-TEST root='))" has "$L" "TSUNAGI-TEST root=/dev/mapper/root type=crypt"
+    check "the root's LUKS key is bound to the TPM2 ($(line "$L" 'TSUNAGI-TEST root-luks'))" has "$L" "tokens=.*tpm2"
+    check "/usr is erofs under dm-verity ($(line "$L" 'TSUNAGI-TEST usr='))" has "$L" "TSUNAGI-TEST usr=/dev/mapper/usr fstype=erofs options=ro"
+    check "the firewall drops by default both ways ($(line "$L" 'TSUNAGI-TEST firewall'))" has "$L" "TSUNAGI-TEST firewall-input=policy drop firewall-output=policy drop"
+    check "the store key is sealed with systemd-creds" has "$L" "TSUNAGI-TEST store-key-credential=sealed"
+    check "the boot is good (boot-complete.target reached)" has "$L" "TSUNAGI-TEST boot-complete=active"
+    page=$(curl -s --max-time 20 "http://127.0.0.1:$PLAIN_FWD/" || true)
+    check "the LAN shows the enrolment page" grep -q "tsunagi 機器の登録" <<< "$page"
+    wrong=$(curl -s --max-time 60 --data-urlencode "token=not-a-token" --data-urlencode "name=10.0.2.15" "http://127.0.0.1:$PLAIN_FWD/enrol" || true)
+    check "a wrong token is refused with the hub's reason" grep -q "登録できませんでした" <<< "$wrong"
+    s=$(date +%s)
+    ok=$(curl -s --max-time 120 --data-urlencode "token=$token" --data-urlencode "name=10.0.2.15" --data-urlencode "appliance=new-box" "http://127.0.0.1:$PLAIN_FWD/enrol" || true)
+    check "the token enrols the box" grep -q "登録しました" <<< "$ok"
+    if wait_for "$L" "LAN proxy serving" 300 $vm; then
+        timing enrol-restore-serve $(( $(date +%s) - s ))
+        check "the facility's copy was restored ($(line "$L" 'restored the facility' | tr -d '\r' | cut -c1-160))" has "$L" "restored the facility's copy.*seq=$old_head"
+        code=$(curl -s -o "$T/portal.html" -w '%{http_code}' --max-time 60 --cacert "$T/hub/ca/root.crt" \
+            --connect-to "10.0.2.15:8443:127.0.0.1:$LAN_FWD" "https://10.0.2.15:8443/" || true)
+        check "the portal is served over the box's LAN certificate (HTTP $code)" test "$code" = 200 -o "$code" = 303 -o "$code" = 302
+    else
+        fail "the edge did not start serving after enrolment"
+    fi
+    powerdown "$T/mon1" $vm
+else
+    fail "the first boot did not report (see $T/boot1.log)"
+    kill $vm 2>/dev/null || true
+fi
+wait $vm 2>/dev/null || true
+
+echo "== 2. Secure Boot refuses a tampered kernel image"
+cp --sparse=always "$T/disk.raw" "$T/tampered.raw"
+cp "$T/vars.fd" "$T/vars-tampered.fd"
+cp -r "$T/tpm" "$T/tpm-tampered"
+"$HERE/in-tree.sh" bash -euo pipefail -c '
+    img=/work/test/tampered.raw
+    start=$(sfdisk -J "$img" | python3 -c "import json,sys; p=[p for p in json.load(sys.stdin)[\"partitiontable\"][\"partitions\"] if p[\"type\"].upper()==\"C12A7328-F81F-11D2-BA4B-00A0C93EC93B\"][0]; print(p[\"start\"]*512)")
+    f=$(mdir -i "$img@@$start" -b ::/EFI/Linux | grep "\.efi$" | head -1)
+    mcopy -n -i "$img@@$start" "$f" /tmp/uki.efi
+    # One byte of the signed image changed, well inside its sections.
+    printf "X" | dd of=/tmp/uki.efi bs=1 seek=1048576 conv=notrunc status=none
+    mcopy -o -n -i "$img@@$start" /tmp/uki.efi "$f"
+    echo "tampered $f"
+' > "$T/tamper.out"
+VM_TIMEOUT=150 "$HERE/vm.sh" "$T/tampered.raw" "$T/vars-tampered.fd" "$T/tpm-tampered" "$T/tampered.log" > /dev/null 2>&1 || true
+check "the tampered kernel image is refused ($(grep -a -o -E 'Access denied|Security Violation|Error loading[^\r]*' "$T/tampered.log" | head -1))" \
+    grep -a -q -E "Access denied|Security Violation" "$T/tampered.log"
+check "nothing of the tampered image ran" bash -c "! grep -a -q 'TSUNAGI-TEST' '$T/tampered.log'"
+rm -f "$T/tampered.raw"
+
+update_disk() { # version, image file
+    local v=$1 o; o=$(out "$v")
+    rm -rf "$T/upd-$v"; mkdir -p "$T/upd-$v"
+    cp "$o/tsunagi_$v.efi" "$o"/tsunagi_$v.usr-*.raw "$T/upd-$v/"
+    (cd "$T/upd-$v" && sha256sum * > SHA256SUMS)
+    echo "$v" > "$T/upd-$v/version"
+    "$HERE/in-tree.sh" mkfs.ext4 -q -L TSUNAGIUPD -d "/work/test/upd-$v" "/work/test/$2" 1G
+    rm -rf "$T/upd-$v"
+}
+
+echo "== 3. update $V1 -> $V2"
+update_disk $V2 upd2.img
+s=$(date +%s)
+VM_TIMEOUT=900 VM_MONITOR=$T/mon2 "$HERE/vm.sh" "$T/disk.raw" "$T/vars.fd" "$T/tpm" "$T/boot2.log" "$T/upd2.img" > "$T/vm2.out" 2>&1 &
+vm=$!
+if wait_for "$T/boot2.log" "TSUNAGI-TEST update-running" 800 $vm; then
+    timing update $(( $(date +%s) - s ))
+    L=$T/boot2.log
+    check "sysupdate installed $V2 into the free slot" has "$L" "Successfully installed update '$V2'"
+    check "the box rebooted into $V2" has "$L" "TSUNAGI-TEST version=$V2"
+    check "$V2 is marked good (no boot counter left: $(line "$L" 'TSUNAGI-TEST entries' | tr -d '\r'))" bash -c "grep -a 'TSUNAGI-TEST entries' '$L' | tail -1 | grep -q 'tsunagi_$V2.efi'"
+    check "the edge came back enrolled on $V2 ($(line "$L" 'TSUNAGI-TEST edge=' | tr -d '\r' | cut -c1-120))" bash -c "grep -a 'TSUNAGI-TEST edge=' '$L' | tail -1 | grep -q 'serving facility $FACILITY'"
+    check "the TPM2 still unlocks the root after the update" bash -c "grep -a 'TSUNAGI-TEST root=' '$L' | tail -1 | grep -q 'type=crypt'"
+    wait_for "$L" "TSUNAGI-TEST done" 60 $vm || true
+    powerdown "$T/mon2" $vm
+else
+    fail "the update to $V2 did not come up (see $T/boot2.log)"
+    kill $vm 2>/dev/null || true
+fi
+wait $vm 2>/dev/null || true
+
+echo "== 4. a broken update to $V3 rolls back to $V2"
+update_disk $V3 upd3.img
+s=$(date +%s)
+VM_TIMEOUT=1500 VM_MONITOR=$T/mon3 "$HERE/vm.sh" "$T/disk.raw" "$T/vars.fd" "$T/tpm" "$T/boot3.log" "$T/upd3.img" > "$T/vm3.out" 2>&1 &
+vm=$!
+if wait_for "$T/boot3.log" "TSUNAGI-TEST update-rolled-back" 1400 $vm; then
+    timing rollback $(( $(date +%s) - s ))
+    L=$T/boot3.log
+    check "sysupdate installed $V3" has "$L" "Successfully installed update '$V3'"
+    check "$V3 booted and its boot check failed" has "$L" "boot check: tsunagi-edge did not report ready"
+    tries=$(grep -a -c "TSUNAGI-TEST version=$V3" "$L" || true)
+    check "$V3 used up its boot tries ($tries boots)" test "$tries" -ge 3
+    check "the box is back on $V2 ($(line "$L" 'TSUNAGI-TEST version=' | tr -d '\r'))" bash -c "grep -a 'TSUNAGI-TEST version=' '$L' | tail -1 | grep -q '$V2'"
+    check "$V3 is marked bad ($(line "$L" 'update-rolled-back' | tr -d '\r' | cut -c1-200))" bash -c "grep -a 'update-rolled-back' '$L' | tail -1 | grep -q 'tsunagi_$V3+0-'"
+    powerdown "$T/mon3" $vm
+else
+    fail "no rollback from $V3 (see $T/boot3.log)"
+    kill $vm 2>/dev/null || true
+fi
+wait $vm 2>/dev/null || true
+
+echo
+cat "$T/timings"
+if [ $fails -gt 0 ]; then echo "image-test: $fails check(s) failed; logs in $T"; exit 1; fi
+echo "image-test: all checks passed; logs in $T"
