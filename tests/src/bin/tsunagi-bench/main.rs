@@ -53,6 +53,9 @@ enum Cmd {
     },
 }
 
+/// Where the appliance image's section starts; `image/tools/image-test.sh` writes it.
+const IMAGE_SECTION: &str = "## Appliance image (issue 7)";
+
 fn files_under(root: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for e in std::fs::read_dir(root)? {
         let e = e?;
@@ -305,6 +308,11 @@ fn main() -> anyhow::Result<()> {
     portal::report(&mut md, &portal_report)?;
     proxy::report(&mut md, &proxy_report)?;
     fleet::report(&mut md, &fleet_report, fleet_runs)?;
+    // `just image-test` writes its own section (it needs qemu and about half an hour): keep it.
+    if let Some(image) = std::fs::read_to_string(&a.out).ok().and_then(|old| old.find(IMAGE_SECTION).map(|i| old[i..].to_string())) {
+        writeln!(md)?;
+        md.push_str(&image);
+    }
     std::fs::write(&a.out, md)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())

@@ -13,16 +13,16 @@ if [ "${1:-}" = --resolv-conf ]; then RESOLV=$2; shift 2; fi
 rc=0
 join() { tr '\n' ',' | sed 's/,$//'; }
 # `ip` prints addresses with their prefix; nft masks them into networks itself.
-lan4=$(ip -o -4 addr show scope global | awk '{print $4}' | join)
-lan6=$(ip -o -6 addr show scope global | awk '{print $4}' | join)
-res4=$(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' "$RESOLV" 2>/dev/null | sort -u | join)
-res6=$(awk '$1 == "nameserver" && $2 ~ /:/ {print $2}' "$RESOLV" 2>/dev/null | sed 's/%.*//' | sort -u | join)
+lan4=$(ip -o -4 addr show scope global | mawk '{print $4}' | join)
+lan6=$(ip -o -6 addr show scope global | mawk '{print $4}' | join)
+res4=$(mawk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ {print $2}' "$RESOLV" 2>/dev/null | sort -u | join)
+res6=$(mawk '$1 == "nameserver" && $2 ~ /:/ {print $2}' "$RESOLV" 2>/dev/null | sed 's/%.*//' | sort -u | join)
 hub4= hub6=
 for hp in "$@"; do
     host=${hp%:*} port=${hp##*:}
     host=$(echo "$host" | tr -d '[]')
     case "$port" in ''|*[!0-9]*) echo "netsets: $hp has no port" >&2; rc=1; continue;; esac
-    addrs=$(getent ahosts "$host" | awk '{print $1}' | sort -u)
+    addrs=$(getent ahosts "$host" | mawk '{print $1}' | sort -u)
     [ -n "$addrs" ] || { echo "netsets: $host does not resolve; it stays unreachable until it does" >&2; rc=1; continue; }
     for a in $addrs; do
         case "$a" in

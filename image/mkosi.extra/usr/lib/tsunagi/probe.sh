@@ -22,7 +22,7 @@ record nft-ruleset nft list ruleset
 record timedatectl timedatectl show -p NTP -p NTPSynchronized
 record ss-listening ss -H -ltnu
 record iw-dev iw dev
-for i in $(iw dev 2>/dev/null | awk '$1 == "Interface" {print $2}'); do
+for i in $(iw dev 2>/dev/null | mawk '$1 == "Interface" {print $2}'); do
     record iw-scan iw dev "$i" scan
     record iw-link iw dev "$i" link
 done

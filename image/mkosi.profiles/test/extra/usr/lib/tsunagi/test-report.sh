@@ -8,13 +8,13 @@ say "boot-complete=$(systemctl show -P ActiveState boot-complete.target) bless=$
 src=$(findmnt -n -o SOURCE /)
 say "root=$src type=$(lsblk -n -d -o TYPE "$src") fstype=$(findmnt -n -o FSTYPE /)"
 dev=/dev/$(lsblk -n -d -o PKNAME "$src")
-say "root-luks=$dev tokens=$(systemd-cryptenroll "$dev" 2>/dev/null | awk 'NR>1 {print $2}' | sort | tr '\n' ',')"
+say "root-luks=$dev tokens=$(systemd-cryptenroll "$dev" 2>/dev/null | mawk 'NR>1 {print $2}' | sort | tr '\n' ',')"
 say "usr=$(findmnt -n -o SOURCE /usr) fstype=$(findmnt -n -o FSTYPE /usr) options=$(findmnt -n -o OPTIONS /usr | cut -d, -f1)"
 say "firewall-input=$(nft list chain inet tsunagi input 2>/dev/null | grep -o 'policy [a-z]*') firewall-output=$(nft list chain inet tsunagi output 2>/dev/null | grep -o 'policy [a-z]*')"
 say "store-key-credential=$(test -s /var/lib/tsunagi-keys/store-key.cred && echo sealed || echo missing)"
-say "secure-boot=$(bootctl status 2>/dev/null | awk -F': *' '/Secure Boot/ {print $2; exit}')"
+say "secure-boot=$(bootctl status 2>/dev/null | mawk -F': *' '/Secure Boot/ {print $2; exit}')"
 say "entries=$(ls /efi/EFI/Linux/ /boot/EFI/Linux/ 2>/dev/null | grep '\.efi$' | sort | tr '\n' ' ')"
-say "current-entry=$(bootctl status 2>/dev/null | awk -F': *' '/Current Entry/ {print $2; exit}')"
+say "current-entry=$(bootctl status 2>/dev/null | mawk -F': *' '/Current Entry/ {print $2; exit}')"
 say "probe=$(ls /run/tsunagi-probe 2>/dev/null | tr '\n' ' ')"
 # The update, when a disk labelled TSUNAGIUPD is attached.
 for _ in $(seq 20); do [ -e /dev/disk/by-label/TSUNAGIUPD ] && break; sleep 1; done
