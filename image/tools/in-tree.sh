@@ -24,5 +24,5 @@ exec unshare --mount --propagation private -- bash -euo pipefail -c '
     mount --bind "$W" "$T/work"
     cp /etc/resolv.conf "$T/etc/resolv.conf" 2>/dev/null || true
     exec chroot "$T" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb LANG=C.UTF-8 \
-        SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-}" "$@"
+        ${SOURCE_DATE_EPOCH:+SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH} "$@"
 ' in-tree "$TREE" "$SRC" "$WORK" "$@"

@@ -7,10 +7,13 @@ say "edge=$(systemctl show -P ActiveState tsunagi-edge.service) status=$(systemc
 say "boot-complete=$(systemctl show -P ActiveState boot-complete.target) bless=$(systemctl show -P ActiveState systemd-bless-boot.service)"
 src=$(findmnt -n -o SOURCE /)
 say "root=$src type=$(lsblk -n -d -o TYPE "$src") fstype=$(findmnt -n -o FSTYPE /)"
-dev=/dev/$(lsblk -n -d -o PKNAME "$src")
+# The partition under the dm-crypt device (lsblk -s walks from the device to its parents).
+dev=$(lsblk -n -s -l -o PATH,TYPE "$src" | mawk '$2 == "part" {print $1; exit}')
 say "root-luks=$dev tokens=$(systemd-cryptenroll "$dev" 2>/dev/null | mawk 'NR>1 {print $2}' | sort | tr '\n' ',')"
 say "usr=$(findmnt -n -o SOURCE /usr) fstype=$(findmnt -n -o FSTYPE /usr) options=$(findmnt -n -o OPTIONS /usr | cut -d, -f1)"
 say "firewall-input=$(nft list chain inet tsunagi input 2>/dev/null | grep -o 'policy [a-z]*') firewall-output=$(nft list chain inet tsunagi output 2>/dev/null | grep -o 'policy [a-z]*')"
+id=/var/lib/private/tsunagi/identity
+[ -f $id/identity.pem ] && say "tls-key=$( [ -s $id/identity.tpm.json ] && ! grep -q 'PRIVATE KEY' $id/identity.pem && echo tpm || echo file)"
 say "store-key-credential=$(test -s /var/lib/tsunagi-keys/store-key.cred && echo sealed || echo missing)"
 say "secure-boot=$(bootctl status 2>/dev/null | mawk -F': *' '/Secure Boot/ {print $2; exit}')"
 say "entries=$(ls /efi/EFI/Linux/ /boot/EFI/Linux/ 2>/dev/null | grep '\.efi$' | sort | tr '\n' ' ')"
