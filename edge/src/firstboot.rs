@@ -121,6 +121,14 @@ impl Page {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, _) => self.form(StatusCode::OK, &default_name, None),
             (&Method::POST, "/enrol") => {
+                // A page elsewhere must not be able to submit a token to the box.
+                let origin = req.headers().get(hyper::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
+                let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+                if let Some(o) = origin.filter(|o| o != "null") {
+                    if o.split_once("://").map(|(_, h)| h) != Some(host.as_str()) {
+                        return self.form(StatusCode::FORBIDDEN, &default_name, Some("別のページからの送信は受け付けません。/ Submissions from other pages are refused."));
+                    }
+                }
                 let (_, body) = req.into_parts();
                 let Ok(bytes) = Limited::new(body, 8 << 10).collect().await.map(|b| b.to_bytes()) else {
                     return self.form(StatusCode::PAYLOAD_TOO_LARGE, &default_name, Some("送信内容が大きすぎます。/ The form is too large."));

@@ -12,7 +12,8 @@
 #   3. an update to version 2 is installed by systemd-sysupdate into the free slot, boots, and is
 #      marked good by systemd-bless-boot;
 #   4. a broken version 3 (its edge does not start) fails its boot tries and the box rolls back to
-#      version 2 by itself.
+#      version 2 by itself;
+#   5. a factory reset erases the enrolled box's encrypted root and brings back the enrolment page.
 # Timings go to $WORK/test/timings (build, first boot, update) for BENCHMARKS.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -227,6 +228,32 @@ else
 fi
 wait $vm 2>/dev/null || true
 
+echo "== 5. factory reset of the enrolled box"
+rm -rf "$T/reset"; mkdir -p "$T/reset"; echo factory-reset > "$T/reset/action"; echo none > "$T/reset/version"
+"$HERE/in-tree.sh" mkfs.ext4 -q -L TSUNAGIUPD -d /work/test/reset /work/test/reset.img 64M
+s=$(date +%s)
+VM_TIMEOUT=900 VM_MONITOR=$T/mon4 VM_HOSTFWD="hostfwd=tcp:127.0.0.1:$PLAIN_FWD-:8080" \
+    "$HERE/vm.sh" "$T/disk.raw" "$T/vars.fd" "$T/tpm" "$T/boot4.log" "$T/reset.img" > "$T/vm4.out" 2>&1 &
+vm=$!
+if wait_for "$T/boot4.log" "TSUNAGI-TEST factory-reset-done" 700 $vm; then
+    timing factory-reset $(( $(date +%s) - s ))
+    L=$T/boot4.log
+    check "the enrolled box asked for a factory reset" has "$L" "TSUNAGI-TEST factory-reset-requested"
+    check "systemd-repart erased and re-made the root (factory reset)" grep -a -q -i "factory reset" "$L"
+    check "after the reset the box is not enrolled and shows its enrolment page ($(line "$L" 'TSUNAGI-TEST edge=' | tr -d '\r' | cut -c1-120))" \
+        bash -c "grep -a 'TSUNAGI-TEST edge=' '$L' | tail -1 | grep -q 'not enrolled: enrolment page'"
+    check "the new root is encrypted and bound to the TPM2 again" bash -c "grep -a 'TSUNAGI-TEST root-luks' '$L' | tail -1 | grep -q 'tokens=.*tpm2'"
+    check "a new store key was sealed" bash -c "grep -a 'TSUNAGI-TEST store-key-credential' '$L' | tail -1 | grep -q sealed"
+    check "the reset request was cleared (the next boot keeps the data)" bash -c "grep -a 'TSUNAGI-TEST efivar-factory-reset' '$L' | tail -1 | grep -q absent"
+    page=$(curl -s --max-time 20 "http://127.0.0.1:$PLAIN_FWD/" || true)
+    check "the LAN shows the enrolment page again" grep -q "tsunagi 機器の登録" <<< "$page"
+    powerdown "$T/mon4" $vm
+else
+    fail "the factory reset did not come back (see $T/boot4.log)"
+    kill $vm 2>/dev/null || true
+fi
+wait $vm 2>/dev/null || true
+
 echo
 cat "$T/timings"
 if [ $fails -gt 0 ]; then echo "image-test: $fails check(s) failed; logs in $T"; exit 1; fi
@@ -252,6 +279,7 @@ Written by \`just image-test\` (\`image/tools/image-test.sh\`) on $(date -u +%Y-
 | enrolment to serving | $(t enrol-restore-serve) | token posted on the LAN page → key made in the TPM, CSR signed there → certificate → the facility's copy restored from the hub → the LAN proxy serving |
 | update | $(t update) | power on with the update disk → systemd-sysupdate writes slot B and the new UKI → reboot → the new version boots, reaches boot-complete and is blessed |
 | rollback | $(t rollback) | power on with a broken update → installed → three failed boots (each rebooted by the boot check) → systemd-boot falls back → the old version reports |
+| factory reset | $(t factory-reset) | power on with the reset request → the enrolled box asks for it (EFI variable) and reboots → systemd-repart deletes and re-creates the encrypted root → new store key → enrolment page |
 
 Sizes: disk image $(mb $raw_alloc) MiB allocated ($(mb $(stat -c %s "$o/tsunagi_$V1.raw")) MiB apparent), \`/usr\` (erofs) $(mb $usr_size) MiB, UKI $(mb $(stat -c %s "$o/tsunagi_$V1.efi")) MiB. Logs of the run: \`$T\`.
 MD

@@ -24,6 +24,15 @@ for _ in $(seq 20); do [ -e /dev/disk/by-label/TSUNAGIUPD ] && break; sleep 1; d
 if [ ! -e /dev/disk/by-label/TSUNAGIUPD ]; then say "done"; exit 0; fi
 mkdir -p /run/tsunagi-update
 mount -o ro /dev/disk/by-label/TSUNAGIUPD /run/tsunagi-update
+say "efivar-factory-reset=$(test -e /sys/firmware/efi/efivars/FactoryReset-8cf2644b-4b0b-428f-9387-6d876050dc67 && echo present || echo absent)"
+if [ "$(cat /run/tsunagi-update/action 2>/dev/null)" = factory-reset ]; then
+    if [ -f $id/identity.pem ]; then
+        say "factory-reset-requested"
+        /usr/lib/tsunagi/factory-reset.sh --yes 2>&1 | sed 's/^/TSUNAGI-TEST /'
+        exit 0
+    fi
+    say "factory-reset-done enrolled=no"; say "done"; exit 0
+fi
 offered=$(cat /run/tsunagi-update/version)
 say "update-offered=$offered"
 if [ "$offered" = "$IMAGE_VERSION" ]; then say "update-running"; say "done"; exit 0; fi
