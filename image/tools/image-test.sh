@@ -49,12 +49,14 @@ wait_for() { # log pattern timeout-seconds [pid]
 powerdown() { # monitor socket, qemu pid
     python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"system_powerdown\n")' "$1" 2>/dev/null || true
     for _ in $(seq 120); do kill -0 "$2" 2>/dev/null || return 0; sleep 1; done
-    kill "$2" 2>/dev/null || true
+    kill "$2" 2>/dev/null || true; kill_vms
 }
 
 rm -rf "$T"; mkdir -p "$T"
 hub_pid=; old_pid=
-cleanup() { kill $hub_pid $old_pid 2>/dev/null || true; pkill -f "qemu-system-x86_64.*$WORK/test" 2>/dev/null || true; }
+# qemu and swtpm run inside the tools tree, where this run's folder is /work/test.
+kill_vms() { pkill -f "qemu-system-x86_64 .*file:/work/test/" 2>/dev/null || true; pkill -f "swtpm socket .*dir=/work/test/" 2>/dev/null || true; }
+cleanup() { kill $hub_pid $old_pid 2>/dev/null || true; kill_vms; }
 trap cleanup EXIT
 
 echo "== binaries"
@@ -147,7 +149,7 @@ if wait_for "$T/boot1.log" "TSUNAGI-TEST done" 600 $vm; then
     powerdown "$T/mon1" $vm
 else
     fail "the first boot did not report (see $T/boot1.log)"
-    kill $vm 2>/dev/null || true
+    kill $vm 2>/dev/null || true; kill_vms
 fi
 wait $vm 2>/dev/null || true
 
@@ -169,7 +171,7 @@ VM_TIMEOUT=180 "$HERE/vm.sh" "$T/tampered.raw" "$T/vars-tampered.fd" "$T/tpm-tam
 vm=$!
 # The firmware refuses it in seconds; then nothing more can happen, so stop waiting.
 wait_for "$T/tampered.log" "Access denied" 170 $vm && sleep 10
-kill $vm 2>/dev/null; wait $vm 2>/dev/null || true
+kill $vm 2>/dev/null; kill_vms; wait $vm 2>/dev/null || true
 check "the tampered kernel image is refused ($(grep -a -o -E 'Access denied|Security Violation|Error loading[^\r]*' "$T/tampered.log" | head -1))" \
     grep -a -q -E "Access denied|Security Violation" "$T/tampered.log"
 check "nothing of the tampered image ran" bash -c "! grep -a -q 'TSUNAGI-TEST' '$T/tampered.log'"
@@ -203,7 +205,7 @@ if wait_for "$T/boot2.log" "TSUNAGI-TEST update-running" 800 $vm; then
     powerdown "$T/mon2" $vm
 else
     fail "the update to $V2 did not come up (see $T/boot2.log)"
-    kill $vm 2>/dev/null || true
+    kill $vm 2>/dev/null || true; kill_vms
 fi
 wait $vm 2>/dev/null || true
 
@@ -224,7 +226,7 @@ if wait_for "$T/boot3.log" "TSUNAGI-TEST update-rolled-back" 1400 $vm; then
     powerdown "$T/mon3" $vm
 else
     fail "no rollback from $V3 (see $T/boot3.log)"
-    kill $vm 2>/dev/null || true
+    kill $vm 2>/dev/null || true; kill_vms
 fi
 wait $vm 2>/dev/null || true
 
@@ -250,7 +252,7 @@ if wait_for "$T/boot4.log" "TSUNAGI-TEST factory-reset-done" 700 $vm; then
     powerdown "$T/mon4" $vm
 else
     fail "the factory reset did not come back (see $T/boot4.log)"
-    kill $vm 2>/dev/null || true
+    kill $vm 2>/dev/null || true; kill_vms
 fi
 wait $vm 2>/dev/null || true
 
