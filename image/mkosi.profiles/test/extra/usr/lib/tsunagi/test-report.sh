@@ -28,7 +28,7 @@ say "efivar-factory-reset=$(test -e /sys/firmware/efi/efivars/FactoryReset-8cf26
 if [ "$(cat /run/tsunagi-update/action 2>/dev/null)" = factory-reset ]; then
     if [ -f $id/identity.pem ]; then
         say "factory-reset-requested"
-        /usr/lib/tsunagi/factory-reset.sh --yes 2>&1 | sed 's/^/TSUNAGI-TEST /'
+        TSUNAGI_FACTORY_RESET_TEST=1 /usr/lib/tsunagi/factory-reset.sh --yes 2>&1 | sed 's/^/TSUNAGI-TEST /'
         exit 0
     fi
     say "factory-reset-done enrolled=no"; say "done"; exit 0
