@@ -338,12 +338,9 @@ fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
         // facility's copy from the hub, then the usual start.
         let Some(id) = rt.block_on(async {
             let (tx, rx) = tokio::sync::watch::channel(false);
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let signalled = terminated()?;
             tokio::spawn(async move {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+                signalled.await;
                 let _ = tx.send(true);
             });
             crate::firstboot::enrol(&cfg, rx).await
@@ -352,9 +349,8 @@ fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
             crate::notify::stopping();
             return Ok(ExitCode::SUCCESS);
         };
-        match rt.block_on(crate::firstboot::restore_if_any(&id, &cfg, &key))? {
-            Some(r) => tracing::info!(facility = %id.cert.facility, seq = r.seq, segments = r.segments, bytes = r.bytes, "restored the facility's copy"),
-            None => {}
+        if let Some(r) = rt.block_on(crate::firstboot::restore_if_any(&id, &cfg, &key))? {
+            tracing::info!(facility = %id.cert.facility, seq = r.seq, segments = r.segments, bytes = r.bytes, "restored the facility's copy");
         }
     }
     let enrolled = Identity::load(&cfg.identity_dir()).ok();
@@ -432,11 +428,7 @@ fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
             Some(i) => format!("serving facility {} ({} roots)", i.cert.facility, cfg.roots.len()),
             None => "not enrolled: run `tsunagi-edge enroll`".to_string(),
         });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        terminated()?.await;
         tracing::info!("stopping: finishing the current batch and upload");
         crate::notify::stopping();
         stop.store(true, Ordering::Relaxed);
@@ -457,6 +449,17 @@ fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT (the handlers are installed at once, so no signal is missed).
+fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 /// The LAN proxy, once the appliance is enrolled and has its LAN certificate.

@@ -71,8 +71,7 @@ impl ClientAuth {
     /// From one PEM text holding a certificate chain and its private key.
     pub fn from_pem(pem: &[u8]) -> anyhow::Result<ClientAuth> {
         let chain = provisioning::cert::certs_from_pem(pem).map_err(anyhow::Error::msg)?;
-        let der = provisioning::cert::key_from_pem(pem).map_err(anyhow::Error::msg)?;
-        let key = rustls::crypto::ring::sign::any_supported_type(&der).context("the key is not usable")?;
+        let key = crate::secrets::file_signing_key(pem).map_err(anyhow::Error::msg)?;
         Ok(ClientAuth { chain, key })
     }
 }

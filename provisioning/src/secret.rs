@@ -36,8 +36,7 @@ pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
 /// A key's bytes as [`read_key`] accepts them (for secrets whose file systemd guards, such as a
 /// credential in the service's private, RAM-only credentials folder).
 pub fn parse_key(raw: &[u8]) -> Result<[u8; 32], String> {
-    let raw = raw.to_vec();
-    let text = std::str::from_utf8(&raw).map(str::trim).unwrap_or("");
+    let text = std::str::from_utf8(raw).map(str::trim).unwrap_or("");
     match shared::chain::unhex(text) {
         Some(b) if b.len() == 32 => Ok(b.try_into().expect("32 bytes")),
         _ if raw.len() == 32 => Ok(raw.try_into().expect("32 bytes")),

@@ -37,15 +37,25 @@ pub fn resolve_in(setting: &Path, credentials_dir: Option<&Path>) -> Result<Path
     }
 }
 
-/// Whether `setting` names a systemd credential rather than a file.
-pub fn is_credential(setting: &Path) -> bool {
-    setting.to_str().is_some_and(|s| s.starts_with(CREDENTIAL))
-}
-
 /// [`resolve_in`] with this process's `$CREDENTIALS_DIRECTORY`.
 pub fn resolve(setting: &Path) -> Result<PathBuf, String> {
     let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     resolve_in(setting, dir.as_deref())
+}
+
+/// The bytes of the secret `setting` names, and the file they came from. A file must be its
+/// owner's only; a credential is read as systemd hands it over (0440, in a RAM-only folder only
+/// this service sees).
+pub fn read(setting: &Path) -> Result<(PathBuf, Vec<u8>), (PathBuf, String)> {
+    let path = resolve(setting).map_err(|reason| (setting.to_owned(), reason))?;
+    let bytes = if path.as_path() == setting { provisioning::secret::check_and_read(&path) } else { std::fs::read(&path).map_err(|e| e.to_string()) };
+    bytes.map(|b| (path.clone(), b)).map_err(|reason| (path, reason))
+}
+
+/// A software key (the PEM may also hold the certificate chain) as rustls signs with it.
+pub fn file_signing_key(pem: &[u8]) -> Result<Arc<dyn SigningKey>, String> {
+    let der = provisioning::cert::key_from_pem(pem)?;
+    rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| format!("the identity key is not usable: {e}"))
 }
 
 #[cfg(test)]
@@ -179,10 +189,7 @@ impl ClientKey {
     /// The key as rustls signs with it.
     pub fn signing_key(&self) -> Result<Arc<dyn SigningKey>, String> {
         match self {
-            ClientKey::File { pem } => {
-                let der = provisioning::cert::key_from_pem(pem.as_bytes())?;
-                rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| format!("the identity key is not usable: {e}"))
-            }
+            ClientKey::File { pem } => file_signing_key(pem.as_bytes()),
             ClientKey::Tpm(k) => Ok(Arc::new(TpmSigningKey(k.clone()))),
         }
     }

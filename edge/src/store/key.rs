@@ -22,17 +22,11 @@ impl Key {
     /// Reads the key file, refusing one that group or others could read.
     /// `path` may also name a systemd credential (`credential:NAME`, see [`crate::secrets`]).
     pub fn from_file(path: &Path) -> Result<Key, Error> {
-        let setting = path;
-        let path = &crate::secrets::resolve(setting).map_err(|reason| Error::KeyFile { path: setting.to_owned(), reason })?;
-        if crate::secrets::is_credential(setting) {
-            // systemd hands credentials over read-only (0440) in a folder only this service sees.
-            let raw = std::fs::read(path).map_err(|e| Error::KeyFile { path: path.to_owned(), reason: e.to_string() })?;
-            return provisioning::secret::parse_key(&raw).map(Key).map_err(|reason| Error::KeyFile { path: path.to_owned(), reason });
-        }
-        provisioning::secret::read_key(path).map(Key).map_err(|reason| {
-            let hint = if path.exists() { "" } else { " (create one with `tsunagi-edge keygen --out FILE`)" };
-            Error::KeyFile { path: path.to_owned(), reason: format!("{reason}{hint}") }
-        })
+        let (path, raw) = crate::secrets::read(path).map_err(|(p, reason)| {
+            let hint = if p.as_path() == path && !p.exists() && !p.to_string_lossy().starts_with(crate::secrets::CREDENTIAL) { " (create one with `tsunagi-edge keygen --out FILE`)" } else { "" };
+            Error::KeyFile { path: p, reason: format!("{reason}{hint}") }
+        })?;
+        provisioning::secret::parse_key(&raw).map(Key).map_err(|reason| Error::KeyFile { path, reason })
     }
 
     /// The SQLCipher statement that sets this key as a raw key (no passphrase derivation).
