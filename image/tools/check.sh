@@ -7,10 +7,18 @@
 #   - mkosi accepts the configuration, with and without the test profiles.
 # Needs root (the tools tree). Prints one line per check; exits 1 if any failed.
 #
-#   check.sh [--units DIR]     DIR: check these unit files instead of the image's (for tests)
+#   check.sh [--units DIR] [--mkosi-conf FILE]
+#     DIR: check these unit files instead of the image's; FILE: take the initrd drop-ins from this
+#     mkosi.conf instead of the image's (both for tests)
 set -euo pipefail
-UNITS=
-if [ "${1:-}" = --units ]; then UNITS=$2; shift 2; fi
+UNITS= CONF=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --units) UNITS=$2; shift 2;;
+        --mkosi-conf) CONF=$2; shift 2;;
+        *) echo "check: unknown argument $1 (--units DIR, --mkosi-conf FILE)" >&2; exit 2;;
+    esac
+done
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
 WORK=${TSUNAGI_IMAGE_WORK:-/var/tmp/tsunagi-image}
@@ -30,6 +38,7 @@ cp -r "$SRC/image/mkosi.extra/usr/lib/tsunagi" "$TREE/usr/lib/tsunagi"
 cp "$SRC/image/edge.toml" "$TREE/usr/lib/tsunagi/edge.toml"
 cp "$SRC"/image/mkosi.profiles/test/extra/usr/lib/tsunagi/* "$TREE/usr/lib/tsunagi/"
 mkdir -p "$TREE/etc/tsunagi-check"
+cp "${CONF:-$SRC/image/mkosi.conf}" "$WORK/check-mkosi.conf"
 if [ -n "$UNITS" ]; then
     cp -P "$UNITS"/tsunagi-* "$TREE/etc/tsunagi-check/"
 else
@@ -61,5 +70,24 @@ fi
             echo "FAIL  mkosi summary${p:+ --profile=$p}: $(echo "$out" | tail -5)"; fails=$((fails+1))
         fi
     done
+    # The initrd drop-ins that make factory reset work (mkosi.conf, KernelCommandLine): mkosi puts
+    # them on the command line, and each decodes to a drop-in that systemd accepts.
+    summary=$(mkosi --image-version=0 summary 2>/dev/null)
+    mkdir -p /tmp/dropin-check; rm -rf /tmp/dropin-check/*
+    printf "[Unit]\nDescription=stand-in for the generated unit\n[Service]\nType=oneshot\nExecStart=/bin/true\n" > "/tmp/dropin-check/systemd-cryptsetup@.service"
+    for cred in $(sed -n "s/.*systemd\.set_credential_binary=\(systemd\.unit-dropin\.[^[:space:]]*\).*/\1/p" /work/check-mkosi.conf); do
+        name=${cred%%:*} unit=${name#systemd.unit-dropin.}; drop=${unit#*~}; unit=${unit%%~*}
+        mkdir -p "/tmp/dropin-check/$unit.d"
+        if ! echo "${cred#*:}" | base64 -d > "/tmp/dropin-check/$unit.d/$drop.conf" 2>/dev/null; then
+            echo "FAIL  initrd drop-in $name: not base64"; fails=$((fails+1)); continue
+        fi
+        err=$(SYSTEMD_UNIT_PATH=/tmp/dropin-check: systemd-analyze verify --man=no "$unit" 2>&1 >/dev/null); rc=$?
+        if [ $rc -ne 0 ] || [ -n "$err" ]; then echo "FAIL  initrd drop-in for $unit (rc $rc): $err"; fails=$((fails+1)); continue; fi
+        case "$summary" in *" systemd.set_credential_binary=$cred"*) ;; *) echo "FAIL  initrd drop-in $name: not on the UKI command line mkosi makes"; fails=$((fails+1)); continue;; esac
+        echo "PASS  initrd drop-in for $unit: $(grep -v "^\[" "/tmp/dropin-check/$unit.d/$drop.conf" | tr "\n" " ")"
+    done
+    if ! grep -q "^After=systemd-repart.service" "/tmp/dropin-check/systemd-cryptsetup@root.service.d/"*.conf 2>/dev/null; then
+        echo "FAIL  the root is not unlocked after systemd-repart (factory reset would mount the old root)"; fails=$((fails+1))
+    fi
     exit $((fails > 0))
 '

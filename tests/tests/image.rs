@@ -11,9 +11,16 @@ fn root() -> PathBuf {
 }
 
 fn check(units: Option<&Path>) -> (bool, String) {
+    check_with(units, None)
+}
+
+fn check_with(units: Option<&Path>, mkosi_conf: Option<&Path>) -> (bool, String) {
     let mut c = Command::new(root().join("image/tools/check.sh"));
     if let Some(u) = units {
         c.arg("--units").arg(u);
+    }
+    if let Some(f) = mkosi_conf {
+        c.arg("--mkosi-conf").arg(f);
     }
     c.env("TSUNAGI_EDGE_BIN", root().join("target/debug/tsunagi-edge"));
     let out = c.output().expect("image/tools/check.sh runs");
@@ -40,6 +47,29 @@ fn units_verify_the_edge_scores_two_or_better_and_mkosi_accepts_the_config() {
     for p in ["mkosi summary (", "mkosi summary --profile=test (", "mkosi summary --profile=test,broken (", "nft -c firewall.nft"] {
         assert!(out.contains(&format!("PASS  {p}")), "{p}: {out}");
     }
+    // Factory reset needs these in the initrd (mkosi.conf hands them over on the signed command line).
+    assert!(out.contains("PASS  initrd drop-in for systemd-cryptsetup@root.service: After=systemd-repart.service"), "{out}");
+    assert!(out.contains("PASS  initrd drop-in for systemd-repart.service: ExecStartPost=-udevadm settle"), "{out}");
+}
+
+#[test]
+fn without_its_initrd_drop_in_the_root_would_be_mounted_before_a_factory_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = std::fs::read_to_string(root().join("image/mkosi.conf")).unwrap();
+    // The image's mkosi.conf without the drop-in that orders the root's unlock after systemd-repart.
+    let without: String = conf.lines().filter(|l| !l.contains("systemd-cryptsetup@root.service~")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(without, conf, "the drop-in is in image/mkosi.conf");
+    let file = dir.path().join("mkosi.conf");
+    std::fs::write(&file, &without).unwrap();
+    let (ok, out) = check_with(None, Some(&file));
+    assert!(!ok && out.contains("FAIL  the root is not unlocked after systemd-repart"), "{out}");
+    // A drop-in that systemd does not accept fails too.
+    let bad = conf.replace("W1VuaXRdCkFmdGVyPXN5c3RlbWQtcmVwYXJ0LnNlcnZpY2UK", "W1VuaXRdCkFmdGVyeD1zeXN0ZW1kLXJlcGFydC5zZXJ2aWNlCg==");
+    assert_ne!(bad, conf);
+    std::fs::write(&file, &bad).unwrap();
+    let (ok, out) = check_with(None, Some(&file));
+    assert!(!ok && out.contains("FAIL  initrd drop-in for systemd-cryptsetup@root.service") && out.contains("Unknown key"), "{out}");
+    assert!(out.contains("FAIL  the root is not unlocked after systemd-repart"), "{out}");
 }
 
 #[test]

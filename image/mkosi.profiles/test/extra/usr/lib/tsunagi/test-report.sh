@@ -14,21 +14,22 @@ say "usr=$(findmnt -n -o SOURCE /usr) fstype=$(findmnt -n -o FSTYPE /usr) option
 say "firewall-input=$(nft list chain inet tsunagi input 2>/dev/null | grep -o 'policy [a-z]*') firewall-output=$(nft list chain inet tsunagi output 2>/dev/null | grep -o 'policy [a-z]*')"
 id=/var/lib/private/tsunagi/identity
 [ -f $id/identity.pem ] && say "tls-key=$( [ -s $id/identity.tpm.json ] && ! grep -q 'PRIVATE KEY' $id/identity.pem && echo tpm || echo file)"
-say "store-key-credential=$(test -s /var/lib/tsunagi-keys/store-key.cred && echo sealed || echo missing)"
+say "store-key-credential=$(test -s /var/lib/tsunagi-keys/store-key.cred && echo sealed || echo missing) sha256=$(sha256sum /var/lib/tsunagi-keys/store-key.cred 2>/dev/null | cut -c1-16)"
 say "secure-boot=$(bootctl status 2>/dev/null | mawk -F': *' '/Secure Boot/ {print $2; exit}')"
 say "entries=$(ls /efi/EFI/Linux/ /boot/EFI/Linux/ 2>/dev/null | grep '\.efi$' | sort | tr '\n' ' ')"
 say "current-entry=$(bootctl status 2>/dev/null | mawk -F': *' '/Current Entry/ {print $2; exit}')"
 say "probe=$(ls /run/tsunagi-probe 2>/dev/null | tr '\n' ' ')"
+say "cmdline-factory-reset=$(grep -q 'systemd.factory_reset=1' /proc/cmdline && echo yes || echo no)"
+say "boot-entries=$(bootctl list --no-pager 2>/dev/null | mawk '/^ *id:/ {print $2}' | tr '\n' ' ')"
 # The update, when a disk labelled TSUNAGIUPD is attached.
 for _ in $(seq 20); do [ -e /dev/disk/by-label/TSUNAGIUPD ] && break; sleep 1; done
 if [ ! -e /dev/disk/by-label/TSUNAGIUPD ]; then say "done"; exit 0; fi
 mkdir -p /run/tsunagi-update
 mount -o ro /dev/disk/by-label/TSUNAGIUPD /run/tsunagi-update
-say "efivar-factory-reset=$(test -e /sys/firmware/efi/efivars/FactoryReset-8cf2644b-4b0b-428f-9387-6d876050dc67 && echo present || echo absent)"
 if [ "$(cat /run/tsunagi-update/action 2>/dev/null)" = factory-reset ]; then
     if [ -f $id/identity.pem ]; then
         say "factory-reset-requested"
-        TSUNAGI_FACTORY_RESET_TEST=1 /usr/lib/tsunagi/factory-reset.sh --yes 2>&1 | sed 's/^/TSUNAGI-TEST /'
+        /usr/lib/tsunagi/factory-reset.sh --yes 2>&1 | sed 's/^/TSUNAGI-TEST /'
         exit 0
     fi
     say "factory-reset-done enrolled=no"; say "done"; exit 0
