@@ -19,8 +19,7 @@ say "secure-boot=$(bootctl status 2>/dev/null | mawk -F': *' '/Secure Boot/ {pri
 say "entries=$(ls /efi/EFI/Linux/ /boot/EFI/Linux/ 2>/dev/null | grep '\.efi$' | sort | tr '\n' ' ')"
 say "current-entry=$(bootctl status 2>/dev/null | mawk -F': *' '/Current Entry/ {print $2; exit}')"
 say "probe=$(ls /run/tsunagi-probe 2>/dev/null | tr '\n' ' ')"
-say "cmdline-factory-reset=$(grep -q 'systemd.factory_reset=1' /proc/cmdline && echo yes || echo no)"
-say "boot-entries=$(bootctl list --no-pager 2>/dev/null | mawk '/^ *id:/ {print $2}' | tr '\n' ' ')"
+say "efivar-factory-reset=$(test -e /sys/firmware/efi/efivars/FactoryReset-8cf2644b-4b0b-428f-9387-6d876050dc67 && echo present || echo absent)"
 # The update, when a disk labelled TSUNAGIUPD is attached.
 for _ in $(seq 20); do [ -e /dev/disk/by-label/TSUNAGIUPD ] && break; sleep 1; done
 if [ ! -e /dev/disk/by-label/TSUNAGIUPD ]; then say "done"; exit 0; fi
