@@ -63,8 +63,10 @@ fi
     for f in /etc/protocols /etc/services; do [ -e $f ] && mount --bind /dev/null $f; done
     if err=$(nft -c -f /usr/lib/tsunagi/firewall.nft 2>&1); then echo "PASS  nft -c firewall.nft ($(nft --version))"; else echo "FAIL  nft -c firewall.nft: $err"; fails=$((fails+1)); fi
     cd /src/image
+    summary=
     for p in "" test test,broken; do
         if out=$(mkosi ${p:+--profile=$p} --image-version=0 summary 2>&1); then
+            [ -z "$p" ] && summary=$out
             echo "PASS  mkosi summary${p:+ --profile=$p} ($(echo "$out" | grep -c .) lines)"
         else
             echo "FAIL  mkosi summary${p:+ --profile=$p}: $(echo "$out" | tail -5)"; fails=$((fails+1))
@@ -72,8 +74,8 @@ fi
     done
     # The initrd drop-ins that make factory reset work (mkosi.conf, KernelCommandLine): mkosi puts
     # them on the command line, and each decodes to a drop-in that systemd accepts.
-    summary=$(mkosi --image-version=0 summary 2>/dev/null)
-    mkdir -p /tmp/dropin-check; rm -rf /tmp/dropin-check/*
+    # (/tmp is a fresh tmpfs in the tools tree; $summary is the base summary from above.)
+    mkdir /tmp/dropin-check
     printf "[Unit]\nDescription=stand-in for the generated unit\n[Service]\nType=oneshot\nExecStart=/bin/true\n" > "/tmp/dropin-check/systemd-cryptsetup@.service"
     for cred in $(sed -n "s/.*systemd\.set_credential_binary=\(systemd\.unit-dropin\.[^[:space:]]*\).*/\1/p" /work/check-mkosi.conf); do
         name=${cred%%:*} unit=${name#systemd.unit-dropin.}; drop=${unit#*~}; unit=${unit%%~*}
