@@ -30,14 +30,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub with a fresh CA and key, serving on a free port.
+    /// A hub with a fresh CA and key, serving on free ports that stay its own across restarts
+    /// ([`stable_port`]).
     pub fn start(extra: &[&str]) -> Hub {
         let dir = tempfile::tempdir().unwrap();
-        let mut h = Hub { dir, addr: String::new(), operator_addr: "127.0.0.1:0".into(), fingerprint: String::new(), metrics_addr: "127.0.0.1:0".into(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let local = || format!("127.0.0.1:{}", stable_port());
+        let mut h = Hub { dir, addr: String::new(), operator_addr: local(), fingerprint: String::new(), metrics_addr: local(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
         ok(h.cmd("keygen").output().unwrap());
         ok(h.cmd("ca").args(["init", "--network", "test"]).output().unwrap());
         h.fingerprint = ok(h.cmd("ca").arg("fingerprint").output().unwrap()).trim().to_string();
-        h.serve("127.0.0.1:0");
+        h.serve(&local());
         h
     }
 
@@ -62,9 +64,11 @@ impl Hub {
             lines.push(line);
         }
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        self.addr = lines[0].trim().strip_prefix("listening on https://").unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
-        self.operator_addr = lines[2].trim().strip_prefix("operators on https://").and_then(|s| s.strip_suffix("/login")).unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
-        self.metrics_addr = lines[3].trim().strip_prefix("metrics on http://").and_then(|s| s.strip_suffix("/metrics")).unwrap_or_else(|| panic!("hub said {lines:?}")).to_string();
+        let log_path = self.log_path();
+        let said = || panic!("hub said {lines:?}; its log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        self.addr = lines[0].trim().strip_prefix("listening on https://").unwrap_or_else(said).to_string();
+        self.operator_addr = lines[2].trim().strip_prefix("operators on https://").and_then(|s| s.strip_suffix("/login")).unwrap_or_else(said).to_string();
+        self.metrics_addr = lines[3].trim().strip_prefix("metrics on http://").and_then(|s| s.strip_suffix("/metrics")).unwrap_or_else(said).to_string();
         self.child = Some(child);
     }
 
@@ -254,6 +258,23 @@ pub struct Appliance {
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A port free on 127.0.0.1, below the kernel's ephemeral range (32768 and up), for a server a
+/// test stops and starts again on the same address: while it is down, no `bind(0)` in a test
+/// running beside it can be handed its port (which once made a hub restart fail in CI).
+pub fn stable_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for i in 0..1000u64 {
+        let port = 20000 + (seed.wrapping_add(i.wrapping_mul(7919)) % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1");
 }
 
 impl Appliance {
