@@ -493,6 +493,9 @@ async fn prepare_proxy(cfg: &Config, key: &Key, local: Arc<crate::proxy::local::
         }
         tracing::warn!(error = %format!("{e:#}"), "the LAN certificate could not be brought up to date; serving the current one");
     }
+    // Without its own portal-only certificate the proxy does not start: it never lends the
+    // appliance's identity to the LAN.
+    identity::ensure_proxy(&mut id, cfg.hub_url.as_deref()).await.context("the LAN proxy has no portal-only certificate, and the hub cannot issue one now")?;
     let gate = Arc::new(crate::policy::TerminalGate::new(cfg.policy.clone(), local.clone())?);
     let p = crate::proxy::Proxy::new(cfg.proxy.clone(), &dir, cfg.hub_url.clone(), &cfg.store_dir(), key, local, gate)?;
     Ok(Arc::new(p))

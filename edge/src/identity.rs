@@ -3,8 +3,10 @@
 //!
 //! In the identity folder: `identity.pem` (certificate chain and key, owner-only), `root.pem` (the
 //! network root, pinned by fingerprint), `enrolment.json` (hub, facility, appliance, LAN names),
-//! and `lan.pem` (the LAN listener's server certificate chain and key, owner-only, issued and
-//! renewed together with the client certificate when the proxy has LAN names). A renewal
+//! `lan.pem` (the LAN listener's server certificate chain and key, owner-only, issued and
+//! renewed together with the client certificate when the proxy has LAN names), and `proxy.pem`
+//! (the LAN proxy's own client certificate and key, owner-only: it reaches the portal and nothing
+//! else, so a LAN browser's requests never travel on the appliance's identity). A renewal
 //! writes `identity.next.pem` first and replaces `identity.pem` only after the hub has accepted
 //! the new certificate, so a power cut at any point leaves a working identity.
 
@@ -25,6 +27,8 @@ const ROOT: &str = "root.pem";
 const ENROLMENT: &str = "enrolment.json";
 /// The LAN listener's certificate chain and key.
 pub const LAN: &str = "lan.pem";
+/// The LAN proxy's portal-only client certificate chain and key.
+pub const PROXY: &str = "proxy.pem";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enrolment {
@@ -50,6 +54,42 @@ struct Issued {
     not_after: i64,
     #[serde(default)]
     lan_chain_pem: Option<String>,
+    #[serde(default)]
+    proxy_chain_pem: Option<String>,
+}
+
+/// A new key and CSR for the LAN proxy's portal-only certificate, and the request field.
+fn proxy_request(appliance: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let (key_pem, csr) = provisioning::ca::new_key_and_csr(appliance).map_err(anyhow::Error::msg)?;
+    Ok((key_pem, json!({ "csr": csr })))
+}
+
+/// Writes the proxy's certificate with its key, checking that it is a portal-only certificate
+/// for this facility and appliance (never the appliance's own identity).
+fn write_proxy(dir: &Path, issued: &Issued, key_pem: &str, facility: &str, appliance: &str) -> anyhow::Result<()> {
+    let chain = issued.proxy_chain_pem.as_deref().ok_or_else(|| anyhow::anyhow!("the hub did not issue the proxy certificate it was asked for (an older hub?)"))?;
+    let cert = parse(chain.as_bytes())?;
+    if cert.purpose != provisioning::Purpose::PortalProxy || cert.facility != facility || cert.appliance != appliance {
+        anyhow::bail!("the proxy certificate the hub issued is not a portal-only certificate for {facility}/{appliance}; refusing it");
+    }
+    let path = dir.join(PROXY);
+    provisioning::secret::write_atomic(&path, format!("{chain}{key_pem}").as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The TLS configuration of the LAN proxy's connections to the hub: the pinned root, and the
+/// portal-only certificate of `proxy.pem`.
+pub fn proxy_tls_config(dir: &Path, fingerprint: &str) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let pem = provisioning::secret::read(&dir.join(PROXY)).map_err(|e| anyhow::anyhow!("{e} (the proxy has no certificate of its own yet: it is issued at enrolment and renewal)"))?;
+    let cert = parse(&pem)?;
+    if cert.purpose != provisioning::Purpose::PortalProxy {
+        anyhow::bail!("{} is not a portal-only certificate; the proxy never presents the appliance's identity", dir.join(PROXY).display());
+    }
+    client::tls_config(fingerprint, Some(client::ClientAuth::from_pem(&pem)?))
+}
+
+/// Whether the proxy has its portal-only certificate.
+pub fn has_proxy_cert(dir: &Path) -> bool {
+    provisioning::secret::read(&dir.join(PROXY)).ok().and_then(|p| parse(&p).ok()).is_some_and(|c| c.purpose == provisioning::Purpose::PortalProxy)
 }
 
 /// A new key and CSR for the LAN listener, and the request field that carries them.
@@ -209,7 +249,8 @@ pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appli
     let csr = key.csr(appliance).map_err(anyhow::Error::msg)?;
     let client = Client::new(hub, client::tls_config(&fingerprint, None)?)?;
     let lan = lan_request(appliance, lan_names)?;
-    let mut body = json!({ "token": token, "csr": csr, "appliance": appliance });
+    let (proxy_key, proxy) = proxy_request(appliance)?;
+    let mut body = json!({ "token": token, "csr": csr, "appliance": appliance, "proxy": proxy });
     if let Some((_, l)) = &lan {
         body["lan"] = l.clone();
     }
@@ -231,6 +272,7 @@ pub async fn enroll(dir: &Path, hub: &str, token: &str, fingerprint: &str, appli
     if let Some((lan_key, _)) = &lan {
         write_lan(dir, &issued, lan_key, lan_names)?;
     }
+    write_proxy(dir, &issued, &proxy_key, &issued.facility, appliance)?;
     if let Some(stored) = key.tpm_stored_json() {
         provisioning::secret::write_atomic(&dir.join(TPM_KEY), stored.as_bytes(), 0o600)?;
     }
@@ -304,7 +346,8 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     };
     let csr = key.csr(&id.enrolment.appliance).map_err(anyhow::Error::msg)?;
     let lan = lan_request(&id.enrolment.appliance, &id.enrolment.lan_names)?;
-    let mut body = json!({ "csr": csr });
+    let (proxy_key, proxy) = proxy_request(&id.enrolment.appliance)?;
+    let mut body = json!({ "csr": csr, "proxy": proxy });
     if let Some((_, l)) = &lan {
         body["lan"] = l.clone();
     }
@@ -322,6 +365,7 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     if let Some((lan_key, _)) = &lan {
         write_lan(&dir, &issued, lan_key, &id.enrolment.lan_names)?;
     }
+    write_proxy(&dir, &issued, &proxy_key, &id.cert.facility, &id.enrolment.appliance)?;
     write_identity(&dir.join(NEXT), &issued, &key)?;
     tracing::info!(serial = %issued.serial, not_after = issued.not_after, "renewed certificate received; confirming");
     if std::env::var("TSUNAGI_FAILPOINT").as_deref() == Ok("after-renew-fetch") {
@@ -332,6 +376,17 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
     confirm(&dir, &candidate, hub).await?;
     *id = Identity::load(&dir)?;
     Ok(())
+}
+
+/// Gets the proxy its portal-only certificate when it has none (an appliance enrolled before
+/// proxy certificates existed): renews now, which brings one.
+pub async fn ensure_proxy(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<bool> {
+    if has_proxy_cert(&id.dir) {
+        return Ok(false);
+    }
+    tracing::info!("the LAN proxy has no portal-only certificate yet: renewing to get one");
+    renew(id, hub).await?;
+    Ok(true)
 }
 
 /// Makes the LAN certificate match `names`: when the configured names changed, or the

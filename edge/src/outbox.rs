@@ -188,6 +188,12 @@ pub fn apply(conn: &Connection, segs: &[Segment]) -> anyhow::Result<()> {
     use rusqlite::session::{ConflictAction, ConflictType};
     for s in segs {
         let changeset = s.changeset().map_err(anyhow::Error::msg)?;
+        // A restore takes only the synced tables: a segment that writes `outbox`, `sync_state` or a
+        // table this side does not know is refused by name, never skipped.
+        shared::changeset::check_tables(&changeset, shared::schema::SYNCED_TABLES, |t| {
+            conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [t], |r| r.get::<_, i64>(0)).ok().filter(|n| *n > 0).map(|n| n as usize)
+        })
+        .map_err(|e| anyhow::anyhow!("segment {} cannot be applied: {e}", s.seq))?;
         let tx = conn.unchecked_transaction()?;
         conn.apply_strm(
             &mut &changeset[..],
@@ -231,6 +237,27 @@ mod tests {
         apply(&hub, &segs).unwrap();
         let got: Vec<String> = hub.prepare("SELECT allergen FROM allergy ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         assert_eq!(got, ["スギ", "ソバ"]);
+    }
+
+    #[test]
+    fn a_restore_refuses_a_segment_that_writes_local_tables() {
+        let edge = mem();
+        capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "スギ")).unwrap();
+        // A hub (or whoever holds its disk) forges a segment that rewrites the outbox head.
+        let forged = mem();
+        let mut s = rusqlite::session::Session::new(&forged).unwrap();
+        s.attach(Some("outbox_head")).unwrap();
+        forged.execute_batch("UPDATE outbox_head SET seq = 999 WHERE one = 1").unwrap();
+        let mut cs = Vec::new();
+        s.changeset_strm(&mut cs).unwrap();
+        let mut segs = segments_after(&edge, 0, 10).unwrap();
+        let body = zstd::bulk::compress(&cs, 3).unwrap();
+        let hash = chain::segment_hash(&segs[0].hash, 2, &body);
+        segs.push(Segment { seq: 2, prev_hash: segs[0].hash, hash, body, raw_len: cs.len(), files: 0, created_at: "t".into() });
+        let target = mem();
+        let e = apply(&target, &segs).unwrap_err().to_string();
+        assert!(e.contains("segment 2") && e.contains("outbox_head") && e.contains("not one of the synced tables"), "{e}");
+        assert_eq!(head(&target).unwrap().0, 0, "the head was not touched");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use provisioning::{Ca, Identity};
+use provisioning::{Ca, Identity, Purpose};
 
 use crate::copy::{self, Refusal};
 use crate::db::{self, Worker};
@@ -75,15 +75,32 @@ pub enum Listener {
     Operators,
 }
 
-/// How a portal request reached the hub.
+/// How a request reached the hub: which certificate its connection presented, on which listener.
 #[derive(Clone, Debug)]
 pub enum Channel {
-    /// Through a facility's appliance, whose verified certificate this is.
+    /// An appliance's own certificate (`Purpose::Appliance`): the API, never the portal.
     Appliance(Identity),
+    /// Through a facility's LAN proxy, whose portal-only certificate this is: the portal, never
+    /// the API.
+    Proxy(Identity),
     /// On the operators' listener.
     Operators,
-    /// On the appliances' listener without a client certificate: no portal.
+    /// On the appliances' listener without a client certificate: enrolment only.
     Unauthenticated,
+}
+
+/// The router each kind of connection is served: a connection reaches only the routes of its
+/// entrance, so a certificate lent to the LAN proxy cannot reach the API, whatever the path says.
+#[derive(Clone)]
+pub struct Entrances {
+    /// An appliance's own certificate: the API.
+    pub appliance: Router,
+    /// An appliance's portal-proxy certificate: the portal.
+    pub proxy: Router,
+    /// No certificate on the appliances' listener: enrolment, and a page saying where the portal is.
+    pub stranger: Router,
+    /// The operators' listener: the portal.
+    pub operators: Router,
 }
 
 impl Hub {
@@ -244,6 +261,9 @@ type ApiResult<T> = Result<T, ApiError>;
 /// certificate revoked or expired since the connection was made.
 fn authed(peer: &Peer, hub: &Hub) -> ApiResult<Identity> {
     let id = peer.0.clone().ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_certificate", "a client certificate from the network CA is required; enrol the appliance first"))?;
+    if id.purpose != Purpose::Appliance {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_certificate", "this certificate is for the portal only; the API takes the appliance's own certificate"));
+    }
     still_valid(hub, &id).map_err(|(code, m)| ApiError::new(StatusCode::FORBIDDEN, code, m))?;
     Ok(id)
 }
@@ -257,19 +277,89 @@ pub fn still_valid(hub: &Hub, id: &Identity) -> Result<(), (&'static str, String
     Ok(())
 }
 
+/// The largest JSON body of the API's small requests (enrolment, renewal: CSRs and names).
+pub const MAX_SMALL_BODY: usize = 64 << 10;
+
+/// The routers of each entrance of the two listeners.
+pub fn entrances(hub: Arc<Hub>, portal: Router) -> (Entrances, Entrances) {
+    let appliances = Entrances { appliance: router(hub.clone()), proxy: portal.clone(), stranger: stranger_router(hub), operators: not_found_router() };
+    let operators = Entrances { appliance: not_found_router(), proxy: not_found_router(), stranger: not_found_router(), operators: portal };
+    (appliances, operators)
+}
+
+fn not_found_router() -> Router {
+    Router::new().fallback(not_found).layer(axum::middleware::map_response(no_store))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// What a connection without a certificate reaches: enrolment, a clear refusal of the rest of the
+/// API, and a page that tells a person who opened the hub directly where the portal is.
+pub fn stranger_router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/v1/enroll", post(enroll).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)))
+        .fallback(stranger)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_SMALL_BODY))
+        .layer(axum::middleware::map_response(no_store))
+        .with_state(hub)
+}
+
+async fn stranger(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/v1/") {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "no_certificate", "a client certificate from the network CA is required; enrol the appliance first").into_response();
+    }
+    if !shared::route::is_portal_path(path) {
+        return not_found().await.into_response();
+    }
+    let mut r = (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。端末のブラウザからアプライアンスのアドレスを開いてください。ネットワーク事務局・運用者は運用者用の入口を使ってください。\n",
+    )
+        .into_response();
+    view::harden(r.headers_mut());
+    r
+}
+
+/// The appliance API: what an appliance's own certificate reaches.
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/v1/enroll", post(enroll))
-        .route("/v1/renew", post(renew))
+        .route("/v1/enroll", post(enroll).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)))
+        .route("/v1/renew", post(renew).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)))
         .route("/v1/position", get(position))
-        .route("/v1/segments", post(segments))
+        .route("/v1/segments", post(segments).layer(axum::middleware::from_fn(bounded::<{ usize::MAX }, 600>)))
         .route("/v1/restore/plan", get(restore_plan))
         .route("/v1/restore", get(restore))
         .route("/v1/ping", get(ping))
         .route("/v1/verifiers", get(verifiers))
-        .route("/v1/offline-accesses", post(offline_accesses).layer(axum::extract::DefaultBodyLimit::max(8 << 20)))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        .route("/v1/offline-accesses", post(offline_accesses).layer(axum::extract::DefaultBodyLimit::max(8 << 20)).layer(axum::middleware::from_fn(bounded::<{ 8 << 20 }, 120>)))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_SMALL_BODY))
+        .layer(axum::middleware::map_response(no_store))
         .with_state(hub)
+}
+
+/// Refuses at once a body whose declared length is over `LIMIT` (a body without a length stops at
+/// the route's `DefaultBodyLimit`), and gives the request `SECS` seconds to arrive and be
+/// answered: a body sent slowly holds its connection no longer than that.
+async fn bounded<const LIMIT: usize, const SECS: u64>(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > LIMIT as u64) {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("this request may carry at most {LIMIT} bytes")).into_response();
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(SECS), next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "too_slow", format!("the request did not arrive within {SECS} s; send it again")).into_response(),
+    }
+}
+
+/// No answer of the API is kept by a cache on the way.
+async fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    r
 }
 
 /// A certificate's start, set a little in the past to forgive an appliance whose clock is behind:
@@ -285,6 +375,15 @@ pub struct EnrollRequest {
     appliance: String,
     #[serde(default)]
     lan: Option<LanRequest>,
+    /// The LAN proxy's own key, for its portal-only certificate.
+    #[serde(default)]
+    proxy: Option<ProxyRequest>,
+}
+
+/// The LAN proxy's key, for its portal-only client certificate.
+#[derive(Deserialize)]
+pub struct ProxyRequest {
+    csr: String,
 }
 
 /// The key and names of the appliance's LAN listener, for its server certificate.
@@ -306,6 +405,26 @@ pub struct Issued {
     /// The LAN server certificate and the issuing CA, when the request asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lan_chain_pem: Option<String>,
+    /// The LAN proxy's portal-only client certificate, when the request asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_chain_pem: Option<String>,
+}
+
+/// Issues the LAN proxy's portal-only client certificate.
+fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
+    let key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+    let issued = hub.ca.issue_client(&key, facility, appliance, Purpose::PortalProxy, nb, not_after).map_err(anyhow::Error::msg)?;
+    let cert = registry::Cert {
+        serial: issued.serial.clone(),
+        facility: facility.to_string(),
+        appliance: appliance.to_string(),
+        not_before: nb,
+        not_after,
+        issued_at: now(),
+        how: "proxy".into(),
+        revoked_at: None,
+    };
+    Ok((issued.chain_pem, cert))
 }
 
 /// Issues the appliance's LAN server certificate, for names its facility's browsers may use and
@@ -348,7 +467,11 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         Some(l) => Some(issue_lan(&hub, &facility, &req.appliance, l, nb, t + hub.settings.client_cert_lifetime)?),
         None => None,
     };
-    let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let proxy = match &req.proxy {
+        Some(p) => Some(issue_proxy(&hub, &facility, &req.appliance, p, nb, t + hub.settings.client_cert_lifetime)?),
+        None => None,
+    };
+    let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
     let cert = registry::Cert {
         serial: issued.serial.clone(),
         facility: facility.clone(),
@@ -360,11 +483,11 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         revoked_at: None,
     };
     let serial = issued.serial.clone();
-    let lan_cert = lan.as_ref().map(|l| l.1.clone());
+    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
     hub.registry
         .call(move |c| {
             registry::record_cert(c, &cert)?;
-            if let Some(l) = &lan_cert {
+            for l in &extra {
                 registry::record_cert(c, l)?;
             }
             registry::token_used_by(c, &hash, &serial)
@@ -380,6 +503,7 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         serial: issued.serial,
         not_after: issued.not_after,
         lan_chain_pem: lan.map(|l| l.0),
+        proxy_chain_pem: proxy.map(|p| p.0),
     }))
 }
 
@@ -388,6 +512,8 @@ pub struct RenewRequest {
     csr: String,
     #[serde(default)]
     lan: Option<LanRequest>,
+    #[serde(default)]
+    proxy: Option<ProxyRequest>,
 }
 
 async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Json(req): Json<RenewRequest>) -> ApiResult<Json<Issued>> {
@@ -399,7 +525,11 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         Some(l) => Some(issue_lan(&hub, &id.facility, &id.appliance, l, nb, t + hub.settings.client_cert_lifetime)?),
         None => None,
     };
-    let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let proxy = match &req.proxy {
+        Some(p) => Some(issue_proxy(&hub, &id.facility, &id.appliance, p, nb, t + hub.settings.client_cert_lifetime)?),
+        None => None,
+    };
+    let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
     let cert = registry::Cert {
         serial: issued.serial.clone(),
         facility: id.facility.clone(),
@@ -411,12 +541,12 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         revoked_at: None,
     };
     let f = id.facility.clone();
-    let lan_cert = lan.as_ref().map(|l| l.1.clone());
+    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
     let name = hub
         .registry
         .call(move |c| {
             registry::record_cert(c, &cert)?;
-            if let Some(l) = &lan_cert {
+            for l in &extra {
                 registry::record_cert(c, l)?;
             }
             registry::facility_name(c, &f)
@@ -432,6 +562,7 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         serial: issued.serial,
         not_after: issued.not_after,
         lan_chain_pem: lan.map(|l| l.0),
+        proxy_chain_pem: proxy.map(|p| p.0),
     }))
 }
 
@@ -587,7 +718,7 @@ impl http_body::Body for ChannelBody {
 
 /// Accepts TLS connections on `listener` and serves `app` on each, with the connection's verified
 /// identity attached to every request, until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, kind: Listener, tls: Arc<rustls::ServerConfig>, app: Router, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(listener: tokio::net::TcpListener, kind: Listener, tls: Arc<rustls::ServerConfig>, app: Entrances, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -607,7 +738,7 @@ pub async fn serve(listener: tokio::net::TcpListener, kind: Listener, tls: Arc<r
     }
 }
 
-async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, addr: SocketAddr, kind: Listener, app: Router) {
+async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, addr: SocketAddr, kind: Listener, app: Entrances) {
     use tower::ServiceExt;
     let tls = match tokio::time::timeout(std::time::Duration::from_secs(15), acceptor.accept(tcp)).await {
         Ok(Ok(t)) => t,
@@ -619,10 +750,11 @@ async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStr
     };
     let _ = tcp_nodelay(&tls);
     let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| Identity::from_der(c).ok()));
-    let channel = match (kind, &peer.0) {
-        (Listener::Operators, _) => Channel::Operators,
-        (Listener::Appliances, Some(id)) => Channel::Appliance(id.clone()),
-        (Listener::Appliances, None) => Channel::Unauthenticated,
+    let (channel, app) = match (kind, &peer.0) {
+        (Listener::Operators, _) => (Channel::Operators, app.operators),
+        (Listener::Appliances, Some(id)) if id.purpose == Purpose::PortalProxy => (Channel::Proxy(id.clone()), app.proxy),
+        (Listener::Appliances, Some(id)) => (Channel::Appliance(id.clone()), app.appliance),
+        (Listener::Appliances, None) => (Channel::Unauthenticated, app.stranger),
     };
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
@@ -631,6 +763,8 @@ async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStr
         app.clone().oneshot(req.map(Body::new))
     });
     let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(15))
         .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
         .await;
 }

@@ -439,9 +439,9 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(crate::fleet::upkeep(fleet.clone(), hub.clone())),
         ];
         let mqtt = broker.map(|c| tokio::spawn(crate::fleet::run(fleet.clone(), c, stop_rx.clone())));
-        let app = api::router(hub.clone()).merge(crate::portal::router(portal.clone()));
-        let server = tokio::spawn(api::serve(listener, api::Listener::Appliances, tls.clone(), app, stop_rx.clone()));
-        let op_server = tokio::spawn(api::serve(operators, api::Listener::Operators, tls, crate::portal::router(portal), stop_rx));
+        let (appliances, operators_app) = api::entrances(hub.clone(), crate::portal::router(portal));
+        let server = tokio::spawn(api::serve(listener, api::Listener::Appliances, tls.clone(), appliances, stop_rx.clone()));
+        let op_server = tokio::spawn(api::serve(operators, api::Listener::Operators, tls, operators_app, stop_rx));
         shutdown_signal().await;
         tracing::info!("stopping");
         let _ = stop_tx.send(true);

@@ -67,6 +67,9 @@ pub fn apply_batch(conn: &Connection, segs: &[Segment]) -> anyhow::Result<Result
             Ok(c) => c,
             Err(reason) => return Ok(Err((head, Refusal::Unappliable { seq: s.seq, reason }))),
         };
+        if let Err(reason) = shared::changeset::check_tables(&changeset, shared::schema::SYNCED_TABLES, |t| column_count(conn, t)) {
+            return Ok(Err((head, Refusal::Unappliable { seq: s.seq, reason })));
+        }
         let tx = conn.unchecked_transaction()?;
         let seq = s.seq;
         let applied = conn.apply_strm(&mut &changeset[..], None::<fn(&str) -> bool>, move |kind: ConflictType, _| {
@@ -83,6 +86,12 @@ pub fn apply_batch(conn: &Connection, segs: &[Segment]) -> anyhow::Result<Result
         tx.commit()?;
     }
     Ok(Ok(position(conn)?))
+}
+
+/// How many columns a table of the copy has, or None when it has no such table.
+pub fn column_count(conn: &Connection, table: &str) -> Option<usize> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| r.get(0)).ok()?;
+    (n > 0).then_some(n as usize)
 }
 
 /// Archived segments in `(after, upto]`, in order.
@@ -229,5 +238,52 @@ pub(crate) mod tests {
         assert!(matches!(apply_batch(&c, &[bomb]).unwrap().unwrap_err().1, Refusal::Unappliable { seq: 2, .. }));
         assert_eq!(allergens(&c), ["a"]);
         assert_eq!(position(&c).unwrap().seq, 1);
+    }
+
+    /// A segment made like the edge's, but of changes to `table` by `sql`.
+    fn segment_of(prev: [u8; 32], seq: u64, table: &str, sql: &str) -> Segment {
+        let edge = mem();
+        let mut s = rusqlite::session::Session::new(&edge).unwrap();
+        s.attach(Some(table)).unwrap();
+        edge.execute_batch(sql).unwrap();
+        let mut cs = Vec::new();
+        s.changeset_strm(&mut cs).unwrap();
+        let body = zstd::bulk::compress(&cs, 3).unwrap();
+        let hash = chain::segment_hash(&prev, seq, &body);
+        Segment { seq, prev_hash: prev, hash, body, raw_len: cs.len(), files: 1, created_at: "2026-11-20T00:00:00Z".into() }
+    }
+
+    #[test]
+    fn a_segment_that_writes_a_local_table_is_refused_by_name() {
+        let c = mem();
+        let first = edge_segments(&["a"]);
+        apply_batch(&c, &first).unwrap().unwrap();
+        for (table, sql) in [
+            ("outbox_head", "UPDATE outbox_head SET seq = 999 WHERE one = 1"),
+            ("outbox", "INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (77, x'00', x'00', x'00', 1, 1, 'x')"),
+            ("sync_state", "UPDATE sync_state SET hub_seq = 5 WHERE one = 1"),
+        ] {
+            let seg = segment_of(first[0].hash, 2, table, sql);
+            let (pos, refusal) = apply_batch(&c, &[seg]).unwrap().unwrap_err();
+            match &refusal {
+                Refusal::Unappliable { seq: 2, reason } => assert!(reason.contains(table) && reason.contains("not one of the synced tables"), "{reason}"),
+                other => panic!("{table}: {other:?}"),
+            }
+            assert_eq!(pos.seq, 1);
+        }
+        // A table neither side's schema has is refused the same way, not skipped.
+        let edge = mem();
+        edge.execute_batch("CREATE TABLE receipt_line (id INTEGER PRIMARY KEY, v TEXT)").unwrap();
+        let mut s = rusqlite::session::Session::new(&edge).unwrap();
+        s.attach(Some("receipt_line")).unwrap();
+        edge.execute_batch("INSERT INTO receipt_line (v) VALUES ('x')").unwrap();
+        let mut cs = Vec::new();
+        s.changeset_strm(&mut cs).unwrap();
+        let body = zstd::bulk::compress(&cs, 3).unwrap();
+        let hash = chain::segment_hash(&first[0].hash, 2, &body);
+        let seg = Segment { seq: 2, prev_hash: first[0].hash, hash, body, raw_len: cs.len(), files: 1, created_at: "x".into() };
+        assert!(matches!(apply_batch(&c, &[seg]).unwrap().unwrap_err().1, Refusal::Unappliable { seq: 2, reason } if reason.contains("receipt_line")));
+        let head: i64 = c.query_row("SELECT seq FROM outbox_head", [], |r| r.get(0)).unwrap();
+        assert_eq!((head, c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0)).unwrap()), (1, 1), "nothing changed");
     }
 }

@@ -11,7 +11,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use crate::cert::{APPLIANCE_URI, FACILITY_URI};
+use crate::cert::{Purpose, APPLIANCE_URI, FACILITY_URI};
 use crate::secret;
 
 const ROOT_CRT: &str = "root.crt";
@@ -148,19 +148,24 @@ impl Ca {
         crate::cert::fingerprint(&self.root_der)
     }
 
-    /// Issues an appliance's client certificate for `public_key`, naming the facility and the
-    /// appliance; nothing else of a request is copied into it.
-    pub fn issue_client(&self, public_key: &impl PublicKeyData, facility: &str, appliance: &str, not_before: i64, not_after: i64) -> Result<Issued, String> {
+    /// Issues one of a facility's client certificates for `public_key`, naming the facility and
+    /// the appliance, for one purpose (the appliance's API, or its proxy's portal connection);
+    /// nothing else of a request is copied into it.
+    pub fn issue_client(&self, public_key: &impl PublicKeyData, facility: &str, appliance: &str, purpose: Purpose, not_before: i64, not_after: i64) -> Result<Issued, String> {
         crate::token::check_facility(facility)?;
         crate::token::check_appliance(appliance)?;
         let mut p = CertificateParams::default();
-        p.distinguished_name = dn(facility);
+        // The broker takes the CN as the MQTT user name: a proxy certificate's names no facility.
+        p.distinguished_name = match purpose {
+            Purpose::Appliance => dn(facility),
+            Purpose::PortalProxy => dn(&format!("portal-proxy {facility} {appliance}")),
+        };
         p.subject_alt_names = vec![
             SanType::URI(format!("{FACILITY_URI}{facility}").try_into().map_err(err)?),
             SanType::URI(format!("{APPLIANCE_URI}{appliance}").try_into().map_err(err)?),
         ];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], purpose.eku_der())];
         p.not_before = t(not_before);
         p.not_after = t(not_after);
         p.serial_number = Some(random_serial());
@@ -173,8 +178,8 @@ impl Ca {
 
     /// Issues a client certificate from a PEM certificate signing request: the request's signature
     /// is checked and only its public key is used.
-    pub fn issue_from_csr(&self, csr_pem: &str, facility: &str, appliance: &str, not_before: i64, not_after: i64) -> Result<Issued, String> {
-        self.issue_client(&parse_csr(csr_pem)?, facility, appliance, not_before, not_after)
+    pub fn issue_from_csr(&self, csr_pem: &str, facility: &str, appliance: &str, purpose: Purpose, not_before: i64, not_after: i64) -> Result<Issued, String> {
+        self.issue_client(&parse_csr(csr_pem)?, facility, appliance, purpose, not_before, not_after)
     }
 
     /// A fresh client certificate and key for one of the network's own services (the hub's
@@ -279,13 +284,24 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
-        let issued = ca.issue_from_csr(&csr, "3712345678", "box-1", now, now + 90 * DAY).unwrap();
+        let issued = ca.issue_from_csr(&csr, "3712345678", "box-1", Purpose::Appliance, now, now + 90 * DAY).unwrap();
         let id = Identity::from_der(&issued.der).unwrap();
-        assert_eq!((id.facility.as_str(), id.appliance.as_str()), ("3712345678", "box-1"));
+        assert_eq!((id.facility.as_str(), id.appliance.as_str(), id.purpose), ("3712345678", "box-1", Purpose::Appliance));
+        let proxy = ca.issue_from_csr(&csr, "3712345678", "box-1", Purpose::PortalProxy, now, now + 90 * DAY).unwrap();
+        assert_eq!(Identity::from_der(&proxy.der).unwrap().purpose, Purpose::PortalProxy);
+        // OpenSSL reads both purposes as client authentication, plus the network's own OID.
+        let (_, parsed) = x509_parser::parse_x509_certificate(&proxy.der).unwrap();
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth && eku.other.len() == 1, "{eku:?}");
+        // 2.25.<UUID as an integer>: 0x69 for "2.25", then the integer in base 128.
+        let b = eku.other[0].as_bytes();
+        assert_eq!(b[0], 0x69);
+        let n = b[1..].iter().fold(0u128, |n, x| (n << 7) | (x & 0x7f) as u128);
+        assert_eq!(n, 101_465_809_960_671_454_213_438_212_923_547_036_730);
         assert_eq!(id.not_after, now + 90 * DAY);
         assert_eq!(id.renew_at(), now + 60 * DAY);
-        assert!(ca.issue_from_csr("not a csr", "3712345678", "box-1", now, now + 1).is_err());
-        assert!(ca.issue_from_csr(&csr, "12", "box-1", now, now + 1).is_err());
+        assert!(ca.issue_from_csr("not a csr", "3712345678", "box-1", Purpose::Appliance, now, now + 1).is_err());
+        assert!(ca.issue_from_csr(&csr, "12", "box-1", Purpose::Appliance, now, now + 1).is_err());
         let crl = ca.write_crl(&[(id.serial.clone(), now)], 2, now).unwrap();
         assert!(std::fs::read_to_string(crl).unwrap().contains("BEGIN X509 CRL"));
         assert_eq!(Ca::load(dir.path()).unwrap().fingerprint(), ca.fingerprint());

@@ -7,6 +7,81 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub const FACILITY_URI: &str = "urn:tsunagi:facility:";
 pub const APPLIANCE_URI: &str = "urn:tsunagi:appliance:";
 
+/// What a facility's client certificate may be used for, written into its extended key usage
+/// beside `clientAuth`, so that one certificate can never do the other's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The appliance's own work: the `/v1/*` API (sync, restore, renewal, verifiers).
+    Appliance,
+    /// The LAN proxy's upstream connection: the portal's pages and nothing else.
+    PortalProxy,
+}
+
+/// `2.25.<UUID>` object identifiers (ITU-T X.667), so no registration is needed.
+const APPLIANCE_OID: u128 = 313_092_626_364_910_986_265_498_514_392_554_589_827;
+const PORTAL_PROXY_OID: u128 = 101_465_809_960_671_454_213_438_212_923_547_036_730;
+/// id-kp-clientAuth, 1.3.6.1.5.5.7.3.2, DER body.
+const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+/// The DER body (without tag and length) of the OID `2.25.<n>`.
+fn uuid_oid(n: u128) -> Vec<u8> {
+    let mut groups = vec![(n & 0x7f) as u8];
+    let mut rest = n >> 7;
+    while rest > 0 {
+        groups.push(0x80 | (rest & 0x7f) as u8);
+        rest >>= 7;
+    }
+    groups.reverse();
+    let mut out = vec![2 * 40 + 25];
+    out.extend(groups);
+    out
+}
+
+fn der_len(n: usize) -> Vec<u8> {
+    if n < 0x80 {
+        vec![n as u8]
+    } else {
+        let bytes: Vec<u8> = n.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        let mut out = vec![0x80 | bytes.len() as u8];
+        out.extend(bytes);
+        out
+    }
+}
+
+impl Purpose {
+    fn oid(self) -> Vec<u8> {
+        uuid_oid(match self {
+            Purpose::Appliance => APPLIANCE_OID,
+            Purpose::PortalProxy => PORTAL_PROXY_OID,
+        })
+    }
+
+    /// The DER content of the extended-key-usage extension (2.5.29.37) for this purpose:
+    /// `clientAuth` and the purpose's own OID.
+    pub fn eku_der(self) -> Vec<u8> {
+        let mut body = Vec::new();
+        for oid in [CLIENT_AUTH.to_vec(), self.oid()] {
+            body.push(0x06);
+            body.extend(der_len(oid.len()));
+            body.extend(oid);
+        }
+        let mut out = vec![0x30];
+        out.extend(der_len(body.len()));
+        out.extend(body);
+        out
+    }
+
+    /// The purpose a certificate's extended key usage names. A facility certificate that names
+    /// neither purpose was issued before proxy certificates existed, for the appliance's own work.
+    fn of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Purpose {
+        let proxy = Purpose::PortalProxy.oid();
+        match cert.extended_key_usage() {
+            Ok(Some(eku)) if eku.value.other.iter().any(|o| o.as_bytes() == proxy.as_slice()) => Purpose::PortalProxy,
+            _ => Purpose::Appliance,
+        }
+    }
+}
+
 /// What a tsunagi client certificate says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -16,6 +91,8 @@ pub struct Identity {
     pub serial: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// What the certificate may be used for.
+    pub purpose: Purpose,
 }
 
 impl Identity {
@@ -44,6 +121,7 @@ impl Identity {
             serial: shared::chain::hex(cert.raw_serial()),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
+            purpose: Purpose::of(&cert),
         })
     }
 

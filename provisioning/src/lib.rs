@@ -13,4 +13,4 @@ pub mod secret;
 pub mod token;
 
 pub use ca::Ca;
-pub use cert::{fingerprint, parse_fingerprint, Identity};
+pub use cert::{fingerprint, parse_fingerprint, Identity, Purpose};

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod fleet;
 pub mod changeset;
 pub mod offline;
+pub mod route;
 pub mod schema;
 pub mod time;
 pub mod wire;

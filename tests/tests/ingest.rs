@@ -376,3 +376,22 @@ fn watching_picks_up_new_files() {
     let _ = child.wait();
     assert_eq!(got, 20, "the watcher did not pick up the new file");
 }
+
+/// The fixtures travel inside the repository, so a clone anywhere runs the suite: every file is
+/// present byte for byte as its SHA256SUMS line says, the licences beside them.
+#[test]
+fn fixtures_are_carried_whole_in_the_repository() {
+    let dir = tests::run::fixtures_dir();
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("tests/fixtures/SHA256SUMS");
+    let mut n = 0;
+    for line in sums.lines() {
+        let (want, path) = line.split_once("  ").expect("sha256sum format");
+        let bytes = std::fs::read(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(shared::chain::hex(&shared::chain::content_hash(&bytes)), want, "{path} changed");
+        n += 1;
+    }
+    assert!(n >= 29, "{n} files listed");
+    for f in ["ssmix2/nho-sample/LICENSE", "ssmix2/nho-sample/NOTICE.md", "uke/LICENSE", "uke/NOTICE.md"] {
+        assert!(sums.contains(&format!("./{f}\n")), "{f} is not listed");
+    }
+}

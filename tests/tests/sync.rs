@@ -91,7 +91,7 @@ fn segments(edge: &Appliance) -> Vec<shared::wire::Segment> {
 fn issue(ca_dir: &Path, facility: &str, not_before: i64, not_after: i64) -> Vec<u8> {
     let ca = provisioning::Ca::load(ca_dir).unwrap();
     let (key, csr) = provisioning::ca::new_key_and_csr("forged").unwrap();
-    let issued = ca.issue_from_csr(&csr, facility, "forged", not_before, not_after).unwrap();
+    let issued = ca.issue_from_csr(&csr, facility, "forged", provisioning::Purpose::Appliance, not_before, not_after).unwrap();
     format!("{}{key}", issued.chain_pem).into_bytes()
 }
 

@@ -223,11 +223,14 @@ pub enum UpError {
     Failed(String),
 }
 
+/// The hub as the LAN proxy reaches it: on the proxy's own portal-only certificate
+/// (`identity::PROXY`), never the appliance's identity.
 pub struct Upstream {
     host: String,
     port: u16,
     authority: HeaderValue,
     identity_dir: PathBuf,
+    fingerprint: String,
     hub_url: Option<String>,
     timeout: Duration,
     tls: Mutex<Option<(SystemTime, Arc<rustls::ClientConfig>)>>,
@@ -240,20 +243,20 @@ impl Upstream {
         let url = hub_url.clone().unwrap_or_else(|| id.enrolment.hub.clone());
         let (host, port) = client::host_port(&url)?;
         let authority = HeaderValue::from_str(&format!("{host}:{port}")).context("hub address")?;
-        Ok(Upstream { host, port, authority, identity_dir: identity_dir.to_owned(), hub_url, timeout, tls: Mutex::new(None), idle: Mutex::new(Vec::new()) })
+        let fingerprint = id.enrolment.fingerprint.clone();
+        Ok(Upstream { host, port, authority, identity_dir: identity_dir.to_owned(), fingerprint, hub_url, timeout, tls: Mutex::new(None), idle: Mutex::new(Vec::new()) })
     }
 
-    /// The client TLS configuration, reloaded when the identity file changes (a renewal).
+    /// The client TLS configuration, reloaded when the proxy's certificate changes (a renewal).
     fn tls(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-        let stamp = std::fs::metadata(self.identity_dir.join("identity.pem")).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let stamp = std::fs::metadata(self.identity_dir.join(identity::PROXY)).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut t = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, c)) = t.as_ref() {
             if *s == stamp {
                 return Ok(c.clone());
             }
         }
-        let id = Identity::load(&self.identity_dir)?;
-        let cfg = id.tls_config()?;
+        let cfg = identity::proxy_tls_config(&self.identity_dir, &self.fingerprint)?;
         if t.is_some() {
             // New identity: connections made with the old one are not reused.
             self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -326,9 +329,10 @@ impl Upstream {
         Err(UpError::Failed("the hub closed the connection".into()))
     }
 
-    /// Whether the hub answers and still accepts this appliance.
+    /// Whether the hub answers the portal on the proxy's certificate (the stylesheet: public,
+    /// small, and served only to a valid proxy certificate).
     pub async fn ping(&self) -> bool {
-        let req = Request::get("/v1/ping").body(full(Bytes::new())).expect("request");
+        let req = Request::get("/static/portal.css").body(full(Bytes::new())).expect("request");
         match self.send(req).await {
             Ok(r) => {
                 let ok = r.status().is_success();
@@ -609,6 +613,12 @@ impl Proxy {
         }
         if path.starts_with("/offline/") || path == "/offline" {
             return redirect("/");
+        }
+        // Only the portal's own pages go on to the hub, in the one form the portal writes them:
+        // the appliance API, odd encodings and other methods stop here.
+        if !shared::route::is_portal_path(&path) || !matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD | hyper::Method::POST) || req.uri().authority().is_some() {
+            tracing::info!(terminal = %terminal.label(), method = %req.method(), "a request outside the portal's routes stopped at the proxy");
+            return self.offline.error_page(StatusCode::NOT_FOUND, "このページはありません", "アドレスを確認し、ポータルのトップページから開き直してください。", None);
         }
         match self.forward(req, terminal).await {
             Ok(r) => r,

@@ -180,7 +180,11 @@ pub async fn detail(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, P
         terminals: s.as_ref().map(|s| { let t = &s.posture.terminals; format!("{} 台（適合 {}、猶予中 {}、不適合 {}、不明 {}）", t.total, t.compliant, t.in_grace, t.non_compliant, t.unknown) }).unwrap_or_else(|| "-".into()),
         history: history.into_iter().map(|r| Hist { at: jst(r.at), kind: r.kind, detail: r.detail }).collect(),
         csrf: ctx.csrf.clone(),
-        message: field(&f, "m").to_string(),
+        message: match (field(&f, "m"), field(&f, "id")) {
+            ("sent", id) if id.len() <= 16 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => format!("コマンド {id} を送りました。応答は履歴に表示されます。"),
+            ("failed", _) => "コマンドを送れませんでした。理由は監査ログに記録されています。ブローカーへの接続を確認してから、もう一度送ってください。".into(),
+            _ => String::new(),
+        },
         online: a.online == Some(true),
         l: line(&a, name, alerts),
     })
@@ -210,8 +214,8 @@ pub async fn command(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
     }
     p.audit(ev).await?;
     let m = match sent {
-        Ok(()) => format!("コマンド {id} を送りました。応答は履歴に表示されます。"),
-        Err(why) => format!("送れませんでした: {why}"),
+        Ok(()) => format!("m=sent&id={id}"),
+        Err(_) => "m=failed".to_string(),
     };
-    Ok(Redirect::to(&format!("/fleet/{facility}/{appliance}?m={}", super::page::urlencode(&m))).into_response())
+    Ok(Redirect::to(&format!("/fleet/{}/{}?{m}", super::page::urlencode(&facility), super::page::urlencode(&appliance))).into_response())
 }

@@ -261,11 +261,12 @@ pub fn terminal(channel: &Channel, remote: Option<&Remote>, named: Option<&str>)
     let ip = remote.map(|r| r.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
     let clean = |s: &str| s.len() <= 80 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
     match channel {
-        Channel::Appliance(id) => match named {
+        Channel::Proxy(id) => match named {
             Some(n) if clean(n) => format!("{}/{n}", id.appliance),
             _ => format!("{}@{ip}", id.appliance),
         },
         Channel::Operators => format!("operators@{ip}"),
+        Channel::Appliance(id) => format!("{}@{ip}", id.appliance),
         Channel::Unauthenticated => ip,
     }
 }
@@ -274,12 +275,12 @@ pub fn terminal(channel: &Channel, remote: Option<&Remote>, named: Option<&str>)
 /// their own facility's appliance; the network office and operators only on their own listener.
 pub fn entrance_fits(user: &User, channel: &Channel) -> std::result::Result<(), &'static str> {
     match channel {
-        Channel::Appliance(id) if user.role.in_facility() && user.facility == id.facility => Ok(()),
-        Channel::Appliance(_) if !user.role.in_facility() => Err("事務局・運用者のIDは、運用者用の入口からログインしてください。"),
-        Channel::Appliance(_) => Err("この利用者IDは、この施設の端末からは利用できません。所属施設の端末からログインしてください。"),
+        Channel::Proxy(id) if user.role.in_facility() && user.facility == id.facility => Ok(()),
+        Channel::Proxy(_) if !user.role.in_facility() => Err("事務局・運用者のIDは、運用者用の入口からログインしてください。"),
+        Channel::Proxy(_) => Err("この利用者IDは、この施設の端末からは利用できません。所属施設の端末からログインしてください。"),
         Channel::Operators if !user.role.in_facility() => Ok(()),
         Channel::Operators => Err("施設の利用者は、所属施設の端末（tsunagi アプライアンス経由）からログインしてください。"),
-        Channel::Unauthenticated => Err("ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。"),
+        Channel::Appliance(_) | Channel::Unauthenticated => Err("ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。"),
     }
 }
 
@@ -288,7 +289,7 @@ pub fn entrance_fits(user: &User, channel: &Channel) -> std::result::Result<(), 
 async fn gate(axum::extract::State(p): axum::extract::State<Arc<Portal>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let refused = match req.extensions().get::<Channel>() {
         Some(Channel::Operators) => None,
-        Some(Channel::Appliance(id)) => crate::api::still_valid(&p.hub, id).err().map(|(_, why)| {
+        Some(Channel::Proxy(id)) => crate::api::still_valid(&p.hub, id).err().map(|(_, why)| {
             tracing::warn!(appliance = %id.appliance, facility = %id.facility, why = %why, "portal request refused: the appliance's certificate is no longer valid");
             "この施設のアプライアンスの証明書が失効しているか期限切れです。施設の管理者またはネットワーク事務局に連絡してください。".to_string()
         }),
@@ -354,7 +355,7 @@ fn posture_banner(p: &Portal, user: &User, channel: &Channel, headers: &HeaderMa
         return None;
     }
     let mut parts = Vec::new();
-    if matches!(channel, Channel::Appliance(_)) && headers.get(POSTURE_HEADER).is_some_and(|v| v.as_bytes() == b"warn") {
+    if matches!(channel, Channel::Proxy(_)) && headers.get(POSTURE_HEADER).is_some_and(|v| v.as_bytes() == b"warn") {
         parts.push("この端末はセキュリティ基準（画面ロック等）を満たしていないか、確認できていません。施設の管理者に確認してください。".to_string());
     }
     match p.fleet.as_ref().and_then(|f| f.facility_posture(&user.facility)).as_deref() {

@@ -156,7 +156,19 @@ pub async fn links(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Qu
     for (a, b) in found {
         proposals.push(Proposal { a_name: p.facility_name(&a.facility).await, b_name: p.facility_name(&b.facility).await, birth: hl7_time(&a.birth_date), sex: sex_label(&a.sex), a, b });
     }
-    render(&LinksPage { nav: Some(ctx.nav), proposals, message: field(&q, "m").to_string() })
+    render(&LinksPage { nav: Some(ctx.nav), proposals, message: links_notice(field(&q, "m"), field(&q, "rid")) })
+}
+
+/// The notice after a linking action. The address carries only a code and a regional ID, which
+/// is shown only when it is one; no text from the address is ever shown as it is.
+fn links_notice(code: &str, rid: &str) -> String {
+    let rid = if !rid.is_empty() && rid.len() <= 40 && rid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') { rid } else { "" };
+    match code {
+        "linked" => format!("紐付けました（地域患者ID {rid}）。"),
+        "rejected" => "候補を却下しました。".into(),
+        "unlinked" => format!("紐付けを解除しました（新しい地域患者ID {rid}）。"),
+        _ => String::new(),
+    }
 }
 
 /// `3710000001/12345` to an index entry id.
@@ -196,19 +208,19 @@ pub async fn link_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderM
                     e.action = "link".into();
                     e.patient = rid.clone();
                     e.detail = format!("{} -> {rid} ({act})", e.detail);
-                    format!("紐付けました（地域患者ID {rid}）。")
+                    format!("m=linked&rid={}", urlencode(&rid))
                 }
                 "reject" => {
                     index::reject(&tx, a, b, &by, t)?;
                     e.action = "link-reject".into();
-                    "候補を却下しました。".to_string()
+                    "m=rejected".to_string()
                 }
                 "unlink" => match index::unlink(&tx, a)? {
                     Some(rid) => {
                         e.action = "unlink".into();
                         e.patient = ea.regional_id.clone();
                         e.detail = format!("{}/{} -> {rid}", ea.facility, ea.patient_id);
-                        format!("紐付けを解除しました（新しい地域患者ID {rid}）。")
+                        format!("m=unlinked&rid={}", urlencode(&rid))
                     }
                     None => return Ok(Err("この患者はほかの施設の患者と紐付いていません。".to_string())),
                 },
@@ -220,7 +232,7 @@ pub async fn link_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderM
         })
         .await?;
     match result {
-        Ok(m) => Ok(Redirect::to(&format!("/links?m={}", urlencode(&m))).into_response()),
+        Ok(m) => Ok(Redirect::to(&format!("/links?{m}")).into_response()),
         Err(m) => Err(Error::BadRequest(m)),
     }
 }
@@ -488,7 +500,10 @@ pub async fn history_csv(State(p): State<Arc<Portal>>, t: Term, headers: HeaderM
         out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
         out.push_str("\r\n");
     }
-    let name = if patient.is_empty() { format!("access-{month}.csv") } else { format!("access-{patient}.csv") };
+    // The name is built only of what was checked: the month's digits, or a regional ID's letters,
+    // digits and hyphens; anything else would rewrite the header.
+    let safe = |s: &str| !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let name = if patient.is_empty() { format!("access-{month}.csv") } else if safe(&patient) { format!("access-{patient}.csv") } else { "access-patient.csv".to_string() };
     let mut e = ctx.event("download", &patient);
     e.detail = format!("history csv view={view:?} month={month} rows={}", rows.len());
     p.audit(e).await?;

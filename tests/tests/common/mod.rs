@@ -97,7 +97,7 @@ pub fn dump(c: &rusqlite::Connection) -> Vec<(String, Vec<Vec<String>>)> {
 }
 
 pub fn fixture() -> PathBuf {
-    tests::run::shared_dir().join("fixtures/ssmix2/nho-sample")
+    tests::run::fixtures_dir().join("ssmix2/nho-sample")
 }
 
 /// Copies a folder tree (files keep their bytes; times are new).

@@ -188,7 +188,7 @@ pub fn bench(bin_dir: &Path, data: &Path, n: usize) -> anyhow::Result<Report> {
         let facility = format!("37{:08}", i + 1);
         let name = format!("box-{}", i + 1);
         let (key, csr) = provisioning::ca::new_key_and_csr(&name).map_err(anyhow::Error::msg)?;
-        let issued = ca.issue_from_csr(&csr, &facility, &name, now - 60, now + 90 * 86_400).map_err(anyhow::Error::msg)?;
+        let issued = ca.issue_from_csr(&csr, &facility, &name, provisioning::Purpose::Appliance, now - 60, now + 90 * 86_400).map_err(anyhow::Error::msg)?;
         let chain = provisioning::cert::certs_from_pem(issued.chain_pem.as_bytes()).map_err(anyhow::Error::msg)?;
         let key = provisioning::cert::key_from_pem(key.as_bytes()).map_err(anyhow::Error::msg)?;
         let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

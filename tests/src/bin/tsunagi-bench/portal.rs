@@ -151,8 +151,8 @@ fn csrf_in(html: &str) -> Option<String> {
 /// The portal as a facility's appliance reaches it: every request carries the appliance's
 /// verified identity, as the hub's TLS listener attaches it.
 fn app_for(portal: &Arc<hub::portal::Portal>, facility: &str) -> Router {
-    let id = provisioning::Identity { facility: facility.into(), appliance: "bench".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2 };
-    hub::portal::router(portal.clone()).layer(axum::Extension(hub::api::Channel::Appliance(id)))
+    let id = provisioning::Identity { facility: facility.into(), appliance: "bench".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: provisioning::Purpose::PortalProxy };
+    hub::portal::router(portal.clone()).layer(axum::Extension(hub::api::Channel::Proxy(id)))
 }
 
 async fn call(app: &Router, req: Request<Body>) -> anyhow::Result<axum::response::Response> {

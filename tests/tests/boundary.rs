@@ -1,0 +1,174 @@
+//! The trust boundaries attacked as an attacker would: a device on the clinic LAN with no login,
+//! going through the appliance's proxy, and whoever holds one of the facility's certificates,
+//! going to the hub directly. Every request is written byte for byte and sent with
+//! `openssl s_client`, so odd request targets and framings reach the listeners as written.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::net::{Appliance, Hub};
+
+const A: &str = "3710000001";
+
+/// Sends `request` as written over TLS to `addr`, presenting the certificate chain and key in
+/// `identity` when given; the whole answer as text.
+fn raw(addr: &str, identity: Option<&Path>, request: &[u8]) -> String {
+    let mut c = Command::new("openssl");
+    c.args(["s_client", "-quiet", "-ign_eof", "-connect", addr]);
+    if let Some(p) = identity {
+        c.arg("-cert").arg(p).arg("-key").arg(p).arg("-cert_chain").arg(p);
+    }
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("openssl (./scripts/setup.sh installs it)");
+    child.stdin.take().unwrap().write_all(request).unwrap();
+    // A listener that holds the connection open after answering must not hang the test.
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    child.wait().unwrap();
+    drop(watchdog);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(answer: &str) -> u16 {
+    answer.lines().next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn get(target: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn post(target: &str, body: &str) -> Vec<u8> {
+    format!("POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// The hub, and one clinic whose appliance synced the NHO sample and runs its proxy.
+fn clinic() -> (Hub, Appliance) {
+    let hub = Hub::start(&[]);
+    let fixture = common::fixture();
+    let mut edge = Appliance::with_proxy(&hub, &[&fixture], A, "つなぎ内科クリニック", "box-1", "");
+    edge.ingest(&[&fixture]);
+    assert!(edge.sync().status.success());
+    edge.start(&[]);
+    edge.wait_for_proxy();
+    (hub, edge)
+}
+
+fn identity(edge: &Appliance, file: &str) -> PathBuf {
+    edge.dir.path().join("identity").join(file)
+}
+
+/// The API paths that gave a LAN device the facility's copy, its position, the staff's password
+/// verifiers, a certificate, and writes into the copy and the audit log.
+const API: &[(&str, &str)] = &[
+    ("GET", "/v1/restore"),
+    ("GET", "/v1/restore?to_seq=1"),
+    ("GET", "/v1/restore/plan"),
+    ("GET", "/v1/position"),
+    ("GET", "/v1/verifiers"),
+    ("GET", "/v1/ping"),
+    ("POST", "/v1/renew"),
+    ("POST", "/v1/segments"),
+    ("POST", "/v1/offline-accesses"),
+    ("POST", "/v1/enroll"),
+];
+
+fn request(method: &str, target: &str) -> Vec<u8> {
+    if method == "POST" { post(target, "{}") } else { get(target) }
+}
+
+#[test]
+fn the_lan_reaches_the_portal_and_nothing_else() {
+    let (hub, edge) = clinic();
+    let proxy = edge.proxy_url().trim_start_matches("https://").to_string();
+    let hub_addr = hub.url().trim_start_matches("https://").trim_end_matches('/').to_string();
+
+    // The portal's login page is there for the clinic's browsers.
+    let login = raw(&proxy, None, &get("/login"));
+    assert_eq!(status(&login), 200, "{login}");
+
+    // The appliance API is not, under any spelling of its paths.
+    let mut targets: Vec<(String, String)> = API.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    for t in [
+        "//v1/restore",
+        "/%761/restore",
+        "/v1%2frestore",
+        "/v1%2Frestore",
+        "/patient/../v1/restore",
+        "/patient/%2e%2e/v1/restore",
+        "/static/portal.css/../../v1/restore",
+        "/./v1/restore",
+        "/login/../v1/restore",
+        "/v1/restore#",
+        "/V1/restore",
+    ] {
+        targets.push(("GET".into(), t.into()));
+    }
+    targets.push(("GET".into(), format!("https://{hub_addr}/v1/restore")));
+    targets.push(("GET".into(), "https://localhost/v1/restore".into()));
+    for (m, t) in &targets {
+        let a = raw(&proxy, None, &request(m, t));
+        let code = status(&a);
+        assert!(code == 404 || code == 400, "{m} {t} through the LAN proxy answered {code}:\n{a}");
+        assert!(!a.contains("application/octet-stream") && !a.contains("\"seq\"") && !a.contains("argon2"), "{m} {t} leaked:\n{a}");
+    }
+    for m in ["CONNECT", "PUT", "DELETE", "OPTIONS", "TRACE"] {
+        let a = raw(&proxy, None, format!("{m} /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes());
+        assert!(matches!(status(&a), 400 | 404 | 405), "{m} /login: {a}");
+    }
+
+    // Both Content-Length and Transfer-Encoding: a request smuggled in the body never becomes a
+    // request of its own at the hub.
+    let smuggled = "0\r\n\r\nGET /v1/restore HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let both = format!("POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{smuggled}", smuggled.len());
+    let a = raw(&proxy, None, both.as_bytes());
+    assert!(!a.contains("application/octet-stream"), "{a}");
+    let te_twice = format!("POST /login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\nConnection: close\r\n\r\n{smuggled}");
+    let a = raw(&proxy, None, te_twice.as_bytes());
+    assert!(!a.contains("application/octet-stream"), "{a}");
+
+    // Nothing of it reached the hub's API: no restore was started, no certificate renewed.
+    let log = std::fs::read_to_string(hub.log_path()).unwrap();
+    assert!(!log.contains("restore started") && !log.contains("certificate renewed"), "the hub served the API to the LAN:\n{log}");
+}
+
+#[test]
+fn each_certificate_reaches_only_its_own_routes_at_the_hub() {
+    let (hub, edge) = clinic();
+    let hub_addr = hub.url().trim_start_matches("https://").trim_end_matches('/').to_string();
+    let proxy_cert = identity(&edge, "proxy.pem");
+    let appliance_cert = identity(&edge, "identity.pem");
+    assert!(proxy_cert.exists() && appliance_cert.exists());
+
+    // The proxy's certificate, taken off the box, opens the portal and none of the API.
+    assert_eq!(status(&raw(&hub_addr, Some(&proxy_cert), &get("/login"))), 200);
+    for (m, p) in API {
+        let a = raw(&hub_addr, Some(&proxy_cert), &request(m, p));
+        assert_eq!(status(&a), 404, "{m} {p} with the proxy's certificate:\n{a}");
+    }
+    // The appliance's own certificate does the API and none of the portal.
+    let pos = raw(&hub_addr, Some(&appliance_cert), &get("/v1/position"));
+    assert_eq!(status(&pos), 200, "{pos}");
+    assert!(pos.to_ascii_lowercase().contains("cache-control: no-store"), "{pos}");
+    for p in ["/login", "/", "/search?q=x", "/history.csv"] {
+        let a = raw(&hub_addr, Some(&appliance_cert), &get(p));
+        assert_eq!(status(&a), 404, "{p} with the appliance's certificate:\n{a}");
+    }
+    // Without a certificate: enrolment only; the API refuses, the portal says where it is.
+    let a = raw(&hub_addr, None, &get("/v1/position"));
+    assert_eq!(status(&a), 401, "{a}");
+    assert!(a.to_ascii_lowercase().contains("cache-control: no-store"), "{a}");
+    let a = raw(&hub_addr, None, &post("/v1/renew", "{}"));
+    assert_eq!(status(&a), 401, "{a}");
+    assert_eq!(status(&raw(&hub_addr, None, &get("/login"))), 403);
+    assert_eq!(status(&raw(&hub_addr, None, &get("/no-such-page"))), 404);
+    // A body far over the limit on the one open route is refused without being read whole.
+    let big = format!("POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{", 64 << 20);
+    assert_eq!(status(&raw(&hub_addr, None, big.as_bytes())), 413);
+}
