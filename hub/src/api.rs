@@ -314,12 +314,11 @@ async fn stranger(uri: axum::http::Uri) -> Response {
     if !shared::route::is_portal_path(path) {
         return not_found().await.into_response();
     }
-    let mut r = (
-        StatusCode::FORBIDDEN,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。端末のブラウザからアプライアンスのアドレスを開いてください。ネットワーク事務局・運用者は運用者用の入口を使ってください。\n",
-    )
-        .into_response();
+    let mut r = if path == "/static/portal.css" {
+        ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], view::PORTAL_CSS).into_response()
+    } else {
+        crate::portal::Error::Forbidden("ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。端末のブラウザからアプライアンスのアドレスを開いてください。ネットワーク事務局・運用者は運用者用の入口を使ってください。".into()).into_response()
+    };
     view::harden(r.headers_mut());
     r
 }
@@ -576,7 +575,7 @@ async fn ping(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> 
 async fn verifiers(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<serde_json::Value>> {
     let id = authed(&peer, &hub)?;
     let (f, h) = (id.facility.clone(), hub.clone());
-    let list = tokio::task::spawn_blocking(move || h.region_readers.with(move |c| Ok(crate::offline::verifiers(c, &f)?))).await.map_err(|e| anyhow::anyhow!(e))??;
+    let list = tokio::task::spawn_blocking(move || h.region_readers.with(move |c| Ok(crate::offline::verifiers(c, &f, now())?))).await.map_err(|e| anyhow::anyhow!(e))??;
     tracing::debug!(facility = %id.facility, appliance = %id.appliance, users = list.len(), "verifiers handed to the appliance");
     Ok(Json(json!({ "facility": id.facility, "users": list })))
 }

@@ -8,16 +8,16 @@ pub use shared::offline::{Access, Verifier, ACTIONS};
 use crate::account::{self, User};
 use crate::audit::{self, Event};
 
-/// The staff of `facility` who may read records offline: enabled, past their first-login change,
-/// and in a role that reads clinical records (the offline view has no basic-information-only
-/// page for clerks). Nobody of another facility, and no office account.
-pub fn verifiers(c: &Connection, facility: &str) -> rusqlite::Result<Vec<Verifier>> {
+/// The staff of `facility` who may read records offline: enabled, not locked out, past their
+/// first-login change, and in a role that reads clinical records (the offline view has no
+/// basic-information-only page for clerks). Nobody of another facility, and no office account.
+pub fn verifiers(c: &Connection, facility: &str, now: i64) -> rusqlite::Result<Vec<Verifier>> {
     if facility.is_empty() {
         return Ok(Vec::new());
     }
     Ok(account::list(c, Some(facility))?
         .into_iter()
-        .filter(|u: &User| u.facility == facility && u.disabled_at.is_none() && !u.must_change && u.role.clinical())
+        .filter(|u: &User| u.facility == facility && u.disabled_at.is_none() && u.locked_until.is_none_or(|t| t <= now) && !u.must_change && u.role.clinical())
         .map(|u| Verifier { expires_at: u.password_expires_at(), login: u.login, name: u.name, role: u.role.code().into(), verifier: u.pw })
         .collect())
 }
@@ -97,11 +97,15 @@ mod tests {
             account::add(&c, login, "x", facility, role, &v, "t", 0).unwrap().unwrap();
         }
         c.execute("UPDATE user SET must_change = 0 WHERE login != 'new-a'", []).unwrap();
-        let got: Vec<String> = verifiers(&c, "3710000001").unwrap().into_iter().map(|v| v.login).collect();
+        let got: Vec<String> = verifiers(&c, "3710000001", 10).unwrap().into_iter().map(|v| v.login).collect();
         assert_eq!(got, vec!["dr-a"], "not the clerk, not B's doctor, not the office, not one who must change");
+        // A locked account's verifier is not handed out while the lock lasts.
+        c.execute("UPDATE user SET locked_until = 100 WHERE login = 'dr-a'", []).unwrap();
+        assert!(verifiers(&c, "3710000001", 10).unwrap().is_empty());
+        assert_eq!(verifiers(&c, "3710000001", 100).unwrap().len(), 1);
         account::disable(&c, "dr-a", 5).unwrap().unwrap();
-        assert!(verifiers(&c, "3710000001").unwrap().is_empty());
-        assert!(verifiers(&c, "").unwrap().is_empty());
+        assert!(verifiers(&c, "3710000001", 100).unwrap().is_empty());
+        assert!(verifiers(&c, "", 100).unwrap().is_empty());
     }
 
     #[test]

@@ -48,11 +48,13 @@ pub struct Portal {
     pub settings: Settings,
     names: Mutex<(Option<Instant>, HashMap<String, String>)>,
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Failed logins that touch no account (unknown IDs, other entrances).
+    pub strangers: account::Strangers,
 }
 
 impl Portal {
     pub fn new(hub: Arc<Hub>, settings: Settings) -> Portal {
-        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None }
+        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None, strangers: account::Strangers::default() }
     }
 
     /// The fleet view behind the operators' pages and the facilities' posture banner.
@@ -268,6 +270,16 @@ pub fn terminal(channel: &Channel, remote: Option<&Remote>, named: Option<&str>)
         Channel::Operators => format!("operators@{ip}"),
         Channel::Appliance(id) => format!("{}@{ip}", id.appliance),
         Channel::Unauthenticated => ip,
+    }
+}
+
+/// The entrance a login attempt came through, as `Strangers` counts it: the appliance (facility
+/// and box), the operators' listener, or none.
+pub fn entrance_key(channel: &Channel) -> String {
+    match channel {
+        Channel::Proxy(id) => format!("{}/{}", id.facility, id.appliance),
+        Channel::Operators => "operators".into(),
+        Channel::Appliance(_) | Channel::Unauthenticated => "none".into(),
     }
 }
 

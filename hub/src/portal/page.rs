@@ -59,18 +59,33 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
     let l = login.clone();
     let user = p.read(move |c| Ok(account::get(c, &l)?)).await?;
     let facility = user.as_ref().map(|u| u.facility.clone()).unwrap_or_default();
-    let entrance = user.as_ref().map(|u| super::entrance_fits(u, &term.channel));
-    // argon2 runs on a blocking thread, not on the region database's writer.
+    let fits = user.as_ref().is_some_and(|u| super::entrance_fits(u, &term.channel).is_ok());
+    let known = user.is_some();
+    // argon2 runs on a blocking thread, not on the region database's writer, and runs the same
+    // for every attempt, whoever's ID it names.
     let check = tokio::task::spawn_blocking(move || account::check_attempt(user.as_ref(), &password, t)).await.map_err(|e| anyhow::anyhow!(e))?;
-    let l = login.clone();
-    let outcome = p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?;
+    let outcome = if fits {
+        let l = login.clone();
+        p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?
+    } else {
+        // An unknown ID, or an account whose entrance this is not (another facility's appliance,
+        // the wrong listener): nothing is recorded on any account, and the answer is exactly what
+        // a wrong password at a real account gets here, counted per entrance and ID.
+        let entrance = super::entrance_key(&term.channel);
+        p.strangers.locked(&entrance, &login, t).map(|until| Login::Locked { until }).unwrap_or_else(|| p.strangers.fail(&entrance, &login, t))
+    };
     let mut e = audit::Event { login: login.clone(), facility, terminal: terminal.clone(), action: "login".into(), ..Default::default() };
     let answer = match outcome {
-        Login::Ok { .. } if entrance != Some(Ok(())) => {
-            e.outcome = "wrong-entrance".into();
+        // `Strangers` never lets anyone in; were it to, the attempt is still refused.
+        Login::Ok { .. } if !fits => "IDまたはパスワードが違います。".to_string(),
+        Login::Wrong { delay } if !fits => {
+            e.outcome = if known { "wrong-entrance" } else { "wrong-password" }.into();
             p.audit(e).await?;
-            tracing::warn!(login = %login, terminal = %terminal, "login refused: not this user's entrance");
-            entrance.and_then(|r| r.err()).unwrap_or("この入口からはログインできません。").to_string()
+            if known {
+                tracing::warn!(login = %login, terminal = %terminal, "login refused: not this user's entrance");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
+            "IDまたはパスワードが違います。".to_string()
         }
         Login::Ok { must_change } => {
             e.outcome = "ok".into();
