@@ -215,6 +215,10 @@ pub struct ServeArgs {
     /// POST alerts (JSON) to this http:// address when they start and end.
     #[arg(long, env = "TSUNAGI_HUB_ALERT_WEBHOOK")]
     pub alert_webhook: Option<String>,
+    /// How long each CRL the hub writes is valid; the hub writes a fresh one once a third of it
+    /// has passed, and tells the broker, so the CRL never lapses while the hub runs.
+    #[arg(long, default_value = "30d", env = "TSUNAGI_HUB_CRL_VALIDITY")]
+    pub crl_validity: String,
 }
 
 fn ca_dir(data: &Path) -> PathBuf {
@@ -383,7 +387,11 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     let key = hub_key(&data)?;
     let lifetime = shared::time::parse_duration(&args.client_cert_lifetime).map_err(|e| anyhow::anyhow!("--client-cert-lifetime: {e}"))?;
     let snapshot_every = shared::time::parse_duration(&args.snapshot_every).map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?.max(1);
-    let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL)));
+    let crl_validity = shared::time::parse_duration(&args.crl_validity).map_err(|e| anyhow::anyhow!("--crl-validity: {e}"))?;
+    if !(3..=90 * 86_400).contains(&crl_validity) {
+        anyhow::bail!("--crl-validity must be between 3s and 90d");
+    }
+    let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL), ca.issuing_der()));
     let tls = crate::tls::server_config(&ca, &args.names, revoked.clone(), now())?;
     let fingerprint = ca.fingerprint();
     let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept, lan_domain: args.lan_domain.clone() };
@@ -433,6 +441,7 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         let _ = out.flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let snapshots = tokio::spawn(snapshot_loop(hub.clone(), snapshot_every));
+        let crl = tokio::spawn(crl_upkeep(hub.clone(), crl_validity, args.broker_dir.clone().unwrap_or_else(|| data.join("broker"))));
         let indexer = tokio::spawn(hub.clone().index_loop());
         let fleet_tasks = [
             tokio::spawn(crate::fleet::serve_metrics(metrics, fleet.clone())),
@@ -446,6 +455,7 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
         snapshots.abort();
+        crl.abort();
         indexer.abort();
         if let Some(m) = mqtt {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), m).await;
@@ -470,6 +480,41 @@ async fn shutdown_signal() {
 
 /// Every `every` seconds, snapshots each copy that moved, keeps the newest snapshots and drops the
 /// archived segments the oldest kept snapshot already contains.
+/// Keeps the CRL current: once a third of its validity has passed (or when it cannot be read or
+/// checked), writes it again from the registry, signed, with a fresh next update, and asks the
+/// broker to read it. Peers that check CRL dates (Mosquitto's OpenSSL) refuse everyone once a
+/// CRL lapses, so this runs for as long as the hub does.
+async fn crl_upkeep(hub: Arc<Hub>, validity: i64, broker_dir: PathBuf) {
+    let every = std::time::Duration::from_secs((validity / 6).clamp(1, 3600) as u64);
+    loop {
+        let due = match hub.revoked.current() {
+            // Written by `cert revoke` or an earlier run with another validity: this run's rules.
+            Ok(c) => c.next_update - now() < validity * 2 / 3 || c.next_update - now() > validity + 60,
+            Err(_) => true,
+        };
+        if due {
+            let h = hub.clone();
+            let written = hub
+                .registry
+                .call(move |c| -> anyhow::Result<usize> {
+                    let (entries, number) = registry::crl_entries(c)?;
+                    h.ca.write_crl_valid_for(&entries, number, now(), validity).map_err(anyhow::Error::msg)?;
+                    Ok(entries.len())
+                })
+                .await;
+            match written {
+                Ok(Ok(n)) => {
+                    tracing::info!(entries = n, valid_for_s = validity, "CRL rewritten before it lapses");
+                    crate::broker::reload(&broker_dir);
+                }
+                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "cannot rewrite the CRL; it lapses at its next update unless this is fixed"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot rewrite the CRL"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn snapshot_loop(hub: Arc<Hub>, every: i64) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(every as u64));
     tick.tick().await;

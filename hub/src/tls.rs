@@ -18,41 +18,108 @@ use provisioning::{Ca, Identity};
 
 /// The revoked serials, read from the CA's `crl.pem` and read again whenever that file changes,
 /// so `tsunagi-hub cert revoke` in another process takes effect on the next handshake and the
-/// next request. An unreadable CRL refuses everyone: revocation fails closed.
+/// next request. The CRL must be signed by the issuing CA, name it as issuer, and be current (its
+/// next update still ahead); a CRL that is not, or cannot be read, refuses everyone: revocation
+/// fails closed.
 pub struct Revocations {
     path: PathBuf,
-    cache: Mutex<(Option<(SystemTime, u64)>, Result<HashSet<String>, String>)>,
+    /// The issuing CA's certificate (DER), whose key signs the CRL.
+    issuer: Vec<u8>,
+    /// The file's (modification time, length, inode) when read: the CA replaces the file by a
+    /// rename, and two writes can share a coarse modification time.
+    cache: Mutex<(Option<(SystemTime, u64, u64)>, Result<Crl, String>)>,
+}
+
+/// A CRL that was read and checked: its serials and when it must be replaced.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    pub serials: HashSet<String>,
+    pub this_update: i64,
+    pub next_update: i64,
 }
 
 impl Revocations {
-    pub fn new(path: PathBuf) -> Revocations {
-        Revocations { path, cache: Mutex::new((None, Err("not read yet".into()))) }
+    pub fn new(path: PathBuf, issuer: Vec<u8>) -> Revocations {
+        Revocations { path, issuer, cache: Mutex::new((None, Err("not read yet".into()))) }
     }
 
-    /// `Ok(())` when the serial is not revoked; otherwise why it is refused.
-    pub fn check(&self, serial: &str) -> Result<(), String> {
-        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    /// The current CRL as last read and checked, read again when the file changed.
+    pub fn current(&self) -> Result<Crl, String> {
+        self.refresh();
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    fn refresh(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if stamp.is_none() || cache.0 != stamp {
-            cache.1 = read_crl(&self.path);
+            cache.1 = read_crl(&self.path, &self.issuer);
             cache.0 = stamp;
             if let Err(e) = &cache.1 {
                 tracing::error!(crl = %self.path.display(), error = %e, "the CRL cannot be read: refusing every client certificate until it can");
             }
         }
+    }
+
+    /// `Ok(())` when the serial is not revoked and the CRL is current; otherwise why it is refused.
+    pub fn check(&self, serial: &str) -> Result<(), String> {
+        self.refresh();
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match &cache.1 {
-            Ok(set) if set.contains(serial) => Err("the certificate has been revoked".into()),
+            Ok(crl) if crl.next_update <= crate::now() => Err(format!("the CRL lapsed at {} and was not renewed: revocation cannot be checked", shared::time::rfc3339(crl.next_update))),
+            Ok(crl) if crl.serials.contains(serial) => Err("the certificate has been revoked".into()),
             Ok(_) => Ok(()),
             Err(e) => Err(format!("revocation cannot be checked: {e}")),
         }
     }
 }
 
-fn read_crl(path: &std::path::Path) -> Result<HashSet<String>, String> {
+/// Reads the CRL and checks it: signed by `issuer_der`'s key, naming it as issuer, already
+/// in force. (Whether it is still current is checked at each use.)
+pub fn read_crl(path: &std::path::Path, issuer_der: &[u8]) -> Result<Crl, String> {
     use rustls::pki_types::pem::PemObject;
     let der = rustls::pki_types::CertificateRevocationListDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(crl.iter_revoked_certificates().map(|r| shared::chain::hex(r.raw_serial())).collect())
+    let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der).map_err(|e| format!("the issuing CA's certificate: {e}"))?;
+    if crl.issuer() != issuer.subject() {
+        return Err(format!("{}: issued by {}, not by the network's issuing CA", path.display(), crl.issuer()));
+    }
+    verify_crl_signature(&der, &crl.signature_value.data, issuer.public_key().subject_public_key.data.as_ref())
+        .map_err(|e| format!("{}: its signature does not verify with the issuing CA's key ({e})", path.display()))?;
+    let this_update = crl.last_update().timestamp();
+    let next_update = crl.next_update().map(|t| t.timestamp()).ok_or_else(|| format!("{}: it has no next update", path.display()))?;
+    if this_update > crate::now() + 300 {
+        return Err(format!("{}: it is not in force until {}", path.display(), shared::time::rfc3339(this_update)));
+    }
+    Ok(Crl { serials: crl.iter_revoked_certificates().map(|r| shared::chain::hex(r.raw_serial())).collect(), this_update, next_update })
+}
+
+/// The signed part of a DER structure `SEQUENCE { tbs, algorithm, signature }`: the first element,
+/// with its tag and length, exactly as it was signed.
+fn first_element(der: &[u8]) -> Option<&[u8]> {
+    fn header(b: &[u8]) -> Option<(usize, usize)> {
+        let first = *b.get(1)?;
+        if first < 0x80 {
+            return Some((2, first as usize));
+        }
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b.get(2..2 + n)?.iter().fold(0usize, |l, x| (l << 8) | *x as usize);
+        Some((2 + n, len))
+    }
+    let (outer, _) = header(der)?;
+    let inner = der.get(outer..)?;
+    let (h, len) = header(inner)?;
+    inner.get(..h + len)
+}
+
+/// Checks an ECDSA P-256 SHA-256 CRL signature (the only kind the network's CA makes) with ring.
+fn verify_crl_signature(der: &[u8], signature: &[u8], public_key: &[u8]) -> Result<(), String> {
+    let tbs = first_element(der).ok_or("the CRL is not well-formed DER")?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public_key).verify(tbs, signature).map_err(|_| "bad signature".to_string())
 }
 
 /// Wraps the WebPKI verifier (chain to the network root, validity dates, client-auth usage) with
@@ -131,4 +198,42 @@ pub fn server_config(ca: &Ca, names: &[String], revoked: Arc<Revocations>, now: 
         .with_single_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crl_counts_only_when_signed_by_the_issuing_ca_and_current() {
+        let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let t = crate::now();
+        let ca = Ca::init(dir.path(), "test", t).unwrap();
+        let foreign = Ca::init(other.path(), "other", t).unwrap();
+        let path = dir.path().join(provisioning::ca::CRL);
+        let r = Revocations::new(path.clone(), ca.issuing_der());
+        ca.write_crl(&[("0a0b".into(), t)], 2, t).unwrap();
+        assert!(r.check("0c").is_ok());
+        assert_eq!(r.check("0a0b").unwrap_err(), "the certificate has been revoked");
+        // A CRL from another CA, dropped where the hub's belongs, refuses everyone.
+        std::fs::copy(other.path().join(provisioning::ca::CRL), &path).unwrap();
+        let e = r.check("0c").unwrap_err();
+        assert!(e.contains("not by the network's issuing CA"), "{e}");
+        drop(foreign);
+        // The hub's own CRL with its signature damaged refuses everyone.
+        ca.write_crl(&[], 3, t).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        let mut der = rustls::pki_types::CertificateRevocationListDer::from_pem_file(&path).unwrap().as_ref().to_vec();
+        let n = der.len();
+        der[n - 5] ^= 1;
+        std::fs::write(&path, provisioning::cert::pem("X509 CRL", &der)).unwrap();
+        let e = r.check("0c").unwrap_err();
+        assert!(e.contains("signature"), "{e}");
+        // A CRL past its next update refuses everyone.
+        ca.write_crl_valid_for(&[], 4, t - 1000, 10).unwrap();
+        let e = r.check("0c").unwrap_err();
+        assert!(e.contains("lapsed"), "{e}");
+        ca.write_crl(&[], 5, t).unwrap();
+        assert!(r.check("0c").is_ok());
+    }
 }

@@ -19,6 +19,8 @@ const ROOT_KEY: &str = "root.key";
 const ISSUING_CRT: &str = "issuing.crt";
 const ISSUING_KEY: &str = "issuing.key";
 pub const CRL: &str = "crl.pem";
+/// How long a CRL is valid for unless the hub is told otherwise.
+pub const CRL_VALIDITY: i64 = 30 * DAY;
 
 const DAY: i64 = 86_400;
 
@@ -135,6 +137,11 @@ impl Ca {
         Ok(Ca { dir: dir.to_owned(), root_pem, root_der, issuing_pem, issuer })
     }
 
+    /// The issuing CA's certificate (DER), which signs the CRL.
+    pub fn issuing_der(&self) -> Vec<u8> {
+        crate::cert::certs_from_pem(self.issuing_pem.as_bytes()).map(|mut c| c.remove(0).to_vec()).unwrap_or_default()
+    }
+
     pub fn root_pem(&self) -> &str {
         &self.root_pem
     }
@@ -241,8 +248,15 @@ impl Ca {
     }
 
     /// Writes the CRL of the given revoked serials (hex) to `crl.pem` in the CA folder, signed by
-    /// the issuing CA, and returns its path. `number` must grow with every CRL.
+    /// the issuing CA, valid for `CRL_VALIDITY`, and returns its path. `number` must grow with
+    /// every CRL.
     pub fn write_crl(&self, revoked: &[(String, i64)], number: u64, now: i64) -> Result<PathBuf, String> {
+        self.write_crl_valid_for(revoked, number, now, CRL_VALIDITY)
+    }
+
+    /// `write_crl` with its own validity in seconds. The running hub rewrites the CRL once a third
+    /// of it has passed (`tsunagi-hub serve --crl-validity`), so it never lapses while the hub runs.
+    pub fn write_crl_valid_for(&self, revoked: &[(String, i64)], number: u64, now: i64, validity: i64) -> Result<PathBuf, String> {
         let revoked_certs = revoked
             .iter()
             .map(|(serial, at)| {
@@ -252,7 +266,7 @@ impl Ca {
             .collect::<Result<Vec<_>, String>>()?;
         let params = CertificateRevocationListParams {
             this_update: t(now - 60),
-            next_update: t(now + 30 * DAY),
+            next_update: t(now + validity),
             crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
             issuing_distribution_point: None,
             revoked_certs,

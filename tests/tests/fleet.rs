@@ -311,3 +311,48 @@ fn terminals_report_their_screen_lock_and_the_proxy_enforces_it() {
     assert!(events.contains(&("non-compliant".into(), "compliant".into())), "{events:?}");
     assert!(events.iter().any(|e| e.1 == "non-compliant"), "{events:?}");
 }
+
+/// The next update of the CRL the hub's CA folder holds (Unix seconds).
+fn crl_next_update(hub: &Hub) -> i64 {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateRevocationListDer::from_pem_file(hub.data().join("ca").join(provisioning::ca::CRL)).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+    crl.next_update().unwrap().timestamp()
+}
+
+/// Mosquitto refuses every client once its CRL's next update has passed, so a CRL written once
+/// would take the fleet dark a month after the last revocation. The running hub writes it again
+/// well before it lapses and has the broker read it: with a CRL valid for 6 s, appliances still
+/// connect 20 s on. With the hub stopped, the same short CRL lapses and the broker refuses them,
+/// which is what the refresh prevents.
+#[test]
+fn the_crl_never_lapses_while_the_hub_runs() {
+    let mut hub = Hub::start(&[]);
+    let broker = Broker::start(&hub);
+    hub.restart_with(&["--crl-validity", "6s"]);
+    let edge = Appliance::enrolled_as(&hub, &[], A, "つなぎ内科クリニック", "box-1");
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = split_identity(&edge, certs.path());
+    let topic = format!("tsunagi/{A}/box-1/event");
+    let first = crl_next_update(&hub);
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(crl_next_update(&hub) > first + 10, "the hub rewrote the CRL ahead of its next update");
+    let out = broker.publish(&cert, &key, &topic, "{}");
+    assert!(out.status.success(), "20 s after a 6 s CRL the broker still takes the appliance: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Without the hub, a short CRL lapses and the broker refuses everyone.
+    hub.kill();
+    let ca = provisioning::Ca::load(&hub.data().join("ca")).unwrap();
+    ca.write_crl_valid_for(&[], 1_000_000, tests_now(), 3).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &broker.pid().to_string()]).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(6));
+    let out = broker.publish(&cert, &key, &topic, "{}");
+    assert!(!out.status.success(), "a lapsed CRL must make the broker refuse the handshake");
+    // The hub, started again, sees the lapsed CRL, writes a current one and tells the broker.
+    hub.restart_with(&["--crl-validity", "6s"]);
+    wait_for(20, "the broker to take the appliance again", || broker.publish(&cert, &key, &topic, "{}").status.success());
+}
+
+fn tests_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
