@@ -482,7 +482,8 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         revoked_at: None,
     };
     let serial = issued.serial.clone();
-    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
+    // Issued together: revoking the appliance's certificate revokes these with it.
+    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| registry::Cert { issued_at: t, ..l.1.clone() }).collect();
     hub.registry
         .call(move |c| {
             registry::record_cert(c, &cert)?;
@@ -540,7 +541,8 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         revoked_at: None,
     };
     let f = id.facility.clone();
-    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
+    // Issued together: revoking the appliance's certificate revokes these with it.
+    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| registry::Cert { issued_at: t, ..l.1.clone() }).collect();
     let name = hub
         .registry
         .call(move |c| {

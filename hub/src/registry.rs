@@ -128,13 +128,19 @@ pub fn certs(conn: &Connection, facility: Option<&str>) -> rusqlite::Result<Vec<
     rows.collect()
 }
 
-/// Marks the matching certificates revoked; returns the serials newly revoked.
+/// Marks the matching certificates revoked; returns the serials newly revoked. Revoking an
+/// appliance's certificate by serial also revokes the proxy and LAN certificates issued to that
+/// appliance with it (a lost box loses its portal entrance and its LAN name at once).
 pub fn revoke(conn: &Connection, serial: Option<&str>, facility: Option<&str>, now: i64) -> rusqlite::Result<Vec<String>> {
     let tx = conn.unchecked_transaction()?;
     let serials: Vec<String> = conn
         .prepare(
             "SELECT serial FROM certificate WHERE revoked_at IS NULL AND (?1 IS NULL OR serial = lower(?1)) AND (?2 IS NULL OR facility = ?2)
-             AND (?1 IS NOT NULL OR ?2 IS NOT NULL)",
+             AND (?1 IS NOT NULL OR ?2 IS NOT NULL)
+             UNION
+             SELECT c.serial FROM certificate c JOIN certificate a ON a.serial = lower(?1) AND a.how IN ('enrol', 'renew')
+               AND c.facility = a.facility AND c.appliance = a.appliance AND c.issued_at = a.issued_at AND c.how IN ('proxy', 'lan')
+             WHERE c.revoked_at IS NULL",
         )?
         .query_map(params![serial, facility], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -199,5 +205,20 @@ mod tests {
         let (list, n1) = crl_entries(&c).unwrap();
         assert_eq!(list, [("aa".to_string(), 5), ("bb".to_string(), 6)]);
         assert!(crl_entries(&c).unwrap().1 > n1);
+    }
+
+    #[test]
+    fn revoking_an_appliance_revokes_its_proxy_and_lan_certificates() {
+        let c = mem();
+        let cert = |serial: &str, appliance: &str, issued_at, how: &str| Cert { serial: serial.into(), facility: "3712345678".into(), appliance: appliance.into(), not_before: 0, not_after: 9, issued_at, how: how.into(), revoked_at: None };
+        for x in [cert("a1", "box-1", 10, "enrol"), cert("p1", "box-1", 10, "proxy"), cert("l1", "box-1", 10, "lan"), cert("a2", "box-1", 20, "renew"), cert("p2", "box-1", 20, "proxy"), cert("p9", "box-2", 10, "proxy")] {
+            record_cert(&c, &x).unwrap();
+        }
+        let mut got = revoke(&c, Some("a2"), None, 30).unwrap();
+        got.sort();
+        assert_eq!(got, ["a2", "p2"], "the renewal's own proxy certificate, not the older set nor another box's");
+        let mut got = revoke(&c, Some("a1"), None, 31).unwrap();
+        got.sort();
+        assert_eq!(got, ["a1", "l1", "p1"]);
     }
 }

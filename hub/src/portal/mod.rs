@@ -50,11 +50,19 @@ pub struct Portal {
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Failed logins that touch no account (unknown IDs, other entrances).
     pub strangers: account::Strangers,
+    /// Password hashing (argon2id, 19 MiB and tens of milliseconds each) runs at most this many
+    /// at a time, so a flood of logins neither exhausts memory nor starves other people's pages.
+    hashing: tokio::sync::Semaphore,
 }
+
+/// How many password hashes run at once (`Portal::hash`).
+pub const HASHING_AT_ONCE: usize = 2;
+/// How long a login waits for its turn to hash before it is told to try again.
+pub const HASHING_WAIT: Duration = Duration::from_secs(10);
 
 impl Portal {
     pub fn new(hub: Arc<Hub>, settings: Settings) -> Portal {
-        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None, strangers: account::Strangers::default() }
+        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None, strangers: account::Strangers::default(), hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE) }
     }
 
     /// The fleet view behind the operators' pages and the facilities' posture banner.
@@ -97,6 +105,13 @@ impl Portal {
         Ok(tokio::task::spawn_blocking(move || readers.with(f)).await.map_err(|e| anyhow::anyhow!(e))??)
     }
 
+    /// Runs password hashing (`f`) on a blocking thread, at most `HASHING_AT_ONCE` at a time; a
+    /// request that cannot have its turn within `HASHING_WAIT` is told the portal is busy.
+    pub async fn hash<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+        let _turn = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire()).await.map_err(|_| Error::Busy)?.map_err(|_| Error::Busy)?;
+        Ok(tokio::task::spawn_blocking(f).await.map_err(|e| anyhow::anyhow!(e))?)
+    }
+
     /// Writes on the region database's own thread.
     pub async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> Result<T, Error> {
         Ok(self.hub.region.call(f).await??)
@@ -123,6 +138,8 @@ pub enum Error {
     Forbidden(String),
     NotFound(String),
     BadRequest(String),
+    /// Too many logins at once: try again shortly.
+    Busy,
     Internal,
 }
 
@@ -155,6 +172,7 @@ impl IntoResponse for Error {
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, "アクセスできません", m.as_str()),
             Error::NotFound(m) => (StatusCode::NOT_FOUND, "見つかりません", m.as_str()),
             Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "入力を確認してください", m.as_str()),
+            Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "混み合っています", "ただいまログインが集中しています。10秒ほど待ってから、もう一度お試しください。"),
             Error::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "システムエラー", "処理中にエラーが発生しました。記録されていますので、時間をおいて再度お試しください。続く場合はネットワーク事務局へ連絡してください。"),
         };
         let body = ErrorPage { nav: None, title, message }.render().unwrap_or_else(|_| title.to_string());
@@ -436,6 +454,35 @@ pub fn jst_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_hashing_runs_a_few_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = provisioning::Ca::init(&dir.path().join("ca"), "test", crate::now()).unwrap();
+        let revoked = Arc::new(crate::tls::Revocations::new(dir.path().join("ca").join(provisioning::ca::CRL), ca.issuing_der()));
+        let settings = crate::api::Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1, lan_domain: "tsunagi.internal".into() };
+        let hub = Arc::new(Hub::new(dir.path().to_owned(), ca, crate::key::HubKey::from_bytes([7; 32]), revoked, settings).unwrap());
+        let p = Arc::new(Portal::new(hub, Settings::default()));
+        let (running, most) = (Arc::new(std::sync::atomic::AtomicUsize::new(0)), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let (p, running, most) = (p.clone(), running.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                p.hash(move || {
+                    let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    let v = account::hash_password("Pass-word1");
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    v
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().is_ok());
+        }
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), HASHING_AT_ONCE, "at most {HASHING_AT_ONCE} hashes at once, and that many in parallel");
+    }
 
     #[test]
     fn times_are_shown_in_japan_time() {

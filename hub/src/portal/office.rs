@@ -584,7 +584,7 @@ pub async fn user_add(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
     let (login, name) = (field(&f, "login").to_lowercase(), field(&f, "name").to_string());
     let temp = account::temporary_password();
     let t2 = temp.clone();
-    let verifier = tokio::task::spawn_blocking(move || account::hash_password(&t2)).await.map_err(|e| anyhow::anyhow!(e))?;
+    let verifier = p.hash(move || account::hash_password(&t2)).await?;
     let (by, t, at) = (ctx.user.login.clone(), now(), now_ms());
     let mut e = ctx.event("user-add", "");
     e.detail = format!("login={login} facility={facility} role={}", role.code());
@@ -623,7 +623,7 @@ pub async fn user_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderM
     e.detail = format!("login={login}");
     let temp = account::temporary_password();
     let t2 = temp.clone();
-    let verifier = tokio::task::spawn_blocking(move || account::hash_password(&t2)).await.map_err(|e| anyhow::anyhow!(e))?;
+    let verifier = p.hash(move || account::hash_password(&t2)).await?;
     let (l, act) = (login.clone(), action.clone());
     p.write(move |c| {
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

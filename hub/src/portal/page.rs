@@ -63,7 +63,7 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
     let known = user.is_some();
     // argon2 runs on a blocking thread, not on the region database's writer, and runs the same
     // for every attempt, whoever's ID it names.
-    let check = tokio::task::spawn_blocking(move || account::check_attempt(user.as_ref(), &password, t)).await.map_err(|e| anyhow::anyhow!(e))?;
+    let check = p.hash(move || account::check_attempt(user.as_ref(), &password, t)).await?;
     let outcome = if fits {
         let l = login.clone();
         p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?
@@ -157,15 +157,15 @@ pub async fn password(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
     }
     // argon2 is deliberately slow: keep it off the async threads.
     let user = ctx.user.clone();
-    let checked = tokio::task::spawn_blocking(move || -> Result<String, &'static str> {
-        if !account::verify_password(&user.pw, &current) {
-            return Err("現在のパスワードが違います。");
-        }
-        account::check_new_password(&user, &new)?;
-        Ok(account::hash_password(&new))
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let checked = p
+        .hash(move || -> Result<String, &'static str> {
+            if !account::verify_password(&user.pw, &current) {
+                return Err("現在のパスワードが違います。");
+            }
+            account::check_new_password(&user, &new)?;
+            Ok(account::hash_password(&new))
+        })
+        .await?;
     let verifier = match checked {
         Ok(v) => v,
         Err(m) => return password_page(&ctx, m),
