@@ -68,6 +68,12 @@ impl Role {
         matches!(self, Role::FacilityAdmin | Role::Doctor | Role::Nurse | Role::Pharmacist)
     }
 
+    /// Roles that may start an emergency access at a core hospital, and for whom their own
+    /// access then counts: the clinical professions, not administrators or clerks.
+    pub fn breaks_glass(self) -> bool {
+        matches!(self, Role::Doctor | Role::Nurse | Role::Pharmacist)
+    }
+
     /// Roles that may open patient records at all.
     pub fn views_patients(self) -> bool {
         self.in_facility()

@@ -234,10 +234,23 @@ impl Basis {
     }
 }
 
-/// The entries of a regional patient that `facility` may see, with the basis of each; entries it
-/// may not see are left out.
-pub fn visible(c: &Connection, regional_id: &str, facility: &str, now: i64) -> rusqlite::Result<Vec<(Entry, Basis)>> {
-    let emergency = emergency_until(c, facility, regional_id, now)?;
+/// Who is looking: the person's facility, and their login when their role may use an emergency
+/// access (clinical staff; None for anyone else).
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    pub facility: &'a str,
+    pub emergency_login: Option<&'a str>,
+}
+
+/// The entries of a regional patient that `viewer` may see, with the basis of each; entries they
+/// may not see are left out. An emergency access counts only for the person who started it,
+/// while their facility is still a core hospital and the access has not ended.
+pub fn visible(c: &Connection, regional_id: &str, viewer: Viewer<'_>, now: i64) -> rusqlite::Result<Vec<(Entry, Basis)>> {
+    let facility = viewer.facility;
+    let emergency = match viewer.emergency_login {
+        Some(login) => emergency_until(c, facility, login, regional_id, now)?,
+        None => None,
+    };
     let mut out = Vec::new();
     for e in index::by_regional(c, regional_id)? {
         let basis = if e.facility == facility {
@@ -276,10 +289,13 @@ pub fn set_core(c: &Connection, facility: &str, core: bool, now: i64) -> rusqlit
     Ok(())
 }
 
-pub fn emergency_until(c: &Connection, facility: &str, regional_id: &str, now: i64) -> rusqlite::Result<Option<i64>> {
+/// When `login`'s own emergency access to a regional patient ends, if one is running and their
+/// facility is a core hospital now (a facility that stops being one loses its accesses at once).
+pub fn emergency_until(c: &Connection, facility: &str, login: &str, regional_id: &str, now: i64) -> rusqlite::Result<Option<i64>> {
     c.query_row(
-        "SELECT max(ends_at) FROM emergency WHERE facility = ?1 AND regional_id = ?2 AND ends_at > ?3",
-        params![facility, regional_id, now],
+        "SELECT max(ends_at) FROM emergency WHERE facility = ?1 AND login = ?4 AND regional_id = ?2 AND ends_at > ?3
+           AND EXISTS (SELECT 1 FROM core_hospital WHERE facility = ?1)",
+        params![facility, regional_id, now, login],
         |r| r.get(0),
     )
 }
@@ -308,10 +324,10 @@ pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, logi
     Ok((ends, owners))
 }
 
-/// Ends a facility's active emergency access to a regional patient now. Returns whether one was
-/// active.
-pub fn end_emergency(c: &Connection, facility: &str, regional_id: &str, now: i64) -> rusqlite::Result<bool> {
-    let n = c.execute("UPDATE emergency SET ends_at = ?3 WHERE facility = ?1 AND regional_id = ?2 AND ends_at > ?3", params![facility, regional_id, now])?;
+/// Ends a person's own active emergency access to a regional patient now. Returns whether one
+/// was active.
+pub fn end_emergency(c: &Connection, facility: &str, login: &str, regional_id: &str, now: i64) -> rusqlite::Result<bool> {
+    let n = c.execute("UPDATE emergency SET ends_at = ?3 WHERE facility = ?1 AND login = ?4 AND regional_id = ?2 AND ends_at > ?3", params![facility, regional_id, now, login])?;
     Ok(n > 0)
 }
 
@@ -359,14 +375,14 @@ mod tests {
         let eb = entry(&c, b, "2");
         let rid = index::link(&c, ea.id, eb.id).unwrap().unwrap();
         // Before consent, A sees only its own entry.
-        let seen = visible(&c, &rid, a, 0).unwrap();
+        let seen = visible(&c, &rid, Viewer { facility: a, emergency_login: None }, 0).unwrap();
         assert_eq!(seen.iter().map(|(e, b)| (e.facility.as_str(), *b)).collect::<Vec<_>>(), vec![(a, Basis::Own)]);
         let mut k = Consent { state: State::Public, scope: Scope::Clinical, comprehensive: false, facilities: vec![a.into()], consent_date: "2026-11-01".into(), form_ref: "F-001".into() };
         check(&k, b).unwrap();
         let eb = index::get(&c, eb.id).unwrap().unwrap();
         assert_eq!(set(&c, &eb, &k, "office", 10, "B病院").unwrap(), vec![a.to_string()]);
         assert_eq!(unread(&c, a).unwrap(), 1);
-        let seen = visible(&c, &rid, a, 20).unwrap();
+        let seen = visible(&c, &rid, Viewer { facility: a, emergency_login: None }, 20).unwrap();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1].1, Basis::Consent(Scope::Clinical));
         // Setting the same consent again tells nobody twice.
@@ -374,9 +390,9 @@ mod tests {
         // Withdrawn: gone at once.
         k.state = State::Private;
         set(&c, &eb, &k, "office", 40, "B病院").unwrap();
-        assert_eq!(visible(&c, &rid, a, 50).unwrap().len(), 1);
+        assert_eq!(visible(&c, &rid, Viewer { facility: a, emergency_login: None }, 50).unwrap().len(), 1);
         // A third facility that is not named sees nothing of B's entry.
-        assert!(visible(&c, &rid, "3710000003", 50).unwrap().is_empty());
+        assert!(visible(&c, &rid, Viewer { facility: "3710000003", emergency_login: None }, 50).unwrap().is_empty());
     }
 
     #[test]
@@ -394,18 +410,29 @@ mod tests {
     }
 
     #[test]
-    fn emergency_is_time_boxed_and_reported() {
+    fn emergency_is_the_starters_own_time_boxed_and_reported() {
         let c = crate::region::memory();
         let eb = entry(&c, "3710000002", "2");
-        let (ends, told) = start_emergency(&c, "3710000009", "中央病院", "er1", &eb.regional_id, "意識障害で搬送", 60, 1000).unwrap();
+        let rid = eb.regional_id.clone();
+        set_core(&c, "3710000009", true, 0).unwrap();
+        let me = Viewer { facility: "3710000009", emergency_login: Some("er1") };
+        let (ends, told) = start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "意識障害で搬送", 60, 1000).unwrap();
         assert_eq!(ends, 1000 + 3600);
         assert_eq!(told, vec!["3710000002".to_string()]);
-        assert_eq!(visible(&c, &eb.regional_id, "3710000009", 2000).unwrap()[0].1, Basis::Emergency { until: ends });
-        assert!(visible(&c, &eb.regional_id, "3710000009", ends).unwrap().is_empty(), "over when the time is up");
-        start_emergency(&c, "3710000009", "中央病院", "er1", &eb.regional_id, "再搬送", 60, 5000).unwrap();
-        assert!(end_emergency(&c, "3710000009", &eb.regional_id, 5100).unwrap());
-        assert!(visible(&c, &eb.regional_id, "3710000009", 5100).unwrap().is_empty(), "over when ended");
-        assert!(!end_emergency(&c, "3710000009", &eb.regional_id, 5200).unwrap(), "nothing left to end");
+        assert_eq!(visible(&c, &rid, me, 2000).unwrap()[0].1, Basis::Emergency { until: ends });
+        // Nobody else at the hospital rides on it: not a colleague, not a role without it.
+        assert!(visible(&c, &rid, Viewer { facility: "3710000009", emergency_login: Some("ns2") }, 2000).unwrap().is_empty());
+        assert!(visible(&c, &rid, Viewer { facility: "3710000009", emergency_login: None }, 2000).unwrap().is_empty());
+        // A hospital that stops being a core hospital loses the access at once.
+        set_core(&c, "3710000009", false, 2100).unwrap();
+        assert!(visible(&c, &rid, me, 2200).unwrap().is_empty(), "no longer a core hospital");
+        set_core(&c, "3710000009", true, 2300).unwrap();
+        assert!(visible(&c, &rid, me, ends).unwrap().is_empty(), "over when the time is up");
+        start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "再搬送", 60, 5000).unwrap();
+        assert!(!end_emergency(&c, "3710000009", "ns2", &rid, 5100).unwrap(), "only its starter ends it");
+        assert!(end_emergency(&c, "3710000009", "er1", &rid, 5100).unwrap());
+        assert!(visible(&c, &rid, me, 5100).unwrap().is_empty(), "over when ended");
+        assert!(!end_emergency(&c, "3710000009", "er1", &rid, 5200).unwrap(), "nothing left to end");
         assert_eq!(unread(&c, "3710000002").unwrap(), 2, "each start is reported");
     }
 }

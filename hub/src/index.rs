@@ -190,9 +190,10 @@ impl Query {
 /// Whose view a search runs in.
 #[derive(Debug, Clone)]
 pub enum Scope {
-    /// A facility's staff: its own patients, those published to it, and its active emergency
-    /// accesses.
-    Facility { code: String, now: i64 },
+    /// A facility's staff: its own patients, those published to it, and the searcher's own
+    /// active emergency accesses (`emergency_login`: set only for a role that may use them),
+    /// while the facility is a core hospital.
+    Facility { code: String, now: i64, emergency_login: Option<String> },
     /// The network office: every entry (demographics only, for linking and consent).
     Office,
 }
@@ -211,13 +212,14 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
     // For a facility, what it may see of a gram's patient, from the index alone: its own, those
     // published to it or to everyone, and those under its active emergency accesses.
     let seen_by = match scope {
-        Scope::Facility { code, now } => {
-            let (f, t) = (arg(code.clone()), arg(now.to_string()));
+        Scope::Facility { code, now, emergency_login } => {
+            let (f, t, l) = (arg(code.clone()), arg(now.to_string()), arg(emergency_login.clone().unwrap_or_default()));
             format!(
                 " AND (g0.facility = {f}
                    OR EXISTS (SELECT 1 FROM publication u WHERE u.patient = g0.patient AND u.grantee IN ({f}, '*'))
                    OR g0.patient IN (SELECT p2.id FROM emergency e JOIN patient p2 ON p2.regional_id = e.regional_id
-                                     WHERE e.facility = {f} AND e.ends_at > CAST({t} AS INTEGER)))"
+                                     WHERE e.facility = {f} AND e.login = {l} AND {l} != '' AND e.ends_at > CAST({t} AS INTEGER)
+                                       AND EXISTS (SELECT 1 FROM core_hospital k WHERE k.facility = {f})))"
             )
         }
         Scope::Office => String::new(),
@@ -279,13 +281,15 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
         let n = arg(name.clone());
         filters.push(format!("(instr(p.kana_norm, {n}) > 0 OR instr(p.kanji_norm, {n}) > 0)"));
     }
-    if let Scope::Facility { code, now } = scope {
+    if let Scope::Facility { code, now, emergency_login } = scope {
         let f = arg(code.clone());
         let t = arg(now.to_string());
+        let l = arg(emergency_login.clone().unwrap_or_default());
         filters.push(format!(
             "(p.facility = {f}
               OR EXISTS (SELECT 1 FROM publication u WHERE u.patient = p.id AND u.grantee IN ({f}, '*'))
-              OR EXISTS (SELECT 1 FROM emergency e WHERE e.facility = {f} AND e.regional_id = p.regional_id AND e.ends_at > CAST({t} AS INTEGER)))"
+              OR EXISTS (SELECT 1 FROM emergency e WHERE e.facility = {f} AND e.login = {l} AND {l} != '' AND e.regional_id = p.regional_id
+                           AND e.ends_at > CAST({t} AS INTEGER) AND EXISTS (SELECT 1 FROM core_hospital k WHERE k.facility = {f})))"
         ));
     }
     // The candidates stream from indexes alone, each checked against what the searcher may see
@@ -409,17 +413,25 @@ mod tests {
         let pid = Query { patient_id: "0001".into(), ..Default::default() };
         assert_eq!(ids(&search(&c, &pid, &office).unwrap().0), vec!["3710000001/0001"]);
         // A facility sees its own patients only, until one is published to it.
-        let f1 = Scope::Facility { code: "3710000001".into(), now: 100 };
+        let f1 = Scope::Facility { code: "3710000001".into(), now: 100, emergency_login: Some("er".into()) };
         assert_eq!(ids(&search(&c, &q("山田"), &f1).unwrap().0), vec!["3710000001/0001"]);
         let b = by_facility_pid(&c, "3710000002", "A-78").unwrap().unwrap();
         c.execute("INSERT INTO publication (grantee, patient) VALUES ('3710000001', ?1)", [b.id]).unwrap();
         assert_eq!(ids(&search(&c, &q("山田"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"]);
         assert_eq!(ids(&search(&c, &q("山"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"]);
-        // An emergency access opens the patient to search until it ends.
+        // An emergency access opens the patient to search for its starter, at a core hospital,
+        // until it ends.
         let taro_b = by_facility_pid(&c, "3710000002", "A-77").unwrap().unwrap();
         c.execute("INSERT INTO emergency (facility, login, regional_id, reason, started_at, ends_at) VALUES ('3710000001', 'er', ?1, 'x', 0, 200)", [&taro_b.regional_id]).unwrap();
+        assert_eq!(ids(&search(&c, &q("ヤマダ"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"], "not a core hospital");
+        crate::consent::set_core(&c, "3710000001", true, 0).unwrap();
         assert_eq!(ids(&search(&c, &q("ヤマダ"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-77", "3710000002/A-78"]);
-        let later = Scope::Facility { code: "3710000001".into(), now: 300 };
+        assert_eq!(ids(&search(&c, &q("タロウ"), &f1).unwrap().0), vec!["3710000001/0001", "3710000002/A-77"], "the name index path too");
+        for other in [Some("ns1".to_string()), None] {
+            let colleague = Scope::Facility { code: "3710000001".into(), now: 100, emergency_login: other };
+            assert_eq!(ids(&search(&c, &q("ヤマダ"), &colleague).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"], "a colleague does not ride on it");
+        }
+        let later = Scope::Facility { code: "3710000001".into(), now: 300, emergency_login: Some("er".into()) };
         assert_eq!(ids(&search(&c, &q("ヤマダ"), &later).unwrap().0), vec!["3710000001/0001", "3710000002/A-78"]);
         // Injection attempts are only text.
         for evil in ["' OR 1=1 --", "%", "<script>", "\"; DROP TABLE patient; --"] {

@@ -116,6 +116,7 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     hub.user("adm-a", "facility-admin", A, FIRST);
     hub.user("adm-b", "facility-admin", B, FIRST);
     hub.user("dr-c", "doctor", C, FIRST);
+    hub.user("ns-c", "nurse", C, FIRST);
     assert!(hub.cmd("facility").args(["core", "--facility", C]).status().unwrap().success());
     let dir = artefacts("portal");
     let pin = [hub.spki_pin(), boxes[0].1.lan_spki_pin(), boxes[1].1.lan_spki_pin(), boxes[2].1.lan_spki_pin()].join(",");
@@ -318,6 +319,12 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     er.screenshot("11-emergency");
     office.goto(&format!("{b}/inbox"));
     assert!(office.texts("#messages .subject").iter().any(|s| s.contains("緊急閲覧")));
+    // The access is the doctor's own: a nurse of the same hospital, meanwhile, sees nothing.
+    let mut ns = Browser::start(dir.clone(), &pin);
+    first_login(&mut ns, &c, "ns-c", None);
+    ns.goto(&format!("{c}/patient/{rid}"));
+    assert_eq!(ns.text("#error-title"), "アクセスできません", "a colleague does not ride on the doctor's emergency access");
+    drop(ns);
     // Ended early by the doctor: the record closes at once, and the stop is audited.
     er.click("#emergency-end");
     assert!(er.text(".notice-item").contains("緊急閲覧を終了"));

@@ -246,7 +246,7 @@ struct EmergencyPage {
 }
 
 fn may_break_glass(ctx: &Ctx) -> Result<()> {
-    ctx.require(ctx.nav.core, "緊急閲覧（中核病院の医療職のみ）")
+    ctx.require(ctx.nav.core && ctx.user.role.breaks_glass(), "緊急閲覧（中核病院の医師・看護師・薬剤師のみ）")
 }
 
 pub async fn emergency_form(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
@@ -297,14 +297,14 @@ pub async fn emergency_end(State(p): State<Arc<Portal>>, t: Term, headers: Heade
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let rid = field(&f, "regional_id").to_uppercase();
-    let (fac, t, at) = (ctx.user.facility.clone(), now(), now_ms());
+    let (fac, login, t, at) = (ctx.user.facility.clone(), ctx.user.login.clone(), now(), now_ms());
     let mut e = ctx.event("emergency-stop", &rid);
     e.detail = "DCM 110138 Emergency Override Stopped".into();
     let r = rid.clone();
     let ended = p
         .write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let ended = consent::end_emergency(&tx, &fac, &r, t)?;
+            let ended = consent::end_emergency(&tx, &fac, &login, &r, t)?;
             if ended {
                 audit::append(&tx, at, &e)?;
             }

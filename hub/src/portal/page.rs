@@ -269,7 +269,11 @@ pub async fn search(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Q
     if query.is_empty() {
         return render(&page);
     }
-    let scope = if office { index::Scope::Office } else { index::Scope::Facility { code: ctx.user.facility.clone(), now: now() } };
+    let scope = if office {
+        index::Scope::Office
+    } else {
+        index::Scope::Facility { code: ctx.user.facility.clone(), now: now(), emergency_login: ctx.user.role.breaks_glass().then(|| ctx.user.login.clone()) }
+    };
     let qq = query.clone();
     let (found, more) = p.read(move |c| Ok(index::search(c, &qq, &scope)?)).await?;
     let mut e = ctx.event("search", "");
@@ -329,7 +333,8 @@ struct PatientPage {
 async fn visible(p: &Arc<Portal>, ctx: &Ctx, rid: &str, what: &str) -> Result<Vec<(Entry, Basis)>> {
     ctx.require(ctx.user.role.views_patients(), "患者記録の閲覧")?;
     let (r, f, t) = (rid.to_string(), ctx.user.facility.clone(), now());
-    let seen = p.read(move |c| Ok(consent::visible(c, &r, &f, t)?)).await?;
+    let login = ctx.user.role.breaks_glass().then(|| ctx.user.login.clone());
+    let seen = p.read(move |c| Ok(consent::visible(c, &r, consent::Viewer { facility: &f, emergency_login: login.as_deref() }, t)?)).await?;
     if seen.is_empty() {
         let mut e = ctx.event(if what == "download" { "download" } else { "view" }, rid);
         e.detail = what.into();
