@@ -773,3 +773,102 @@ async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStr
 fn tcp_nodelay(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> std::io::Result<()> {
     tls.get_ref().0.set_nodelay(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn hub(dir: &std::path::Path) -> Arc<Hub> {
+        let ca = Ca::init(&dir.join("ca"), "test", now()).unwrap();
+        let revoked = Arc::new(Revocations::new(dir.join("ca").join(provisioning::ca::CRL), ca.issuing_der()));
+        let settings = Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1, lan_domain: "tsunagi.internal".into() };
+        Arc::new(Hub::new(dir.to_owned(), ca, crate::key::HubKey::from_bytes([7; 32]), revoked, settings).unwrap())
+    }
+
+    /// A portal route with sample values for its `{…}` segments.
+    fn sample(route: &str) -> String {
+        route
+            .split('/')
+            .map(|seg| match seg {
+                "{rid}" => "R0000001",
+                "{entry}" | "{file}" => "1",
+                "{login}" => "dr-a",
+                "{action}" => "reset",
+                "{facility}" => "3710000001",
+                "{appliance}" => "box-1",
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    const API: &[(&str, &str)] = &[
+        ("POST", "/v1/enroll"),
+        ("POST", "/v1/renew"),
+        ("GET", "/v1/position"),
+        ("POST", "/v1/segments"),
+        ("GET", "/v1/restore/plan"),
+        ("GET", "/v1/restore"),
+        ("GET", "/v1/ping"),
+        ("GET", "/v1/verifiers"),
+        ("POST", "/v1/offline-accesses"),
+    ];
+
+    async fn status(app: &Router, method: &str, path: &str, channel: &Channel) -> StatusCode {
+        let peer = match channel {
+            Channel::Appliance(id) | Channel::Proxy(id) => Peer(Some(id.clone())),
+            _ => Peer(None),
+        };
+        let mut req = axum::http::Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json").body(Body::from("{}")).unwrap();
+        req.extensions_mut().insert(peer);
+        req.extensions_mut().insert(channel.clone());
+        req.extensions_mut().insert(Remote("127.0.0.1:1".parse().unwrap()));
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// Every entrance against every route: each reaches its own routes and answers 404 for the
+    /// rest, and a path in no table is 404 everywhere. The portal's routes are the shared list
+    /// the LAN proxy forwards, so the hub and the proxy cannot drift apart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_entrance_reaches_its_routes_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default())));
+        let (appliances, operators) = entrances(hub, portal);
+        let id = |purpose| Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose };
+        let (as_appliance, as_proxy) = (Channel::Appliance(id(Purpose::Appliance)), Channel::Proxy(id(Purpose::PortalProxy)));
+        for route in shared::route::PORTAL {
+            let path = sample(route);
+            assert!(shared::route::is_portal_path(&path), "{path}");
+            for method in ["GET", "POST"] {
+                let s = status(&appliances.proxy, method, &path, &as_proxy).await;
+                assert!(s != StatusCode::NOT_FOUND || route.contains('{'), "{method} {path} through the proxy: {s}");
+                assert_eq!(status(&appliances.appliance, method, &path, &as_appliance).await, StatusCode::NOT_FOUND, "{method} {path} on the appliance certificate");
+                let s = status(&operators.operators, method, &path, &Channel::Operators).await;
+                assert!(s != StatusCode::NOT_FOUND || route.contains('{'), "{method} {path} on the operators' listener: {s}");
+                let s = status(&appliances.stranger, method, &path, &Channel::Unauthenticated).await;
+                // The refusal page's stylesheet is served to anyone; every page is refused.
+                let want = if *route == "/static/portal.css" { StatusCode::OK } else { StatusCode::FORBIDDEN };
+                assert_eq!(s, want, "{method} {path} without a certificate");
+            }
+            // A portal route with a parameter is routed (not a 404 for its shape) for the portal.
+            let s = status(&appliances.proxy, "GET", &path, &as_proxy).await;
+            assert!(matches!(s, StatusCode::SEE_OTHER | StatusCode::OK | StatusCode::METHOD_NOT_ALLOWED), "GET {path} through the proxy, not logged in: {s}");
+        }
+        for (method, path) in API {
+            assert_eq!(status(&appliances.proxy, method, path, &as_proxy).await, StatusCode::NOT_FOUND, "{method} {path} on the proxy certificate");
+            assert_eq!(status(&operators.operators, method, path, &Channel::Operators).await, StatusCode::NOT_FOUND, "{method} {path} on the operators' listener");
+            let s = status(&appliances.appliance, method, path, &as_appliance).await;
+            assert!(s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} on the appliance certificate: {s}");
+            let s = status(&appliances.stranger, method, path, &Channel::Unauthenticated).await;
+            let want = if *path == "/v1/enroll" { s.is_client_error() && s != StatusCode::NOT_FOUND && s != StatusCode::UNAUTHORIZED } else { s == StatusCode::UNAUTHORIZED };
+            assert!(want, "{method} {path} without a certificate: {s}");
+        }
+        for path in ["/nothing", "/v1/nothing", "/v2/restore", "//v1/restore", "/v1/restore/", "/admin"] {
+            for (app, ch) in [(&appliances.appliance, &as_appliance), (&appliances.proxy, &as_proxy), (&operators.operators, &Channel::Operators)] {
+                assert_eq!(status(app, "GET", path, ch).await, StatusCode::NOT_FOUND, "{path} on {ch:?}");
+            }
+        }
+    }
+}
