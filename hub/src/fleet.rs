@@ -606,7 +606,31 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, fleet: Arc<Fleet>)
             async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], f.metrics()) }
         }),
     );
-    let _ = axum::serve(listener, app).await;
+    // Plain HTTP for a scraper: a header deadline, at most 32 connections at once, one request
+    // per connection; nothing a stranger on the network can hold open.
+    let permits = Arc::new(tokio::sync::Semaphore::new(32));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let (tcp, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            use tower::ServiceExt;
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| app.clone().oneshot(req.map(axum::body::Body::new)));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            drop(permit);
+        });
+    }
 }
 
 #[cfg(test)]

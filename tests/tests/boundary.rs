@@ -172,3 +172,46 @@ fn each_certificate_reaches_only_its_own_routes_at_the_hub() {
     let big = format!("POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{", 64 << 20);
     assert_eq!(status(&raw(&hub_addr, None, big.as_bytes())), 413);
 }
+
+/// How long a listener at `addr` keeps a connection whose request headers never finish: a plain
+/// TCP connection (`tls` false) or one through `openssl s_client`.
+fn held_for(addr: &str, tls: bool) -> std::time::Duration {
+    let half = b"GET /metrics HTTP/1.1\r\nHost: x\r\n";
+    let started = std::time::Instant::now();
+    if tls {
+        let mut child = Command::new("openssl").args(["s_client", "-quiet", "-connect", addr]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(half).unwrap();
+        // stdin stays open: the request is never finished. The listener must end it.
+        let mut out = Vec::new();
+        let _ = child.stdout.take().unwrap().read_to_end(&mut out);
+        let took = started.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(stdin);
+        took
+    } else {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(40))).unwrap();
+        s.write_all(half).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        started.elapsed()
+    }
+}
+
+#[test]
+fn half_sent_requests_are_closed_by_every_hub_listener() {
+    let hub = Hub::start(&[]);
+    let appliances = hub.url().trim_start_matches("https://").trim_end_matches('/').to_string();
+    let ta = std::thread::spawn(move || held_for(&appliances, true));
+    let to = std::thread::spawn({
+        let o = hub.operator_addr.clone();
+        move || held_for(&o, true)
+    });
+    let metrics = held_for(&hub.metrics_addr, false);
+    let (a, o) = (ta.join().unwrap(), to.join().unwrap());
+    for (name, took, limit) in [("appliances", a, 15), ("operators", o, 15), ("metrics", metrics, 10)] {
+        assert!(took.as_secs() + 1 >= limit && took.as_secs() <= limit + 10, "{name}: a half-sent request was held {took:?} (limit {limit} s)");
+    }
+}
