@@ -146,7 +146,9 @@ async fn session(cfg: &Config, parts: &Parts, id: &Identity, host: &str, port: u
     let (facility, appliance) = (id.cert.facility.clone(), id.cert.appliance.clone());
     let t = |leaf: &str| fleet::topic(&facility, &appliance, leaf);
     let keep_alive = cfg.telemetry.keep_alive;
-    let mut opts = MqttOptions::new(appliance.clone(), host, port);
+    // The broker forces the client ID to the certificate's CN; asking for the same keeps the
+    // persistent session the appliance expects.
+    let mut opts = MqttOptions::new(provisioning::cert::mqtt_user(&facility, &appliance), host, port);
     opts.set_keep_alive(keep_alive)
         .set_clean_session(false)
         .set_max_packet_size(256 << 10, 256 << 10)

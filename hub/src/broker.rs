@@ -22,12 +22,13 @@ pub fn acl() -> String {
     let r = shared::fleet::ROOT;
     format!(
         "# Written by tsunagi-hub broker setup.\n\
-         # Appliances: the user name is the facility code (the client certificate's CN).\n\
-         pattern write {r}/%u/+/presence\n\
-         pattern write {r}/%u/+/status\n\
-         pattern write {r}/%u/+/event\n\
-         pattern write {r}/%u/+/ack\n\
-         pattern read {r}/%u/+/cmd\n\
+         # Appliances: the user name, and the client ID, is the client certificate's CN,\n\
+         # <facility>/<appliance>: each appliance writes its own topics and reads its own commands.\n\
+         pattern write {r}/%u/presence\n\
+         pattern write {r}/%u/status\n\
+         pattern write {r}/%u/event\n\
+         pattern write {r}/%u/ack\n\
+         pattern read {r}/%u/cmd\n\
          \n\
          # The hub reads everything and writes commands.\n\
          user {h}\n\
@@ -79,6 +80,9 @@ pub fn conf(s: &Setup, crl: &Path) -> anyhow::Result<String> {
          crlfile {crl}\n\
          require_certificate true\n\
          use_identity_as_username true\n\
+         # The client ID is the certificate's CN too: nobody can take over another's session\n\
+         # (the hub's above all) by naming its client ID.\n\
+         use_username_as_clientid true\n\
          tls_version tlsv1.2\n",
         user = s.user,
         crl = crl.display(),
@@ -139,15 +143,15 @@ mod tests {
     #[test]
     fn the_acl_confines_appliances_to_their_facility() {
         let a = acl();
-        assert!(a.contains("pattern write tsunagi/%u/+/status"));
-        assert!(!a.contains("pattern write tsunagi/%u/#"), "an appliance must not write commands to its siblings");
-        assert!(a.contains("pattern read tsunagi/%u/+/cmd"));
+        assert!(a.contains("pattern write tsunagi/%u/status"));
+        assert!(!a.contains("%u/#") && !a.contains("%u/+"), "an appliance must not reach its siblings' topics");
+        assert!(a.contains("pattern read tsunagi/%u/cmd"));
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::init(&dir.path().join("ca"), "t", 1_700_000_000).unwrap();
         let s = Setup { dir: dir.path().join("broker"), listen: "127.0.0.1:8883".into(), names: vec!["localhost".into()], user: "nobody".into() };
         setup(&ca, &s, 1_700_000_000).unwrap();
         let conf = std::fs::read_to_string(s.dir.join(CONF)).unwrap();
-        for want in ["require_certificate true", "use_identity_as_username true", "crlfile ", "listener 8883 127.0.0.1", "allow_anonymous false"] {
+        for want in ["require_certificate true", "use_identity_as_username true", "use_username_as_clientid true", "crlfile ", "listener 8883 127.0.0.1", "allow_anonymous false"] {
             assert!(conf.contains(want), "{want} missing from {conf}");
         }
         assert!(client_tls(&ca, &s.dir).is_ok());

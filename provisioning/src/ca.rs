@@ -162,9 +162,11 @@ impl Ca {
         crate::token::check_facility(facility)?;
         crate::token::check_appliance(appliance)?;
         let mut p = CertificateParams::default();
-        // The broker takes the CN as the MQTT user name: a proxy certificate's names no facility.
+        // The broker takes the CN as the MQTT user name and client ID: an appliance's is
+        // `<facility>/<appliance>`, the topic prefix of its own topics and nobody else's; a proxy
+        // certificate's fits no topic at all.
         p.distinguished_name = match purpose {
-            Purpose::Appliance => dn(facility),
+            Purpose::Appliance => dn(&crate::cert::mqtt_user(facility, appliance)),
             Purpose::PortalProxy => dn(&format!("portal-proxy {facility} {appliance}")),
         };
         p.subject_alt_names = vec![
@@ -301,6 +303,9 @@ mod tests {
         let issued = ca.issue_from_csr(&csr, "3712345678", "box-1", Purpose::Appliance, now, now + 90 * DAY).unwrap();
         let id = Identity::from_der(&issued.der).unwrap();
         assert_eq!((id.facility.as_str(), id.appliance.as_str(), id.purpose), ("3712345678", "box-1", Purpose::Appliance));
+        let (_, parsed) = x509_parser::parse_x509_certificate(&issued.der).unwrap();
+        let cn = parsed.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+        assert_eq!(cn, "3712345678/box-1", "the broker's user name and client ID");
         let proxy = ca.issue_from_csr(&csr, "3712345678", "box-1", Purpose::PortalProxy, now, now + 90 * DAY).unwrap();
         assert_eq!(Identity::from_der(&proxy.der).unwrap().purpose, Purpose::PortalProxy);
         // OpenSSL reads both purposes as client authentication, plus the network's own OID.

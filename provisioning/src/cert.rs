@@ -7,6 +7,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub const FACILITY_URI: &str = "urn:tsunagi:facility:";
 pub const APPLIANCE_URI: &str = "urn:tsunagi:appliance:";
 
+/// The MQTT user name (and, the broker forcing it, client ID) of an appliance: its certificate's
+/// CN, `<facility>/<appliance>`, which is also the prefix of its own topics.
+pub fn mqtt_user(facility: &str, appliance: &str) -> String {
+    format!("{facility}/{appliance}")
+}
+
 /// What a facility's client certificate may be used for, written into its extended key usage
 /// beside `clientAuth`, so that one certificate can never do the other's work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,9 @@
 //! reading certificates, one-time tokens, the CRL, and owner-only secret files.
 //!
 //! Certificates name a facility by a SAN URI `urn:tsunagi:facility:<10 digits>` and the appliance
-//! by `urn:tsunagi:appliance:<id>`; the subject CN is the facility code, so that Mosquitto's
-//! `use_identity_as_username` yields the facility for its ACL.
+//! by `urn:tsunagi:appliance:<id>`; an appliance certificate's subject CN is
+//! `<facility>/<appliance>`, so that Mosquitto's `use_identity_as_username` and
+//! `use_username_as_clientid` bind its MQTT identity and topics to that one appliance.
 
 #![forbid(unsafe_code)]
 

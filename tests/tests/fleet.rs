@@ -109,18 +109,30 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     assert!(m.contains(&format!("tsunagi_appliance_cert_expiry_seconds{{facility=\"{A}\",appliance=\"box-1\"}}")), "{m}");
     assert!(m.contains(&format!("tsunagi_appliance_sync_backlog_segments{{facility=\"{A}\",appliance=\"box-1\"}} 0")), "{m}");
 
-    // An appliance of A, with its own valid certificate, tries to speak for facility B: the
-    // broker drops it. Then, as a control, a topic under its own facility arrives.
+    // Another appliance of A, with its own valid certificate, tries to speak for facility B and
+    // for its sibling box-1: the broker drops both. Then, as a control, its own topic arrives.
+    let other = Appliance::enrolled_as(&hub, &[], A, "つなぎ内科クリニック", "box-own");
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = split_identity(&edge, certs.path());
+    let (cert, key) = split_identity(&other, certs.path());
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let forged = format!(r#"{{"state":"online","at":{now}}}"#);
     let forged = forged.as_str();
     let out = broker.publish(&cert, &key, &format!("tsunagi/{B}/box-9/presence"), forged);
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+    let offline = format!(r#"{{"state":"offline","at":{now}}}"#);
+    assert!(broker.publish(&cert, &key, &format!("tsunagi/{A}/box-1/presence"), &offline).status.success());
+    // Naming the hub's client ID (or any other) gets it its own all the same: the hub's
+    // subscription is not knocked off, however often it tries.
+    for _ in 0..5 {
+        let _ = broker.publish_as(&cert, &key, shared::fleet::HUB_USER, &format!("tsunagi/{A}/box-own/event"), "{}");
+    }
     let out = broker.publish(&cert, &key, &format!("tsunagi/{A}/box-own/presence"), forged);
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for(10, "the control message under A's own topic", || up(&hub, A, "box-own") == Some(1.0));
+    wait_for(10, "the control message under box-own's own topic", || up(&hub, A, "box-own") == Some(1.0));
+    let log = broker.log();
+    assert!(log.contains(&format!("{A}/box-own")), "the broker names the intruder by its certificate: {log}");
+    assert!(!log.contains(&format!("Client {} already connected", shared::fleet::HUB_USER)), "the hub's session was taken over: {log}");
+    assert_eq!(up(&hub, A, "box-1"), Some(1.0), "a sibling's presence is not box-own's to write");
     assert_eq!(up(&hub, B, "box-9"), None, "a message published under another facility's topic must never reach the hub");
     assert!(!hub.metrics().contains(B), "nothing of facility B reached the hub");
 

@@ -227,9 +227,14 @@ impl Broker {
 
     /// `mosquitto_pub` with a client certificate and key (PEM files).
     pub fn publish(&self, cert: &Path, key: &Path, topic: &str, message: &str) -> Output {
+        self.publish_as(cert, key, "intruder", topic, message)
+    }
+
+    /// `mosquitto_pub` asking for the client ID `id`.
+    pub fn publish_as(&self, cert: &Path, key: &Path, id: &str, topic: &str, message: &str) -> Output {
         let (host, port) = self.addr.rsplit_once(':').unwrap();
         Command::new("mosquitto_pub")
-            .args(["-h", host, "-p", port, "-q", "1", "-t", topic, "-m", message, "-i", "intruder"])
+            .args(["-h", host, "-p", port, "-q", "1", "-t", topic, "-m", message, "-i", id])
             .arg("--cafile")
             .arg(self.dir.join("ca.pem"))
             .arg("--cert")
