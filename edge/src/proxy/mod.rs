@@ -63,6 +63,21 @@ const ENROL_COOKIE: &str = "__Host-tsunagi-enrol";
 /// The header the appliance names the terminal in, for the hub's audit log.
 pub const TERMINAL_HEADER: &str = "x-tsunagi-terminal";
 
+/// The most entries any of the proxy's in-memory books (sessions' last use, offline login
+/// failures) holds.
+pub const MAX_TRACKED: usize = 10_000;
+
+/// Keeps `map` under `cap` entries: at the cap, drops what `keep` does not want, and if that is
+/// not enough, everything. What LAN devices can make the proxy remember stays bounded.
+pub fn bound<K, V>(map: &mut HashMap<K, V>, cap: usize, keep: impl Fn(&V) -> bool) {
+    if map.len() >= cap {
+        map.retain(|_, v| keep(v));
+        if map.len() >= cap {
+            map.clear();
+        }
+    }
+}
+
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed()
 }
@@ -674,10 +689,10 @@ impl Proxy {
         let k = shared::chain::content_hash(session.as_bytes());
         let mut m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if m.len() > 10_000 {
-            let idle = self.settings.idle;
-            m.retain(|_, t| now.duration_since(*t) <= idle);
-        }
+        // Any LAN device can send any cookie: the book stays bounded whatever they send. A session
+        // forgotten here only restarts its idle clock; the hub keeps its own.
+        let idle = self.settings.idle;
+        bound(&mut m, MAX_TRACKED, |t| now.duration_since(*t) <= idle);
         match m.get(&k) {
             Some(t) if now.duration_since(*t) > self.settings.idle => {
                 m.remove(&k);
@@ -915,6 +930,20 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["accept-language", "cookie"]);
+    }
+
+    #[test]
+    fn books_stay_bounded() {
+        let mut m: HashMap<u32, bool> = HashMap::new();
+        for i in 0..10 * MAX_TRACKED as u32 {
+            bound(&mut m, MAX_TRACKED, |locked| *locked);
+            m.insert(i, i % 1000 == 0);
+        }
+        assert!(m.len() <= MAX_TRACKED, "{}", m.len());
+        // What is worth keeping survives a trim.
+        let mut m: HashMap<u32, bool> = (0..MAX_TRACKED as u32).map(|i| (i, i < 10)).collect();
+        bound(&mut m, MAX_TRACKED, |locked| *locked);
+        assert_eq!(m.len(), 10);
     }
 
     #[test]

@@ -252,6 +252,8 @@ impl Offline {
         }
         let (count, locked) = {
             let mut fl = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded whatever IDs are typed: locks that still run are kept.
+            super::bound(&mut fl, super::MAX_TRACKED, |(_, at)| at.is_some_and(|t| t.elapsed() < LOCK_FOR));
             let e = fl.entry(login.clone()).or_insert((0, None));
             if e.1.is_some_and(|t| t.elapsed() >= LOCK_FOR) {
                 *e = (0, None);
