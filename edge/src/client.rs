@@ -42,8 +42,15 @@ impl PinnedRoot {
 }
 
 impl ServerCertVerifier for PinnedRoot {
+    /// The chain must verify to the pinned root, and the certificate must be one of the network's
+    /// own services: an appliance's LAN certificate chains to the same root, and must never pass
+    /// for the hub or the broker, whatever names it carries.
     fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], server_name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner(intermediates)?.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        let ok = self.inner(intermediates)?.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        if !provisioning::cert::is_network_service(end_entity) {
+            return Err(rustls::Error::General("the server's certificate is not the network's hub or broker (an appliance's LAN certificate?); refusing it".into()));
+        }
+        Ok(ok)
     }
 
     fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
@@ -203,6 +210,28 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lan_certificate_never_passes_for_the_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let ca = provisioning::Ca::init(dir.path(), "test", now).unwrap();
+        let v = PinnedRoot { fingerprint: ca.fingerprint() };
+        let chain = |pem: &str| provisioning::cert::certs_from_pem(pem.as_bytes()).unwrap();
+        let (hub, _) = ca.issue_server(&["localhost".into()], now, 30).unwrap();
+        let hub = chain(&hub);
+        let name = ServerName::try_from("localhost").unwrap();
+        let at = UnixTime::since_unix_epoch(Duration::from_secs(now as u64));
+        assert!(v.verify_server_cert(&hub[0], &hub[1..], &name, &[], at).is_ok(), "the hub's own certificate");
+        // An appliance's LAN certificate for the very same name, from the same CA.
+        let (_, csr) = provisioning::ca::new_key_and_csr("box-1").unwrap();
+        let key = provisioning::ca::parse_csr(&csr).unwrap();
+        let lan = ca.issue_server_for(&key, &["localhost".into()], now - 60, now + 86_400).unwrap();
+        let mut lan_chain = chain(&lan.chain_pem);
+        lan_chain.push(CertificateDer::from(ca.root_der().to_vec()));
+        let e = v.verify_server_cert(&lan_chain[0], &lan_chain[1..], &name, &[], at).unwrap_err();
+        assert!(e.to_string().contains("not the network's hub or broker"), "{e}");
+    }
 
     #[test]
     fn urls() {

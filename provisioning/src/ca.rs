@@ -219,7 +219,7 @@ impl Ca {
     /// A fresh server certificate and key for the hub, for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String], now: i64, lifetime_days: i64) -> Result<(String, String), String> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-        let cert = self.server_cert(&key, names, now - 300, now + lifetime_days * DAY)?;
+        let cert = self.server_cert(&key, names, now - 300, now + lifetime_days * DAY, true)?;
         // The root goes along so that an appliance that has only the root's fingerprint can find it.
         Ok((format!("{}{}{}", cert.pem(), self.issuing_pem, self.root_pem), key.serialize_pem()))
     }
@@ -227,21 +227,27 @@ impl Ca {
     /// A server certificate for a key held elsewhere (an appliance's LAN listener), for the given
     /// DNS names and IP addresses. The caller decides which names may be asked for.
     pub fn issue_server_for(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64) -> Result<Issued, String> {
-        let cert = self.server_cert(public_key, names, not_before, not_after)?;
+        let cert = self.server_cert(public_key, names, not_before, not_after, false)?;
         let der = cert.der().to_vec();
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(err)?;
         let serial = shared::chain::hex(parsed.raw_serial());
         Ok(Issued { chain_pem: format!("{}{}", cert.pem(), self.issuing_pem), der, serial, not_after })
     }
 
-    fn server_cert(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64) -> Result<rcgen::Certificate, String> {
+    /// A server certificate; `service` marks one of the network's own services (the hub, the
+    /// broker), which appliances require of them and which LAN certificates never carry.
+    fn server_cert(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64, service: bool) -> Result<rcgen::Certificate, String> {
         if names.is_empty() {
             return Err("a server certificate needs at least one name".into());
         }
         let mut p = CertificateParams::new(names.to_vec()).map_err(err)?;
         p.distinguished_name = dn(&names[0]);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if service {
+            p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], crate::cert::network_service_eku_der())];
+        } else {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
         p.not_before = t(not_before);
         p.not_after = t(not_after);
         p.serial_number = Some(random_serial());
@@ -321,6 +327,13 @@ mod tests {
         assert_eq!(id.renew_at(), now + 60 * DAY);
         assert!(ca.issue_from_csr("not a csr", "3712345678", "box-1", Purpose::Appliance, now, now + 1).is_err());
         assert!(ca.issue_from_csr(&csr, "12", "box-1", Purpose::Appliance, now, now + 1).is_err());
+        // The hub's and the broker's certificates are marked as the network's services; a LAN
+        // certificate, from the same CA, is not.
+        let (hub_pem, _) = ca.issue_server(&["hub.example".into()], now, 30).unwrap();
+        assert!(crate::cert::is_network_service(&crate::cert::certs_from_pem(hub_pem.as_bytes()).unwrap()[0]));
+        let lan = ca.issue_server_for(&key, &["localhost".into()], now, now + DAY).unwrap();
+        assert!(!crate::cert::is_network_service(&lan.der));
+        assert!(!crate::cert::is_network_service(&issued.der), "nor a client certificate");
         let crl = ca.write_crl(&[(id.serial.clone(), now)], 2, now).unwrap();
         assert!(std::fs::read_to_string(crl).unwrap().contains("BEGIN X509 CRL"));
         assert_eq!(Ca::load(dir.path()).unwrap().fingerprint(), ca.fingerprint());

@@ -26,8 +26,43 @@ pub enum Purpose {
 /// `2.25.<UUID>` object identifiers (ITU-T X.667), so no registration is needed.
 const APPLIANCE_OID: u128 = 313_092_626_364_910_986_265_498_514_392_554_589_827;
 const PORTAL_PROXY_OID: u128 = 101_465_809_960_671_454_213_438_212_923_547_036_730;
+/// The network's own services (the hub and the broker), on their server certificates.
+const NETWORK_SERVICE_OID: u128 = 323_122_173_961_115_257_189_606_181_232_185_178_660;
 /// id-kp-clientAuth, 1.3.6.1.5.5.7.3.2, DER body.
 const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+/// id-kp-serverAuth, 1.3.6.1.5.5.7.3.1, DER body.
+const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// DER content of an extended-key-usage extension listing `oids` (DER bodies).
+fn eku(oids: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for oid in oids {
+        body.push(0x06);
+        body.extend(der_len(oid.len()));
+        body.extend(oid);
+    }
+    let mut out = vec![0x30];
+    out.extend(der_len(body.len()));
+    out.extend(body);
+    out
+}
+
+/// The extended key usage of the hub's and the broker's server certificates: `serverAuth` and
+/// the network-service OID, which an appliance's LAN certificate never carries. Appliances take
+/// a server as the hub or the broker only with it (`is_network_service`).
+pub fn network_service_eku_der() -> Vec<u8> {
+    eku(&[SERVER_AUTH.to_vec(), uuid_oid(NETWORK_SERVICE_OID)])
+}
+
+/// Whether a server certificate (DER) is one of the network's own services, not an appliance's
+/// LAN certificate (which chains to the same root).
+pub fn is_network_service(der: &[u8]) -> bool {
+    let want = uuid_oid(NETWORK_SERVICE_OID);
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, c)| c.extended_key_usage().ok().flatten().map(|e| e.value.server_auth && e.value.other.iter().any(|o| o.as_bytes() == want.as_slice())))
+        .unwrap_or(false)
+}
 
 /// The DER body (without tag and length) of the OID `2.25.<n>`.
 fn uuid_oid(n: u128) -> Vec<u8> {
@@ -65,16 +100,7 @@ impl Purpose {
     /// The DER content of the extended-key-usage extension (2.5.29.37) for this purpose:
     /// `clientAuth` and the purpose's own OID.
     pub fn eku_der(self) -> Vec<u8> {
-        let mut body = Vec::new();
-        for oid in [CLIENT_AUTH.to_vec(), self.oid()] {
-            body.push(0x06);
-            body.extend(der_len(oid.len()));
-            body.extend(oid);
-        }
-        let mut out = vec![0x30];
-        out.extend(der_len(body.len()));
-        out.extend(body);
-        out
+        eku(&[CLIENT_AUTH.to_vec(), self.oid()])
     }
 
     /// The purpose a certificate's extended key usage names. A facility certificate that names
