@@ -261,7 +261,9 @@ pub enum Login {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     NoUser,
-    Disabled,
+    /// A disabled account; `right` says whether the password was right (only then is the
+    /// person told the account is disabled: anyone else reads a wrong password).
+    Disabled { right: bool },
     Locked(i64),
     Right { must_change: bool },
     Wrong,
@@ -279,7 +281,7 @@ pub fn check_attempt(u: Option<&User>, password: &str, now: i64) -> Check {
     let right = verify_password(u.map(|u| u.pw.as_str()).unwrap_or(DUMMY), password);
     let Some(u) = u else { return Check::NoUser };
     if u.disabled_at.is_some() {
-        return Check::Disabled;
+        return Check::Disabled { right };
     }
     if let Some(until) = u.locked_until.filter(|t| *t > now) {
         return Check::Locked(until);
@@ -361,7 +363,9 @@ pub fn record_login(c: &Connection, login: &str, check: Check, now: i64) -> rusq
     Ok(match check {
         // The portal counts these in `Strangers`; the command line just says no.
         Check::NoUser => Login::Wrong { delay: 0 },
-        Check::Disabled => Login::Disabled,
+        Check::Disabled { right: true } => Login::Disabled,
+        // A wrong password at a disabled account reads like one at any account.
+        Check::Disabled { right: false } => Login::Wrong { delay: 0 },
         Check::Locked(until) => Login::Locked { until },
         Check::Right { must_change } => {
             c.execute("UPDATE user SET failures = 0, locked_until = NULL WHERE login = ?1", [login])?;
@@ -450,7 +454,7 @@ mod tests {
         locked.locked_until = Some(1_000);
         let mut disabled = known.clone();
         disabled.disabled_at = Some(1);
-        for (u, want) in [(None, Check::NoUser), (Some(&locked), Check::Locked(1_000)), (Some(&disabled), Check::Disabled), (Some(&known), Check::Wrong)] {
+        for (u, want) in [(None, Check::NoUser), (Some(&locked), Check::Locked(1_000)), (Some(&disabled), Check::Disabled { right: false }), (Some(&known), Check::Wrong)] {
             // Other tests run verifications too: this thread's attempt adds at least one, and the
             // argon2 work is what makes the time, so it must run for every kind of account.
             let before = VERIFICATIONS.load(Ordering::SeqCst);

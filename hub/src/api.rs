@@ -358,6 +358,7 @@ async fn bounded<const LIMIT: usize, const SECS: u64>(req: axum::extract::Reques
 /// No answer of the API is kept by a cache on the way.
 async fn no_store(mut r: Response) -> Response {
     r.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
     r
 }
 
@@ -429,13 +430,18 @@ fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, n
 /// Issues the appliance's LAN server certificate, for names its facility's browsers may use and
 /// nothing else: since those browsers trust the network root, a name outside the network's LAN
 /// domain or private addresses would let an appliance impersonate any site.
-fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
+fn check_lan_request(hub: &Hub, lan: &LanRequest) -> ApiResult<()> {
     if lan.names.is_empty() || lan.names.len() > 8 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", "name the LAN listener with 1 to 8 host names or addresses"));
     }
     for n in &lan.names {
         provisioning::cert::check_lan_name(n, &hub.settings.lan_domain).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
     }
+    provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e)).map(|_| ())
+}
+
+fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
+    check_lan_request(hub, lan)?;
     let key = provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let issued = hub.ca.issue_server_for(&key, &lan.names, nb, not_after).map_err(anyhow::Error::msg)?;
     let cert = registry::Cert {
@@ -454,6 +460,13 @@ fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, nb: i
 async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> ApiResult<Json<Issued>> {
     provisioning::token::check_appliance(&req.appliance).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_appliance", e))?;
     let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+    // Everything the request asks for is checked before the one-time token is spent on it.
+    if let Some(l) = &req.lan {
+        check_lan_request(&hub, l)?;
+    }
+    if let Some(p) = &req.proxy {
+        provisioning::ca::parse_csr(&p.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+    }
     let hash = provisioning::token::hash(&req.token);
     let t = now();
     let taken = hub.registry.call(move |c| registry::take_token(c, &hash, t)).await??;

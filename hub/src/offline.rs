@@ -48,7 +48,15 @@ pub fn take(c: &mut Connection, facility: &str, appliance: &str, batch: &[Access
             return Err(format!("access {} has no usable login", a.seq));
         }
     }
-    let mut run = || -> rusqlite::Result<usize> {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    for a in batch {
+        // The offline view runs for days at most; an access from before a year ago, or from the
+        // future, is not one it served.
+        if a.at < now_ms - 400 * 86_400_000 || a.at > now_ms + 300_000 {
+            return Err(format!("access {} has a time outside the last year; nothing was taken", a.seq));
+        }
+    }
+    let mut run = || -> rusqlite::Result<Result<usize, String>> {
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let last: i64 = tx
             .query_row("SELECT last_seq FROM offline_upload WHERE facility = ?1 AND appliance = ?2", params![facility, appliance], |r| r.get(0))
@@ -56,6 +64,21 @@ pub fn take(c: &mut Connection, facility: &str, appliance: &str, batch: &[Access
             .unwrap_or(0);
         let mut n = 0;
         let mut top = last;
+        // The appliance numbers its accesses one by one (AUTOINCREMENT, never deleted): the new
+        // ones follow the last taken without a gap, so a planted high number cannot swallow the
+        // genuine accesses after it.
+        for (i, a) in batch.iter().filter(|a| a.seq > last).enumerate() {
+            if a.seq != last + 1 + i as i64 {
+                return Ok(Err(format!("access {} does not follow {} without a gap; nothing was taken", a.seq, last + i as i64)));
+            }
+        }
+        // A served access names someone whose verifier this appliance was given: a person of its
+        // own facility. (A failed attempt may name anyone: it is what was typed.)
+        for a in batch.iter().filter(|a| a.seq > last && a.outcome == "ok") {
+            if !account::get(&tx, &a.login)?.is_some_and(|u| u.facility == facility) {
+                return Ok(Err(format!("access {} names {:?}, who is not of facility {facility}; nothing was taken", a.seq, clip(&a.login, 64))));
+            }
+        }
         for a in batch.iter().filter(|a| a.seq > last) {
             let rid = if a.patient_id.is_empty() { None } else { crate::index::by_facility_pid(&tx, facility, &a.patient_id)?.map(|e| e.regional_id) };
             let e = Event {
@@ -79,9 +102,9 @@ pub fn take(c: &mut Connection, facility: &str, appliance: &str, batch: &[Access
             params![facility, appliance, top],
         )?;
         tx.commit()?;
-        Ok(n)
+        Ok(Ok(n))
     };
-    run().map_err(|e| format!("the audit log could not take the accesses: {e}"))
+    run().map_err(|e| format!("the audit log could not take the accesses: {e}"))?
 }
 
 #[cfg(test)]
@@ -111,14 +134,30 @@ mod tests {
     #[test]
     fn accesses_are_taken_once_and_under_the_appliances_facility() {
         let mut c = crate::region::memory();
-        let a = |seq, action: &str| Access { seq, at: 1000 + seq, login: "dr-a".into(), terminal: "t-1".into(), action: action.into(), patient_id: "0001".into(), outcome: "ok".into() };
-        assert_eq!(take(&mut c, "3710000001", "box-1", &[a(1, "offline-login"), a(2, "offline-view")]), Ok(2));
+        let v = account::hash_password("Pass-word1");
+        account::add(&c, "dr-a", "x", "3710000001", Role::Doctor, &v, "t", 0).unwrap().unwrap();
+        account::add(&c, "dr-b", "x", "3710000002", Role::Doctor, &v, "t", 0).unwrap().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let a = |seq, action: &str| Access { seq, at: now - 10_000 + seq, login: "dr-a".into(), terminal: "t-1".into(), action: action.into(), patient_id: "0001".into(), outcome: "ok".into() };
+        // An appliance cannot plant another facility's doctor, a time long past, or a jump in the
+        // sequence that would swallow the genuine accesses after it.
+        let forged = Access { login: "dr-b".into(), ..a(1, "offline-view") };
+        assert!(take(&mut c, "3710000001", "box-1", &[forged]).unwrap_err().contains("not of facility"));
+        let jump = Access { seq: 1_000_000, ..a(1, "offline-view") };
+        assert!(take(&mut c, "3710000001", "box-1", &[jump]).unwrap_err().contains("without a gap"));
+        let old = Access { at: now - 40 * 86_400_000 * 11, ..a(1, "offline-view") };
+        assert!(take(&mut c, "3710000001", "box-1", &[old]).unwrap_err().contains("outside the last year"));
+        // A failed attempt may name anyone: it is what was typed.
+        let typo = Access { login: "dr-typo".into(), outcome: "wrong-password".into(), ..a(1, "offline-login") };
+        assert_eq!(take(&mut c, "3710000001", "box-1", &[typo]), Ok(1));
+        assert_eq!(take(&mut c, "3710000001", "box-1", &[a(1, "offline-login"), a(2, "offline-view")]), Ok(1));
         assert_eq!(take(&mut c, "3710000001", "box-1", &[a(1, "offline-login"), a(2, "offline-view"), a(3, "offline-view")]), Ok(1));
-        assert!(take(&mut c, "3710000001", "box-1", &[a(4, "consent")]).unwrap_err().contains("consent"));
+        assert_eq!(take(&mut c, "3710000001", "box-1", &[a(4, "offline-view")]), Ok(1));
+        assert!(take(&mut c, "3710000001", "box-1", &[a(5, "consent")]).unwrap_err().contains("consent"));
         let rows: Vec<(String, String, String)> = c
             .prepare("SELECT facility, terminal, detail FROM audit ORDER BY seq").unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.len(), 4);
         assert!(rows.iter().all(|(f, t, d)| f == "3710000001" && t == "box-1/t-1 (offline)" && d == "patient ID 0001"));
         assert!(matches!(audit::verify(&c).unwrap(), audit::Verdict::Intact { .. }));
     }

@@ -215,3 +215,19 @@ fn half_sent_requests_are_closed_by_every_hub_listener() {
         assert!(took.as_secs() + 1 >= limit && took.as_secs() <= limit + 10, "{name}: a half-sent request was held {took:?} (limit {limit} s)");
     }
 }
+
+#[test]
+fn a_refused_enrolment_does_not_spend_the_token() {
+    let hub = Hub::start(&[]);
+    let hub_addr = hub.url().trim_start_matches("https://").trim_end_matches('/').to_string();
+    let token = hub.token(A, "1d");
+    let (_, csr) = provisioning::ca::new_key_and_csr("box-1").unwrap();
+    let body = serde_json::json!({ "token": token, "csr": csr, "appliance": "box-1", "lan": { "csr": csr, "names": ["www.example.com"] } }).to_string();
+    let a = raw(&hub_addr, None, &post("/v1/enroll", &body));
+    assert_eq!(status(&a), 400, "{a}");
+    assert!(a.contains("bad_lan_names") && a.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{a}");
+    // The same token still enrols the box.
+    let edge = Appliance::new(&[], "");
+    let out = edge.enroll(&hub, &token, "box-1");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

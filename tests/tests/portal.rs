@@ -340,6 +340,10 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     assert!(doc.text("#message").contains("無効"));
     login(&mut doc, &a, "dr-a", NEW);
     assert!(doc.text("#message").contains("無効"));
+    // Only the person, who knows the password, learns the ID is disabled; a guess reads like
+    // a guess at any ID.
+    login(&mut doc, &a, "dr-a", "Guess-pass7");
+    assert_eq!(doc.text("#message"), "IDまたはパスワードが違います。");
 
     // The hub logged what happened, and no patient's name.
     let log = std::fs::read_to_string(hub.log_path()).unwrap();

@@ -409,6 +409,17 @@ async fn harden(mut r: Response) -> Response {
     r
 }
 
+/// How long a portal request may take to arrive and be answered (a body sent slowly holds its
+/// connection no longer; a download streams after its answer has begun and is not cut).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+async fn deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => Error::BadRequest("送信に時間がかかりすぎたため、処理を中止しました。通信状態を確認して、もう一度お試しください。".into()).into_response(),
+    }
+}
+
 pub fn router(p: Arc<Portal>) -> Router {
     Router::new()
         .route("/", get(page::home))
@@ -435,6 +446,7 @@ pub fn router(p: Arc<Portal>) -> Router {
         .route("/fleet/{facility}/{appliance}/command", post(fleetview::command))
         .route("/static/portal.css", get(stylesheet))
         .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
+        .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::map_response(harden))
         .with_state(p)
 }

@@ -53,18 +53,24 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
     if pre.is_empty() || !session::same(&pre, field(&f, "csrf")) {
         return Err(Error::Forbidden("ログイン画面の有効期限が切れたか、不正な送信です。ログイン画面を開き直してください。".into()));
     }
-    let login = field(&f, "login").to_string();
+    // An ID no account can have is not looked up, and only its start is kept (in memory and in
+    // the audit log), however long what was typed.
+    let typed = field(&f, "login");
+    let login: String = if account::check_login(typed).is_ok() { typed.to_string() } else { typed.chars().take(32).collect() };
     let password = f.get("password").cloned().unwrap_or_default();
     let t = now();
     let l = login.clone();
-    let user = p.read(move |c| Ok(account::get(c, &l)?)).await?;
+    let user = if account::check_login(typed).is_ok() { p.read(move |c| Ok(account::get(c, &l)?)).await? } else { None };
     let facility = user.as_ref().map(|u| u.facility.clone()).unwrap_or_default();
+    // A disabled account whose password was wrong is treated as any stranger's attempt.
+    let disabled_wrong = user.as_ref().is_some_and(|u| u.disabled_at.is_some());
     let fits = user.as_ref().is_some_and(|u| super::entrance_fits(u, &term.channel).is_ok());
     let known = user.is_some();
     // argon2 runs on a blocking thread, not on the region database's writer, and runs the same
     // for every attempt, whoever's ID it names.
     let check = p.hash(move || account::check_attempt(user.as_ref(), &password, t)).await?;
-    let outcome = if fits {
+    let disabled_wrong = disabled_wrong && check == account::Check::Disabled { right: false };
+    let outcome = if fits && !disabled_wrong {
         let l = login.clone();
         p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?
     } else {
@@ -77,11 +83,11 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
     let mut e = audit::Event { login: login.clone(), facility, terminal: terminal.clone(), action: "login".into(), ..Default::default() };
     let answer = match outcome {
         // `Strangers` never lets anyone in; were it to, the attempt is still refused.
-        Login::Ok { .. } if !fits => "IDまたはパスワードが違います。".to_string(),
-        Login::Wrong { delay } if !fits => {
-            e.outcome = if known { "wrong-entrance" } else { "wrong-password" }.into();
+        Login::Ok { .. } if !fits || disabled_wrong => "IDまたはパスワードが違います。".to_string(),
+        Login::Wrong { delay } if !fits || disabled_wrong => {
+            e.outcome = if disabled_wrong { "disabled" } else if known { "wrong-entrance" } else { "wrong-password" }.into();
             p.audit(e).await?;
-            if known {
+            if known && !disabled_wrong {
                 tracing::warn!(login = %login, terminal = %terminal, "login refused: not this user's entrance");
             }
             tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
