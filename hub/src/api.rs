@@ -410,26 +410,32 @@ pub struct Issued {
     pub proxy_chain_pem: Option<String>,
 }
 
+/// The registry's row for a certificate just issued to an appliance.
+fn cert_row(issued: &provisioning::ca::Issued, facility: &str, appliance: &str, not_before: i64, how: &str) -> registry::Cert {
+    registry::Cert {
+        serial: issued.serial.clone(),
+        facility: facility.to_string(),
+        appliance: appliance.to_string(),
+        not_before,
+        not_after: issued.not_after,
+        issued_at: now(),
+        how: how.into(),
+        revoked_at: None,
+    }
+}
+
 /// Issues the LAN proxy's portal-only client certificate.
 fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
     let key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let issued = hub.ca.issue_client(&key, facility, appliance, Purpose::PortalProxy, nb, not_after).map_err(anyhow::Error::msg)?;
-    let cert = registry::Cert {
-        serial: issued.serial.clone(),
-        facility: facility.to_string(),
-        appliance: appliance.to_string(),
-        not_before: nb,
-        not_after,
-        issued_at: now(),
-        how: "proxy".into(),
-        revoked_at: None,
-    };
+    let cert = cert_row(&issued, facility, appliance, nb, "proxy");
     Ok((issued.chain_pem, cert))
 }
 
-/// Issues the appliance's LAN server certificate, for names its facility's browsers may use and
-/// nothing else: since those browsers trust the network root, a name outside the network's LAN
-/// domain or private addresses would let an appliance impersonate any site.
+/// Checks a request for the appliance's LAN server certificate: names its facility's browsers
+/// may use and nothing else (since those browsers trust the network root, a name outside the
+/// network's LAN domain or private addresses would let an appliance impersonate any site), and
+/// a valid CSR.
 fn check_lan_request(hub: &Hub, lan: &LanRequest) -> ApiResult<()> {
     if lan.names.is_empty() || lan.names.len() > 8 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", "name the LAN listener with 1 to 8 host names or addresses"));
@@ -440,20 +446,12 @@ fn check_lan_request(hub: &Hub, lan: &LanRequest) -> ApiResult<()> {
     provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e)).map(|_| ())
 }
 
+/// Issues the appliance's LAN server certificate (see `check_lan_request`).
 fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
     check_lan_request(hub, lan)?;
     let key = provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let issued = hub.ca.issue_server_for(&key, &lan.names, nb, not_after).map_err(anyhow::Error::msg)?;
-    let cert = registry::Cert {
-        serial: issued.serial.clone(),
-        facility: facility.to_string(),
-        appliance: appliance.to_string(),
-        not_before: nb,
-        not_after,
-        issued_at: now(),
-        how: "lan".into(),
-        revoked_at: None,
-    };
+    let cert = cert_row(&issued, facility, appliance, nb, "lan");
     Ok((issued.chain_pem, cert))
 }
 
