@@ -306,9 +306,22 @@ pub fn stranger_router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// The appliance API's routes (method, path), as `router` serves them.
+pub const API: &[(&str, &str)] = &[
+    ("POST", "/v1/enroll"),
+    ("POST", "/v1/renew"),
+    ("GET", "/v1/position"),
+    ("POST", "/v1/segments"),
+    ("GET", "/v1/restore/plan"),
+    ("GET", "/v1/restore"),
+    ("GET", "/v1/ping"),
+    ("GET", "/v1/verifiers"),
+    ("POST", "/v1/offline-accesses"),
+];
+
 async fn stranger(uri: axum::http::Uri) -> Response {
     let path = uri.path();
-    if path.starts_with("/v1/") {
+    if API.iter().any(|(_, p)| *p == path) {
         return ApiError::new(StatusCode::UNAUTHORIZED, "no_certificate", "a client certificate from the network CA is required; enrol the appliance first").into_response();
     }
     if !shared::route::is_portal_path(path) {
@@ -410,25 +423,27 @@ pub struct Issued {
     pub proxy_chain_pem: Option<String>,
 }
 
-/// The registry's row for a certificate just issued to an appliance.
-fn cert_row(issued: &provisioning::ca::Issued, facility: &str, appliance: &str, not_before: i64, how: &str) -> registry::Cert {
+/// The registry's row for a certificate issued to an appliance at `t`. Certificates issued
+/// together share `t`: revoking the appliance's own certificate revokes the others with it.
+fn cert_row(issued: &provisioning::ca::Issued, facility: &str, appliance: &str, not_before: i64, t: i64, how: &str) -> registry::Cert {
     registry::Cert {
         serial: issued.serial.clone(),
         facility: facility.to_string(),
         appliance: appliance.to_string(),
         not_before,
         not_after: issued.not_after,
-        issued_at: now(),
+        issued_at: t,
         how: how.into(),
         revoked_at: None,
     }
 }
 
-/// Issues the LAN proxy's portal-only client certificate.
-fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
+/// Issues the LAN proxy's portal-only client certificate, as of `t`.
+fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
     let key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
-    let issued = hub.ca.issue_client(&key, facility, appliance, Purpose::PortalProxy, nb, not_after).map_err(anyhow::Error::msg)?;
-    let cert = cert_row(&issued, facility, appliance, nb, "proxy");
+    let nb = not_before(hub, t);
+    let issued = hub.ca.issue_client(&key, facility, appliance, Purpose::PortalProxy, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let cert = cert_row(&issued, facility, appliance, nb, t, "proxy");
     Ok((issued.chain_pem, cert))
 }
 
@@ -446,12 +461,13 @@ fn check_lan_request(hub: &Hub, lan: &LanRequest) -> ApiResult<()> {
     provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e)).map(|_| ())
 }
 
-/// Issues the appliance's LAN server certificate (see `check_lan_request`).
-fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, nb: i64, not_after: i64) -> ApiResult<(String, registry::Cert)> {
+/// Issues the appliance's LAN server certificate (see `check_lan_request`), as of `t`.
+fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
     check_lan_request(hub, lan)?;
     let key = provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
-    let issued = hub.ca.issue_server_for(&key, &lan.names, nb, not_after).map_err(anyhow::Error::msg)?;
-    let cert = cert_row(&issued, facility, appliance, nb, "lan");
+    let nb = not_before(hub, t);
+    let issued = hub.ca.issue_server_for(&key, &lan.names, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let cert = cert_row(&issued, facility, appliance, nb, t, "lan");
     Ok((issued.chain_pem, cert))
 }
 
@@ -474,11 +490,11 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
     })?;
     let nb = not_before(&hub, t);
     let lan = match &req.lan {
-        Some(l) => Some(issue_lan(&hub, &facility, &req.appliance, l, nb, t + hub.settings.client_cert_lifetime)?),
+        Some(l) => Some(issue_lan(&hub, &facility, &req.appliance, l, t)?),
         None => None,
     };
     let proxy = match &req.proxy {
-        Some(p) => Some(issue_proxy(&hub, &facility, &req.appliance, p, nb, t + hub.settings.client_cert_lifetime)?),
+        Some(p) => Some(issue_proxy(&hub, &facility, &req.appliance, p, t)?),
         None => None,
     };
     let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
@@ -493,8 +509,7 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         revoked_at: None,
     };
     let serial = issued.serial.clone();
-    // Issued together: revoking the appliance's certificate revokes these with it.
-    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| registry::Cert { issued_at: t, ..l.1.clone() }).collect();
+    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
     hub.registry
         .call(move |c| {
             registry::record_cert(c, &cert)?;
@@ -533,11 +548,11 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
     let t = now();
     let nb = not_before(&hub, t);
     let lan = match &req.lan {
-        Some(l) => Some(issue_lan(&hub, &id.facility, &id.appliance, l, nb, t + hub.settings.client_cert_lifetime)?),
+        Some(l) => Some(issue_lan(&hub, &id.facility, &id.appliance, l, t)?),
         None => None,
     };
     let proxy = match &req.proxy {
-        Some(p) => Some(issue_proxy(&hub, &id.facility, &id.appliance, p, nb, t + hub.settings.client_cert_lifetime)?),
+        Some(p) => Some(issue_proxy(&hub, &id.facility, &id.appliance, p, t)?),
         None => None,
     };
     let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
@@ -552,8 +567,7 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         revoked_at: None,
     };
     let f = id.facility.clone();
-    // Issued together: revoking the appliance's certificate revokes these with it.
-    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| registry::Cert { issued_at: t, ..l.1.clone() }).collect();
+    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
     let name = hub
         .registry
         .call(move |c| {
@@ -814,18 +828,6 @@ mod tests {
             .join("/")
     }
 
-    const API: &[(&str, &str)] = &[
-        ("POST", "/v1/enroll"),
-        ("POST", "/v1/renew"),
-        ("GET", "/v1/position"),
-        ("POST", "/v1/segments"),
-        ("GET", "/v1/restore/plan"),
-        ("GET", "/v1/restore"),
-        ("GET", "/v1/ping"),
-        ("GET", "/v1/verifiers"),
-        ("POST", "/v1/offline-accesses"),
-    ];
-
     async fn status(app: &Router, method: &str, path: &str, channel: &Channel) -> StatusCode {
         let peer = match channel {
             Channel::Appliance(id) | Channel::Proxy(id) => Peer(Some(id.clone())),
@@ -877,7 +879,7 @@ mod tests {
             assert!(want, "{method} {path} without a certificate: {s}");
         }
         for path in ["/nothing", "/v1/nothing", "/v2/restore", "//v1/restore", "/v1/restore/", "/admin"] {
-            for (app, ch) in [(&appliances.appliance, &as_appliance), (&appliances.proxy, &as_proxy), (&operators.operators, &Channel::Operators)] {
+            for (app, ch) in [(&appliances.appliance, &as_appliance), (&appliances.proxy, &as_proxy), (&appliances.stranger, &Channel::Unauthenticated), (&operators.operators, &Channel::Operators)] {
                 assert_eq!(status(app, "GET", path, ch).await, StatusCode::NOT_FOUND, "{path} on {ch:?}");
             }
         }

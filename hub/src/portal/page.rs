@@ -56,20 +56,20 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
     // An ID no account can have is not looked up, and only its start is kept (in memory and in
     // the audit log), however long what was typed.
     let typed = field(&f, "login");
-    let login: String = if account::check_login(typed).is_ok() { typed.to_string() } else { typed.chars().take(32).collect() };
+    let possible = account::check_login(typed).is_ok();
+    let login: String = if possible { typed.to_string() } else { typed.chars().take(32).collect() };
     let password = f.get("password").cloned().unwrap_or_default();
     let t = now();
     let l = login.clone();
-    let user = if account::check_login(typed).is_ok() { p.read(move |c| Ok(account::get(c, &l)?)).await? } else { None };
+    let user = if possible { p.read(move |c| Ok(account::get(c, &l)?)).await? } else { None };
     let facility = user.as_ref().map(|u| u.facility.clone()).unwrap_or_default();
-    // A disabled account whose password was wrong is treated as any stranger's attempt.
-    let disabled_wrong = user.as_ref().is_some_and(|u| u.disabled_at.is_some());
     let fits = user.as_ref().is_some_and(|u| super::entrance_fits(u, &term.channel).is_ok());
     let known = user.is_some();
     // argon2 runs on a blocking thread, not on the region database's writer, and runs the same
     // for every attempt, whoever's ID it names.
     let check = p.hash(move || account::check_attempt(user.as_ref(), &password, t)).await?;
-    let disabled_wrong = disabled_wrong && check == account::Check::Disabled { right: false };
+    // A disabled account whose password was wrong is treated as any stranger's attempt.
+    let disabled_wrong = check == account::Check::Disabled { right: false };
     let outcome = if fits && !disabled_wrong {
         let l = login.clone();
         p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?
