@@ -306,21 +306,18 @@ fn after_failures(failures: i64, now: i64) -> Login {
 /// account's own (another facility's appliance). Counted in memory per entrance and login ID,
 /// by the same rule as an account's, so such attempts read exactly like wrong passwords at a
 /// real account, and failures at another facility's appliance never lock the account at its own.
+#[derive(Default)]
 pub struct Strangers {
     seen: std::sync::Mutex<std::collections::HashMap<(String, String), (i64, i64)>>,
 }
 
-/// At most this many (entrance, login) pairs are remembered; the stalest go first.
+/// At most this many (entrance, login) pairs are remembered; at the cap, those not locked now
+/// are forgotten first.
 pub const STRANGERS_KEPT: usize = 20_000;
 
-impl Default for Strangers {
-    fn default() -> Strangers {
-        Strangers { seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
-    }
-}
-
 impl Strangers {
-    /// Records a failed attempt at `login` through `entrance` and says what to answer.
+    /// Records a failed attempt at `login` through `entrance` and says what to answer (while a
+    /// lock lasts, the lock, without counting).
     pub fn fail(&self, entrance: &str, login: &str, now: i64) -> Login {
         let mut m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let key = (entrance.to_string(), login.to_string());

@@ -85,7 +85,7 @@ pub fn read_crl(path: &std::path::Path, issuer_der: &[u8]) -> Result<Crl, String
     if crl.issuer() != issuer.subject() {
         return Err(format!("{}: issued by {}, not by the network's issuing CA", path.display(), crl.issuer()));
     }
-    verify_crl_signature(&der, &crl.signature_value.data, issuer.public_key().subject_public_key.data.as_ref())
+    verify_crl_signature(crl.tbs_cert_list.as_ref(), &crl.signature_value.data, issuer.public_key().subject_public_key.data.as_ref())
         .map_err(|e| format!("{}: its signature does not verify with the issuing CA's key ({e})", path.display()))?;
     let this_update = crl.last_update().timestamp();
     let next_update = crl.next_update().map(|t| t.timestamp()).ok_or_else(|| format!("{}: it has no next update", path.display()))?;
@@ -95,30 +95,8 @@ pub fn read_crl(path: &std::path::Path, issuer_der: &[u8]) -> Result<Crl, String
     Ok(Crl { serials: crl.iter_revoked_certificates().map(|r| shared::chain::hex(r.raw_serial())).collect(), this_update, next_update })
 }
 
-/// The signed part of a DER structure `SEQUENCE { tbs, algorithm, signature }`: the first element,
-/// with its tag and length, exactly as it was signed.
-fn first_element(der: &[u8]) -> Option<&[u8]> {
-    fn header(b: &[u8]) -> Option<(usize, usize)> {
-        let first = *b.get(1)?;
-        if first < 0x80 {
-            return Some((2, first as usize));
-        }
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = b.get(2..2 + n)?.iter().fold(0usize, |l, x| (l << 8) | *x as usize);
-        Some((2 + n, len))
-    }
-    let (outer, _) = header(der)?;
-    let inner = der.get(outer..)?;
-    let (h, len) = header(inner)?;
-    inner.get(..h + len)
-}
-
 /// Checks an ECDSA P-256 SHA-256 CRL signature (the only kind the network's CA makes) with ring.
-fn verify_crl_signature(der: &[u8], signature: &[u8], public_key: &[u8]) -> Result<(), String> {
-    let tbs = first_element(der).ok_or("the CRL is not well-formed DER")?;
+fn verify_crl_signature(tbs: &[u8], signature: &[u8], public_key: &[u8]) -> Result<(), String> {
     ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public_key).verify(tbs, signature).map_err(|_| "bad signature".to_string())
 }
 

@@ -78,7 +78,7 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
         // the wrong listener): nothing is recorded on any account, and the answer is exactly what
         // a wrong password at a real account gets here, counted per entrance and ID.
         let entrance = super::entrance_key(&term.channel);
-        p.strangers.locked(&entrance, &login, t).map(|until| Login::Locked { until }).unwrap_or_else(|| p.strangers.fail(&entrance, &login, t))
+        p.strangers.fail(&entrance, &login, t)
     };
     let mut e = audit::Event { login: login.clone(), facility, terminal: terminal.clone(), action: "login".into(), ..Default::default() };
     let answer = match outcome {
