@@ -324,6 +324,7 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     first_login(&mut ns, &c, "ns-c", None);
     ns.goto(&format!("{c}/patient/{rid}"));
     assert_eq!(ns.text("#error-title"), "アクセスできません", "a colleague does not ride on the doctor's emergency access");
+    ns.screenshot("12-emergency-colleague-refused");
     drop(ns);
     // Ended early by the doctor: the record closes at once, and the stop is audited.
     er.click("#emergency-end");

@@ -69,6 +69,10 @@ fn through_the_proxy_then_offline_and_back() {
 
     // Online, through the proxy: log in, search, open the patient.
     first_login(&mut b, &base, "dr-a");
+    // The appliance API typed into the browser stops at the proxy, with a page that says what to do.
+    b.goto(&format!("{base}/v1/restore"));
+    assert!(b.text("body").contains("このページはありません"), "{}", b.text("body"));
+    b.screenshot("00-api-stops-at-the-proxy");
     b.goto(&format!("{base}/search"));
     b.fill("#name", "山田 太郎");
     b.click("#search");

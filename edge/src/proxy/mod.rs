@@ -179,6 +179,16 @@ impl TerminalPolicy for AllowAll {
 // ---------------------------------------------------------------------------------------------
 // What LAN requests may not carry.
 
+/// The proxy's own answer to a path that is not the portal's (online: the offline view's page
+/// would say the hub is down).
+fn not_here() -> Response<Body> {
+    page(
+        StatusCode::NOT_FOUND,
+        "text/html; charset=utf-8",
+        "<!DOCTYPE html><html lang=\"ja\"><head><meta charset=\"utf-8\"><title>このページはありません — tsunagi</title><link rel=\"stylesheet\" href=\"/static/portal.css\"></head><body><header class=\"bar\"><a class=\"brand\" href=\"/\">tsunagi 地域医療連携</a></header><main><h1 id=\"error-title\">このページはありません</h1><p id=\"error-message\">アドレスを確認し、ポータルのトップページから開き直してください。</p><p><a href=\"/\">ポータルのトップページへ</a></p></main></body></html>",
+    )
+}
+
 /// Whether a request header from the LAN claims an identity (or steers the proxy), and so must
 /// never reach the hub from a browser.
 pub fn claims_identity(name: &HeaderName) -> bool {
@@ -633,7 +643,7 @@ impl Proxy {
         // the appliance API, odd encodings and other methods stop here.
         if !shared::route::is_portal_path(&path) || !matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD | hyper::Method::POST) || req.uri().authority().is_some() {
             tracing::info!(terminal = %terminal.label(), method = %req.method(), "a request outside the portal's routes stopped at the proxy");
-            return self.offline.error_page(StatusCode::NOT_FOUND, "このページはありません", "アドレスを確認し、ポータルのトップページから開き直してください。", None);
+            return not_here();
         }
         match self.forward(req, terminal).await {
             Ok(r) => r,
