@@ -215,8 +215,9 @@ pub enum Basis {
     Own,
     /// Published to the facility, in this scope.
     Consent(Scope),
-    /// A core hospital's emergency access, until this time.
-    Emergency { until: i64 },
+    /// A core hospital's emergency access, until this time; `refused` when the entry's facility
+    /// recorded the patient's refusal (非公開) and a doctor opened it because life is at stake.
+    Emergency { until: i64, refused: bool },
 }
 
 impl Basis {
@@ -229,7 +230,8 @@ impl Basis {
             Basis::Own => "自施設",
             Basis::Consent(Scope::Basic) => "同意（基本情報）",
             Basis::Consent(Scope::Clinical) => "同意（診療情報）",
-            Basis::Emergency { .. } => "緊急閲覧",
+            Basis::Emergency { refused: false, .. } => "緊急閲覧",
+            Basis::Emergency { refused: true, .. } => "緊急閲覧（非公開・生命の危険）",
         }
     }
 }
@@ -244,7 +246,8 @@ pub struct Viewer<'a> {
 
 /// The entries of a regional patient that `viewer` may see, with the basis of each; entries they
 /// may not see are left out. An emergency access counts only for the person who started it,
-/// while their facility is still a core hospital and the access has not ended.
+/// while their facility is still a core hospital and the access has not ended, and it opens an
+/// entry whose patient refused (非公開) only when it was started as life at stake.
 pub fn visible(c: &Connection, regional_id: &str, viewer: Viewer<'_>, now: i64) -> rusqlite::Result<Vec<(Entry, Basis)>> {
     let facility = viewer.facility;
     let emergency = match viewer.emergency_login {
@@ -253,10 +256,15 @@ pub fn visible(c: &Connection, regional_id: &str, viewer: Viewer<'_>, now: i64) 
     };
     let mut out = Vec::new();
     for e in index::by_regional(c, regional_id)? {
+        let refused = || -> rusqlite::Result<bool> { Ok(get(c, e.id)?.is_some_and(|s| s.consent.state == State::Private)) };
         let basis = if e.facility == facility {
             Some(Basis::Own)
-        } else if let Some(until) = emergency {
-            Some(Basis::Emergency { until })
+        } else if let Some(Emergency { until, life }) = emergency {
+            match refused()? {
+                false => Some(Basis::Emergency { until, refused: false }),
+                true if life => Some(Basis::Emergency { until, refused: true }),
+                true => None,
+            }
         } else {
             let granted: bool = c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM publication WHERE patient = ?1 AND grantee IN (?2, '*'))",
@@ -289,36 +297,80 @@ pub fn set_core(c: &Connection, facility: &str, core: bool, now: i64) -> rusqlit
     Ok(())
 }
 
-/// When `login`'s own emergency access to a regional patient ends, if one is running and their
-/// facility is a core hospital now (a facility that stops being one loses its accesses at once).
-pub fn emergency_until(c: &Connection, facility: &str, login: &str, regional_id: &str, now: i64) -> rusqlite::Result<Option<i64>> {
-    c.query_row(
-        "SELECT max(ends_at) FROM emergency WHERE facility = ?1 AND login = ?4 AND regional_id = ?2 AND ends_at > ?3
-           AND EXISTS (SELECT 1 FROM core_hospital WHERE facility = ?1)",
-        params![facility, regional_id, now, login],
-        |r| r.get(0),
-    )
+/// A person's running emergency access to one regional patient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Emergency {
+    pub until: i64,
+    /// Started by a doctor stating that the patient's life is at stake: it opens refused entries.
+    pub life: bool,
 }
 
-/// Starts an emergency access and tells the owning facilities. Returns when it ends and who was
-/// told. The caller checks the facility is a core hospital and audits in the same transaction.
-pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, login: &str, regional_id: &str, reason: &str, minutes: i64, now: i64) -> rusqlite::Result<(i64, Vec<String>)> {
+/// `login`'s own emergency access to a regional patient, if one is running and their facility is
+/// a core hospital now (a facility that stops being one loses its accesses at once).
+pub fn emergency_until(c: &Connection, facility: &str, login: &str, regional_id: &str, now: i64) -> rusqlite::Result<Option<Emergency>> {
+    let (until, life): (Option<i64>, Option<bool>) = c.query_row(
+        "SELECT max(ends_at), max(life) FROM emergency WHERE facility = ?1 AND login = ?4 AND regional_id = ?2 AND ends_at > ?3
+           AND EXISTS (SELECT 1 FROM core_hospital WHERE facility = ?1)",
+        params![facility, regional_id, now, login],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(until.map(|until| Emergency { until, life: life.unwrap_or(false) }))
+}
+
+/// The office's inbox: messages to the network office (its accounts belong to no facility).
+pub const OFFICE_INBOX: &str = "";
+
+/// The facilities other than `except` whose entry of a regional patient records the patient's
+/// refusal (非公開), sorted, each once.
+pub fn refusals(c: &Connection, regional_id: &str, except: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = c.prepare_cached(
+        "SELECT DISTINCT p.facility FROM patient p JOIN consent k ON k.patient = p.id
+          WHERE p.regional_id = ?1 AND p.facility != ?2 AND k.state = 'private' ORDER BY p.facility",
+    )?;
+    let rows = st.query_map(params![regional_id, except], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Starts an emergency access and tells the facilities whose records it opens. With `life` (a
+/// doctor stated the patient's life is at stake, after seeing the refusals) it opens refused
+/// entries too, and their facilities and the office are told so. Returns when it ends and the
+/// facilities told. The caller checks the facility is a core hospital, the role, and audits in
+/// the same transaction.
+#[allow(clippy::too_many_arguments)]
+pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, login: &str, regional_id: &str, reason: &str, minutes: i64, life: bool, now: i64) -> rusqlite::Result<(i64, Vec<String>)> {
     let ends = now + minutes * 60;
     c.execute(
-        "INSERT INTO emergency (facility, login, regional_id, reason, started_at, ends_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![facility, login, regional_id, reason, now, ends],
+        "INSERT INTO emergency (facility, login, regional_id, reason, started_at, ends_at, life) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![facility, login, regional_id, reason, now, ends, life],
     )?;
+    let refused = refusals(c, regional_id, facility)?;
     let mut owners: Vec<String> = index::by_regional(c, regional_id)?.into_iter().map(|e| e.facility).filter(|f| f != facility).collect();
+    owners.sort();
     owners.dedup();
+    owners.retain(|o| life || !refused.contains(o));
+    let tell = |to: &str, subject: String, body: String| c.execute("INSERT INTO inbox (facility, at, subject, body) VALUES (?1, ?2, ?3, ?4)", params![to, now, subject, body]);
     for o in &owners {
-        c.execute(
-            "INSERT INTO inbox (facility, at, subject, body) VALUES (?1, ?2, ?3, ?4)",
-            params![
+        if refused.contains(o) {
+            tell(
                 o,
-                now,
+                format!("非公開の記録の緊急閲覧（生命の危険）: {facility_name}（地域患者ID {regional_id}）"),
+                format!("{facility_name} の医師 {login} が、患者の生命に危険があるとして、非公開（閲覧拒否）の意思表示がある地域患者ID {regional_id} の貴施設の記録を緊急閲覧しました（{minutes}分間）。理由: {reason}"),
+            )?;
+        } else {
+            tell(
+                o,
                 format!("緊急閲覧の報告: {facility_name}（地域患者ID {regional_id}）"),
                 format!("{facility_name} の {login} が地域患者ID {regional_id} の記録を同意なしで緊急閲覧しました（{minutes}分間）。理由: {reason}"),
-            ],
+            )?;
+        }
+    }
+    let overridden: Vec<&String> = refused.iter().filter(|f| life && owners.contains(f)).collect();
+    if !overridden.is_empty() {
+        let list = overridden.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("、");
+        tell(
+            OFFICE_INBOX,
+            format!("非公開の記録の緊急閲覧（生命の危険）: {facility_name}（地域患者ID {regional_id}）"),
+            format!("{facility_name} の医師 {login} が、患者の生命に危険があるとして、非公開の意思表示がある地域患者ID {regional_id} の記録（施設 {list}）を緊急閲覧しました（{minutes}分間）。理由: {reason}"),
         )?;
     }
     Ok((ends, owners))
@@ -416,10 +468,10 @@ mod tests {
         let rid = eb.regional_id.clone();
         set_core(&c, "3710000009", true, 0).unwrap();
         let me = Viewer { facility: "3710000009", emergency_login: Some("er1") };
-        let (ends, told) = start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "意識障害で搬送", 60, 1000).unwrap();
+        let (ends, told) = start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "意識障害で搬送", 60, false, 1000).unwrap();
         assert_eq!(ends, 1000 + 3600);
         assert_eq!(told, vec!["3710000002".to_string()]);
-        assert_eq!(visible(&c, &rid, me, 2000).unwrap()[0].1, Basis::Emergency { until: ends });
+        assert_eq!(visible(&c, &rid, me, 2000).unwrap()[0].1, Basis::Emergency { until: ends, refused: false });
         // Nobody else at the hospital rides on it: not a colleague, not a role without it.
         assert!(visible(&c, &rid, Viewer { facility: "3710000009", emergency_login: Some("ns2") }, 2000).unwrap().is_empty());
         assert!(visible(&c, &rid, Viewer { facility: "3710000009", emergency_login: None }, 2000).unwrap().is_empty());
@@ -428,11 +480,54 @@ mod tests {
         assert!(visible(&c, &rid, me, 2200).unwrap().is_empty(), "no longer a core hospital");
         set_core(&c, "3710000009", true, 2300).unwrap();
         assert!(visible(&c, &rid, me, ends).unwrap().is_empty(), "over when the time is up");
-        start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "再搬送", 60, 5000).unwrap();
+        start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "再搬送", 60, false, 5000).unwrap();
         assert!(!end_emergency(&c, "3710000009", "ns2", &rid, 5100).unwrap(), "only its starter ends it");
         assert!(end_emergency(&c, "3710000009", "er1", &rid, 5100).unwrap());
         assert!(visible(&c, &rid, me, 5100).unwrap().is_empty(), "over when ended");
         assert!(!end_emergency(&c, "3710000009", "er1", &rid, 5200).unwrap(), "nothing left to end");
         assert_eq!(unread(&c, "3710000002").unwrap(), 2, "each start is reported");
+    }
+
+    #[test]
+    fn a_refusal_holds_against_emergency_unless_a_doctor_states_life_at_stake() {
+        let c = crate::region::memory();
+        let (a, b, er) = ("3710000001", "3710000002", "3710000009");
+        let ea = entry(&c, a, "1");
+        let eb = entry(&c, b, "2");
+        let rid = index::link(&c, ea.id, eb.id).unwrap().unwrap();
+        set_core(&c, er, true, 0).unwrap();
+        // B records the patient's refusal; A has recorded nothing.
+        let k = Consent { state: State::Private, consent_date: "2026-11-01".into(), form_ref: "F-9".into(), ..Default::default() };
+        set(&c, &index::get(&c, eb.id).unwrap().unwrap(), &k, "office", 10, "B病院").unwrap();
+        assert_eq!(refusals(&c, &rid, er).unwrap(), vec![b.to_string()]);
+        assert!(refusals(&c, &rid, b).unwrap().is_empty(), "a facility's own refusal is not another's");
+        let me = Viewer { facility: er, emergency_login: Some("dr1") };
+        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "意識障害", 60, false, 100).unwrap();
+        assert_eq!(told, vec![a.to_string()], "B's records do not open, so B is not told");
+        let seen: Vec<_> = visible(&c, &rid, me, 200).unwrap().into_iter().map(|(e, _)| e.facility).collect();
+        assert_eq!(seen, vec![a.to_string()], "the refusal holds in an ordinary emergency");
+        let search = |login: &str| {
+            let q = index::Query { regional_id: rid.clone(), ..Default::default() };
+            index::search(&c, &q, &index::Scope::Facility { code: er.into(), now: 200, emergency_login: Some(login.into()) }).unwrap().0.into_iter().map(|e| e.facility).collect::<Vec<_>>()
+        };
+        assert_eq!(search("dr1"), vec![a.to_string()], "nor does search show the refused entry");
+        assert_eq!(unread(&c, OFFICE_INBOX).unwrap(), 0);
+        // Life at stake: B's records open for this doctor alone, and B and the office are told.
+        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "心停止、既往不明", 60, true, 300).unwrap();
+        assert_eq!(told, vec![a.to_string(), b.to_string()]);
+        let seen = visible(&c, &rid, me, 400).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().any(|(e, basis)| e.facility == b && matches!(basis, Basis::Emergency { refused: true, .. })));
+        assert!(seen.iter().any(|(e, basis)| e.facility == a && matches!(basis, Basis::Emergency { refused: false, .. })));
+        assert_eq!(search("dr1").len(), 2);
+        assert_eq!(search("ns1"), Vec::<String>::new(), "a colleague gets nothing");
+        let to_b = inbox(&c, b, 10).unwrap();
+        assert!(to_b[0].subject.contains("非公開") && to_b[0].subject.contains("生命の危険"), "{:?}", to_b[0].subject);
+        let to_office = inbox(&c, OFFICE_INBOX, 10).unwrap();
+        assert_eq!(to_office.len(), 1);
+        assert!(to_office[0].body.contains(b) && to_office[0].body.contains("dr1"));
+        // Ended, it all closes again.
+        assert!(end_emergency(&c, er, "dr1", &rid, 500).unwrap());
+        assert!(visible(&c, &rid, me, 500).unwrap().is_empty());
     }
 }

@@ -192,7 +192,8 @@ impl Query {
 pub enum Scope {
     /// A facility's staff: its own patients, those published to it, and the searcher's own
     /// active emergency accesses (`emergency_login`: set only for a role that may use them),
-    /// while the facility is a core hospital.
+    /// while the facility is a core hospital, and of those only the entries whose patient did not
+    /// refuse (非公開) unless the access was started as life at stake.
     Facility { code: String, now: i64, emergency_login: Option<String> },
     /// The network office: every entry (demographics only, for linking and consent).
     Office,
@@ -219,7 +220,8 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
                    OR EXISTS (SELECT 1 FROM publication u WHERE u.patient = g0.patient AND u.grantee IN ({f}, '*'))
                    OR g0.patient IN (SELECT p2.id FROM emergency e JOIN patient p2 ON p2.regional_id = e.regional_id
                                      WHERE e.facility = {f} AND e.login = {l} AND {l} != '' AND e.ends_at > CAST({t} AS INTEGER)
-                                       AND EXISTS (SELECT 1 FROM core_hospital k WHERE k.facility = {f})))"
+                                       AND EXISTS (SELECT 1 FROM core_hospital k WHERE k.facility = {f})
+                                       AND (e.life = 1 OR NOT EXISTS (SELECT 1 FROM consent r WHERE r.patient = p2.id AND r.state = 'private'))))"
             )
         }
         Scope::Office => String::new(),
@@ -289,7 +291,8 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
             "(p.facility = {f}
               OR EXISTS (SELECT 1 FROM publication u WHERE u.patient = p.id AND u.grantee IN ({f}, '*'))
               OR EXISTS (SELECT 1 FROM emergency e WHERE e.facility = {f} AND e.login = {l} AND {l} != '' AND e.regional_id = p.regional_id
-                           AND e.ends_at > CAST({t} AS INTEGER) AND EXISTS (SELECT 1 FROM core_hospital k WHERE k.facility = {f})))"
+                           AND e.ends_at > CAST({t} AS INTEGER) AND EXISTS (SELECT 1 FROM core_hospital k WHERE k.facility = {f})
+                           AND (e.life = 1 OR NOT EXISTS (SELECT 1 FROM consent r WHERE r.patient = p.id AND r.state = 'private'))))"
         ));
     }
     // The candidates stream from indexes alone, each checked against what the searcher may see

@@ -13,7 +13,10 @@ use crate::key::DbKey;
 pub const FILE: &str = "region.db";
 
 /// Migrations of `region.db`, applied in order.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, crate::offline::MIGRATION];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, crate::offline::MIGRATION, MIGRATION_3];
+
+/// An emergency access started as life at stake opens entries whose patient refused (非公開).
+const MIGRATION_3: &str = "ALTER TABLE emergency ADD COLUMN life INTEGER NOT NULL DEFAULT 0;";
 
 const MIGRATION_1: &str = r#"
 -- One person, one ID. Office and operator accounts have an empty facility.

@@ -334,6 +334,62 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     let stops: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'emergency-stop' AND login = 'dr-c' AND patient = ?1", [&rid], |r| r.get(0)).unwrap();
     assert_eq!(stops, 1);
 
+    // The patient then refuses at B (非公開), recorded by B's administrator. An emergency honours
+    // the refusal; only a doctor who states that the patient's life is at stake, on a second step
+    // that shows the refusal, opens B's records, and B and the office are told at once.
+    office.goto(&format!("{b}/patient/{rid}"));
+    office.click("#holders a.consent-link");
+    office.eval("document.querySelector('#state-private').checked = true");
+    office.fill("#consent_date", "2026-11-25");
+    office.fill("#form_ref", "拒否-2026-0007");
+    office.click("#save");
+    let state: String = hub.region().query_row("SELECT c.state FROM consent c JOIN patient p ON p.id = c.patient WHERE p.facility = ?1", [B], |r| r.get(0)).unwrap();
+    assert_eq!(state, "private");
+    let start = |br: &mut Browser, reason: &str| {
+        br.goto(&format!("{c}/emergency"));
+        br.fill("#regional_id", &rid);
+        br.fill("#reason", reason);
+        br.click("#start");
+    };
+    // A nurse is told there is a refusal, but not where, and cannot open it even by forging the form.
+    let mut ns = Browser::start(dir.clone(), &pin);
+    login(&mut ns, &c, "ns-c", NEW);
+    start(&mut ns, "意識障害で搬送");
+    assert!(ns.text("#refusal").contains("非公開"));
+    assert_eq!((ns.count("#refused li"), ns.count("#life-form")), (0, 0));
+    ns.navigating("(() => { const f = document.querySelector('#without-form'); f.querySelector('input[name=open]').value = 'life'; const l = document.createElement('input'); l.name = 'life'; l.value = 'yes'; f.appendChild(l); f.submit(); })()");
+    assert_eq!(ns.text("#error-title"), "アクセスできません");
+    drop(ns);
+    start(&mut er, "心肺停止で搬送、既往歴と服薬の確認");
+    assert_eq!(er.texts("#refused li"), vec![B_NAME.to_string()]);
+    er.screenshot("13-emergency-refusal");
+    er.click("#start-life");
+    assert!(er.text("#message").contains("チェック"), "the statement must be ticked: {}", er.text("#message"));
+    assert_eq!(er.count("#holders"), 0, "nothing opened without it");
+    er.click("#start-without");
+    assert_eq!(er.count("#holders tr.holder"), 1, "the refusal holds in an ordinary emergency");
+    assert!(er.texts("#records td.source").iter().all(|s| s == A_NAME));
+    er.click("#emergency-end");
+    start(&mut er, "心肺停止で搬送、既往歴と服薬の確認");
+    er.eval("document.querySelector('#life').checked = true");
+    er.click("#start-life");
+    assert_eq!(er.count("#holders tr.holder"), 2);
+    assert!(er.texts(".notice").iter().any(|n| n.contains(B_NAME) && n.contains("非公開")), "{:?}", er.texts(".notice"));
+    er.screenshot("14-emergency-life-at-stake");
+    office.goto(&format!("{b}/inbox"));
+    assert!(office.texts("#messages .subject").iter().any(|s| s.contains("非公開") && s.contains("生命の危険")));
+    logout(&mut office);
+    login(&mut office, &op, "office1", NEW);
+    office.goto(&format!("{op}/inbox"));
+    let told = office.texts("#messages tr.message");
+    assert!(told.iter().any(|m| m.contains("生命の危険") && m.contains("dr-c") && m.contains(B)), "{told:?}");
+    office.screenshot("15-office-inbox");
+    let detail: String = hub.region().query_row("SELECT detail FROM audit WHERE action = 'emergency-start' AND login = 'dr-c' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();
+    assert!(detail.contains("life at stake") && detail.contains(B), "{detail}");
+    let view: String = hub.region().query_row("SELECT reason FROM audit WHERE action = 'view' AND login = 'dr-c' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();
+    assert!(view.contains("life at stake"), "{view}");
+    er.click("#emergency-end");
+
     // A disabled user is out at the next click and cannot log in again.
     assert!(hub.cmd("user").args(["disable", "--login", "dr-a"]).status().unwrap().success());
     doc.goto(&format!("{a}/search"));

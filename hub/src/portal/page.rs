@@ -386,7 +386,10 @@ pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
         if !clinical {
             notes.push(format!("{name}: 基本情報のみ閲覧できます（{}）。", if basis.clinical() { "この職種では診療情報を閲覧できません" } else { "公開範囲が基本情報" }));
         }
-        if let Basis::Emergency { until } = basis {
+        if let Basis::Emergency { until, refused } = basis {
+            if *refused {
+                notes.push(format!("{name}: 患者は非公開（閲覧拒否）の意思を示しています。生命の危険があるとして開いています。"));
+            }
             emergency_until = Some(jst(*until));
         }
         for r in rows {
@@ -415,6 +418,9 @@ pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
     e.detail = format!("tab={}", tab.code());
     if emergency_until.is_some() {
         e.reason = "emergency".into();
+    }
+    if seen.iter().any(|(_, b)| matches!(b, Basis::Emergency { refused: true, .. })) {
+        e.reason = "emergency; life at stake, over the patient's refusal (非公開)".into();
     }
     p.audit(e).await?;
     render(&PatientPage {
