@@ -5,9 +5,7 @@
 //! rewritten into bytes that cannot be read goes to quarantine while the good version stays, and
 //! surges of either raise an alarm.
 
-pub mod hl7;
-pub mod path;
-pub mod record;
+pub use ssmix2::{hl7, path, record};
 mod scan;
 pub mod watch;
 

@@ -2,8 +2,8 @@
 //! family of data types. Every value is kept as the text the message carries (codes, dates and
 //! quantities alike), so nothing is lost to a conversion; the raw file is kept beside them.
 
-use super::hl7::{Message, Segment};
-use super::path::{Storage, StoredName};
+use crate::hl7::{Message, Segment};
+use crate::path::{Storage, StoredName};
 
 /// One row to insert: the table and its columns. `file_id` and `patient_id` are added by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -716,7 +716,7 @@ fn diet_orders(msg: &Message, out: &mut Mapped) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::path;
+    use crate::path;
     use super::*;
 
     fn mapped(rel: &str, text: &str) -> Mapped {
