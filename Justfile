@@ -20,6 +20,8 @@ demo: build
 
 # The whole test suite, as CI runs it.
 test:
+    cargo deny --offline check bans licenses sources
+    cargo check --quiet --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check
     cargo build --workspace --all-targets
     cargo test --workspace --no-fail-fast
 
@@ -37,6 +39,16 @@ image:
 # boot and enrolment, a tampered kernel refused, an A/B update, a broken update rolled back.
 image-test:
     ./image/tools/image-test.sh
+
+# Every fuzz target for 30 seconds each (SECONDS to change it), from the seeds in fuzz/corpus/;
+# a crash fails it and lands in fuzz/artifacts/. See docs/security.md for the long runs.
+fuzz SECONDS="30":
+    ./scripts/fuzz.sh {{SECONDS}}
+
+# Licences, banned crates (one TLS crypto provider: ring) and sources of every dependency; the
+# advisory database cannot be fetched here (docs/security.md says what was checked by hand).
+deny:
+    cargo deny --offline check bans licenses sources
 
 # Lints that CI does not gate on (yet).
 lint:

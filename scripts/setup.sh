@@ -56,10 +56,14 @@ if ! command -v just >/dev/null 2>&1; then
   fi
 fi
 just --version >/dev/null
+# cargo deny gates the suite's dependencies (deny.toml); built once from crates.io (about 5 minutes).
+if ! command -v cargo-deny >/dev/null 2>&1 || [ "$(cargo-deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
+  cargo install --locked --quiet cargo-deny@0.20.2
+fi
 # The image's tools tree (Debian trixie: mkosi 25, systemd 257, qemu, OVMF, swtpm), once.
 if [ "$(id -u)" -eq 0 ]; then
   "$(dirname "$0")/../image/tools/tools-tree.sh"
 else
   echo "setup: run ./scripts/setup.sh as root once to make the image's tools tree (image/tools/tools-tree.sh)"
 fi
-echo "setup: Debian packages, just and the image tools tree are in place"
+echo "setup: Debian packages, just, cargo-deny and the image tools tree are in place"
