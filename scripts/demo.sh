@@ -11,8 +11,10 @@ bin=$PWD/target/debug
 work=$PWD/${TSUNAGI_DEMO_DIR:-demo}
 listen=${TSUNAGI_DEMO_LISTEN:-127.0.0.1:8443}
 operators=${TSUNAGI_DEMO_OPERATOR_LISTEN:-127.0.0.1:8444}
-proxy=${TSUNAGI_DEMO_PROXY:-127.0.0.1:8445}
-plain=${TSUNAGI_DEMO_PLAIN:-127.0.0.1:8480}
+# The clinic's LAN is 127.0.0.2 on this one machine: the hub has localhost and 127.0.0.1, and no
+# LAN certificate may carry the hub's or the broker's names.
+proxy=${TSUNAGI_DEMO_PROXY:-127.0.0.2:8445}
+plain=${TSUNAGI_DEMO_PLAIN:-127.0.0.2:8480}
 mqtt=${TSUNAGI_DEMO_MQTT:-127.0.0.1:8883}
 metrics=${TSUNAGI_DEMO_METRICS:-127.0.0.1:9464}
 facility=3712345678
@@ -53,7 +55,7 @@ url = "$url"
 [proxy]
 listen = "$proxy"
 plain_listen = "$plain"
-names = ["localhost", "127.0.0.1"]
+names = ["${proxy%:*}"]
 [telemetry]
 broker = "mqtts://$mqtt"
 TOML
@@ -116,7 +118,7 @@ office_pw=$(account office-demo office "")
 ops_pw=$(account ops-demo operator "")
 
 echo
-echo "portal:     https://localhost:${proxy##*:}/login   (through the clinic's appliance, as its terminals use it)"
+echo "portal:     https://$proxy/login   (through the clinic's appliance, as its terminals use it)"
 echo "  login:    dr-demo / $doctor_pw   (a doctor of the demo clinic; change the password at first login)"
 echo "  first:    http://$plain/   explains how to trust the network's root once (the browser will not know it)"
 echo "office:     https://$operators/login   (the operators' listener)"

@@ -215,7 +215,8 @@ mod tests {
     fn a_lan_certificate_never_passes_for_the_hub() {
         let dir = tempfile::tempdir().unwrap();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let ca = provisioning::Ca::init(dir.path(), "test", now).unwrap();
+        let mut ca = provisioning::Ca::init(dir.path(), "test", now).unwrap();
+        ca.ensure_lan("tsunagi.internal", now).unwrap();
         let v = PinnedRoot { fingerprint: ca.fingerprint() };
         let chain = |pem: &str| provisioning::cert::certs_from_pem(pem.as_bytes()).unwrap();
         let (hub, _) = ca.issue_server(&["localhost".into()], now, 30).unwrap();
@@ -223,12 +224,14 @@ mod tests {
         let name = ServerName::try_from("localhost").unwrap();
         let at = UnixTime::since_unix_epoch(Duration::from_secs(now as u64));
         assert!(v.verify_server_cert(&hub[0], &hub[1..], &name, &[], at).is_ok(), "the hub's own certificate");
-        // An appliance's LAN certificate for the very same name, from the same CA.
+        // An appliance's LAN certificate, under the same root, presented by a box that answers at
+        // the address an appliance was told the hub is at.
         let (_, csr) = provisioning::ca::new_key_and_csr("box-1").unwrap();
         let key = provisioning::ca::parse_csr(&csr).unwrap();
-        let lan = ca.issue_server_for(&key, &["localhost".into()], now - 60, now + 86_400).unwrap();
+        let lan = ca.issue_lan(&key, "3712345678", &["10.0.0.9".into()], now - 60, now + 86_400).unwrap();
         let mut lan_chain = chain(&lan.chain_pem);
         lan_chain.push(CertificateDer::from(ca.root_der().to_vec()));
+        let name = ServerName::try_from("10.0.0.9").unwrap();
         let e = v.verify_server_cert(&lan_chain[0], &lan_chain[1..], &name, &[], at).unwrap_err();
         assert!(e.to_string().contains("not the network's hub or broker"), "{e}");
     }

@@ -117,7 +117,7 @@ impl Page {
     async fn answer(&self, req: Request<Incoming>, local: Option<SocketAddr>, peer: SocketAddr, runtime: Option<&Path>) -> Response<Body> {
         // The name the browser used is the natural LAN name of the box.
         let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).to_string());
-        let default_name = host.filter(|h| provisioning::cert::check_lan_name(h, "").is_ok() || h.parse::<std::net::IpAddr>().is_ok()).or(local.map(|a| a.ip().to_string())).unwrap_or_default();
+        let default_name = host.filter(|h| provisioning::cert::check_host_name(h).is_ok() || h.parse::<std::net::IpAddr>().is_ok()).or(local.map(|a| a.ip().to_string())).unwrap_or_default();
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, _) => self.form(StatusCode::OK, &default_name, None),
             (&Method::POST, "/enrol") => {

@@ -36,8 +36,6 @@ pub struct Settings {
     pub client_cert_lifetime: i64,
     pub max_body: usize,
     pub snapshots_kept: usize,
-    /// The DNS domain under which appliances' LAN names must fall (besides private addresses).
-    pub lan_domain: String,
 }
 
 /// Everything a request handler may need.
@@ -448,25 +446,21 @@ fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, t
 }
 
 /// Checks a request for the appliance's LAN server certificate: names its facility's browsers
-/// may use and nothing else (since those browsers trust the network root, a name outside the
-/// network's LAN domain or private addresses would let an appliance impersonate any site), and
-/// a valid CSR.
-fn check_lan_request(hub: &Hub, lan: &LanRequest) -> ApiResult<()> {
-    if lan.names.is_empty() || lan.names.len() > 8 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", "name the LAN listener with 1 to 8 host names or addresses"));
-    }
-    for n in &lan.names {
-        provisioning::cert::check_lan_name(n, &hub.settings.lan_domain).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
-    }
+/// may use for it and nothing else (`Ca::check_lan_names`: since those browsers trust the
+/// network root, a name outside the facility's part of the LAN domain and private addresses, or
+/// one of the hub's or broker's names, would let an appliance pose as another site), and a
+/// valid CSR.
+fn check_lan_request(hub: &Hub, facility: &str, lan: &LanRequest) -> ApiResult<()> {
+    hub.ca.check_lan_names(facility, &lan.names).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
     provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e)).map(|_| ())
 }
 
 /// Issues the appliance's LAN server certificate (see `check_lan_request`), as of `t`.
 fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
-    check_lan_request(hub, lan)?;
+    check_lan_request(hub, facility, lan)?;
     let key = provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let nb = not_before(hub, t);
-    let issued = hub.ca.issue_server_for(&key, &lan.names, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let issued = hub.ca.issue_lan(&key, facility, &lan.names, nb, t + hub.settings.client_cert_lifetime).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
     let cert = cert_row(&issued, facility, appliance, nb, t, "lan");
     Ok((issued.chain_pem, cert))
 }
@@ -474,15 +468,18 @@ fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, t: i6
 async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> ApiResult<Json<Issued>> {
     provisioning::token::check_appliance(&req.appliance).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_appliance", e))?;
     let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
-    // Everything the request asks for is checked before the one-time token is spent on it.
+    // Everything the request asks for is checked before the one-time token is spent on it (the
+    // LAN names against the facility the token is for, if it is one that can still be used).
+    let hash = provisioning::token::hash(&req.token);
+    let t = now();
     if let Some(l) = &req.lan {
-        check_lan_request(&hub, l)?;
+        if let Some(facility) = hub.registry.call(move |c| registry::token_facility(c, &hash, t)).await?? {
+            check_lan_request(&hub, &facility, l)?;
+        }
     }
     if let Some(p) = &req.proxy {
         provisioning::ca::parse_csr(&p.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     }
-    let hash = provisioning::token::hash(&req.token);
-    let t = now();
     let taken = hub.registry.call(move |c| registry::take_token(c, &hash, t)).await??;
     let (facility, facility_name) = taken.map_err(|e| {
         tracing::warn!(appliance = %req.appliance, error = %e, "enrolment refused");
@@ -805,9 +802,10 @@ mod tests {
     use tower::ServiceExt;
 
     fn hub(dir: &std::path::Path) -> Arc<Hub> {
-        let ca = Ca::init(&dir.join("ca"), "test", now()).unwrap();
+        let mut ca = Ca::init(&dir.join("ca"), "test", now()).unwrap();
+        ca.ensure_lan("tsunagi.internal", now()).unwrap();
         let revoked = Arc::new(Revocations::new(dir.join("ca").join(provisioning::ca::CRL), ca.issuing_der()));
-        let settings = Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1, lan_domain: "tsunagi.internal".into() };
+        let settings = Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1 };
         Arc::new(Hub::new(dir.to_owned(), ca, crate::key::HubKey::from_bytes([7; 32]), revoked, settings).unwrap())
     }
 

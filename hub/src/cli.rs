@@ -98,13 +98,17 @@ pub enum BrokerCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum CaCommand {
-    /// Create the root and the issuing CA (ECDSA P-256, keys owner-only). Default folder: DATA/ca.
+    /// Create the root, the issuing CA and the LAN issuing CA (ECDSA P-256, keys owner-only).
+    /// Default folder: DATA/ca. The root key is not needed again: move `root.key` offline.
     Init {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// The network's name, written into the CA's certificates.
         #[arg(long, default_value = "tsunagi")]
         network: String,
+        /// The DNS domain the LAN issuing CA is constrained to (give `serve` the same).
+        #[arg(long, default_value = "tsunagi.internal")]
+        lan_domain: String,
     },
     /// Print the root's SHA-256 fingerprint, which appliances are given at enrolment.
     Fingerprint,
@@ -172,7 +176,9 @@ pub struct ServeArgs {
     /// operators, who log in without an appliance. Keep it on the operators' network.
     #[arg(long, default_value = "127.0.0.1:8444", env = "TSUNAGI_HUB_OPERATOR_LISTEN")]
     pub operator_listen: String,
-    /// The DNS domain appliances' LAN host names must fall under (private addresses are also allowed).
+    /// The DNS domain of appliances' LAN host names: an appliance of facility F may name itself
+    /// under F.<domain> (and by private addresses). The LAN issuing CA is made for it the first
+    /// time the hub serves and is constrained to it.
     #[arg(long, default_value = "tsunagi.internal", env = "TSUNAGI_HUB_LAN_DOMAIN")]
     pub lan_domain: String,
     /// Names the server certificate carries (DNS names or IP addresses); repeat for more.
@@ -248,10 +254,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key::generate(&out).with_context(|| format!("cannot create {}", out.display()))?;
             eprintln!("wrote a new hub key to {} (mode 600); back it up apart from the copies: without it they cannot be read", out.display());
         }
-        Command::Ca { command: CaCommand::Init { dir, network } } => {
+        Command::Ca { command: CaCommand::Init { dir, network, lan_domain } } => {
             let dir = dir.unwrap_or_else(|| ca_dir(&data));
-            let ca = Ca::init(&dir, &network, now()).map_err(anyhow::Error::msg)?;
+            let mut ca = Ca::init(&dir, &network, now()).map_err(anyhow::Error::msg)?;
+            ca.ensure_lan(&lan_domain, now()).map_err(anyhow::Error::msg)?;
             println!("created the {network} CA in {}", dir.display());
+            println!("LAN issuing CA: constrained to {lan_domain} and private addresses");
             println!("root fingerprint (SHA-256): {}", ca.fingerprint());
         }
         Command::Ca { command: CaCommand::Fingerprint } => {
@@ -383,7 +391,10 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
-    let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
+    let mut ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
+    if ca.ensure_lan(&args.lan_domain, now()).map_err(anyhow::Error::msg)? {
+        tracing::info!(domain = %args.lan_domain, "made the LAN issuing CA, name-constrained to the LAN domain and private addresses");
+    }
     let key = hub_key(&data)?;
     let lifetime = shared::time::parse_duration(&args.client_cert_lifetime).map_err(|e| anyhow::anyhow!("--client-cert-lifetime: {e}"))?;
     let snapshot_every = shared::time::parse_duration(&args.snapshot_every).map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?.max(1);
@@ -394,7 +405,7 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL), ca.issuing_der()));
     let tls = crate::tls::server_config(&ca, &args.names, revoked.clone(), now())?;
     let fingerprint = ca.fingerprint();
-    let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept, lan_domain: args.lan_domain.clone() };
+    let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept };
     let idle = shared::time::parse_duration(&args.session_idle).map_err(|e| anyhow::anyhow!("--session-idle: {e}"))?;
     if !(1..=300).contains(&idle) {
         anyhow::bail!("--session-idle must be between 1s and 5m (the networks' rule is at most 5 minutes idle)");

@@ -82,6 +82,12 @@ pub fn take_token(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Res
     Ok(out)
 }
 
+/// The facility a token enrols, while it can still be used (known, unused, not expired); nothing
+/// is changed.
+pub fn token_facility(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT facility FROM token WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2", params![&hash[..], now], |r| r.get(0)).optional()
+}
+
 /// Links a used token to the certificate it paid for.
 pub fn token_used_by(conn: &Connection, hash: &[u8; 32], serial: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE token SET used_by = ?2 WHERE hash = ?1", params![&hash[..], serial])?;

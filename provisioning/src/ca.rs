@@ -1,13 +1,16 @@
-//! The network's certificate authority: a root that signs only an issuing CA, which signs the
-//! appliances' client certificates, the hub's server certificate and the CRL. Keys are ECDSA P-256
-//! in owner-only files; the root key is needed only to create the issuing CA and can be moved
-//! offline afterwards.
+//! The network's certificate authority: a root that signs two intermediates. The issuing CA signs
+//! the appliances' client certificates, the hub's and the broker's server certificates and the
+//! CRL. The LAN issuing CA signs only the appliances' LAN server certificates, and is
+//! name-constrained to the network's LAN domain and private addresses, so that even a certificate
+//! it signed by mistake cannot name a site on the internet to the browsers that trust the root.
+//! Keys are ECDSA P-256 in owner-only files; the root key is needed only to create the
+//! intermediates and can be moved offline afterwards.
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree,
+    IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 
@@ -18,6 +21,11 @@ const ROOT_CRT: &str = "root.crt";
 const ROOT_KEY: &str = "root.key";
 const ISSUING_CRT: &str = "issuing.crt";
 const ISSUING_KEY: &str = "issuing.key";
+const LAN_CRT: &str = "lan.crt";
+const LAN_KEY: &str = "lan.key";
+/// Every name the issuing CA has put on a network service's server certificate (the hub's, the
+/// broker's), one per line: no LAN certificate may carry one of them.
+const SERVICE_NAMES: &str = "service-names";
 pub const CRL: &str = "crl.pem";
 /// How long a CRL is valid for unless the hub is told otherwise.
 pub const CRL_VALIDITY: i64 = 30 * DAY;
@@ -31,6 +39,40 @@ pub struct Ca {
     root_der: Vec<u8>,
     issuing_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    lan: Option<Lan>,
+}
+
+/// The LAN issuing CA, and the DNS domain its name constraints permit.
+struct Lan {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    domain: String,
+}
+
+/// The address ranges a LAN certificate may name: private, link-local and loopback (the last for
+/// a region on one machine), less the loopback addresses a one-box hub or broker listens on.
+fn lan_constraints(domain: &str) -> NameConstraints {
+    let v4 = |a: [u8; 4], p: u8| GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix(a, p));
+    let v6 = |first: u16, p: u8| {
+        let mut a = [0u8; 16];
+        a[..2].copy_from_slice(&first.to_be_bytes());
+        GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix(a, p))
+    };
+    let mut loopback6 = [0u8; 16];
+    loopback6[15] = 1;
+    NameConstraints {
+        permitted_subtrees: vec![
+            GeneralSubtree::DnsName(domain.to_string()),
+            v4([10, 0, 0, 0], 8),
+            v4([172, 16, 0, 0], 12),
+            v4([192, 168, 0, 0], 16),
+            v4([169, 254, 0, 0], 16),
+            v4([127, 0, 0, 0], 8),
+            v6(0xfc00, 7),
+            v6(0xfe80, 10),
+        ],
+        excluded_subtrees: vec![v4([127, 0, 0, 1], 32), GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix(loopback6, 128))],
+    }
 }
 
 /// A certificate just issued.
@@ -134,7 +176,115 @@ impl Ca {
         let key = KeyPair::from_pem(std::str::from_utf8(&key).map_err(err)?).map_err(|e| format!("{}: {e}", dir.join(ISSUING_KEY).display()))?;
         let issuer = Issuer::from_ca_cert_pem(&issuing_pem, key).map_err(|e| format!("{}: {e}", dir.join(ISSUING_CRT).display()))?;
         let root_der = crate::cert::certs_from_pem(root_pem.as_bytes())?.remove(0).to_vec();
-        Ok(Ca { dir: dir.to_owned(), root_pem, root_der, issuing_pem, issuer })
+        let lan = if dir.join(LAN_CRT).exists() { Some(Ca::load_lan(dir)?) } else { None };
+        Ok(Ca { dir: dir.to_owned(), root_pem, root_der, issuing_pem, issuer, lan })
+    }
+
+    fn load_lan(dir: &Path) -> Result<Lan, String> {
+        let pem = std::fs::read_to_string(dir.join(LAN_CRT)).map_err(|e| format!("{}: {e}", dir.join(LAN_CRT).display()))?;
+        let key = secret::read(&dir.join(LAN_KEY))?;
+        let key = KeyPair::from_pem(std::str::from_utf8(&key).map_err(err)?).map_err(|e| format!("{}: {e}", dir.join(LAN_KEY).display()))?;
+        let der = crate::cert::certs_from_pem(pem.as_bytes())?.remove(0);
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("{}: {e}", dir.join(LAN_CRT).display()))?;
+        let domain = match parsed.name_constraints() {
+            Ok(Some(nc)) => nc.value.permitted_subtrees.iter().flatten().find_map(|g| match g.base {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            }),
+            _ => None,
+        }
+        .ok_or_else(|| format!("{} has no DNS name constraint: not a tsunagi LAN issuing CA", dir.join(LAN_CRT).display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&pem, key).map_err(|e| format!("{}: {e}", dir.join(LAN_CRT).display()))?;
+        Ok(Lan { pem, issuer, domain })
+    }
+
+    /// Makes sure the LAN issuing CA exists for `domain`: creates it, signed by the root, when it
+    /// does not (which needs the root key in the CA folder), and refuses to go on when it was
+    /// made for another domain. Returns whether it was created.
+    pub fn ensure_lan(&mut self, domain: &str, now: i64) -> Result<bool, String> {
+        let domain = domain.trim_matches('.').to_ascii_lowercase();
+        crate::cert::check_host_name(&domain).map_err(|e| format!("the LAN domain: {e}"))?;
+        if let Some(l) = &self.lan {
+            if l.domain != domain {
+                return Err(format!(
+                    "the LAN issuing CA in {} is constrained to {}, not {domain}: serve with --lan-domain {}, or move lan.crt and lan.key away to make a new one (the appliances' LAN certificates then change at their next renewal)",
+                    self.dir.display(),
+                    l.domain,
+                    l.domain
+                ));
+            }
+            return Ok(false);
+        }
+        let root_key = secret::read(&self.dir.join(ROOT_KEY)).map_err(|e| format!("the LAN issuing CA does not exist yet and making it needs the root key: {e}"))?;
+        let root_key = KeyPair::from_pem(std::str::from_utf8(&root_key).map_err(err)?).map_err(|e| format!("{}: {e}", self.dir.join(ROOT_KEY).display()))?;
+        let root = Issuer::from_ca_cert_pem(&self.root_pem, root_key).map_err(|e| format!("{}: {e}", self.dir.join(ROOT_CRT).display()))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+        let mut p = CertificateParams::default();
+        let network = self.network_name();
+        p.distinguished_name = dn(&format!("{network} LAN issuing CA"));
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.name_constraints = Some(lan_constraints(&domain));
+        p.not_before = t(now - 3600);
+        p.not_after = t(now + 10 * 365 * DAY);
+        p.serial_number = Some(random_serial());
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &root).map_err(err)?;
+        secret::create(&self.dir.join(LAN_KEY), key.serialize_pem().as_bytes()).map_err(|e| format!("{}: {e}", self.dir.join(LAN_KEY).display()))?;
+        secret::write_atomic(&self.dir.join(LAN_CRT), cert.pem().as_bytes(), 0o644).map_err(|e| format!("{}: {e}", self.dir.join(LAN_CRT).display()))?;
+        self.lan = Some(Ca::load_lan(&self.dir)?);
+        Ok(true)
+    }
+
+    /// The network's name, as the root's common name gives it.
+    fn network_name(&self) -> String {
+        x509_parser::parse_x509_certificate(&self.root_der)
+            .ok()
+            .and_then(|(_, c)| c.subject().iter_common_name().next().and_then(|n| n.as_str().ok()).map(|n| n.trim_end_matches(" root").to_string()))
+            .unwrap_or_else(|| "tsunagi".into())
+    }
+
+    /// The LAN issuing CA's certificate (PEM), once `ensure_lan` has run.
+    pub fn lan_pem(&self) -> Option<&str> {
+        self.lan.as_ref().map(|l| l.pem.as_str())
+    }
+
+    /// The names the issuing CA has put on the network's own services' certificates.
+    pub fn service_names(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(SERVICE_NAMES)).unwrap_or_default().lines().map(|l| l.trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect()
+    }
+
+    fn remember_service_names(&self, names: &[String]) -> Result<(), String> {
+        let mut all = self.service_names();
+        for n in names {
+            let n = n.to_ascii_lowercase();
+            if !all.contains(&n) {
+                all.push(n);
+            }
+        }
+        let path = self.dir.join(SERVICE_NAMES);
+        secret::write_atomic(&path, (all.join("\n") + "\n").as_bytes(), 0o644).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Checks the names an appliance of `facility` asks for on its LAN certificate: 1 to 8, each
+    /// a private, link-local or loopback address or a host name under `<facility>.<LAN domain>`,
+    /// and none that a network service's certificate carries. The message names the first wrong
+    /// one and what to use instead.
+    pub fn check_lan_names(&self, facility: &str, names: &[String]) -> Result<(), String> {
+        let lan = self.lan.as_ref().ok_or("the hub has no LAN issuing CA (it makes one when it starts): ask the network's operators")?;
+        if names.is_empty() || names.len() > 8 {
+            return Err("name the LAN listener with 1 to 8 host names or addresses".into());
+        }
+        let services = self.service_names();
+        for n in names {
+            crate::cert::check_lan_name(n, facility, &lan.domain)?;
+            if services.contains(&n.to_ascii_lowercase()) {
+                return Err(format!("{n} is a name of the network's own services (the hub or the broker); a LAN certificate cannot carry it"));
+            }
+        }
+        Ok(())
     }
 
     /// The issuing CA's certificate (DER), which signs the CRL.
@@ -219,35 +369,43 @@ impl Ca {
     /// A fresh server certificate and key for the hub, for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String], now: i64, lifetime_days: i64) -> Result<(String, String), String> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-        let cert = self.server_cert(&key, names, now - 300, now + lifetime_days * DAY, true)?;
+        let cert = self.server_cert(&key, names, now - 300, now + lifetime_days * DAY)?;
+        self.remember_service_names(names)?;
         // The root goes along so that an appliance that has only the root's fingerprint can find it.
         Ok((format!("{}{}{}", cert.pem(), self.issuing_pem, self.root_pem), key.serialize_pem()))
     }
 
-    /// A server certificate for a key held elsewhere (an appliance's LAN listener), for the given
-    /// DNS names and IP addresses. The caller decides which names may be asked for.
-    pub fn issue_server_for(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64) -> Result<Issued, String> {
-        let cert = self.server_cert(public_key, names, not_before, not_after, false)?;
+    /// An appliance's LAN server certificate, for a key held on the appliance, signed by the LAN
+    /// issuing CA: the names are checked (`check_lan_names`) here, whatever the caller did.
+    pub fn issue_lan(&self, public_key: &impl PublicKeyData, facility: &str, names: &[String], not_before: i64, not_after: i64) -> Result<Issued, String> {
+        self.check_lan_names(facility, names)?;
+        let lan = self.lan.as_ref().ok_or("no LAN issuing CA")?;
+        let mut p = CertificateParams::new(names.to_vec()).map_err(err)?;
+        // Not a host name: OpenSSL checks a host-name-like CN against the DNS name constraints.
+        p.distinguished_name = dn(&format!("LAN listener of facility {facility}"));
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.not_before = t(not_before);
+        p.not_after = t(not_after);
+        p.serial_number = Some(random_serial());
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(public_key, &lan.issuer).map_err(err)?;
         let der = cert.der().to_vec();
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(err)?;
         let serial = shared::chain::hex(parsed.raw_serial());
-        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), self.issuing_pem), der, serial, not_after })
+        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), lan.pem), der, serial, not_after })
     }
 
-    /// A server certificate; `service` marks one of the network's own services (the hub, the
-    /// broker), which appliances require of them and which LAN certificates never carry.
-    fn server_cert(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64, service: bool) -> Result<rcgen::Certificate, String> {
+    /// A network service's server certificate (the hub's, the broker's), marked as one: appliances
+    /// require the mark of them, and LAN certificates (from the other intermediate) never carry it.
+    fn server_cert(&self, public_key: &impl PublicKeyData, names: &[String], not_before: i64, not_after: i64) -> Result<rcgen::Certificate, String> {
         if names.is_empty() {
             return Err("a server certificate needs at least one name".into());
         }
         let mut p = CertificateParams::new(names.to_vec()).map_err(err)?;
         p.distinguished_name = dn(&names[0]);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if service {
-            p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], crate::cert::network_service_eku_der())];
-        } else {
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        }
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], crate::cert::network_service_eku_der())];
         p.not_before = t(not_before);
         p.not_after = t(not_after);
         p.serial_number = Some(random_serial());
@@ -331,11 +489,79 @@ mod tests {
         // certificate, from the same CA, is not.
         let (hub_pem, _) = ca.issue_server(&["hub.example".into()], now, 30).unwrap();
         assert!(crate::cert::is_network_service(&crate::cert::certs_from_pem(hub_pem.as_bytes()).unwrap()[0]));
-        let lan = ca.issue_server_for(&key, &["localhost".into()], now, now + DAY).unwrap();
+        let mut ca = ca;
+        assert!(ca.ensure_lan("tsunagi.internal", now).unwrap());
+        let lan = ca.issue_lan(&key, "3712345678", &["127.0.0.2".into()], now, now + DAY).unwrap();
         assert!(!crate::cert::is_network_service(&lan.der));
         assert!(!crate::cert::is_network_service(&issued.der), "nor a client certificate");
         let crl = ca.write_crl(&[(id.serial.clone(), now)], 2, now).unwrap();
         assert!(std::fs::read_to_string(crl).unwrap().contains("BEGIN X509 CRL"));
         assert_eq!(Ca::load(dir.path()).unwrap().fingerprint(), ca.fingerprint());
+    }
+
+    /// What a browser that trusts the root decides about a LAN certificate (webpki, as rustls
+    /// checks a server; Chromium enforces name constraints the same way).
+    fn browser_accepts(ca: &Ca, leaf: &[u8], intermediate_pem: &str, name: &str, now: i64) -> Result<(), String> {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(ca.root_der().to_vec())).unwrap();
+        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), std::sync::Arc::new(rustls::crypto::ring::default_provider())).build().unwrap();
+        let inter = crate::cert::certs_from_pem(intermediate_pem.as_bytes()).unwrap();
+        let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let at = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(now as u64 + 60));
+        v.verify_server_cert(&rustls::pki_types::CertificateDer::from(leaf.to_vec()), &inter, &server, &[], at).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lan_certificates_come_from_their_own_name_constrained_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_795_249_845;
+        let mut ca = Ca::init(dir.path(), "test", now).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        assert!(ca.issue_lan(&key, "3712345678", &["10.0.0.9".into()], now, now + DAY).map(|_| ()).unwrap_err().contains("no LAN issuing CA"));
+        assert!(ca.ensure_lan("Tsunagi.Internal.", now).unwrap());
+        assert!(!ca.ensure_lan("tsunagi.internal", now).unwrap(), "made once");
+        assert!(ca.ensure_lan("other.internal", now).unwrap_err().contains("constrained to tsunagi.internal"));
+        // Loaded again from its files, with its domain read from its constraints.
+        let mut ca = Ca::load(dir.path()).unwrap();
+        assert!(!ca.ensure_lan("tsunagi.internal", now).unwrap());
+        // The hub's and the broker's names are the network's services' and no LAN certificate's.
+        ca.issue_server(&["hub.region.example".into(), "10.0.0.5".into()], now, 30).unwrap();
+        ca.issue_server(&["mqtt.region.example".into(), "192.168.0.5".into()], now, 30).unwrap();
+        for (names, why) in [
+            (vec!["10.0.0.5".to_string()], "network's own services"),
+            (vec!["192.168.0.5".to_string()], "network's own services"),
+            (vec!["box.3712345679.tsunagi.internal".to_string()], "outside this facility"),
+            (vec!["hub.region.example".to_string()], "outside this facility"),
+            (vec!["127.0.0.1".to_string()], "not an address"),
+            (vec!["localhost".to_string()], "outside this facility"),
+            (vec![], "1 to 8"),
+        ] {
+            let e = ca.issue_lan(&key, "3712345678", &names, now, now + DAY).map(|_| ()).unwrap_err();
+            assert!(e.contains(why), "{names:?}: {e}");
+        }
+        let good = ca.issue_lan(&key, "3712345678", &["box-1.3712345678.tsunagi.internal".into(), "192.168.1.20".into()], now, now + DAY).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&good.der).unwrap();
+        let cn = parsed.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+        assert!(cn.contains(' '), "a CN that is no host name, which OpenSSL would hold to the DNS constraint: {cn}");
+        let lan_pem = ca.lan_pem().unwrap().to_string();
+        assert!(good.chain_pem.ends_with(&lan_pem), "the chain goes up through the LAN CA");
+        assert_ne!(lan_pem, ca.issuing_pem());
+        assert_eq!(browser_accepts(&ca, &good.der, &lan_pem, "box-1.3712345678.tsunagi.internal", now), Ok(()));
+        assert_eq!(browser_accepts(&ca, &good.der, &lan_pem, "192.168.1.20", now), Ok(()));
+        // Even a certificate the LAN CA signed past the checks cannot name anything else to a
+        // browser: its name constraints hold.
+        let lan = ca.lan.as_ref().unwrap();
+        for name in ["www.example.com", "hub.region.example", "127.0.0.1", "8.8.8.8"] {
+            let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            p.not_before = t(now - 60);
+            p.not_after = t(now + DAY);
+            let forged = p.signed_by(&key, &lan.issuer).unwrap();
+            let e = browser_accepts(&ca, forged.der(), &lan_pem, name, now).unwrap_err();
+            assert!(e.contains("NameConstraint") || e.contains("name constraint"), "{name}: {e}");
+        }
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join(LAN_KEY)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -233,28 +233,42 @@ mod tests {
     }
 }
 
-/// Whether an appliance may carry `name` on its LAN server certificate: a private, link-local or
-/// loopback address, `localhost`, or a DNS name under `domain`. The facility's browsers trust the
-/// network root, so a public name here would let an appliance pose as any site.
-pub fn check_lan_name(name: &str, domain: &str) -> Result<(), String> {
+/// Whether `name` is a DNS host name: letters, digits and hyphens in dot-separated labels, no
+/// wildcard, at most 253 characters.
+pub fn check_host_name(name: &str) -> Result<(), String> {
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{name:?} is not a host name (letters, digits and hyphens, separated by dots; no wildcards)"));
+    }
+    Ok(())
+}
+
+/// Whether an appliance of `facility` may carry `name` on its LAN server certificate: a private,
+/// link-local or loopback address, or a host name under `<facility>.<domain>`, its own part of
+/// the network's LAN domain (so no facility's appliance can take another's names). The
+/// facility's browsers trust the network root, so a public name here would let an appliance pose
+/// as any site; the LAN issuing CA's name constraints say the same to every browser.
+pub fn check_lan_name(name: &str, facility: &str, domain: &str) -> Result<(), String> {
     use std::net::IpAddr;
     if let Ok(ip) = name.parse::<IpAddr>() {
         let ok = match ip {
-            IpAddr::V4(v) => v.is_private() || v.is_loopback() || v.is_link_local(),
-            IpAddr::V6(v) => v.is_loopback() || (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80,
+            IpAddr::V4(v) => (v.is_private() || v.is_loopback() || v.is_link_local()) && v.octets() != [127, 0, 0, 1],
+            IpAddr::V6(v) => (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80,
         };
-        return if ok { Ok(()) } else { Err(format!("{name} is not a private address; a LAN certificate may only name private, link-local or loopback addresses")) };
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!("{name} is not an address a LAN certificate may name: use the appliance's private (10/8, 172.16/12, 192.168/16), link-local or loopback address other than 127.0.0.1 and ::1"))
+        };
     }
+    check_host_name(name)?;
     let n = name.to_ascii_lowercase();
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if n.len() > 253 || !n.split('.').all(label_ok) {
-        return Err(format!("{name:?} is not a host name (letters, digits and hyphens, separated by dots; no wildcards)"));
-    }
     let domain = domain.trim_matches('.').to_ascii_lowercase();
-    if n == "localhost" || (!domain.is_empty() && n.ends_with(&format!(".{domain}"))) {
+    let own = format!("{facility}.{domain}");
+    if n.ends_with(&format!(".{own}")) {
         Ok(())
     } else {
-        Err(format!("{name} is outside the network's LAN domain: use a name under .{domain} or a private address"))
+        Err(format!("{name} is outside this facility's LAN names: use a name under .{own} (for example box-1.{own}) or the appliance's private address"))
     }
 }
 
@@ -263,12 +277,29 @@ mod lan_tests {
     use super::check_lan_name;
 
     #[test]
-    fn lan_names_stay_inside_the_network() {
-        for ok in ["box-1.tsunagi.internal", "BOX.clinic.tsunagi.internal", "192.168.1.10", "10.0.0.2", "127.0.0.1", "localhost", "::1", "fd00::5"] {
-            assert!(check_lan_name(ok, "tsunagi.internal").is_ok(), "{ok}");
+    fn lan_names_stay_inside_the_facilitys_part_of_the_network() {
+        let (f, d) = ("3710000001", "tsunagi.internal");
+        for ok in ["box-1.3710000001.tsunagi.internal", "BOX.3710000001.Tsunagi.Internal", "192.168.1.10", "10.0.0.2", "172.16.4.4", "169.254.1.1", "127.0.0.2", "fd00::5", "fe80::1"] {
+            assert!(check_lan_name(ok, f, d).is_ok(), "{ok}");
         }
-        for bad in ["www.example.com", "tsunagi.internal.evil.com", "*.tsunagi.internal", "8.8.8.8", "2001:db8::1", "a..tsunagi.internal", "evil-tsunagi.internal"] {
-            assert!(check_lan_name(bad, "tsunagi.internal").is_err(), "{bad}");
+        for bad in [
+            "box-1.3710000002.tsunagi.internal",
+            "3710000001.tsunagi.internal",
+            "box.tsunagi.internal",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "www.example.com",
+            "box.3710000001.tsunagi.internal.evil.com",
+            "*.3710000001.tsunagi.internal",
+            "8.8.8.8",
+            "2001:db8::1",
+            "a..3710000001.tsunagi.internal",
+            "evil-3710000001.tsunagi.internal",
+            "",
+        ] {
+            assert!(check_lan_name(bad, f, d).is_err(), "{bad}");
         }
+        assert!(check_lan_name("other.example", f, d).unwrap_err().contains("box-1.3710000001.tsunagi.internal"), "the refusal says what to use");
     }
 }

@@ -222,12 +222,35 @@ fn a_refused_enrolment_does_not_spend_the_token() {
     let hub_addr = hub.url().trim_start_matches("https://").trim_end_matches('/').to_string();
     let token = hub.token(A, "1d");
     let (_, csr) = provisioning::ca::new_key_and_csr("box-1").unwrap();
-    let body = serde_json::json!({ "token": token, "csr": csr, "appliance": "box-1", "lan": { "csr": csr, "names": ["www.example.com"] } }).to_string();
-    let a = raw(&hub_addr, None, &post("/v1/enroll", &body));
-    assert_eq!(status(&a), 400, "{a}");
-    assert!(a.contains("bad_lan_names") && a.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{a}");
+    // A public name, the hub's own names (it serves on localhost and 127.0.0.1 here), another
+    // facility's LAN name and a bare name in the LAN domain are all refused, and say why.
+    for (name, why) in [
+        ("www.example.com", "outside this facility"),
+        ("127.0.0.1", "not an address"),
+        ("localhost", "outside this facility"),
+        ("box-1.3710000002.tsunagi.internal", "outside this facility"),
+        ("box-1.tsunagi.internal", "outside this facility"),
+        ("8.8.8.8", "not an address"),
+    ] {
+        let body = serde_json::json!({ "token": token, "csr": csr, "appliance": "box-1", "lan": { "csr": csr, "names": [name] } }).to_string();
+        let a = raw(&hub_addr, None, &post("/v1/enroll", &body));
+        assert_eq!(status(&a), 400, "{name}: {a}");
+        assert!(a.contains("bad_lan_names") && a.contains(why) && a.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{name}: {a}");
+    }
     // The same token still enrols the box.
     let edge = Appliance::new(&[], "");
     let out = edge.enroll(&hub, &token, "box-1");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // And with its own certificate the box cannot renew into those names either, not even the
+    // broker's if it sits on a private address.
+    let me = edge.dir.path().join("identity").join("identity.pem");
+    for name in ["127.0.0.1", "localhost", "box-1.3710000002.tsunagi.internal", "www.example.com"] {
+        let body = serde_json::json!({ "csr": csr, "lan": { "csr": csr, "names": [name] } }).to_string();
+        let a = raw(&hub_addr, Some(&me), &post("/v1/renew", &body));
+        assert_eq!(status(&a), 400, "renew with {name}: {a}");
+        assert!(a.contains("bad_lan_names"), "{a}");
+    }
+    let body = serde_json::json!({ "csr": csr, "lan": { "csr": csr, "names": ["box-1.3710000001.tsunagi.internal", "192.168.10.5"] } }).to_string();
+    let a = raw(&hub_addr, Some(&me), &post("/v1/renew", &body));
+    assert_eq!(status(&a), 200, "its own names: {a}");
 }

@@ -261,6 +261,9 @@ pub struct Appliance {
 }
 
 /// A port free on 127.0.0.1 right now.
+/// The loopback address the tests' appliances serve their LAN on.
+pub const LAN_IP: &str = "127.0.0.2";
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -301,11 +304,12 @@ impl Appliance {
     }
 
     /// Turns on the LAN proxy (before enrolment, so the LAN certificate comes with it): HTTPS and
-    /// plain HTTP on free ports of 127.0.0.1, named `localhost` and `127.0.0.1`.
+    /// plain HTTP on free ports of 127.0.0.2, the appliance's "LAN address" on this one machine
+    /// (the hub has localhost and 127.0.0.1, which no LAN certificate may carry).
     pub fn enable_proxy(&mut self, extra: &str) {
-        let (https, plain) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+        let (https, plain) = (format!("{LAN_IP}:{}", free_port()), format!("{LAN_IP}:{}", free_port()));
         let mut toml = std::fs::read_to_string(&self.config).unwrap();
-        toml.push_str(&format!("[proxy]\nlisten = {https:?}\nplain_listen = {plain:?}\nnames = [\"localhost\", \"127.0.0.1\"]\nhub_timeout = \"1s\"\n{extra}\n"));
+        toml.push_str(&format!("[proxy]\nlisten = {https:?}\nplain_listen = {plain:?}\nnames = [{LAN_IP:?}]\nhub_timeout = \"1s\"\n{extra}\n"));
         std::fs::write(&self.config, toml).unwrap();
         self.proxy = Some((https, plain));
     }

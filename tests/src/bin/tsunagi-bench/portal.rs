@@ -91,7 +91,7 @@ fn open_hub(data: &Path) -> anyhow::Result<Arc<Hub>> {
     let ca = provisioning::Ca::load(&data.join("ca")).map_err(anyhow::Error::msg)?;
     let key = HubKey::from_file(&data.join("hub.key"))?;
     let revoked = Arc::new(hub::tls::Revocations::new(data.join("ca").join(provisioning::ca::CRL), ca.issuing_der()));
-    let settings = Settings { client_cert_lifetime: 90 * 86_400, max_body: 64 << 20, snapshots_kept: 7, lan_domain: "tsunagi.internal".into() };
+    let settings = Settings { client_cert_lifetime: 90 * 86_400, max_body: 64 << 20, snapshots_kept: 7 };
     Ok(Arc::new(Hub::new(data.to_owned(), ca, key, revoked, settings)?))
 }
 

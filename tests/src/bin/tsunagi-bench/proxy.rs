@@ -184,7 +184,7 @@ pub fn bench(bin_dir: &Path, data: &Path, runs: usize) -> anyhow::Result<Report>
     run(Command::new(&edge_bin).arg("ingest").arg("--config").arg(&config).arg("--root").arg(tree.join("standard")).arg("--root").arg(tree.join("extended")).arg("--once"))?;
     run(Command::new(&edge_bin).arg("sync").arg("--config").arg(&config))?;
     let mut toml = std::fs::read_to_string(&config)?;
-    toml.push_str("[proxy]\nlisten = \"127.0.0.1:0\"\nnames = [\"localhost\"]\n");
+    toml.push_str("[proxy]\nlisten = \"127.0.0.2:0\"\nnames = [\"127.0.0.2\"]\n");
     std::fs::write(&config, toml)?;
     let mut child = Command::new(&edge_bin).arg("run").arg("--config").arg(&config).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
     let mut out = BufReader::new(child.stdout.take().unwrap());
