@@ -14,7 +14,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use http_body_util::{BodyExt, Limited};
@@ -81,36 +80,28 @@ pub async fn enrol(cfg: &Config, mut stop: tokio::sync::watch::Receiver<bool>) -
     tracing::info!(listen = %addr, "not enrolled: the enrolment page is served on the LAN");
     println!("enrolment page on http://{addr}/");
     crate::notify::ready(&format!("not enrolled: enrolment page on port {}", addr.port()));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            id = rx.recv() => {
-                let Some(id) = id else { return Ok(None) };
-                write_console(runtime.as_deref(), &format!("\n tsunagi appliance: enrolled for facility {} / 登録済み\n\n", id.cert.facility));
-                return Ok(Some(id));
-            }
-            _ = stop.changed() => return Ok(None),
-        };
+    let (serve_stop, serve_rx) = tokio::sync::watch::channel(false);
+    let service = {
         let (page, runtime) = (page.clone(), runtime.clone());
-        tokio::spawn(async move {
-            let local = tcp.local_addr().ok();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        move |conn: &serve::Conn| {
+            let (page, runtime, local, peer) = (page.clone(), runtime.clone(), conn.local, conn.peer);
+            hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (page, runtime) = (page.clone(), runtime.clone());
                 async move { Ok::<_, Infallible>(page.answer(req, local, peer, runtime.as_deref()).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(15))
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
+            })
+        }
+    };
+    let server = tokio::spawn(serve::serve(listener, None, crate::proxy::PLAIN_LIMITS, service, serve_rx));
+    let out = tokio::select! {
+        id = rx.recv() => id,
+        _ = stop.changed() => None,
+    };
+    // The page that said "enrolled" is answered before the listener goes (the drain).
+    let _ = serve_stop.send(true);
+    let _ = server.await;
+    let Some(id) = out else { return Ok(None) };
+    write_console(runtime.as_deref(), &format!("\n tsunagi appliance: enrolled for facility {} / 登録済み\n\n", id.cert.facility));
+    Ok(Some(id))
 }
 
 impl Page {

@@ -739,61 +739,38 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// Accepts TLS connections on `listener` and serves `app` on each, with the connection's verified
-/// identity attached to every request, until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, kind: Listener, tls: Arc<rustls::ServerConfig>, app: Entrances, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move { connection(acceptor, tcp, addr, kind, app).await });
+/// The limits of the hub's two TLS listeners. The appliances' one carries sync bodies and restore
+/// streams (a snapshot is built before its first byte goes out), so it allows a connection five
+/// quiet minutes; the operators' two.
+pub fn limits(kind: Listener) -> serve::Limits {
+    match kind {
+        Listener::Appliances => serve::Limits { idle: std::time::Duration::from_secs(300), max_connections: 4096, ..serve::Limits::web("appliances") },
+        Listener::Operators => serve::Limits { max_connections: 256, ..serve::Limits::web("operators") },
     }
 }
 
-async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, addr: SocketAddr, kind: Listener, app: Entrances) {
+/// Serves `app` over TLS on `listener` (`serve::serve`: deadlines, a connection cap, drain on
+/// stop), with the connection's verified identity attached to every request and the router
+/// chosen by it (its entrance), until `shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, kind: Listener, tls: Arc<rustls::ServerConfig>, app: Entrances, shutdown: tokio::sync::watch::Receiver<bool>) {
     use tower::ServiceExt;
-    let tls = match tokio::time::timeout(std::time::Duration::from_secs(15), acceptor.accept(tcp)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => return,
+    let service = move |conn: &serve::Conn| {
+        let peer = Peer(conn.certs.as_ref().and_then(|c| c.first()).and_then(|c| Identity::from_der(c).ok()));
+        let (channel, app) = match (kind, &peer.0) {
+            (Listener::Operators, _) => (Channel::Operators, app.operators.clone()),
+            (Listener::Appliances, Some(id)) if id.purpose == Purpose::PortalProxy => (Channel::Proxy(id.clone()), app.proxy.clone()),
+            (Listener::Appliances, Some(id)) => (Channel::Appliance(id.clone()), app.appliance.clone()),
+            (Listener::Appliances, None) => (Channel::Unauthenticated, app.stranger.clone()),
+        };
+        let addr = conn.peer;
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer.clone());
+            req.extensions_mut().insert(channel.clone());
+            req.extensions_mut().insert(Remote(addr));
+            app.clone().oneshot(req.map(Body::new))
+        })
     };
-    let _ = tcp_nodelay(&tls);
-    let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| Identity::from_der(c).ok()));
-    let (channel, app) = match (kind, &peer.0) {
-        (Listener::Operators, _) => (Channel::Operators, app.operators),
-        (Listener::Appliances, Some(id)) if id.purpose == Purpose::PortalProxy => (Channel::Proxy(id.clone()), app.proxy),
-        (Listener::Appliances, Some(id)) => (Channel::Appliance(id.clone()), app.appliance),
-        (Listener::Appliances, None) => (Channel::Unauthenticated, app.stranger),
-    };
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer.clone());
-        req.extensions_mut().insert(channel.clone());
-        req.extensions_mut().insert(Remote(addr));
-        app.clone().oneshot(req.map(Body::new))
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(15))
-        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-        .await;
-}
-
-fn tcp_nodelay(tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> std::io::Result<()> {
-    tls.get_ref().0.set_nodelay(true)
+    serve::serve(listener, Some(tls), limits(kind), service, shutdown).await
 }
 
 #[cfg(test)]

@@ -455,7 +455,7 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         let crl = tokio::spawn(crl_upkeep(hub.clone(), crl_validity, args.broker_dir.clone().unwrap_or_else(|| data.join("broker"))));
         let indexer = tokio::spawn(hub.clone().index_loop());
         let fleet_tasks = [
-            tokio::spawn(crate::fleet::serve_metrics(metrics, fleet.clone())),
+            tokio::spawn(crate::fleet::serve_metrics(metrics, fleet.clone(), stop_rx.clone())),
             tokio::spawn(crate::fleet::upkeep(fleet.clone(), hub.clone())),
         ];
         let mqtt = broker.map(|c| tokio::spawn(crate::fleet::run(fleet.clone(), c, stop_rx.clone())));

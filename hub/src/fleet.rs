@@ -598,7 +598,7 @@ async fn post_webhook(url: &str, body: String) -> Result<(), String> {
 }
 
 /// Serves `/metrics` in plain HTTP (bind it to loopback or the operators' network).
-pub async fn serve_metrics(listener: tokio::net::TcpListener, fleet: Arc<Fleet>) {
+pub async fn serve_metrics(listener: tokio::net::TcpListener, fleet: Arc<Fleet>, stop: tokio::sync::watch::Receiver<bool>) {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -607,30 +607,22 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, fleet: Arc<Fleet>)
         }),
     );
     // Plain HTTP for a scraper: a header deadline, at most 32 connections at once, one request
-    // per connection; nothing a stranger on the network can hold open.
-    let permits = Arc::new(tokio::sync::Semaphore::new(32));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        let (tcp, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    // per connection, 30 s at most; nothing a stranger on the network can hold open.
+    let limits = serve::Limits {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(10),
+        lifetime: Some(Duration::from_secs(30)),
+        max_connections: 32,
+        keep_alive: false,
+        drain: Duration::from_secs(2),
+        ..serve::Limits::web("metrics")
+    };
+    let service = move |_: &serve::Conn| {
+        use tower::ServiceExt;
         let app = app.clone();
-        tokio::spawn(async move {
-            use tower::ServiceExt;
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| app.clone().oneshot(req.map(axum::body::Body::new)));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-            drop(permit);
-        });
-    }
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| app.clone().oneshot(req.map(axum::body::Body::new)))
+    };
+    serve::serve(listener, None, limits, service, stop).await
 }
 
 #[cfg(test)]

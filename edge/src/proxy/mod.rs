@@ -797,39 +797,23 @@ impl Proxy {
 // ---------------------------------------------------------------------------------------------
 // Listeners.
 
-/// Serves HTTPS on `listener` until `stop`.
-pub async fn serve_lan(proxy: Arc<Proxy>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "LAN accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let (acceptor, proxy) = (acceptor.clone(), proxy.clone());
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(Duration::from_secs(15), acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %addr, error = %e, "LAN TLS handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let svc = hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, addr).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
-        });
-    }
+/// The LAN proxy's HTTPS listener: what the clinic's browsers get. A portal page may wait on the
+/// hub for up to its own deadline, so a connection may be quiet for two minutes.
+pub const LAN_LIMITS: serve::Limits = serve::Limits { max_connections: 512, ..serve::Limits::web("lan") };
+
+/// The plain-HTTP pages (the root's page, first boot's enrolment page): small answers only.
+pub const PLAIN_LIMITS: serve::Limits = serve::Limits { idle: Duration::from_secs(30), max_connections: 64, ..serve::Limits::web("plain") };
+
+/// Serves HTTPS on `listener` until `stop` (`serve::serve`: deadlines, a connection cap, drain).
+pub async fn serve_lan(proxy: Arc<Proxy>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, stop: tokio::sync::watch::Receiver<bool>) {
+    let service = move |conn: &serve::Conn| {
+        let (proxy, addr) = (proxy.clone(), conn.peer);
+        hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, addr).await) }
+        })
+    };
+    serve::serve(listener, Some(tls), LAN_LIMITS, service, stop).await
 }
 
 /// The plain-HTTP page: how to trust the network's root, and the root itself. Nothing else.
@@ -869,27 +853,15 @@ impl TrustPage {
     }
 }
 
-pub async fn serve_plain(page: Arc<TrustPage>, listener: tokio::net::TcpListener, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+pub async fn serve_plain(page: Arc<TrustPage>, listener: tokio::net::TcpListener, stop: tokio::sync::watch::Receiver<bool>) {
+    let service = move |_: &serve::Conn| {
         let page = page.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let page = page.clone();
-                async move { Ok::<_, Infallible>(if req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD { page.answer(req.uri().path()) } else { page.answer("/not-here") }) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(15)).serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await;
-        });
-    }
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let page = page.clone();
+            async move { Ok::<_, Infallible>(if req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD { page.answer(req.uri().path()) } else { page.answer("/not-here") }) }
+        })
+    };
+    serve::serve(listener, None, PLAIN_LIMITS, service, stop).await
 }
 
 /// Starts the proxy's listeners and its upkeep; returns the bound HTTPS address.
