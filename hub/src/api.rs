@@ -859,4 +859,131 @@ mod tests {
             }
         }
     }
+
+    /// One portal request as a browser sends it: the status, the body and the cookies set.
+    async fn browse(app: &Router, channel: &Channel, method: &str, path: &str, cookie: &str, form: &str) -> (StatusCode, String, Vec<String>) {
+        let mut req = axum::http::Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if !cookie.is_empty() {
+            req = req.header(header::COOKIE, cookie);
+        }
+        let mut req = req.body(Body::from(form.to_string())).unwrap();
+        let peer = match channel {
+            Channel::Appliance(id) | Channel::Proxy(id) => Peer(Some(id.clone())),
+            _ => Peer(None),
+        };
+        req.extensions_mut().insert(peer);
+        req.extensions_mut().insert(channel.clone());
+        req.extensions_mut().insert(Remote("127.0.0.1:1".parse().unwrap()));
+        let r = app.clone().oneshot(req).await.unwrap();
+        let status = r.status();
+        let cookies = r.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(|v| v.split(';').next()).map(str::to_owned).collect();
+        let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned(), cookies)
+    }
+
+    fn csrf_of(html: &str) -> String {
+        html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_string()
+    }
+
+    /// Logs `login` in at `app` through the login form; the session cookie and its CSRF token.
+    async fn log_in(app: &Router, channel: &Channel, login: &str) -> (String, String) {
+        let (_, page, cookies) = browse(app, channel, "GET", "/login", "", "").await;
+        let pre = cookies.into_iter().find(|c| c.starts_with("__Host-tsunagi-login=")).expect("a pre-login cookie");
+        let form = format!("csrf={}&login={login}&password=Pass-word1", csrf_of(&page));
+        let (status, _, cookies) = browse(app, channel, "POST", "/login", &pre, &form).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{login} logs in");
+        let session = cookies.into_iter().find(|c| c.starts_with("__Host-tsunagi=")).expect("a session cookie");
+        let (_, home, _) = browse(app, channel, "GET", "/", &session, "").await;
+        (session, csrf_of(&home))
+    }
+
+    /// The portal's route table against every role at its own entrance (each facility role
+    /// through its appliance's proxy certificate, the office and operators on their listener) and
+    /// against nobody logged in at every entrance: a role the table lets through is never refused
+    /// (403), a role it does not is always refused, whatever the method; nobody logged in is sent
+    /// to the login page. A session taken to the other entrance is refused there and ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_route_answers_every_role_as_its_table_says() {
+        use crate::account::Role;
+        use crate::portal::{Who, ROUTES};
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let a = "3710000001";
+        let rid = {
+            let c = crate::region::open(dir.path(), &crate::key::HubKey::from_bytes([7; 32]).derive("region")).unwrap();
+            let v = crate::account::hash_password("Pass-word1");
+            for (login, role, facility) in [
+                ("adm", Role::FacilityAdmin, a),
+                ("dr-a", Role::Doctor, a),
+                ("ns-a", Role::Nurse, a),
+                ("ph-a", Role::Pharmacist, a),
+                ("clerk", Role::Clerk, a),
+                ("office", Role::Office, ""),
+                ("ops-1", Role::Operator, ""),
+            ] {
+                crate::account::add(&c, login, login, facility, role, &v, "test", now()).unwrap().unwrap();
+            }
+            c.execute("UPDATE user SET must_change = 0", []).unwrap();
+            crate::consent::set_core(&c, a, true, now()).unwrap();
+            let d = crate::index::Demographics { patient_id: "0001".into(), family_kanji: "山田".into(), given_kanji: "太郎".into(), family_kana: "ヤマダ".into(), given_kana: "タロウ".into(), birth_date: "19600101".into(), sex: "M".into() };
+            let id = crate::index::upsert(&c, a, &d, now()).unwrap();
+            assert_eq!(id, 1, "the sample entry");
+            crate::index::get(&c, id).unwrap().unwrap().regional_id
+        };
+        let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default())));
+        let (appliances, operators) = entrances(hub, portal);
+        let proxy = Channel::Proxy(Identity { facility: a.into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy });
+        let path_of = |route: &str| sample(route).replace("R0000001", &rid).replace("/dr-a/", "/nobody-x/");
+        assert_eq!(ROUTES.iter().map(|r| r.path).collect::<Vec<_>>(), shared::route::PORTAL.to_vec(), "the table is the proxy's list");
+
+        // Nobody logged in: the login page and the stylesheet, and for the rest a way to log in.
+        for (app, ch) in [(&appliances.proxy, &proxy), (&operators.operators, &Channel::Operators)] {
+            for route in ROUTES {
+                for (method, who) in [("GET", route.get), ("POST", route.post)] {
+                    let Some(who) = who else { continue };
+                    let (s, _, _) = browse(app, ch, method, &path_of(route.path), "", "").await;
+                    if who == Who::Anyone {
+                        assert_ne!(s, StatusCode::SEE_OTHER, "{method} {} needs no login", route.path);
+                    } else {
+                        assert_eq!(s, StatusCode::SEE_OTHER, "{method} {} without a login on {ch:?}", route.path);
+                    }
+                }
+            }
+        }
+        let people = [("adm", Role::FacilityAdmin), ("dr-a", Role::Doctor), ("ns-a", Role::Nurse), ("ph-a", Role::Pharmacist), ("clerk", Role::Clerk), ("office", Role::Office), ("ops-1", Role::Operator)];
+        let mut walked = 0;
+        for (login, role) in people {
+            let (own, own_ch, other, other_ch) =
+                if role.in_facility() { (&appliances.proxy, &proxy, &operators.operators, &Channel::Operators) } else { (&operators.operators, &Channel::Operators, &appliances.proxy, &proxy) };
+            let (session, csrf) = log_in(own, own_ch, login).await;
+            for route in ROUTES {
+                for (method, who) in [("GET", route.get), ("POST", route.post)] {
+                    let Some(who) = who else { continue };
+                    if matches!(route.path, "/login" | "/logout") && method == "POST" {
+                        continue; // the login form and the end of the session, below
+                    }
+                    let (s, body, _) = browse(own, own_ch, method, &path_of(route.path), &session, &format!("csrf={csrf}")).await;
+                    assert_ne!(s, StatusCode::SEE_OTHER, "{login}: {method} {} lost the session", route.path);
+                    if who.lets(role) {
+                        assert_ne!(s, StatusCode::FORBIDDEN, "{login} ({role:?}) refused {method} {}: {body}", route.path);
+                    } else {
+                        assert_eq!(s, StatusCode::FORBIDDEN, "{login} ({role:?}) let through {method} {}", route.path);
+                    }
+                    walked += 1;
+                }
+            }
+            // The session at the other entrance: refused, and over at its own too.
+            let (s, _, _) = browse(other, other_ch, "GET", "/", &session, "").await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{login}'s session at the other entrance");
+            let (s, _, _) = browse(own, own_ch, "GET", "/", &session, "").await;
+            assert_eq!(s, StatusCode::SEE_OTHER, "{login}'s session ended");
+            // And logging out ends a session.
+            let (session, csrf) = log_in(own, own_ch, login).await;
+            let (s, _, _) = browse(own, own_ch, "POST", "/logout", &session, &format!("csrf={csrf}")).await;
+            assert_eq!(s, StatusCode::SEE_OTHER);
+            let (s, _, _) = browse(own, own_ch, "GET", "/", &session, "").await;
+            assert_eq!(s, StatusCode::SEE_OTHER, "{login} logged out");
+        }
+        assert!(walked > 7 * 25, "{walked} role × route × method answers checked");
+    }
 }

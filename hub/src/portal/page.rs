@@ -557,6 +557,8 @@ const COLORS: [&str; 6] = ["#1f5fa8", "#c0392b", "#2e8b57", "#8e44ad", "#d35400"
 
 pub async fn trend(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
+    // Who may look comes before what they asked for.
+    ctx.require(ctx.user.role.views_patients(), "患者記録の閲覧")?;
     let code = field(&q, "code").to_string();
     if code.is_empty() || code.len() > 64 {
         return Err(Error::BadRequest("検査項目のコードを指定してください。".into()));
