@@ -354,6 +354,60 @@ impl Strangers {
     }
 }
 
+/// Login attempts per minute, whatever their outcome: at most `PER_TERMINAL` from one terminal
+/// (a LAN browser as its appliance names it, or an address on the operators' listener) and
+/// `PER_ENTRANCE` through one entrance (an appliance, the operators' listener). Every browser of a
+/// clinic reaches the hub from one source, its appliance, so the terminal is the unit a guesser
+/// is held to, and the entrance's limit holds a guesser who makes up terminal names. An attempt
+/// over a limit is answered at once, before any password is hashed.
+pub struct Throttle {
+    counts: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle { counts: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+}
+
+impl Throttle {
+    pub const PER_TERMINAL: u32 = 12;
+    pub const PER_ENTRANCE: u32 = 120;
+    /// At most this many keys are kept; at the cap, the past minutes' are forgotten first.
+    pub const KEPT: usize = 20_000;
+
+    /// Counts an attempt from `terminal` through `entrance` in the minute of `now`; false when
+    /// either is over its limit for this minute (the attempt is then not counted).
+    pub fn allow(&self, entrance: &str, terminal: &str, now: i64) -> bool {
+        let minute = now.div_euclid(60);
+        let mut m = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = [(format!("e|{entrance}"), Self::PER_ENTRANCE), (format!("t|{entrance}|{terminal}"), Self::PER_TERMINAL)];
+        let used = |m: &std::collections::HashMap<String, (i64, u32)>, k: &str| m.get(k).filter(|(at, _)| *at == minute).map(|(_, n)| *n).unwrap_or(0);
+        if keys.iter().any(|(k, limit)| used(&m, k) >= *limit) {
+            return false;
+        }
+        if m.len() + 2 > Self::KEPT {
+            m.retain(|_, (at, _)| *at == minute);
+            if m.len() + 2 > Self::KEPT {
+                m.clear();
+            }
+        }
+        for (k, _) in keys {
+            let n = used(&m, &k) + 1;
+            m.insert(k, (minute, n));
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Records a checked attempt (the failure count, a lock) and says what to answer. The count is
 /// incremented in SQL, so attempts that race each other are all counted.
 pub fn record_login(c: &Connection, login: &str, check: Check, now: i64) -> rusqlite::Result<Login> {
@@ -518,5 +572,31 @@ mod tests {
         assert!(check_new_password(&u, "third1234").is_ok());
         assert_eq!(login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME - 1).unwrap(), Login::Ok { must_change: false });
         assert_eq!(login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME).unwrap(), Login::Ok { must_change: true });
+    }
+
+    #[test]
+    fn logins_are_throttled_per_terminal_and_per_entrance_and_the_map_stays_bounded() {
+        let t = Throttle::default();
+        let now = 1_800_000_000 - 1_800_000_000 % 60;
+        for _ in 0..Throttle::PER_TERMINAL {
+            assert!(t.allow("3710000001/box-1", "box-1/t-a", now));
+        }
+        assert!(!t.allow("3710000001/box-1", "box-1/t-a", now + 5), "the terminal's 13th attempt in a minute");
+        assert!(t.allow("3710000001/box-1", "box-1/t-b", now + 5), "another terminal of the clinic still gets through");
+        assert!(t.allow("3710000002/box-1", "box-1/t-a", now + 5), "the same terminal name at another facility's appliance is another terminal");
+        assert!(t.allow("3710000001/box-1", "box-1/t-a", now + 60), "the next minute");
+        // Made-up terminal names do not get past the appliance's limit.
+        let mut n = 0;
+        for i in 0..1000 {
+            if t.allow("3710000003/box-9", &format!("box-9/t-{i}"), now) {
+                n += 1;
+            }
+        }
+        assert_eq!(n, Throttle::PER_ENTRANCE);
+        // However many terminals, the map is bounded.
+        for i in 0..30_000 {
+            t.allow(&format!("e{i}"), "x", now + 120);
+        }
+        assert!(t.len() <= Throttle::KEPT, "{}", t.len());
     }
 }

@@ -744,8 +744,8 @@ impl http_body::Body for ChannelBody {
 /// quiet minutes; the operators' two.
 pub fn limits(kind: Listener) -> serve::Limits {
     match kind {
-        Listener::Appliances => serve::Limits { idle: std::time::Duration::from_secs(300), max_connections: 4096, ..serve::Limits::web("appliances") },
-        Listener::Operators => serve::Limits { max_connections: 256, ..serve::Limits::web("operators") },
+        Listener::Appliances => serve::Limits { idle: std::time::Duration::from_secs(300), max_connections: 4096, per_peer: 512, ..serve::Limits::web("appliances") },
+        Listener::Operators => serve::Limits { max_connections: 256, per_peer: 64, ..serve::Limits::web("operators") },
     }
 }
 
@@ -985,5 +985,56 @@ mod tests {
             assert_eq!(s, StatusCode::SEE_OTHER, "{login} logged out");
         }
         assert!(walked > 7 * 25, "{walked} role × route × method answers checked");
+    }
+
+    /// A guesser at one terminal gets 12 attempts a minute, answered at once after that, while
+    /// the clinic's other terminals log in as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn login_attempts_are_throttled_per_terminal() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        {
+            let c = crate::region::open(dir.path(), &crate::key::HubKey::from_bytes([7; 32]).derive("region")).unwrap();
+            crate::account::add(&c, "dr-a", "dr-a", "3710000001", crate::account::Role::Doctor, &crate::account::hash_password("Pass-word1"), "test", now()).unwrap().unwrap();
+            c.execute("UPDATE user SET must_change = 0", []).unwrap();
+        }
+        let portal = Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default()));
+        let (appliances, _) = entrances(hub, crate::portal::router(portal.clone()));
+        let proxy = Channel::Proxy(Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy });
+        let attempt = |terminal: &'static str, password: &'static str| {
+            let (app, ch) = (appliances.proxy.clone(), proxy.clone());
+            async move {
+                let (_, page, cookies) = browse(&app, &ch, "GET", "/login", "", "").await;
+                let pre = cookies.into_iter().find(|c| c.starts_with("__Host-tsunagi-login=")).unwrap();
+                let mut req = axum::http::Request::post("/login")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(header::COOKIE, pre)
+                    .header(crate::portal::TERMINAL_HEADER, terminal)
+                    .body(Body::from(format!("csrf={}&login=dr-a&password={password}", csrf_of(&page))))
+                    .unwrap();
+                req.extensions_mut().insert(Peer(None));
+                req.extensions_mut().insert(ch.clone());
+                req.extensions_mut().insert(Remote("127.0.0.1:1".parse().unwrap()));
+                let r = app.oneshot(req).await.unwrap();
+                let status = r.status();
+                let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        // Every attempt counts, right or wrong (right ones in between keep the account's own
+        // slow-down out of the way).
+        let mut refused = 0;
+        for i in 0..crate::account::Throttle::PER_TERMINAL + 3 {
+            let (s, body) = attempt("t-guess", if i % 2 == 0 { "Pass-word1" } else { "Wrong-pass1" }).await;
+            if s == StatusCode::TOO_MANY_REQUESTS {
+                assert!(body.contains("ログインの試行が多すぎます"), "{body}");
+                refused += 1;
+            } else {
+                assert!(i < crate::account::Throttle::PER_TERMINAL, "attempt {i} was checked");
+            }
+        }
+        assert_eq!(refused, 3);
+        let (s, _) = attempt("t-colleague", "Pass-word1").await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "another terminal of the clinic logs in");
     }
 }

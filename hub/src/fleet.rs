@@ -613,6 +613,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, fleet: Arc<Fleet>,
         idle: Duration::from_secs(10),
         lifetime: Some(Duration::from_secs(30)),
         max_connections: 32,
+        per_peer: 4,
         keep_alive: false,
         drain: Duration::from_secs(2),
         ..serve::Limits::web("metrics")

@@ -9,6 +9,8 @@
 //!   minute included;
 //! - `lifetime`, when set, closes a connection after that long whatever it does;
 //! - at most `max_connections` are open at once: the next is accepted only when one closes;
+//! - at most `per_peer` of them from one address: a connection over that is closed at once, so
+//!   one source cannot fill the listener and make everyone else wait in the backlog;
 //! - on stop, no new connection is accepted, open ones finish the request they are in (HTTP/1.1
 //!   graceful shutdown) and `serve` returns once they have, or after `drain`.
 
@@ -36,6 +38,9 @@ pub struct Limits {
     pub idle: Duration,
     pub lifetime: Option<Duration>,
     pub max_connections: usize,
+    /// At most this many connections from one address (a clinic's appliance is one address at
+    /// the hub: its listener sets this high).
+    pub per_peer: usize,
     pub keep_alive: bool,
     pub drain: Duration,
 }
@@ -51,6 +56,7 @@ impl Limits {
             idle: Duration::from_secs(120),
             lifetime: None,
             max_connections: 1024,
+            per_peer: 64,
             keep_alive: true,
             drain: Duration::from_secs(10),
         }
@@ -83,6 +89,7 @@ where
     let make = Arc::new(make);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Default::default();
     let (drain_tx, drain_rx) = watch::channel(false);
     loop {
         if *stop.borrow() {
@@ -105,9 +112,15 @@ where
             },
             _ = stop.changed() => break,
         };
+        let Some(seat) = Seat::take(&peers, peer.ip(), limits.per_peer) else {
+            tracing::debug!(listener = limits.name, peer = %peer, "closed: too many connections from this address");
+            drop(tcp);
+            continue;
+        };
         let (make, acceptor, drain) = (make.clone(), acceptor.clone(), drain_rx.clone());
         tokio::spawn(async move {
             connection(tcp, peer, acceptor, limits, make.as_ref(), drain).await;
+            drop(seat);
             drop(permit);
         });
     }
@@ -172,6 +185,36 @@ where
                     tracing::debug!(listener = limits.name, peer = %peer, "closed: lifetime over");
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// One connection's place among its address's, given back when it closes.
+struct Seat {
+    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Seat {
+    fn take(peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr, most: usize) -> Option<Seat> {
+        let mut m = peers.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= most {
+            return None;
+        }
+        *n += 1;
+        Some(Seat { peers: peers.clone(), ip })
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut m = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
             }
         }
     }

@@ -17,6 +17,22 @@ fn limits() -> Limits {
     Limits { header_read: Duration::from_secs(30), idle: Duration::from_secs(30), drain: Duration::from_secs(5), ..Limits::web("test") }
 }
 
+/// Starts `serve` on a free port of 127.0.0.1 listening on every loopback address, so two
+/// "peers" (127.0.0.1 and 127.0.0.3) can reach it.
+async fn start_any(limits: Limits) -> (u16, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(
+        listener,
+        None,
+        limits,
+        |_conn: &serve::Conn| hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok 0")))) }),
+        rx,
+    ));
+    (port, tx)
+}
+
 /// Starts `serve` on a free port: `/slow` answers after 600 ms, anything else at once; a POST's
 /// body is read whole first.
 async fn start(limits: Limits) -> (SocketAddr, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
@@ -153,4 +169,31 @@ async fn a_connection_lives_no_longer_than_its_lifetime() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(closed && t.elapsed() < Duration::from_secs(3), "closed {closed} after {:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_place() {
+    let (port, _stop) = start_any(Limits { max_connections: 8, per_peer: 3, ..limits() }).await;
+    // One source holds its three places with silent connections; a fourth from it is closed at
+    // once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (_, closed) = read_until_closed(&mut fourth, Duration::from_secs(3)).await;
+    assert!(closed, "a fourth connection from one address is closed");
+    // Someone else is served at once.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut other = sock.connect(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();
+    other.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(answer(&mut other, Duration::from_secs(2)).await.is_some(), "another address is served");
+    // A place given back is taken again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    again.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(answer(&mut again, Duration::from_secs(2)).await.is_some());
 }

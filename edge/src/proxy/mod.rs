@@ -799,10 +799,10 @@ impl Proxy {
 
 /// The LAN proxy's HTTPS listener: what the clinic's browsers get. A portal page may wait on the
 /// hub for up to its own deadline, so a connection may be quiet for two minutes.
-pub const LAN_LIMITS: serve::Limits = serve::Limits { max_connections: 512, ..serve::Limits::web("lan") };
+pub const LAN_LIMITS: serve::Limits = serve::Limits { max_connections: 512, per_peer: 64, ..serve::Limits::web("lan") };
 
 /// The plain-HTTP pages (the root's page, first boot's enrolment page): small answers only.
-pub const PLAIN_LIMITS: serve::Limits = serve::Limits { idle: Duration::from_secs(30), max_connections: 64, ..serve::Limits::web("plain") };
+pub const PLAIN_LIMITS: serve::Limits = serve::Limits { idle: Duration::from_secs(30), max_connections: 64, per_peer: 8, ..serve::Limits::web("plain") };
 
 /// Serves HTTPS on `listener` until `stop` (`serve::serve`: deadlines, a connection cap, drain).
 pub async fn serve_lan(proxy: Arc<Proxy>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, stop: tokio::sync::watch::Receiver<bool>) {

@@ -50,6 +50,8 @@ pub struct Portal {
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Failed logins that touch no account (unknown IDs, other entrances).
     pub strangers: account::Strangers,
+    /// Login attempts per terminal and entrance and minute.
+    pub throttle: account::Throttle,
     /// Password hashing (argon2id, 19 MiB and tens of milliseconds each) runs at most this many
     /// at a time, so a flood of logins neither exhausts memory nor starves other people's pages.
     hashing: tokio::sync::Semaphore,
@@ -62,7 +64,7 @@ pub const HASHING_WAIT: Duration = Duration::from_secs(10);
 
 impl Portal {
     pub fn new(hub: Arc<Hub>, settings: Settings) -> Portal {
-        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None, strangers: account::Strangers::default(), hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE) }
+        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None, strangers: account::Strangers::default(), throttle: account::Throttle::default(), hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE) }
     }
 
     /// The fleet view behind the operators' pages and the facilities' posture banner.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
@@ -55,6 +55,12 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
     }
     // An ID no account can have is not looked up, and only its start is kept (in memory and in
     // the audit log), however long what was typed.
+    if !p.throttle.allow(&super::entrance_key(&term.channel), &terminal, now()) {
+        tracing::warn!(terminal = %terminal, "login attempts over the limit: answered without checking");
+        let mut r = login_page("ログインの試行が多すぎます。1分ほど待ってから、もう一度お試しください。", "")?;
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return Ok(r);
+    }
     let typed = field(&f, "login");
     let possible = account::check_login(typed).is_ok();
     let login: String = if possible { typed.to_string() } else { typed.chars().take(32).collect() };

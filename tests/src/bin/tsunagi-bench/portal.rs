@@ -151,7 +151,12 @@ fn csrf_in(html: &str) -> Option<String> {
 /// The portal as a facility's appliance reaches it: every request carries the appliance's
 /// verified identity, as the hub's TLS listener attaches it.
 fn app_for(portal: &Arc<hub::portal::Portal>, facility: &str) -> Router {
-    let id = provisioning::Identity { facility: facility.into(), appliance: "bench".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: provisioning::Purpose::PortalProxy };
+    app_at(portal, facility, "bench")
+}
+
+/// The same, through the appliance `appliance` of the facility.
+fn app_at(portal: &Arc<hub::portal::Portal>, facility: &str, appliance: &str) -> Router {
+    let id = provisioning::Identity { facility: facility.into(), appliance: appliance.into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: provisioning::Purpose::PortalProxy };
     hub::portal::router(portal.clone()).layer(axum::Extension(hub::api::Channel::Proxy(id)))
 }
 
@@ -206,6 +211,67 @@ pub struct Report {
     pub search: Vec<Latency>,
     pub page: Vec<Latency>,
     pub records: String,
+    pub login: Vec<Latency>,
+}
+
+/// One login attempt through the real form: the pre-login cookie and token come from GET /login
+/// (not timed), then the POST is timed. Milliseconds, the status and the body.
+async fn timed_login(app: &Router, terminal: &str, login: &str, password: &str) -> anyhow::Result<(f64, StatusCode, String)> {
+    let r = call(app, Request::get("/login").body(Body::empty())?).await?;
+    let pre = cookie_of(&r, "__Host-tsunagi-login").context("no login cookie")?;
+    let csrf = csrf_in(&body_text(r).await).context("no login token")?;
+    let form = format!("csrf={csrf}&login={}&password={}", encode(login), encode(password));
+    let t = Instant::now();
+    let r = call(
+        app,
+        Request::post("/login")
+            .header(header::COOKIE, format!("__Host-tsunagi-login={pre}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(hub::portal::TERMINAL_HEADER, terminal)
+            .body(Body::from(form))?,
+    )
+    .await?;
+    let status = r.status();
+    let body = body_text(r).await;
+    Ok((t.elapsed().as_secs_f64() * 1e3, status, body))
+}
+
+/// What a login costs, by what the attacker tried: a wrong password, an ID nobody has, another
+/// facility's appliance with the right password, against a right login. Each failure uses an ID
+/// of its own, so no lock delay is in the figures, and each attempt a terminal of its own and
+/// each kind an appliance of its own, so the login throttle (12 a minute a terminal, 120 an
+/// appliance) does not answer in the password check's place.
+async fn login_bench(bin_dir: &Path, hub_dir: &Path, portal: &Arc<hub::portal::Portal>, own: &str, other: &str, runs: usize) -> anyhow::Result<Vec<Latency>> {
+    let pw = hub_dir.with_file_name("login-pw");
+    std::fs::write(&pw, PASSWORD)?;
+    for i in 0..runs {
+        run(Command::new(bin_dir.join("tsunagi-hub")).arg("--data").arg(hub_dir).args(["user", "add", "--login", &format!("dr-w{i}"), "--name", "bench", "--role", "doctor", "--facility", own, "--password-file"]).arg(&pw))?;
+    }
+    let apps: Vec<(Router, Router)> = (0..5).map(|k| (app_at(portal, own, &format!("bench-login-{k}")), app_at(portal, other, &format!("bench-login-{k}")))).collect();
+    const REFUSED: &str = "IDまたはパスワードが違います。";
+    let mut out = Vec::new();
+    let kinds: [(&str, &Router, &dyn Fn(usize) -> (String, String), bool); 5] = [
+        ("right ID and password", &apps[0].0, &|_| ("dr-page".to_string(), NEW_PASSWORD.to_string()), true),
+        ("known ID, wrong password", &apps[1].0, &|i| (format!("dr-w{i}"), "Wrong-pass9".to_string()), false),
+        ("unknown ID", &apps[2].0, &|i| (format!("nobody{i}"), "Wrong-pass9".to_string()), false),
+        ("right password, another facility's appliance", &apps[3].1, &|i| (format!("dr-w{i}"), PASSWORD.to_string()), false),
+        ("an ID that cannot exist (64 characters)", &apps[4].0, &|i| (format!("{i:0>8}{}", "x".repeat(56)), "Wrong-pass9".to_string()), false),
+    ];
+    for (what, app, who, ok) in kinds {
+        let mut times = Vec::new();
+        for i in 0..runs {
+            let (login, password) = who(i);
+            let (ms, status, body) = timed_login(app, &format!("t-{i}"), &login, &password).await?;
+            if ok {
+                anyhow::ensure!(status == StatusCode::SEE_OTHER, "{what}: answered {status}");
+            } else {
+                anyhow::ensure!(body.contains(REFUSED), "{what}: the answer is not the one every failed login gets");
+            }
+            times.push(ms);
+        }
+        out.push(Latency { what: what.into(), n: runs, p50: pct(times.clone(), 0.5), p99: pct(times, 0.99), note: if ok { "a session".into() } else { format!("「{REFUSED}」") } });
+    }
+    Ok(out)
 }
 
 fn encode(s: &str) -> String {
@@ -284,7 +350,7 @@ async fn search_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(f64, Vec<L
     Ok((build_s, out))
 }
 
-async fn page_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(Vec<Latency>, String)> {
+async fn page_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(Vec<Latency>, String, Vec<Latency>)> {
     let work = data.join("page");
     let edge = bin_dir.join("tsunagi-edge");
     let key = data.join("edge.key");
@@ -338,6 +404,7 @@ async fn page_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(Vec<Latency>
     let portal = Arc::new(hub::portal::Portal::new(hub.clone(), hub::portal::Settings::default()));
     let app = app_for(&portal, codes[0]);
     let cookie = session(&app, "dr-page").await?;
+    let login = login_bench(bin_dir, &hub_dir, &portal, codes[0], codes[1], 30).await?;
     let mut out = Vec::new();
     let runs = 40;
     let mut pages: Vec<(String, String)> = ["visits", "allergy", "diagnosis", "prescription", "injection", "lab", "documents"].iter().map(|t| (format!("tab {t}"), format!("/patient/{rid}?tab={t}"))).collect();
@@ -356,15 +423,15 @@ async fn page_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(Vec<Latency>
         }
         out.push(Latency { what, n: runs, p50: pct(times.clone(), 0.5), p99: pct(times, 0.99), note: format!("{rows} rows, events or points shown") });
     }
-    Ok((out, counts.join("; ")))
+    Ok((out, counts.join("; "), login))
 }
 
 pub fn bench(bin_dir: &Path, data: &Path) -> anyhow::Result<Report> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let (build_s, search) = search_bench(bin_dir, &data.join("portal-search")).await?;
-        let (page, records) = page_bench(bin_dir, &data.join("portal-page")).await?;
-        Ok(Report { build_s, search, page, records })
+        let (page, records, login) = page_bench(bin_dir, &data.join("portal-page")).await?;
+        Ok(Report { build_s, search, page, records, login })
     })
 }
 
@@ -386,5 +453,15 @@ pub fn report(md: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(md, "| {} | {} | {:.1} | {:.1} | {} |", l.what, l.n, l.p50, l.p99, l.note)?;
     }
     writeln!(md, "\nAim: under 200 ms.")?;
+    writeln!(md, "\n### Logins: what a failure tells an attacker (issue 16)\n")?;
+    writeln!(md, "The same hub, through the real login form of the first facility's appliance (the pre-login page fetched untimed, the POST timed). Each failure uses an ID of its own, so no lock delay is in the figures; every failure answers the same 「IDまたはパスワードが違います。」. A login ID that does not exist, or cannot exist, still runs one argon2id verification against a dummy verifier (`account::check_attempt`, tested structurally by `VERIFICATIONS`), so the time does not tell which IDs the network has.\n")?;
+    writeln!(md, "| attempt | requests | p50 ms | p99 ms | |")?;
+    writeln!(md, "|---|---:|---:|---:|---|")?;
+    for l in &r.login {
+        writeln!(md, "| {} | {} | {:.1} | {:.1} | {} |", l.what, l.n, l.p50, l.p99, l.note)?;
+    }
+    if let (Some(known), Some(unknown)) = (r.login.iter().find(|l| l.what.starts_with("known")), r.login.iter().find(|l| l.what == "unknown ID")) {
+        writeln!(md, "\nUnknown against known ID, wrong password: {:.2}× at the median (before the fix: 0.05 s against 1.06 s, 0.05×).", unknown.p50 / known.p50)?;
+    }
     Ok(())
 }
