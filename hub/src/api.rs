@@ -455,6 +455,16 @@ fn check_lan_request(hub: &Hub, facility: &str, lan: &LanRequest) -> ApiResult<(
     provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e)).map(|_| ())
 }
 
+/// At most this many renewals an appliance in 24 hours.
+pub const RENEWALS_PER_DAY: i64 = 10;
+
+/// Checks (and with `claim`, records) that the private addresses a LAN certificate would carry
+/// are this facility's: the first facility to be issued one holds it (`registry::lan_addresses`).
+async fn claim_lan_addresses(hub: &Hub, facility: &str, names: &[String], claim: bool) -> ApiResult<()> {
+    let (f, n, t) = (facility.to_string(), names.to_vec(), now());
+    hub.registry.call(move |c| registry::lan_addresses(c, &f, &n, claim, t)).await??.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))
+}
+
 /// Issues the appliance's LAN server certificate (see `check_lan_request`), as of `t`.
 fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
     check_lan_request(hub, facility, lan)?;
@@ -475,6 +485,7 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
     if let Some(l) = &req.lan {
         if let Some(facility) = hub.registry.call(move |c| registry::token_facility(c, &hash, t)).await?? {
             check_lan_request(&hub, &facility, l)?;
+            claim_lan_addresses(&hub, &facility, &l.names, false).await?;
         }
     }
     if let Some(p) = &req.proxy {
@@ -487,7 +498,11 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
     })?;
     let nb = not_before(&hub, t);
     let lan = match &req.lan {
-        Some(l) => Some(issue_lan(&hub, &facility, &req.appliance, l, t)?),
+        Some(l) => {
+            check_lan_request(&hub, &facility, l)?;
+            claim_lan_addresses(&hub, &facility, &l.names, true).await?;
+            Some(issue_lan(&hub, &facility, &req.appliance, l, t)?)
+        }
         None => None,
     };
     let proxy = match &req.proxy {
@@ -543,9 +558,21 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
     let id = authed(&peer, &hub)?;
     let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let t = now();
+    // An appliance renews at two thirds of its lifetime, when its LAN names change, or when told
+    // to; a stolen identity minting certificates by the dozen is not that.
+    let (f, a) = (id.facility.clone(), id.appliance.clone());
+    let recent = hub.registry.call(move |c| registry::renewals_since(c, &f, &a, t - 86_400)).await??;
+    if recent >= RENEWALS_PER_DAY {
+        tracing::warn!(facility = %id.facility, appliance = %id.appliance, recent, "renewal refused: too many in a day");
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_renewals", format!("this appliance renewed {recent} times in the last 24 hours; try again tomorrow, or ask the network office")));
+    }
     let nb = not_before(&hub, t);
     let lan = match &req.lan {
-        Some(l) => Some(issue_lan(&hub, &id.facility, &id.appliance, l, t)?),
+        Some(l) => {
+            check_lan_request(&hub, &id.facility, l)?;
+            claim_lan_addresses(&hub, &id.facility, &l.names, true).await?;
+            Some(issue_lan(&hub, &id.facility, &id.appliance, l, t)?)
+        }
         None => None,
     };
     let proxy = match &req.proxy {

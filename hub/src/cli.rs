@@ -146,6 +146,12 @@ pub enum CertCommand {
         #[arg(long)]
         facility: Option<String>,
     },
+    /// Free a private address for another facility's LAN certificate (the first facility issued
+    /// one holds it). Revoke the old holder's LAN certificate too if it should stop working.
+    ReleaseAddress {
+        #[arg(long)]
+        address: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -308,6 +314,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote the CRL ({} entries) to {}; the running hub refuses these certificates from now on", entries.len(), path.display());
             if let Some(pid) = crate::broker::reload(&data.join("broker")) {
                 println!("asked the MQTT broker (pid {pid}) to read the CRL again");
+            }
+        }
+        Command::Cert { command: CertCommand::ReleaseAddress { address } } => {
+            if registry::release_lan_address(&registry(&data)?, &address)? {
+                println!("released {address}: the next facility to ask may be issued it");
+            } else {
+                anyhow::bail!("no facility holds {address}");
             }
         }
         Command::Serve(args) => serve(data, args)?,

@@ -33,6 +33,15 @@ CREATE TABLE certificate (
 CREATE INDEX certificate_facility ON certificate (facility);
 CREATE TABLE crl_state (one INTEGER PRIMARY KEY CHECK (one = 1), number INTEGER NOT NULL);
 INSERT INTO crl_state VALUES (1, 1);
+"#, r#"
+-- Which facility a private address on a LAN certificate belongs to: the first to be issued one
+-- for it. Private addresses repeat from clinic to clinic, and every clinic's browsers trust the
+-- root, so no two facilities may hold certificates for the same address.
+CREATE TABLE lan_address (
+    address   TEXT PRIMARY KEY,
+    facility  TEXT NOT NULL,
+    since     INTEGER NOT NULL
+);
 "#];
 
 /// Why a token was not accepted. The message never says whether a token exists for another
@@ -86,6 +95,47 @@ pub fn take_token(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Res
 /// is changed.
 pub fn token_facility(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT facility FROM token WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2", params![&hash[..], now], |r| r.get(0)).optional()
+}
+
+/// The address a LAN name stands for, written one way (`::ffff:10.0.0.1` and `10.0.0.1` are one),
+/// or None for a host name.
+pub fn lan_address(name: &str) -> Option<String> {
+    match name.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V6(v) => Some(v.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v.to_string())),
+        ip => Some(ip.to_string()),
+    }
+}
+
+/// Checks that the addresses among `names` are free or already `facility`'s; with `claim`,
+/// records them as its own. The error names the first address another facility holds.
+pub fn lan_addresses(conn: &Connection, facility: &str, names: &[String], claim: bool, now: i64) -> rusqlite::Result<Result<(), String>> {
+    for addr in names.iter().filter_map(|n| lan_address(n)) {
+        let holder: Option<String> = conn.query_row("SELECT facility FROM lan_address WHERE address = ?1", [&addr], |r| r.get(0)).optional()?;
+        match holder {
+            Some(f) if f != facility => {
+                return Ok(Err(format!(
+                    "{addr} is already the LAN address of another facility's appliance, and every clinic's browsers trust the network: give this appliance a host name under .{facility}.<LAN domain> instead, or ask the network office to release the address (tsunagi-hub cert release-address)"
+                )))
+            }
+            Some(_) => {}
+            None if claim => {
+                conn.execute("INSERT INTO lan_address (address, facility, since) VALUES (?1, ?2, ?3)", params![addr, facility, now])?;
+            }
+            None => {}
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Frees an address for another facility (the network office's decision); true when it was held.
+pub fn release_lan_address(conn: &Connection, address: &str) -> rusqlite::Result<bool> {
+    let a = lan_address(address).unwrap_or_else(|| address.to_string());
+    Ok(conn.execute("DELETE FROM lan_address WHERE address = ?1", [a])? > 0)
+}
+
+/// How many certificates `appliance` of `facility` renewed since `since`.
+pub fn renewals_since(conn: &Connection, facility: &str, appliance: &str, since: i64) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT count(*) FROM certificate WHERE facility = ?1 AND appliance = ?2 AND how = 'renew' AND issued_at >= ?3", params![facility, appliance, since], |r| r.get(0))
 }
 
 /// Links a used token to the certificate it paid for.
@@ -184,8 +234,27 @@ mod tests {
 
     fn mem() -> Connection {
         let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(MIGRATIONS[0]).unwrap();
+        for m in MIGRATIONS {
+            c.execute_batch(m).unwrap();
+        }
         c
+    }
+
+    #[test]
+    fn a_private_address_belongs_to_one_facility() {
+        let c = mem();
+        let (a, b) = ("3710000001", "3710000002");
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(lan_addresses(&c, a, &names(&["192.168.1.10", "box.3710000001.tsunagi.internal"]), true, 1).unwrap().is_ok());
+        assert!(lan_addresses(&c, a, &names(&["192.168.1.10"]), true, 2).unwrap().is_ok(), "its own again");
+        for taken in ["192.168.1.10", "::ffff:192.168.1.10"] {
+            let e = lan_addresses(&c, b, &names(&[taken]), false, 3).unwrap().unwrap_err();
+            assert!(e.contains("192.168.1.10") && e.contains("host name"), "{e}");
+        }
+        assert!(lan_addresses(&c, b, &names(&["192.168.1.11", "box.3710000002.tsunagi.internal"]), true, 3).unwrap().is_ok());
+        assert!(release_lan_address(&c, "192.168.1.10").unwrap());
+        assert!(lan_addresses(&c, b, &names(&["192.168.1.10"]), true, 4).unwrap().is_ok(), "released, then taken by another");
+        assert!(lan_addresses(&c, a, &names(&["192.168.1.10"]), false, 5).unwrap().is_err());
     }
 
     #[test]

@@ -253,4 +253,30 @@ fn a_refused_enrolment_does_not_spend_the_token() {
     let body = serde_json::json!({ "csr": csr, "lan": { "csr": csr, "names": ["box-1.3710000001.tsunagi.internal", "192.168.10.5"] } }).to_string();
     let a = raw(&hub_addr, Some(&me), &post("/v1/renew", &body));
     assert_eq!(status(&a), 200, "its own names: {a}");
+    // A private address is one facility's: another facility's appliance, enrolling or renewing,
+    // is refused it, and gets it once the office releases it.
+    let other = Appliance::new(&[], "");
+    let token_b = hub.token("3710000002", "1d");
+    let body = serde_json::json!({ "token": token_b, "csr": csr, "appliance": "box-b", "lan": { "csr": csr, "names": ["192.168.10.5"] } }).to_string();
+    let a = raw(&hub_addr, None, &post("/v1/enroll", &body));
+    assert_eq!(status(&a), 400, "{a}");
+    assert!(a.contains("192.168.10.5 is already the LAN address of another facility"), "{a}");
+    assert!(other.enroll(&hub, &token_b, "box-b").status.success(), "the token was not spent");
+    let theirs = other.dir.path().join("identity").join("identity.pem");
+    let body = serde_json::json!({ "csr": csr, "lan": { "csr": csr, "names": ["192.168.10.5"] } }).to_string();
+    let a = raw(&hub_addr, Some(&theirs), &post("/v1/renew", &body));
+    assert_eq!(status(&a), 400, "renewing into another's address: {a}");
+    assert!(hub.cmd("cert").args(["release-address", "--address", "192.168.10.5"]).status().unwrap().success());
+    let a = raw(&hub_addr, Some(&theirs), &post("/v1/renew", &body));
+    assert_eq!(status(&a), 200, "released: {a}");
+    // Renewals are counted: a stolen identity does not mint certificates by the dozen.
+    let mut last = String::new();
+    for _ in 0..12 {
+        last = raw(&hub_addr, Some(&me), &post("/v1/renew", &serde_json::json!({ "csr": csr }).to_string()));
+        if status(&last) != 200 {
+            break;
+        }
+    }
+    assert_eq!(status(&last), 429, "{last}");
+    assert!(last.contains("too_many_renewals"), "{last}");
 }
