@@ -254,7 +254,7 @@ fn tls_entrances_the_root_page_and_the_proxys_idle_limit() {
         assert!(handshake(addr, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-CAfile", root, "-verify_return_error"]), "{addr}: TLS 1.2 with a strong cipher refused");
         assert!(handshake(addr, &["-tls1_3", "-CAfile", root, "-verify_return_error"]), "{addr}: TLS 1.3 refused");
     }
-    assert!(handshake(&proxy, &["-tls1_3", "-CAfile", root, "-verify_return_error", "-verify_ip", common::net::LAN_IP]), "the LAN certificate names the appliance");
+    assert!(handshake(&proxy, &["-tls1_3", "-CAfile", root, "-verify_return_error", "-verify_ip", &edge.lan_ip()]), "the LAN certificate names the appliance");
     assert!(!handshake(&proxy, &["-tls1_3", "-CAfile", root, "-verify_return_error", "-verify_hostname", "localhost"]), "and never the hub's names");
     assert!(!handshake(&proxy, &["-tls1_3", "-CAfile", root, "-verify_return_error", "-verify_hostname", "www.example.com"]));
 
@@ -269,7 +269,7 @@ fn tls_entrances_the_root_page_and_the_proxys_idle_limit() {
     let (status, body) = http_get(&edge.plain_addr(), "/");
     let page = String::from_utf8(body).unwrap();
     assert_eq!(status, 200);
-    assert!(page.contains(&hub.fingerprint) && page.contains("/root.crt") && page.contains(&format!("https://{}:{}/", common::net::LAN_IP, proxy.rsplit(':').next().unwrap())), "{page}");
+    assert!(page.contains(&hub.fingerprint) && page.contains("/root.crt") && page.contains(&format!("https://{}:{}/", edge.lan_ip(), proxy.rsplit(':').next().unwrap())), "{page}");
     let (status, body) = http_get(&edge.plain_addr(), "/root.crt");
     assert_eq!((status, body), (200, std::fs::read(root).unwrap()));
     for path in ["/login", "/search?name=x", "/offline/", "/v1/position"] {

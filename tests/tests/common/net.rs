@@ -261,8 +261,13 @@ pub struct Appliance {
 }
 
 /// A port free on 127.0.0.1 right now.
-/// The loopback address the tests' appliances serve their LAN on.
-pub const LAN_IP: &str = "127.0.0.2";
+/// A loopback address for one appliance's LAN, its own within this test binary (127.0.0.2 and
+/// up): the hub holds localhost and 127.0.0.1, and a private address belongs to one facility.
+pub fn lan_ip() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("127.0.0.{}", 2 + NEXT.fetch_add(1, Ordering::Relaxed) % 240)
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -304,12 +309,13 @@ impl Appliance {
     }
 
     /// Turns on the LAN proxy (before enrolment, so the LAN certificate comes with it): HTTPS and
-    /// plain HTTP on free ports of 127.0.0.2, the appliance's "LAN address" on this one machine
-    /// (the hub has localhost and 127.0.0.1, which no LAN certificate may carry).
+    /// plain HTTP on free ports of its own loopback address (`lan_ip`), the appliance's "LAN" on
+    /// this one machine.
     pub fn enable_proxy(&mut self, extra: &str) {
-        let (https, plain) = (format!("{LAN_IP}:{}", free_port()), format!("{LAN_IP}:{}", free_port()));
+        let ip = lan_ip();
+        let (https, plain) = (format!("{ip}:{}", free_port()), format!("{ip}:{}", free_port()));
         let mut toml = std::fs::read_to_string(&self.config).unwrap();
-        toml.push_str(&format!("[proxy]\nlisten = {https:?}\nplain_listen = {plain:?}\nnames = [{LAN_IP:?}]\nhub_timeout = \"1s\"\n{extra}\n"));
+        toml.push_str(&format!("[proxy]\nlisten = {https:?}\nplain_listen = {plain:?}\nnames = [{ip:?}]\nhub_timeout = \"1s\"\n{extra}\n"));
         std::fs::write(&self.config, toml).unwrap();
         self.proxy = Some((https, plain));
     }
@@ -317,6 +323,12 @@ impl Appliance {
     /// The proxy as the facility's browsers open it.
     pub fn proxy_url(&self) -> String {
         format!("https://{}", self.proxy.as_ref().expect("proxy enabled").0)
+    }
+
+    /// The address the appliance's LAN certificate names.
+    pub fn lan_ip(&self) -> String {
+        let https = &self.proxy.as_ref().expect("proxy enabled").0;
+        https.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default()
     }
 
     pub fn plain_addr(&self) -> String {
