@@ -337,7 +337,7 @@ pub fn refusals(c: &Connection, regional_id: &str, except: &str) -> rusqlite::Re
 /// facilities told. The caller checks the facility is a core hospital, the role, and audits in
 /// the same transaction.
 #[allow(clippy::too_many_arguments)]
-pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, login: &str, regional_id: &str, reason: &str, minutes: i64, life: bool, now: i64) -> rusqlite::Result<(i64, Vec<String>)> {
+pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, login: &str, regional_id: &str, reason: &str, minutes: i64, life: bool, names: &std::collections::HashMap<String, String>, now: i64) -> rusqlite::Result<(i64, Vec<String>)> {
     let ends = now + minutes * 60;
     c.execute(
         "INSERT INTO emergency (facility, login, regional_id, reason, started_at, ends_at, life) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -366,11 +366,11 @@ pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, logi
     }
     let overridden: Vec<&String> = refused.iter().filter(|f| life && owners.contains(f)).collect();
     if !overridden.is_empty() {
-        let list = overridden.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("、");
+        let list = overridden.iter().map(|f| names.get(f.as_str()).map(|n| format!("{n}（{f}）")).unwrap_or_else(|| f.to_string())).collect::<Vec<_>>().join("、");
         tell(
             OFFICE_INBOX,
             format!("非公開の記録の緊急閲覧（生命の危険）: {facility_name}（地域患者ID {regional_id}）"),
-            format!("{facility_name} の医師 {login} が、患者の生命に危険があるとして、非公開の意思表示がある地域患者ID {regional_id} の記録（施設 {list}）を緊急閲覧しました（{minutes}分間）。理由: {reason}"),
+            format!("{facility_name} の医師 {login} が、患者の生命に危険があるとして、非公開の意思表示がある地域患者ID {regional_id} の記録（{list}）を緊急閲覧しました（{minutes}分間）。理由: {reason}"),
         )?;
     }
     Ok((ends, owners))
@@ -468,7 +468,7 @@ mod tests {
         let rid = eb.regional_id.clone();
         set_core(&c, "3710000009", true, 0).unwrap();
         let me = Viewer { facility: "3710000009", emergency_login: Some("er1") };
-        let (ends, told) = start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "意識障害で搬送", 60, false, 1000).unwrap();
+        let (ends, told) = start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "意識障害で搬送", 60, false, &Default::default(), 1000).unwrap();
         assert_eq!(ends, 1000 + 3600);
         assert_eq!(told, vec!["3710000002".to_string()]);
         assert_eq!(visible(&c, &rid, me, 2000).unwrap()[0].1, Basis::Emergency { until: ends, refused: false });
@@ -480,7 +480,7 @@ mod tests {
         assert!(visible(&c, &rid, me, 2200).unwrap().is_empty(), "no longer a core hospital");
         set_core(&c, "3710000009", true, 2300).unwrap();
         assert!(visible(&c, &rid, me, ends).unwrap().is_empty(), "over when the time is up");
-        start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "再搬送", 60, false, 5000).unwrap();
+        start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "再搬送", 60, false, &Default::default(), 5000).unwrap();
         assert!(!end_emergency(&c, "3710000009", "ns2", &rid, 5100).unwrap(), "only its starter ends it");
         assert!(end_emergency(&c, "3710000009", "er1", &rid, 5100).unwrap());
         assert!(visible(&c, &rid, me, 5100).unwrap().is_empty(), "over when ended");
@@ -502,7 +502,7 @@ mod tests {
         assert_eq!(refusals(&c, &rid, er).unwrap(), vec![b.to_string()]);
         assert!(refusals(&c, &rid, b).unwrap().is_empty(), "a facility's own refusal is not another's");
         let me = Viewer { facility: er, emergency_login: Some("dr1") };
-        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "意識障害", 60, false, 100).unwrap();
+        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "意識障害", 60, false, &Default::default(), 100).unwrap();
         assert_eq!(told, vec![a.to_string()], "B's records do not open, so B is not told");
         let seen: Vec<_> = visible(&c, &rid, me, 200).unwrap().into_iter().map(|(e, _)| e.facility).collect();
         assert_eq!(seen, vec![a.to_string()], "the refusal holds in an ordinary emergency");
@@ -513,7 +513,8 @@ mod tests {
         assert_eq!(search("dr1"), vec![a.to_string()], "nor does search show the refused entry");
         assert_eq!(unread(&c, OFFICE_INBOX).unwrap(), 0);
         // Life at stake: B's records open for this doctor alone, and B and the office are told.
-        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "心停止、既往不明", 60, true, 300).unwrap();
+        let names = [(b.to_string(), "B病院".to_string())].into_iter().collect();
+        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "心停止、既往不明", 60, true, &names, 300).unwrap();
         assert_eq!(told, vec![a.to_string(), b.to_string()]);
         let seen = visible(&c, &rid, me, 400).unwrap();
         assert_eq!(seen.len(), 2);
@@ -525,7 +526,7 @@ mod tests {
         assert!(to_b[0].subject.contains("非公開") && to_b[0].subject.contains("生命の危険"), "{:?}", to_b[0].subject);
         let to_office = inbox(&c, OFFICE_INBOX, 10).unwrap();
         assert_eq!(to_office.len(), 1);
-        assert!(to_office[0].body.contains(b) && to_office[0].body.contains("dr1"));
+        assert!(to_office[0].body.contains("B病院（3710000002）") && to_office[0].body.contains("dr1"), "{}", to_office[0].body);
         // Ended, it all closes again.
         assert!(end_emergency(&c, er, "dr1", &rid, 500).unwrap());
         assert!(visible(&c, &rid, me, 500).unwrap().is_empty());

@@ -382,7 +382,7 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     login(&mut office, &op, "office1", NEW);
     office.goto(&format!("{op}/inbox"));
     let told = office.texts("#messages tr.message");
-    assert!(told.iter().any(|m| m.contains("生命の危険") && m.contains("dr-c") && m.contains(B)), "{told:?}");
+    assert!(told.iter().any(|m| m.contains("生命の危険") && m.contains("dr-c") && m.contains(&format!("{B_NAME}（{B}）"))), "the office is told which facility, by name: {told:?}");
     office.screenshot("15-office-inbox");
     let detail: String = hub.region().query_row("SELECT detail FROM audit WHERE action = 'emergency-start' AND login = 'dr-c' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();
     assert!(detail.contains("life at stake") && detail.contains(B), "{detail}");

@@ -315,10 +315,14 @@ pub async fn emergency(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap
         e.detail.push_str(&format!("; the patient's refusal (非公開) at {} honoured", refused.join(",")));
     }
     let r = rid.clone();
+    let mut names = std::collections::HashMap::new();
+    for code in &refused {
+        names.insert(code.clone(), p.facility_name(code).await);
+    }
     let (ends, told) = p
         .write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = consent::start_emergency(&tx, &fac, &fname, &login, &r, &reason, minutes, life, t)?;
+            let out = consent::start_emergency(&tx, &fac, &fname, &login, &r, &reason, minutes, life, &names, t)?;
             audit::append(&tx, at, &e)?;
             tx.commit()?;
             Ok(out)
