@@ -74,17 +74,21 @@ pub struct Conn {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A service `serve` can run on a connection: hyper's, answering with a body `B`.
+pub trait HttpService<B>: Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: Send + 'static> + Send + 'static {}
+impl<S, B> HttpService<B> for S where S: Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: Send + 'static> + Send + 'static {}
+
+/// A body `serve` can send.
+pub trait HttpBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+impl<B> HttpBody for B where B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
 /// Serves HTTP/1.1 on `listener` (over TLS when `tls` is given), one `make(conn)` service per
 /// connection, within `limits`, until `stop` turns true; then drains and returns.
 pub async fn serve<M, S, B>(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, limits: Limits, make: M, mut stop: watch::Receiver<bool>)
 where
     M: Fn(&Conn) -> S + Send + Sync + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
 {
     let make = Arc::new(make);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -135,12 +139,8 @@ where
 async fn connection<M, S, B>(tcp: TcpStream, peer: SocketAddr, acceptor: Option<tokio_rustls::TlsAcceptor>, limits: Limits, make: &M, mut drain: watch::Receiver<bool>)
 where
     M: Fn(&Conn) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
 {
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().ok();
