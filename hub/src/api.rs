@@ -465,12 +465,14 @@ async fn claim_lan_addresses(hub: &Hub, facility: &str, names: &[String], claim:
     hub.registry.call(move |c| registry::lan_addresses(c, &f, &n, claim, t)).await??.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))
 }
 
-/// Issues the appliance's LAN server certificate (see `check_lan_request`), as of `t`.
-fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
-    check_lan_request(hub, facility, lan)?;
+/// Issues the appliance's LAN server certificate, as of `t`: `Ca::issue_lan` checks the names,
+/// and the private addresses it carries are then claimed for the facility (a certificate refused
+/// there is never handed out or recorded).
+async fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
     let key = provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let nb = not_before(hub, t);
     let issued = hub.ca.issue_lan(&key, facility, &lan.names, nb, t + hub.settings.client_cert_lifetime).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
+    claim_lan_addresses(hub, facility, &lan.names, true).await?;
     let cert = cert_row(&issued, facility, appliance, nb, t, "lan");
     Ok((issued.chain_pem, cert))
 }
@@ -498,11 +500,7 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
     })?;
     let nb = not_before(&hub, t);
     let lan = match &req.lan {
-        Some(l) => {
-            check_lan_request(&hub, &facility, l)?;
-            claim_lan_addresses(&hub, &facility, &l.names, true).await?;
-            Some(issue_lan(&hub, &facility, &req.appliance, l, t)?)
-        }
+        Some(l) => Some(issue_lan(&hub, &facility, &req.appliance, l, t).await?),
         None => None,
     };
     let proxy = match &req.proxy {
@@ -568,11 +566,7 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
     }
     let nb = not_before(&hub, t);
     let lan = match &req.lan {
-        Some(l) => {
-            check_lan_request(&hub, &id.facility, l)?;
-            claim_lan_addresses(&hub, &id.facility, &l.names, true).await?;
-            Some(issue_lan(&hub, &id.facility, &id.appliance, l, t)?)
-        }
+        Some(l) => Some(issue_lan(&hub, &id.facility, &id.appliance, l, t).await?),
         None => None,
     };
     let proxy = match &req.proxy {
