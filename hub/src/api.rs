@@ -268,7 +268,7 @@ fn authed(peer: &Peer, hub: &Hub) -> ApiResult<Identity> {
 
 /// A certificate verified at the handshake may since have been revoked or have expired.
 pub fn still_valid(hub: &Hub, id: &Identity) -> Result<(), (&'static str, String)> {
-    hub.revoked.check(&id.serial).map_err(|e| ("revoked", e))?;
+    hub.revoked.check(id).map_err(|e| ("revoked", e))?;
     if now() > id.not_after {
         return Err(("expired", "the client certificate has expired; enrol the appliance again".into()));
     }
@@ -433,6 +433,7 @@ fn cert_row(issued: &provisioning::ca::Issued, facility: &str, appliance: &str, 
         issued_at: t,
         how: how.into(),
         revoked_at: None,
+        issuer: Some(issued.issuer.clone()),
     }
 }
 
@@ -508,16 +509,7 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         None => None,
     };
     let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
-    let cert = registry::Cert {
-        serial: issued.serial.clone(),
-        facility: facility.clone(),
-        appliance: req.appliance.clone(),
-        not_before: nb,
-        not_after: issued.not_after,
-        issued_at: t,
-        how: "enrol".into(),
-        revoked_at: None,
-    };
+    let cert = cert_row(&issued, &facility, &req.appliance, nb, t, "enrol");
     let serial = issued.serial.clone();
     let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
     hub.registry
@@ -574,16 +566,7 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         None => None,
     };
     let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
-    let cert = registry::Cert {
-        serial: issued.serial.clone(),
-        facility: id.facility.clone(),
-        appliance: id.appliance.clone(),
-        not_before: nb,
-        not_after: issued.not_after,
-        issued_at: t,
-        how: "renew".into(),
-        revoked_at: None,
-    };
+    let cert = cert_row(&issued, &id.facility, &id.appliance, nb, t, "renew");
     let f = id.facility.clone();
     let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
     let name = hub
@@ -802,7 +785,7 @@ mod tests {
     fn hub(dir: &std::path::Path) -> Arc<Hub> {
         let mut ca = Ca::init(&dir.join("ca"), "test", now()).unwrap();
         ca.ensure_lan("tsunagi.internal", now()).unwrap();
-        let revoked = Arc::new(Revocations::new(dir.join("ca").join(provisioning::ca::CRL), ca.issuing_der()));
+        let revoked = Arc::new(Revocations::new(dir.join("ca").join(provisioning::ca::CRL), ca.issuing_ders()));
         let settings = Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1 };
         Arc::new(Hub::new(dir.to_owned(), ca, crate::key::HubKey::from_bytes([7; 32]), revoked, settings).unwrap())
     }
@@ -843,9 +826,10 @@ mod tests {
     async fn each_entrance_reaches_its_routes_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path());
+        let issuer = hub.ca.issuing_subject();
         let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default())));
         let (appliances, operators) = entrances(hub, portal);
-        let id = |purpose| Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose };
+        let id = |purpose| Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose, issuer: issuer.clone() };
         let (as_appliance, as_proxy) = (Channel::Appliance(id(Purpose::Appliance)), Channel::Proxy(id(Purpose::PortalProxy)));
         for route in shared::route::PORTAL {
             let path = sample(route);
@@ -929,6 +913,7 @@ mod tests {
         use crate::portal::{Who, ROUTES};
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path());
+        let issuer = hub.ca.issuing_subject();
         let a = "3710000001";
         let rid = {
             let c = crate::region::open(dir.path(), &crate::key::HubKey::from_bytes([7; 32]).derive("region")).unwrap();
@@ -953,7 +938,7 @@ mod tests {
         };
         let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default())));
         let (appliances, operators) = entrances(hub, portal);
-        let proxy = Channel::Proxy(Identity { facility: a.into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy });
+        let proxy = Channel::Proxy(Identity { facility: a.into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy, issuer: issuer.clone() });
         let path_of = |route: &str| sample(route).replace("R0000001", &rid).replace("/dr-a/", "/nobody-x/");
         assert_eq!(ROUTES.iter().map(|r| r.path).collect::<Vec<_>>(), shared::route::PORTAL.to_vec(), "the table is the proxy's list");
 
@@ -1014,6 +999,7 @@ mod tests {
     async fn login_attempts_are_throttled_per_terminal() {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path());
+        let issuer = hub.ca.issuing_subject();
         {
             let c = crate::region::open(dir.path(), &crate::key::HubKey::from_bytes([7; 32]).derive("region")).unwrap();
             crate::account::add(&c, "dr-a", "dr-a", "3710000001", crate::account::Role::Doctor, &crate::account::hash_password("Pass-word1"), "test", now()).unwrap().unwrap();
@@ -1021,7 +1007,7 @@ mod tests {
         }
         let portal = Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default()));
         let (appliances, _) = entrances(hub, crate::portal::router(portal.clone()));
-        let proxy = Channel::Proxy(Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy });
+        let proxy = Channel::Proxy(Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy, issuer: issuer.clone() });
         let attempt = |terminal: &'static str, password: &'static str| {
             let (app, ch) = (appliances.proxy.clone(), proxy.clone());
             async move {

@@ -98,7 +98,7 @@ pub fn setup(ca: &Ca, s: &Setup, now: i64) -> anyhow::Result<()> {
     let (server, server_key) = ca.issue_server(&s.names, now, 397).map_err(anyhow::Error::msg)?;
     let (client, client_key) = ca.issue_service_client(shared::fleet::HUB_USER, now, 397).map_err(anyhow::Error::msg)?;
     let w = |name: &str, text: &str, mode: u32| provisioning::secret::write_atomic(&s.dir.join(name), text.as_bytes(), mode).map_err(|e| anyhow::anyhow!("{}: {e}", s.dir.join(name).display()));
-    w(CA_PEM, &format!("{}{}", ca.root_pem(), ca.issuing_pem()), 0o644)?;
+    w(CA_PEM, &format!("{}{}", ca.root_pem(), ca.issuing_pems()), 0o644)?;
     w(SERVER_PEM, &server, 0o644)?;
     w(SERVER_KEY, &server_key, 0o600)?;
     w(HUB_CLIENT, &format!("{client}{client_key}"), 0o600)?;

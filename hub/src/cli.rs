@@ -112,6 +112,23 @@ pub enum CaCommand {
     },
     /// Print the root's SHA-256 fingerprint, which appliances are given at enrolment.
     Fingerprint,
+    /// The issuing CAs honoured (the current one and those it replaced), and how many
+    /// certificates of each are still in use.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the issuing CA with a new one under the same root (needs `root.key` back in the
+    /// CA folder, and the hub stopped). Certificates from the replaced one stay valid until it
+    /// is withdrawn; new ones come from the new one. See docs/security.md.
+    RotateIssuing,
+    /// Withdraw a replaced issuing CA once none of its certificates is in use (the hub stopped):
+    /// from then on every certificate it issued is refused.
+    WithdrawIssuing {
+        /// Its serial, as `ca list` shows it.
+        #[arg(long)]
+        serial: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,6 +288,78 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca { command: CaCommand::Fingerprint } => {
             println!("{}", Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?.fingerprint());
         }
+        Command::Ca { command: CaCommand::List { json } } => {
+            let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
+            let conn = registry(&data)?;
+            let mut rows = Vec::new();
+            for c in ca.issuing_cas() {
+                let in_use = registry::in_use_from(&conn, &c.serial, now())?.len();
+                rows.push((c, in_use));
+            }
+            if json {
+                let list: Vec<_> = rows.iter().map(|(c, n)| serde_json::json!({"serial": c.serial, "subject": c.subject, "not_after": c.not_after, "current": c.current, "in_use": n})).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for (c, n) in rows {
+                    let state = if c.current { "current" } else { "previous" };
+                    println!("{}  {state:<8}  until {}  {n} certificates in use  {}", c.serial, time(c.not_after), c.subject);
+                }
+            }
+        }
+        Command::Ca { command: CaCommand::RotateIssuing } => {
+            let dir = ca_dir(&data);
+            let _lock = serve_lock(&dir).map_err(|e| anyhow::anyhow!("{e}: stop `tsunagi-hub serve` first; it signs with the issuing CA this replaces"))?;
+            let (old, new) = Ca::rotate_issuing(&dir, now()).map_err(anyhow::Error::msg)?;
+            let conn = registry(&data)?;
+            let assigned = registry::assign_issuer(&conn, &old)?;
+            let ca = Ca::load(&dir).map_err(anyhow::Error::msg)?;
+            let (entries, number) = registry::crl_entries(&conn)?;
+            ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
+            let in_use = registry::in_use_from(&conn, &old, now())?.len();
+            println!("new issuing CA: {new}");
+            println!("replaced:       {old} (kept in {}; {in_use} certificates from it in use, {assigned} earlier rows marked as its)", dir.join("previous").display());
+            println!("wrote the CRL, once signed by each");
+            println!("next:");
+            println!("  1. move {} offline again", dir.join("root.key").display());
+            println!("  2. tsunagi-hub broker setup (same options as before), then restart Mosquitto: its certificate and the hub's client certificate come from the new CA");
+            println!("  3. start the hub: its server certificate comes from the new CA; appliances get theirs at their next renewal (or the fleet page's renew)");
+            println!("  4. when `tsunagi-hub ca list` shows none in use from {old}: tsunagi-hub ca withdraw-issuing --serial {old}");
+        }
+        Command::Ca { command: CaCommand::WithdrawIssuing { serial } } => {
+            let dir = ca_dir(&data);
+            let _lock = serve_lock(&dir).map_err(|e| anyhow::anyhow!("{e}: stop `tsunagi-hub serve` first"))?;
+            let serial = serial.trim().to_ascii_lowercase();
+            let conn = registry(&data)?;
+            let in_use = registry::in_use_from(&conn, &serial, now())?;
+            if !in_use.is_empty() {
+                let list: Vec<String> = in_use.iter().take(10).map(|c| format!("{} {} {} ({})", c.facility, c.appliance, c.how, c.serial)).collect();
+                anyhow::bail!(
+                    "{} certificates from {serial} are still in use, among them: {}. Have those appliances renew (`tsunagi-edge renew`, or the fleet page's renew), or revoke them (`tsunagi-hub cert revoke`), then withdraw",
+                    in_use.len(),
+                    list.join("; ")
+                );
+            }
+            let ca = Ca::load(&dir).map_err(anyhow::Error::msg)?;
+            let withdrawn = ca.issuing_cas().into_iter().find(|c| c.serial == serial);
+            if let Some(w) = &withdrawn {
+                for file in [crate::broker::SERVER_PEM, crate::broker::HUB_CLIENT] {
+                    let path = data.join("broker").join(file);
+                    if let Ok(pem) = std::fs::read(&path) {
+                        if provisioning::cert::issued_by(&pem, &w.der) {
+                            anyhow::bail!("{} is from {serial}: run `tsunagi-hub broker setup` again (and restart Mosquitto) first", path.display());
+                        }
+                    }
+                }
+            }
+            Ca::withdraw_issuing(&dir, &serial).map_err(anyhow::Error::msg)?;
+            let ca = Ca::load(&dir).map_err(anyhow::Error::msg)?;
+            let (entries, number) = registry::crl_entries(&conn)?;
+            ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
+            println!("withdrew the issuing CA {serial}: the CRL no longer answers for it, so every certificate it issued is refused");
+            if let Some(pid) = crate::broker::reload(&data.join("broker")) {
+                println!("asked the MQTT broker (pid {pid}) to read the CRL again");
+            }
+        }
         Command::Token { command: TokenCommand::Create { facility, name, valid } } => {
             provisioning::token::check_facility(&facility).map_err(anyhow::Error::msg)?;
             let valid = shared::time::parse_duration(&valid).map_err(anyhow::Error::msg)?;
@@ -403,7 +492,17 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The lock a serving hub holds on its CA folder, so that the issuing CA is not replaced under
+/// it (`ca rotate-issuing` and `ca withdraw-issuing` take it too). Released when the process ends.
+fn serve_lock(ca_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let path = ca_dir.join("serve.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.try_lock().map_err(|_| format!("a hub is serving from {} (it holds {})", ca_dir.display(), path.display()))?;
+    Ok(f)
+}
+
 fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    let _lock = serve_lock(&ca_dir(&data)).map_err(|e| anyhow::anyhow!("{e}: only one hub serves from a data folder"))?;
     let mut ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
     if ca.ensure_lan(&args.lan_domain, now()).map_err(anyhow::Error::msg)? {
         tracing::info!(domain = %args.lan_domain, "made the LAN issuing CA, name-constrained to the LAN domain and private addresses");
@@ -415,7 +514,7 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     if !(3..=90 * 86_400).contains(&crl_validity) {
         anyhow::bail!("--crl-validity must be between 3s and 90d");
     }
-    let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL), ca.issuing_der()));
+    let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL), ca.issuing_ders()));
     let tls = crate::tls::server_config(&ca, &args.names, revoked.clone(), now())?;
     let fingerprint = ca.fingerprint();
     let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept };
@@ -513,7 +612,7 @@ async fn crl_upkeep(hub: Arc<Hub>, validity: i64, broker_dir: PathBuf) {
     loop {
         let due = match hub.revoked.current() {
             // Written by `cert revoke` or an earlier run with another validity: this run's rules.
-            Ok(c) => c.next_update - now() < validity * 2 / 3 || c.next_update - now() > validity + 60,
+            Ok(c) => c.next_update() - now() < validity * 2 / 3 || c.next_update() - now() > validity + 60,
             Err(_) => true,
         };
         if due {

@@ -42,6 +42,10 @@ CREATE TABLE lan_address (
     facility  TEXT NOT NULL,
     since     INTEGER NOT NULL
 );
+"#, r#"
+-- The serial of the CA that signed each certificate (the issuing CA, or the LAN issuing CA for
+-- LAN certificates). Rows from before are filled in when the issuing CA is first replaced.
+ALTER TABLE certificate ADD COLUMN issuer TEXT;
 "#];
 
 /// Why a token was not accepted. The message never says whether a token exists for another
@@ -154,19 +158,21 @@ pub struct Cert {
     pub issued_at: i64,
     pub how: String,
     pub revoked_at: Option<i64>,
+    /// The serial of the CA that signed it (none for rows from before the registry kept it).
+    pub issuer: Option<String>,
 }
 
 pub fn record_cert(conn: &Connection, c: &Cert) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO certificate (serial, facility, appliance, not_before, not_after, issued_at, how) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![c.serial, c.facility, c.appliance, c.not_before, c.not_after, c.issued_at, c.how],
+        "INSERT INTO certificate (serial, facility, appliance, not_before, not_after, issued_at, how, issuer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![c.serial, c.facility, c.appliance, c.not_before, c.not_after, c.issued_at, c.how, c.issuer],
     )?;
     Ok(())
 }
 
 pub fn certs(conn: &Connection, facility: Option<&str>) -> rusqlite::Result<Vec<Cert>> {
     let mut st = conn.prepare(
-        "SELECT serial, facility, appliance, not_before, not_after, issued_at, how, revoked_at FROM certificate
+        "SELECT serial, facility, appliance, not_before, not_after, issued_at, how, revoked_at, issuer FROM certificate
          WHERE ?1 IS NULL OR facility = ?1 ORDER BY issued_at, serial",
     )?;
     let rows = st.query_map([facility], |r| {
@@ -179,6 +185,7 @@ pub fn certs(conn: &Connection, facility: Option<&str>) -> rusqlite::Result<Vec<
             issued_at: r.get(5)?,
             how: r.get(6)?,
             revoked_at: r.get(7)?,
+            issuer: r.get(8)?,
         })
     })?;
     rows.collect()
@@ -205,6 +212,44 @@ pub fn revoke(conn: &Connection, serial: Option<&str>, facility: Option<&str>, n
     }
     tx.commit()?;
     Ok(serials)
+}
+
+/// Marks the certificates the registry does not know the issuer of (rows from before it kept
+/// one) as issued by `issuer`, the issuing CA about to be replaced. LAN certificates come from
+/// the LAN issuing CA and are left alone.
+pub fn assign_issuer(conn: &Connection, issuer: &str) -> rusqlite::Result<usize> {
+    conn.execute("UPDATE certificate SET issuer = ?1 WHERE issuer IS NULL AND how != 'lan'", [issuer])
+}
+
+/// The certificates from `issuer` still in use: not revoked, not expired, and not replaced by a
+/// newer one of the same appliance and kind (its own certificate, or its proxy's). Withdrawing
+/// the issuer cuts these off.
+pub fn in_use_from(conn: &Connection, issuer: &str, now: i64) -> rusqlite::Result<Vec<Cert>> {
+    let kind = |t: &str| format!("(CASE WHEN {t}.how IN ('enrol', 'renew') THEN 'appliance' ELSE {t}.how END)");
+    let sql = format!(
+        "SELECT c.serial, c.facility, c.appliance, c.not_before, c.not_after, c.issued_at, c.how, c.revoked_at, c.issuer FROM certificate c
+         WHERE c.issuer = ?1 AND c.revoked_at IS NULL AND c.not_after > ?2 AND c.how != 'lan'
+           AND NOT EXISTS (SELECT 1 FROM certificate n WHERE n.facility = c.facility AND n.appliance = c.appliance
+                           AND {} = {} AND n.issued_at > c.issued_at AND n.revoked_at IS NULL)
+         ORDER BY c.facility, c.appliance, c.issued_at",
+        kind("n"),
+        kind("c")
+    );
+    let mut st = conn.prepare(&sql)?;
+    let rows = st.query_map(params![issuer, now], |r| {
+        Ok(Cert {
+            serial: r.get(0)?,
+            facility: r.get(1)?,
+            appliance: r.get(2)?,
+            not_before: r.get(3)?,
+            not_after: r.get(4)?,
+            issued_at: r.get(5)?,
+            how: r.get(6)?,
+            revoked_at: r.get(7)?,
+            issuer: r.get(8)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// Every revoked serial with its time, and the next CRL number (incremented).
@@ -272,7 +317,7 @@ mod tests {
     fn revocation_by_serial_or_facility_feeds_the_crl() {
         let c = mem();
         for (s, f) in [("aa", "3712345678"), ("bb", "3712345678"), ("cc", "3799999999")] {
-            record_cert(&c, &Cert { serial: s.into(), facility: f.into(), appliance: "x".into(), not_before: 0, not_after: 9, issued_at: 0, how: "enrol".into(), revoked_at: None }).unwrap();
+            record_cert(&c, &Cert { serial: s.into(), facility: f.into(), appliance: "x".into(), not_before: 0, not_after: 9, issued_at: 0, how: "enrol".into(), revoked_at: None, issuer: None }).unwrap();
         }
         assert!(revoke(&c, None, None, 5).unwrap().is_empty(), "revoking nothing named must revoke nothing");
         assert_eq!(revoke(&c, Some("AA"), None, 5).unwrap(), ["aa"]);
@@ -283,9 +328,42 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_is_in_use_until_revoked_expired_or_replaced() {
+        let c = mem();
+        let cert = |serial: &str, appliance: &str, issued_at, not_after, how: &str, issuer: Option<&str>| Cert {
+            serial: serial.into(),
+            facility: "3712345678".into(),
+            appliance: appliance.into(),
+            not_before: 0,
+            not_after,
+            issued_at,
+            how: how.into(),
+            revoked_at: None,
+            issuer: issuer.map(Into::into),
+        };
+        for x in [
+            cert("a1", "box-1", 10, 900, "enrol", None),
+            cert("p1", "box-1", 10, 900, "proxy", None),
+            cert("l1", "box-1", 10, 900, "lan", None),
+            cert("a2", "box-1", 20, 900, "renew", Some("new")), // replaces a1, not p1
+            cert("b1", "box-2", 10, 900, "enrol", None),
+            cert("c1", "box-3", 10, 50, "enrol", None), // expired at 100
+            cert("d1", "box-4", 10, 900, "enrol", None),
+        ] {
+            record_cert(&c, &x).unwrap();
+        }
+        revoke(&c, Some("d1"), None, 30).unwrap();
+        assert_eq!(assign_issuer(&c, "old").unwrap(), 5, "every row without an issuer but the LAN certificate");
+        let got: Vec<String> = in_use_from(&c, "old", 100).unwrap().into_iter().map(|c| c.serial).collect();
+        assert_eq!(got, ["p1", "b1"]);
+        assert_eq!(in_use_from(&c, "new", 100).unwrap().len(), 1);
+        assert_eq!(certs(&c, None).unwrap().iter().find(|c| c.serial == "l1").unwrap().issuer, None);
+    }
+
+    #[test]
     fn revoking_an_appliance_revokes_its_proxy_and_lan_certificates() {
         let c = mem();
-        let cert = |serial: &str, appliance: &str, issued_at, how: &str| Cert { serial: serial.into(), facility: "3712345678".into(), appliance: appliance.into(), not_before: 0, not_after: 9, issued_at, how: how.into(), revoked_at: None };
+        let cert = |serial: &str, appliance: &str, issued_at, how: &str| Cert { serial: serial.into(), facility: "3712345678".into(), appliance: appliance.into(), not_before: 0, not_after: 9, issued_at, how: how.into(), revoked_at: None, issuer: Some("i1".into()) };
         for x in [cert("a1", "box-1", 10, "enrol"), cert("p1", "box-1", 10, "proxy"), cert("l1", "box-1", 10, "lan"), cert("a2", "box-1", 20, "renew"), cert("p2", "box-1", 20, "proxy"), cert("p9", "box-2", 10, "proxy")] {
             record_cert(&c, &x).unwrap();
         }

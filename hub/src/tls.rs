@@ -3,7 +3,7 @@
 //! the network root and the current CRL. Which facility a connection speaks for is read from its
 //! verified certificate here and nowhere else.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -18,16 +18,18 @@ use provisioning::{Ca, Identity};
 
 /// The revoked serials, read from the CA's `crl.pem` and read again whenever that file changes,
 /// so `tsunagi-hub cert revoke` in another process takes effect on the next handshake and the
-/// next request. The CRL must be signed by the issuing CA, name it as issuer, and be current (its
-/// next update still ahead); a CRL that is not, or cannot be read, refuses everyone: revocation
-/// fails closed.
+/// next request. The file holds one CRL per issuing CA honoured (two while one replaces
+/// another). Each must be signed by an issuing CA the hub knows, name it as issuer, and be
+/// current (its next update still ahead). A certificate is checked against its own issuer's CRL;
+/// an issuer without a good CRL, or a file that cannot be read, refuses everyone it answers for:
+/// revocation fails closed.
 pub struct Revocations {
     path: PathBuf,
-    /// The issuing CA's certificate (DER), whose key signs the CRL.
-    issuer: Vec<u8>,
+    /// The issuing CAs' certificates (DER), whose keys sign the CRLs.
+    issuers: Vec<Vec<u8>>,
     /// The file's (modification time, length, inode) when read: the CA replaces the file by a
     /// rename, and two writes can share a coarse modification time.
-    cache: Mutex<(Option<(SystemTime, u64, u64)>, Result<Crl, String>)>,
+    cache: Mutex<(Option<(SystemTime, u64, u64)>, Result<Crls, String>)>,
 }
 
 /// A CRL that was read and checked: its serials and when it must be replaced.
@@ -38,15 +40,35 @@ pub struct Crl {
     pub next_update: i64,
 }
 
+/// The checked CRLs of a file, by their issuer's distinguished name (DER).
+#[derive(Debug, Clone, Default)]
+pub struct Crls {
+    pub by_issuer: HashMap<Vec<u8>, Crl>,
+    /// Issuing CAs the hub knows that the file has no CRL from (their certificates are refused).
+    pub missing: Vec<String>,
+}
+
+impl Crls {
+    /// The earliest next update of them all (when the file must be written again).
+    pub fn next_update(&self) -> i64 {
+        self.by_issuer.values().map(|c| c.next_update).min().unwrap_or(0)
+    }
+}
+
 impl Revocations {
-    pub fn new(path: PathBuf, issuer: Vec<u8>) -> Revocations {
-        Revocations { path, issuer, cache: Mutex::new((None, Err("not read yet".into()))) }
+    pub fn new(path: PathBuf, issuers: Vec<Vec<u8>>) -> Revocations {
+        Revocations { path, issuers, cache: Mutex::new((None, Err("not read yet".into()))) }
     }
 
-    /// The current CRL as last read and checked, read again when the file changed.
-    pub fn current(&self) -> Result<Crl, String> {
+    /// The current CRLs as last read and checked, read again when the file changed. An error
+    /// when the file cannot be read, or lacks the CRL of an issuing CA the hub knows.
+    pub fn current(&self) -> Result<Crls, String> {
         self.refresh();
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+        let crls = self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.clone()?;
+        if !crls.missing.is_empty() {
+            return Err(format!("{}: no CRL from {}", self.path.display(), crls.missing.join(", ")));
+        }
+        Ok(crls)
     }
 
     fn refresh(&self) {
@@ -54,45 +76,63 @@ impl Revocations {
         let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if stamp.is_none() || cache.0 != stamp {
-            cache.1 = read_crl(&self.path, &self.issuer);
+            cache.1 = read_crls(&self.path, &self.issuers);
             cache.0 = stamp;
-            if let Err(e) = &cache.1 {
-                tracing::error!(crl = %self.path.display(), error = %e, "the CRL cannot be read: refusing every client certificate until it can");
+            match &cache.1 {
+                Err(e) => tracing::error!(crl = %self.path.display(), error = %e, "the CRL cannot be read: refusing every client certificate until it can"),
+                Ok(c) if !c.missing.is_empty() => tracing::error!(crl = %self.path.display(), missing = %c.missing.join(", "), "no CRL from these issuing CAs: refusing the certificates they issued until there is one"),
+                Ok(_) => {}
             }
         }
     }
 
-    /// `Ok(())` when the serial is not revoked and the CRL is current; otherwise why it is refused.
-    pub fn check(&self, serial: &str) -> Result<(), String> {
+    /// `Ok(())` when the certificate is not revoked and its issuer's CRL is current; otherwise
+    /// why it is refused.
+    pub fn check(&self, id: &Identity) -> Result<(), String> {
         self.refresh();
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match &cache.1 {
-            Ok(crl) if crl.next_update <= crate::now() => Err(format!("the CRL lapsed at {} and was not renewed: revocation cannot be checked", shared::time::rfc3339(crl.next_update))),
-            Ok(crl) if crl.serials.contains(serial) => Err("the certificate has been revoked".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("revocation cannot be checked: {e}")),
+        let crls = cache.1.as_ref().map_err(|e| format!("revocation cannot be checked: {e}"))?;
+        match crls.by_issuer.get(&id.issuer) {
+            None => Err("revocation cannot be checked: there is no CRL from the certificate's issuer (an issuing CA withdrawn or unknown)".into()),
+            Some(crl) if crl.next_update <= crate::now() => Err(format!("the CRL lapsed at {} and was not renewed: revocation cannot be checked", shared::time::rfc3339(crl.next_update))),
+            Some(crl) if crl.serials.contains(&id.serial) => Err("the certificate has been revoked".into()),
+            Some(_) => Ok(()),
         }
     }
 }
 
-/// Reads the CRL and checks it: signed by `issuer_der`'s key, naming it as issuer, already
-/// in force. (Whether it is still current is checked at each use.)
-pub fn read_crl(path: &std::path::Path, issuer_der: &[u8]) -> Result<Crl, String> {
+/// Reads every CRL in the file and checks each: signed by one of `issuers`' keys, naming it as
+/// issuer, already in force. (Whether each is still current is checked at each use.) A CRL from
+/// anyone else fails the whole file.
+pub fn read_crls(path: &std::path::Path, issuers: &[Vec<u8>]) -> Result<Crls, String> {
     use rustls::pki_types::pem::PemObject;
-    let der = rustls::pki_types::CertificateRevocationListDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der).map_err(|e| format!("the issuing CA's certificate: {e}"))?;
-    if crl.issuer() != issuer.subject() {
-        return Err(format!("{}: issued by {}, not by the network's issuing CA", path.display(), crl.issuer()));
+    let ders = rustls::pki_types::CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if ders.is_empty() {
+        return Err(format!("{}: no CRL in it", path.display()));
     }
-    verify_crl_signature(crl.tbs_cert_list.as_ref(), &crl.signature_value.data, issuer.public_key().subject_public_key.data.as_ref())
-        .map_err(|e| format!("{}: its signature does not verify with the issuing CA's key ({e})", path.display()))?;
-    let this_update = crl.last_update().timestamp();
-    let next_update = crl.next_update().map(|t| t.timestamp()).ok_or_else(|| format!("{}: it has no next update", path.display()))?;
-    if this_update > crate::now() + 300 {
-        return Err(format!("{}: it is not in force until {}", path.display(), shared::time::rfc3339(this_update)));
+    let issuers = issuers
+        .iter()
+        .map(|d| x509_parser::parse_x509_certificate(d).map(|(_, c)| c).map_err(|e| format!("an issuing CA's certificate: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Crls::default();
+    for der in &ders {
+        let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| format!("{}: {e}", path.display()))?;
+        let issuer = issuers.iter().find(|i| i.subject().as_raw() == crl.issuer().as_raw()).ok_or_else(|| format!("{}: issued by {}, not by the network's issuing CA", path.display(), crl.issuer()))?;
+        verify_crl_signature(crl.tbs_cert_list.as_ref(), &crl.signature_value.data, issuer.public_key().subject_public_key.data.as_ref())
+            .map_err(|e| format!("{}: its signature does not verify with the issuing CA's key ({e})", path.display()))?;
+        let this_update = crl.last_update().timestamp();
+        let next_update = crl.next_update().map(|t| t.timestamp()).ok_or_else(|| format!("{}: it has no next update", path.display()))?;
+        if this_update > crate::now() + 300 {
+            return Err(format!("{}: it is not in force until {}", path.display(), shared::time::rfc3339(this_update)));
+        }
+        let serials = crl.iter_revoked_certificates().map(|r| shared::chain::hex(r.raw_serial())).collect();
+        out.by_issuer.insert(crl.issuer().as_raw().to_vec(), Crl { serials, this_update, next_update });
     }
-    Ok(Crl { serials: crl.iter_revoked_certificates().map(|r| shared::chain::hex(r.raw_serial())).collect(), this_update, next_update })
+    out.missing = issuers.iter().filter(|i| !out.by_issuer.contains_key(i.subject().as_raw())).map(|i| i.subject().to_string()).collect();
+    Ok(out)
 }
 
 /// Checks an ECDSA P-256 SHA-256 CRL signature (the only kind the network's CA makes) with ring.
@@ -132,7 +172,7 @@ impl ClientCertVerifier for Verifier {
     fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
         let id = Identity::from_der(end_entity).map_err(|e| rustls::Error::General(e))?;
-        self.revoked.check(&id.serial).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::Revoked))?;
+        self.revoked.check(&id).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::Revoked))?;
         Ok(ok)
     }
 
@@ -182,6 +222,11 @@ pub fn server_config(ca: &Ca, names: &[String], revoked: Arc<Revocations>, now: 
 mod tests {
     use super::*;
 
+    /// An identity from `ca` with this serial (what the handshake reads from a certificate).
+    fn id(ca: &Ca, serial: &str) -> Identity {
+        Identity { facility: "3712345678".into(), appliance: "box-1".into(), serial: serial.into(), not_before: 0, not_after: i64::MAX / 2, purpose: provisioning::Purpose::Appliance, issuer: ca.issuing_subject() }
+    }
+
     #[test]
     fn a_crl_counts_only_when_signed_by_the_issuing_ca_and_current() {
         let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -189,13 +234,15 @@ mod tests {
         let ca = Ca::init(dir.path(), "test", t).unwrap();
         let foreign = Ca::init(other.path(), "other", t).unwrap();
         let path = dir.path().join(provisioning::ca::CRL);
-        let r = Revocations::new(path.clone(), ca.issuing_der());
+        let r = Revocations::new(path.clone(), ca.issuing_ders());
         ca.write_crl(&[("0a0b".into(), t)], 2, t).unwrap();
-        assert!(r.check("0c").is_ok());
-        assert_eq!(r.check("0a0b").unwrap_err(), "the certificate has been revoked");
+        assert!(r.check(&id(&ca, "0c")).is_ok());
+        assert_eq!(r.check(&id(&ca, "0a0b")).unwrap_err(), "the certificate has been revoked");
+        // A certificate from another issuer has no CRL here.
+        assert!(r.check(&id(&foreign, "0c")).unwrap_err().contains("no CRL from the certificate's issuer"));
         // A CRL from another CA, dropped where the hub's belongs, refuses everyone.
         std::fs::copy(other.path().join(provisioning::ca::CRL), &path).unwrap();
-        let e = r.check("0c").unwrap_err();
+        let e = r.check(&id(&ca, "0c")).unwrap_err();
         assert!(e.contains("not by the network's issuing CA"), "{e}");
         drop(foreign);
         // The hub's own CRL with its signature damaged refuses everyone.
@@ -205,13 +252,47 @@ mod tests {
         let n = der.len();
         der[n - 5] ^= 1;
         std::fs::write(&path, provisioning::cert::pem("X509 CRL", &der)).unwrap();
-        let e = r.check("0c").unwrap_err();
+        let e = r.check(&id(&ca, "0c")).unwrap_err();
         assert!(e.contains("signature"), "{e}");
         // A CRL past its next update refuses everyone.
         ca.write_crl_valid_for(&[], 4, t - 1000, 10).unwrap();
-        let e = r.check("0c").unwrap_err();
+        let e = r.check(&id(&ca, "0c")).unwrap_err();
         assert!(e.contains("lapsed"), "{e}");
         ca.write_crl(&[], 5, t).unwrap();
-        assert!(r.check("0c").is_ok());
+        assert!(r.check(&id(&ca, "0c")).is_ok());
+    }
+
+    /// While one issuing CA replaces another, the file holds a CRL from each, and each
+    /// certificate is checked against its own issuer's; once the old one is withdrawn, its
+    /// certificates have no CRL and are refused, while the new one's are not.
+    #[test]
+    fn each_issuing_ca_answers_for_its_own_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = crate::now();
+        let old = Ca::init(dir.path(), "test", t).unwrap();
+        let (old_serial, _) = Ca::rotate_issuing(dir.path(), t).unwrap();
+        let new = Ca::load(dir.path()).unwrap();
+        assert_eq!(new.issuing_cas().len(), 2);
+        assert_ne!(old.issuing_subject(), new.issuing_subject(), "told apart by name, as OpenSSL finds CRLs");
+        let path = dir.path().join(provisioning::ca::CRL);
+        let r = Revocations::new(path.clone(), new.issuing_ders());
+        new.write_crl(&[("0a".into(), t)], 2, t).unwrap();
+        assert_eq!(r.current().unwrap().by_issuer.len(), 2);
+        assert!(r.check(&id(&old, "0c")).is_ok() && r.check(&id(&new, "0c")).is_ok());
+        assert!(r.check(&id(&old, "0a")).is_err() && r.check(&id(&new, "0a")).is_err());
+        // A file with the old CA's CRL only (written by a hub that never saw the rotation) has
+        // none from the new one: its certificates are refused, and the hub knows to write again.
+        old.write_crl(&[], 3, t).unwrap();
+        assert!(r.current().unwrap_err().contains("no CRL from"));
+        assert!(r.check(&id(&old, "0c")).is_ok());
+        assert!(r.check(&id(&new, "0c")).unwrap_err().contains("no CRL from the certificate's issuer"));
+        Ca::withdraw_issuing(dir.path(), &old_serial).unwrap();
+        assert!(Ca::withdraw_issuing(dir.path(), new.issuing_serial()).unwrap_err().contains("current issuing CA"));
+        let after = Ca::load(dir.path()).unwrap();
+        assert_eq!(after.issuing_cas().len(), 1);
+        after.write_crl(&[], 4, t).unwrap();
+        let r = Revocations::new(path, after.issuing_ders());
+        assert!(r.check(&id(&new, "0c")).is_ok());
+        assert!(r.check(&id(&old, "0c")).unwrap_err().contains("no CRL from the certificate's issuer"));
     }
 }

@@ -4,7 +4,12 @@
 //! name-constrained to the network's LAN domain and private addresses, so that even a certificate
 //! it signed by mistake cannot name a site on the internet to the browsers that trust the root.
 //! Keys are ECDSA P-256 in owner-only files; the root key is needed only to create the
-//! intermediates and can be moved offline afterwards.
+//! intermediates (and to replace one) and can be moved offline afterwards.
+//!
+//! The issuing CA can be replaced under the same root (`rotate_issuing`): the one it replaces
+//! moves to `previous/`, where it still signs a CRL for the certificates it issued, until it is
+//! withdrawn (`withdraw_issuing`) once none of them is in use. A withdrawn issuing CA signs no
+//! CRL, so every certificate it issued is refused from then on, by the hub and by the broker.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +31,8 @@ const LAN_KEY: &str = "lan.key";
 /// Every name the issuing CA has put on a network service's server certificate (the hub's, the
 /// broker's), one per line: no LAN certificate may carry one of them.
 const SERVICE_NAMES: &str = "service-names";
+/// The issuing CAs replaced by a newer one but still honoured: `<serial>.crt` and `<serial>.key`.
+const PREVIOUS: &str = "previous";
 pub const CRL: &str = "crl.pem";
 /// How long a CRL is valid for unless the hub is told otherwise.
 pub const CRL_VALIDITY: i64 = 30 * DAY;
@@ -39,7 +46,48 @@ pub struct Ca {
     root_der: Vec<u8>,
     issuing_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    issuing: IssuingCa,
+    /// Replaced issuing CAs still honoured, oldest first.
+    previous: Vec<(IssuingCa, Issuer<'static, KeyPair>)>,
     lan: Option<Lan>,
+}
+
+/// One issuing CA as `tsunagi-hub ca list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuingCa {
+    /// Lower-case hexadecimal.
+    pub serial: String,
+    pub subject: String,
+    pub not_after: i64,
+    /// Whether it issues certificates now (otherwise it is a previous one, still honoured).
+    pub current: bool,
+    #[serde(skip)]
+    pub pem: String,
+    #[serde(skip)]
+    pub der: Vec<u8>,
+}
+
+impl IssuingCa {
+    fn read(pem: &str, current: bool) -> Result<IssuingCa, String> {
+        let der = crate::cert::certs_from_pem(pem.as_bytes())?.remove(0).to_vec();
+        let (_, c) = x509_parser::parse_x509_certificate(&der).map_err(err)?;
+        Ok(IssuingCa { serial: shared::chain::hex(c.raw_serial()), subject: c.subject().to_string(), not_after: c.validity().not_after.timestamp(), current, pem: pem.to_string(), der: der.clone() })
+    }
+}
+
+/// A key and its CA certificate read from two files, checked to belong together (a crash in the
+/// middle of a rotation must read as an error, not as a CA that signs with the wrong key).
+fn read_issuer(crt: &Path, key: &Path) -> Result<(String, Issuer<'static, KeyPair>), String> {
+    let pem = std::fs::read_to_string(crt).map_err(|e| format!("{}: {e} (create the CA with `tsunagi-hub ca init`)", crt.display()))?;
+    let k = secret::read(key)?;
+    let k = KeyPair::from_pem(std::str::from_utf8(&k).map_err(err)?).map_err(|e| format!("{}: {e}", key.display()))?;
+    let der = crate::cert::certs_from_pem(pem.as_bytes())?.remove(0);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("{}: {e}", crt.display()))?;
+    if parsed.public_key().subject_public_key.data.as_ref() != k.public_key_raw() {
+        return Err(format!("{} does not hold the key of {}: restore both from the same backup", key.display(), crt.display()));
+    }
+    let issuer = Issuer::from_ca_cert_pem(&pem, k).map_err(|e| format!("{}: {e}", crt.display()))?;
+    Ok((pem, issuer))
 }
 
 /// The LAN issuing CA, and the DNS domain its name constraints permit.
@@ -82,6 +130,8 @@ pub struct Issued {
     pub der: Vec<u8>,
     pub serial: String,
     pub not_after: i64,
+    /// The serial of the CA that signed it.
+    pub issuer: String,
 }
 
 fn t(unix: i64) -> OffsetDateTime {
@@ -127,6 +177,26 @@ pub fn csr_for(appliance: &str, key: &impl rcgen::SigningKey) -> Result<String, 
     p.serialize_request(key).map_err(err)?.pem().map_err(err)
 }
 
+/// A new issuing CA's key and certificate, signed by the root.
+fn new_issuing(root: &Issuer<'_, KeyPair>, cn: &str, now: i64) -> Result<(KeyPair, rcgen::Certificate), String> {
+    new_issuing_with(root, cn, now, random_serial())
+}
+
+fn new_issuing_with(root: &Issuer<'_, KeyPair>, cn: &str, now: i64, serial: SerialNumber) -> Result<(KeyPair, rcgen::Certificate), String> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.not_before = t(now - 3600);
+    p.not_after = t(now + 10 * 365 * DAY);
+    p.serial_number = Some(serial);
+    p.key_identifier_method = KeyIdMethod::Sha256;
+    p.use_authority_key_identifier_extension = true;
+    let cert = p.signed_by(&key, root).map_err(err)?;
+    Ok((key, cert))
+}
+
 impl Ca {
     /// Creates a new CA in `dir` (which must not hold one yet) and returns it.
     pub fn init(dir: &Path, network: &str, now: i64) -> Result<Ca, String> {
@@ -146,16 +216,7 @@ impl Ca {
         let root_cert = root.self_signed(&root_key).map_err(err)?;
         let root_issuer = Issuer::new(root, root_key);
 
-        let issuing_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)?;
-        let mut issuing = CertificateParams::default();
-        issuing.distinguished_name = dn(&format!("{network} issuing CA"));
-        issuing.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        issuing.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        issuing.not_before = t(now - 3600);
-        issuing.not_after = t(now + 10 * 365 * DAY);
-        issuing.serial_number = Some(random_serial());
-        issuing.key_identifier_method = KeyIdMethod::Sha256;
-        let issuing_cert = issuing.signed_by(&issuing_key, &root_issuer).map_err(err)?;
+        let (issuing_key, issuing_cert) = new_issuing(&root_issuer, &format!("{network} issuing CA"), now)?;
 
         let io = |p: &str, e: std::io::Error| format!("{}: {e}", dir.join(p).display());
         secret::create(&dir.join(ROOT_KEY), root_issuer.key().serialize_pem().as_bytes()).map_err(|e| io(ROOT_KEY, e))?;
@@ -171,13 +232,90 @@ impl Ca {
     pub fn load(dir: &Path) -> Result<Ca, String> {
         let read = |p: &str| std::fs::read_to_string(dir.join(p)).map_err(|e| format!("{}: {e} (create the CA with `tsunagi-hub ca init`)", dir.join(p).display()));
         let root_pem = read(ROOT_CRT)?;
-        let issuing_pem = read(ISSUING_CRT)?;
-        let key = secret::read(&dir.join(ISSUING_KEY))?;
-        let key = KeyPair::from_pem(std::str::from_utf8(&key).map_err(err)?).map_err(|e| format!("{}: {e}", dir.join(ISSUING_KEY).display()))?;
-        let issuer = Issuer::from_ca_cert_pem(&issuing_pem, key).map_err(|e| format!("{}: {e}", dir.join(ISSUING_CRT).display()))?;
+        let (issuing_pem, issuer) = read_issuer(&dir.join(ISSUING_CRT), &dir.join(ISSUING_KEY))?;
+        let issuing = IssuingCa::read(&issuing_pem, true)?;
         let root_der = crate::cert::certs_from_pem(root_pem.as_bytes())?.remove(0).to_vec();
         let lan = if dir.join(LAN_CRT).exists() { Some(Ca::load_lan(dir)?) } else { None };
-        Ok(Ca { dir: dir.to_owned(), root_pem, root_der, issuing_pem, issuer, lan })
+        let mut previous = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir.join(PREVIOUS)) {
+            let mut crts: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "crt")).collect();
+            crts.sort();
+            for crt in crts {
+                let (pem, issuer) = read_issuer(&crt, &crt.with_extension("key"))?;
+                previous.push((IssuingCa::read(&pem, false)?, issuer));
+            }
+            previous.sort_by_key(|(c, _)| c.not_after);
+        }
+        Ok(Ca { dir: dir.to_owned(), root_pem, root_der, issuing_pem, issuer, issuing, previous, lan })
+    }
+
+    /// Replaces the issuing CA with a new one under the same root (which needs `root.key` in the
+    /// CA folder). The one replaced moves to `previous/`: the certificates it issued stay valid,
+    /// and it keeps signing a CRL for them, until `withdraw_issuing`. New certificates (and the
+    /// hub's and the broker's once they are issued again) come from the new one. Returns the
+    /// replaced and the new issuing CA's serials.
+    pub fn rotate_issuing(dir: &Path, now: i64) -> Result<(String, String), String> {
+        let ca = Ca::load(dir)?;
+        let root_key = secret::read(&dir.join(ROOT_KEY))
+            .map_err(|e| format!("replacing the issuing CA needs the root key: put root.key back into {} from where it is kept offline, and move it away again afterwards ({e})", dir.display()))?;
+        let root_key = KeyPair::from_pem(std::str::from_utf8(&root_key).map_err(err)?).map_err(|e| format!("{}: {e}", dir.join(ROOT_KEY).display()))?;
+        let root = Issuer::from_ca_cert_pem(&ca.root_pem, root_key).map_err(|e| format!("{}: {e}", dir.join(ROOT_CRT).display()))?;
+        let old = ca.issuing.serial.clone();
+        // Issuing CAs are told apart by name as well (OpenSSL finds a certificate's CRL by its
+        // issuer's name), so each new one carries a part of its own serial.
+        let serial = random_serial();
+        let tag = shared::chain::hex(serial.as_ref()).chars().take(8).collect::<String>();
+        let (key, cert) = new_issuing_with(&root, &format!("{} issuing CA {tag}", ca.network_name()), now, serial)?;
+        let prev = dir.join(PREVIOUS);
+        std::fs::create_dir_all(&prev).map_err(|e| format!("{}: {e}", prev.display()))?;
+        let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+        // The replaced CA is kept first, so that no step of this can lose it.
+        let (old_crt, old_key) = (prev.join(format!("{old}.crt")), prev.join(format!("{old}.key")));
+        secret::create(&old_key, &secret::read(&dir.join(ISSUING_KEY))?).map_err(|e| io(&old_key, e))?;
+        secret::write_atomic(&old_crt, ca.issuing_pem.as_bytes(), 0o644).map_err(|e| io(&old_crt, e))?;
+        secret::write_atomic(&dir.join(ISSUING_KEY), key.serialize_pem().as_bytes(), 0o600).map_err(|e| io(&dir.join(ISSUING_KEY), e))?;
+        secret::write_atomic(&dir.join(ISSUING_CRT), cert.pem().as_bytes(), 0o644).map_err(|e| io(&dir.join(ISSUING_CRT), e))?;
+        let new = Ca::load(dir)?;
+        Ok((old, new.issuing.serial))
+    }
+
+    /// Withdraws a previous issuing CA: its key is deleted and its certificate kept as
+    /// `previous/<serial>.crt.withdrawn`. From the next CRL on it signs none, so every
+    /// certificate it issued is refused. The current issuing CA cannot be withdrawn.
+    pub fn withdraw_issuing(dir: &Path, serial: &str) -> Result<(), String> {
+        let ca = Ca::load(dir)?;
+        let serial = serial.trim().to_ascii_lowercase();
+        if ca.issuing.serial == serial {
+            return Err(format!("{serial} is the current issuing CA: replace it first (`tsunagi-hub ca rotate-issuing`)"));
+        }
+        if !ca.previous.iter().any(|(c, _)| c.serial == serial) {
+            return Err(format!("no previous issuing CA has the serial {serial}; see `tsunagi-hub ca list`"));
+        }
+        let crt = dir.join(PREVIOUS).join(format!("{serial}.crt"));
+        std::fs::rename(&crt, crt.with_extension("crt.withdrawn")).map_err(|e| format!("{}: {e}", crt.display()))?;
+        let key = crt.with_extension("key");
+        std::fs::remove_file(&key).map_err(|e| format!("{}: {e}", key.display()))
+    }
+
+    /// The issuing CAs honoured: the current one first, then the previous ones.
+    pub fn issuing_cas(&self) -> Vec<IssuingCa> {
+        std::iter::once(self.issuing.clone()).chain(self.previous.iter().map(|(c, _)| c.clone())).collect()
+    }
+
+    /// The current issuing CA's distinguished name (DER), as its certificates name their issuer.
+    pub fn issuing_subject(&self) -> Vec<u8> {
+        x509_parser::parse_x509_certificate(&self.issuing.der).map(|(_, c)| c.subject().as_raw().to_vec()).unwrap_or_default()
+    }
+
+    /// The current issuing CA's serial.
+    pub fn issuing_serial(&self) -> &str {
+        &self.issuing.serial
+    }
+
+    /// The LAN issuing CA's serial, once `ensure_lan` has run.
+    pub fn lan_serial(&self) -> Option<String> {
+        let l = self.lan.as_ref()?;
+        IssuingCa::read(&l.pem, true).ok().map(|c| c.serial)
     }
 
     fn load_lan(dir: &Path) -> Result<Lan, String> {
@@ -287,9 +425,14 @@ impl Ca {
         Ok(())
     }
 
-    /// The issuing CA's certificate (DER), which signs the CRL.
-    pub fn issuing_der(&self) -> Vec<u8> {
-        crate::cert::certs_from_pem(self.issuing_pem.as_bytes()).map(|mut c| c.remove(0).to_vec()).unwrap_or_default()
+    /// The certificates (DER) of every issuing CA honoured, current first: each signs a CRL.
+    pub fn issuing_ders(&self) -> Vec<Vec<u8>> {
+        self.issuing_cas().into_iter().map(|c| c.der).collect()
+    }
+
+    /// Every issuing CA honoured (PEM, current first), as a TLS peer that checks chains needs them.
+    pub fn issuing_pems(&self) -> String {
+        self.issuing_cas().into_iter().map(|c| c.pem).collect()
     }
 
     pub fn root_pem(&self) -> &str {
@@ -332,7 +475,7 @@ impl Ca {
         let cert = p.signed_by(public_key, &self.issuer).map_err(err)?;
         let der = cert.der().to_vec();
         let id = crate::cert::Identity::from_der(&der)?;
-        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), self.issuing_pem), der, serial: id.serial, not_after })
+        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), self.issuing_pem), der, serial: id.serial, not_after, issuer: self.issuing.serial.clone() })
     }
 
     /// Issues a client certificate from a PEM certificate signing request: the request's signature
@@ -393,7 +536,7 @@ impl Ca {
         let der = cert.der().to_vec();
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(err)?;
         let serial = shared::chain::hex(parsed.raw_serial());
-        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), lan.pem), der, serial, not_after })
+        Ok(Issued { chain_pem: format!("{}{}", cert.pem(), lan.pem), der, serial, not_after, issuer: self.lan_serial().unwrap_or_default() })
     }
 
     /// A network service's server certificate (the hub's, the broker's), marked as one: appliances
@@ -413,8 +556,8 @@ impl Ca {
         p.signed_by(public_key, &self.issuer).map_err(err)
     }
 
-    /// Writes the CRL of the given revoked serials (hex) to `crl.pem` in the CA folder, signed by
-    /// the issuing CA, valid for `CRL_VALIDITY`, and returns its path. `number` must grow with
+    /// Writes the CRL of the given revoked serials (hex) to `crl.pem` in the CA folder, once
+    /// signed by each issuing CA honoured, valid for `CRL_VALIDITY`, and returns its path. `number` must grow with
     /// every CRL.
     pub fn write_crl(&self, revoked: &[(String, i64)], number: u64, now: i64) -> Result<PathBuf, String> {
         self.write_crl_valid_for(revoked, number, now, CRL_VALIDITY)
@@ -430,17 +573,23 @@ impl Ca {
                 Ok(RevokedCertParams { serial_number: SerialNumber::from_slice(&bytes), revocation_time: t(*at), reason_code: None, invalidity_date: None })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let params = CertificateRevocationListParams {
-            this_update: t(now - 60),
-            next_update: t(now + validity),
-            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
-            issuing_distribution_point: None,
-            revoked_certs,
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        let crl = params.signed_by(&self.issuer).map_err(err)?;
+        // One CRL per issuing CA honoured, in one file (Mosquitto's OpenSSL reads them all, and
+        // needs the one of each client certificate's issuer). Serials are random 128-bit
+        // numbers, so each CRL can list every revoked one.
+        let mut pem = String::new();
+        for issuer in std::iter::once(&self.issuer).chain(self.previous.iter().map(|(_, i)| i)) {
+            let params = CertificateRevocationListParams {
+                this_update: t(now - 60),
+                next_update: t(now + validity),
+                crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+                issuing_distribution_point: None,
+                revoked_certs: revoked_certs.clone(),
+                key_identifier_method: KeyIdMethod::Sha256,
+            };
+            pem.push_str(&params.signed_by(issuer).map_err(err)?.pem().map_err(err)?);
+        }
         let path = self.dir.join(CRL);
-        secret::write_atomic(&path, crl.pem().map_err(err)?.as_bytes(), 0o644).map_err(|e| format!("{}: {e}", path.display()))?;
+        secret::write_atomic(&path, pem.as_bytes(), 0o644).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     }
 
@@ -563,5 +712,43 @@ mod tests {
         }
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join(LAN_KEY)).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_issuing_ca_is_replaced_under_the_same_root_and_the_old_one_kept_until_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_795_249_845;
+        let ca = Ca::init(dir.path(), "test", now).unwrap();
+        let old = ca.issuing_serial().to_string();
+        // Without the root key nothing changes.
+        std::fs::rename(dir.path().join(ROOT_KEY), dir.path().join("offline.key")).unwrap();
+        assert!(Ca::rotate_issuing(dir.path(), now).unwrap_err().contains("put root.key back"));
+        assert_eq!(Ca::load(dir.path()).unwrap().issuing_serial(), old);
+        std::fs::rename(dir.path().join("offline.key"), dir.path().join(ROOT_KEY)).unwrap();
+        let (was, new) = Ca::rotate_issuing(dir.path(), now).unwrap();
+        assert_eq!(was, old);
+        let ca2 = Ca::load(dir.path()).unwrap();
+        assert_eq!(ca2.issuing_serial(), new);
+        assert_eq!(ca2.fingerprint(), ca.fingerprint(), "the same root: appliances keep their pin");
+        let cas = ca2.issuing_cas();
+        assert_eq!((cas[0].current, cas[1].current, cas[1].serial.as_str()), (true, false, old.as_str()));
+        assert_eq!(ca2.issuing_pems().matches("BEGIN CERTIFICATE").count(), 2);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let issued = ca2.issue_client(&key, "3712345678", "box-1", Purpose::Appliance, now, now + DAY).unwrap();
+        assert_eq!(issued.issuer, new);
+        assert!(crate::cert::issued_by(issued.chain_pem.as_bytes(), &cas[0].der) && !crate::cert::issued_by(issued.chain_pem.as_bytes(), &cas[1].der));
+        let crl = std::fs::read_to_string(ca2.write_crl(&[], 2, now).unwrap()).unwrap();
+        assert_eq!(crl.matches("BEGIN X509 CRL").count(), 2, "one CRL from each issuing CA honoured");
+        // A key that does not belong to its certificate (a restore from two backups) is refused.
+        let saved = std::fs::read(dir.path().join(ISSUING_KEY)).unwrap();
+        std::fs::copy(dir.path().join(PREVIOUS).join(format!("{old}.key")), dir.path().join(ISSUING_KEY)).unwrap();
+        assert!(Ca::load(dir.path()).err().unwrap().contains("does not hold the key"));
+        std::fs::write(dir.path().join(ISSUING_KEY), saved).unwrap();
+        assert!(Ca::withdraw_issuing(dir.path(), "00ff").unwrap_err().contains("no previous issuing CA"));
+        Ca::withdraw_issuing(dir.path(), &old.to_uppercase()).unwrap();
+        let ca3 = Ca::load(dir.path()).unwrap();
+        assert_eq!(ca3.issuing_cas().len(), 1);
+        assert!(!dir.path().join(PREVIOUS).join(format!("{old}.key")).exists(), "its key is gone");
+        assert_eq!(std::fs::read_to_string(ca3.write_crl(&[], 3, now).unwrap()).unwrap().matches("BEGIN X509 CRL").count(), 1);
     }
 }

@@ -125,6 +125,8 @@ pub struct Identity {
     pub not_after: i64,
     /// What the certificate may be used for.
     pub purpose: Purpose,
+    /// The issuer's distinguished name (DER), which picks the CRL that answers for it.
+    pub issuer: Vec<u8>,
 }
 
 impl Identity {
@@ -154,6 +156,7 @@ impl Identity {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             purpose: Purpose::of(&cert),
+            issuer: cert.issuer().as_raw().to_vec(),
         })
     }
 
@@ -175,6 +178,12 @@ pub fn parse_fingerprint(s: &str) -> Result<String, String> {
         Some(b) if b.len() == 32 => Ok(clean),
         _ => Err(format!("{s:?} is not a SHA-256 fingerprint (64 hexadecimal digits, colons allowed)")),
     }
+}
+
+/// Whether the first certificate in `pem` names the CA certificate `ca_der` as its issuer.
+pub fn issued_by(pem: &[u8], ca_der: &[u8]) -> bool {
+    let (Ok(certs), Ok((_, ca))) = (certs_from_pem(pem), x509_parser::parse_x509_certificate(ca_der)) else { return false };
+    certs.first().and_then(|c| x509_parser::parse_x509_certificate(c).ok()).is_some_and(|(_, c)| c.issuer().as_raw() == ca.subject().as_raw())
 }
 
 /// Every certificate in a PEM text, in order.

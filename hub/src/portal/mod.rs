@@ -523,7 +523,7 @@ mod tests {
     async fn password_hashing_runs_a_few_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let ca = provisioning::Ca::init(&dir.path().join("ca"), "test", crate::now()).unwrap();
-        let revoked = Arc::new(crate::tls::Revocations::new(dir.path().join("ca").join(provisioning::ca::CRL), ca.issuing_der()));
+        let revoked = Arc::new(crate::tls::Revocations::new(dir.path().join("ca").join(provisioning::ca::CRL), ca.issuing_ders()));
         let settings = crate::api::Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1 };
         let hub = Arc::new(Hub::new(dir.path().to_owned(), ca, crate::key::HubKey::from_bytes([7; 32]), revoked, settings).unwrap());
         let p = Arc::new(Portal::new(hub, Settings::default()));

@@ -90,7 +90,7 @@ fn hub_data(bin_dir: &Path, data: &Path) -> anyhow::Result<()> {
 fn open_hub(data: &Path) -> anyhow::Result<Arc<Hub>> {
     let ca = provisioning::Ca::load(&data.join("ca")).map_err(anyhow::Error::msg)?;
     let key = HubKey::from_file(&data.join("hub.key"))?;
-    let revoked = Arc::new(hub::tls::Revocations::new(data.join("ca").join(provisioning::ca::CRL), ca.issuing_der()));
+    let revoked = Arc::new(hub::tls::Revocations::new(data.join("ca").join(provisioning::ca::CRL), ca.issuing_ders()));
     let settings = Settings { client_cert_lifetime: 90 * 86_400, max_body: 64 << 20, snapshots_kept: 7 };
     Ok(Arc::new(Hub::new(data.to_owned(), ca, key, revoked, settings)?))
 }
@@ -156,7 +156,7 @@ fn app_for(portal: &Arc<hub::portal::Portal>, facility: &str) -> Router {
 
 /// The same, through the appliance `appliance` of the facility.
 fn app_at(portal: &Arc<hub::portal::Portal>, facility: &str, appliance: &str) -> Router {
-    let id = provisioning::Identity { facility: facility.into(), appliance: appliance.into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: provisioning::Purpose::PortalProxy };
+    let id = provisioning::Identity { facility: facility.into(), appliance: appliance.into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: provisioning::Purpose::PortalProxy, issuer: portal.hub.ca.issuing_subject() };
     hub::portal::router(portal.clone()).layer(axum::Extension(hub::api::Channel::Proxy(id)))
 }
 
