@@ -222,7 +222,8 @@ pub fn assign_issuer(conn: &Connection, issuer: &str) -> rusqlite::Result<usize>
 }
 
 /// The certificates from `issuer` still in use: not revoked, not expired, and not replaced by a
-/// newer one of the same appliance and kind (its own certificate, or its proxy's). Withdrawing
+/// later one of the same appliance and kind (its own certificate, or its proxy's; later by
+/// insertion, as a renewal can share its second with the enrolment). Withdrawing
 /// the issuer cuts these off.
 pub fn in_use_from(conn: &Connection, issuer: &str, now: i64) -> rusqlite::Result<Vec<Cert>> {
     let kind = |t: &str| format!("(CASE WHEN {t}.how IN ('enrol', 'renew') THEN 'appliance' ELSE {t}.how END)");
@@ -230,7 +231,7 @@ pub fn in_use_from(conn: &Connection, issuer: &str, now: i64) -> rusqlite::Resul
         "SELECT c.serial, c.facility, c.appliance, c.not_before, c.not_after, c.issued_at, c.how, c.revoked_at, c.issuer FROM certificate c
          WHERE c.issuer = ?1 AND c.revoked_at IS NULL AND c.not_after > ?2 AND c.how != 'lan'
            AND NOT EXISTS (SELECT 1 FROM certificate n WHERE n.facility = c.facility AND n.appliance = c.appliance
-                           AND {} = {} AND n.issued_at > c.issued_at AND n.revoked_at IS NULL)
+                           AND {} = {} AND n.rowid > c.rowid AND n.revoked_at IS NULL)
          ORDER BY c.facility, c.appliance, c.issued_at",
         kind("n"),
         kind("c")
