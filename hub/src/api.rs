@@ -54,6 +54,8 @@ pub struct Hub {
     /// Facilities whose copy moved, for the indexer (`index_loop`).
     index_tx: tokio::sync::mpsc::UnboundedSender<String>,
     index_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Certificate serials whose first use the registry has been told of (`still_valid`).
+    used: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The verified identity of the connection a request came on, if it presented a certificate.
@@ -121,6 +123,7 @@ impl Hub {
             copy_readers: Mutex::new(HashMap::new()),
             index_tx,
             index_rx: Mutex::new(Some(index_rx)),
+            used: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -272,7 +275,34 @@ pub fn still_valid(hub: &Hub, id: &Identity) -> Result<(), (&'static str, String
     if now() > id.not_after {
         return Err(("expired", "the client certificate has expired; enrol the appliance again".into()));
     }
+    hub.note_use(&id.serial);
     Ok(())
+}
+
+/// How many first uses the hub remembers having written; past it, it forgets and writes again
+/// (the write is idempotent).
+const USED_REMEMBERED: usize = 100_000;
+
+impl Hub {
+    /// Records in the registry, once per serial, that a certificate has been used: a renewal
+    /// replaces the certificate before it only once the appliance presents the new one, which is
+    /// what `ca withdraw-issuing` goes by.
+    fn note_use(&self, serial: &str) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.contains(serial) {
+            return;
+        }
+        if used.len() >= USED_REMEMBERED {
+            used.clear();
+        }
+        used.insert(serial.to_string());
+        let (serial, t) = (serial.to_string(), now());
+        self.registry.send(move |c| {
+            if let Err(e) = registry::mark_used(c, &serial, t) {
+                tracing::error!(error = %e, "cannot record a certificate's first use");
+            }
+        });
+    }
 }
 
 /// The largest JSON body of the API's small requests (enrolment, renewal: CSRs and names).

@@ -113,6 +113,26 @@ pub fn setup(ca: &Ca, s: &Setup, now: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a folder written by `setup` holds already: the listening address of its configuration
+/// and the names on its server certificate (none when it holds nothing readable).
+pub fn current(dir: &Path) -> (Option<String>, Vec<String>) {
+    let listen = std::fs::read_to_string(dir.join(CONF)).ok().and_then(|conf| {
+        conf.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next(), w.next()) {
+                (Some("listener"), Some(port), Some(host)) => Some(format!("{host}:{port}")),
+                _ => None,
+            }
+        })
+    });
+    let names = std::fs::read(dir.join(SERVER_PEM))
+        .ok()
+        .and_then(|pem| provisioning::cert::certs_from_pem(&pem).ok())
+        .and_then(|certs| certs.first().map(|c| provisioning::cert::san_names(c)))
+        .unwrap_or_default();
+    (listen, names)
+}
+
 /// Asks a running broker (by its pid file) to read its configuration and CRL again.
 pub fn reload(dir: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(dir.join(PID)).ok()?.trim().parse().ok()?;

@@ -84,11 +84,13 @@ pub enum BrokerCommand {
     Setup {
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Where Mosquitto listens for appliances.
-        #[arg(long, default_value = "127.0.0.1:8883")]
-        listen: String,
-        /// Names the broker's server certificate carries; repeat for more.
-        #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
+        /// Where Mosquitto listens for appliances (default: as the folder's configuration says,
+        /// or 127.0.0.1:8883).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Names the broker's server certificate carries; repeat for more (default: the names of
+        /// the folder's current certificate, or localhost and 127.0.0.1).
+        #[arg(long = "name")]
         names: Vec<String>,
         /// The user Mosquitto runs as (default: the user running this command).
         #[arg(long)]
@@ -128,6 +130,9 @@ pub enum CaCommand {
         /// Its serial, as `ca list` shows it.
         #[arg(long)]
         serial: String,
+        /// The broker's folder, as given to `broker setup --dir` (default DATA/broker).
+        #[arg(long)]
+        broker_dir: Option<PathBuf>,
     },
 }
 
@@ -309,9 +314,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca { command: CaCommand::RotateIssuing } => {
             let dir = ca_dir(&data);
             let _lock = serve_lock(&dir).map_err(|e| anyhow::anyhow!("{e}: stop `tsunagi-hub serve` first; it signs with the issuing CA this replaces"))?;
-            let (old, new) = Ca::rotate_issuing(&dir, now()).map_err(anyhow::Error::msg)?;
+            // Rows from before the registry kept issuers are the current CA's (there was only
+            // ever one): marked before anything changes, so no crash can leave them unmarked.
             let conn = registry(&data)?;
-            let assigned = registry::assign_issuer(&conn, &old)?;
+            let current = Ca::load(&dir).map_err(anyhow::Error::msg)?.issuing_serial().to_string();
+            let assigned = registry::assign_issuer(&conn, &current)?;
+            let (old, new) = Ca::rotate_issuing(&dir, now()).map_err(anyhow::Error::msg)?;
             let ca = Ca::load(&dir).map_err(anyhow::Error::msg)?;
             let (entries, number) = registry::crl_entries(&conn)?;
             ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
@@ -325,11 +333,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("  3. start the hub: its server certificate comes from the new CA; appliances get theirs at their next renewal (or the fleet page's renew)");
             println!("  4. when `tsunagi-hub ca list` shows none in use from {old}: tsunagi-hub ca withdraw-issuing --serial {old}");
         }
-        Command::Ca { command: CaCommand::WithdrawIssuing { serial } } => {
+        Command::Ca { command: CaCommand::WithdrawIssuing { serial, broker_dir } } => {
             let dir = ca_dir(&data);
             let _lock = serve_lock(&dir).map_err(|e| anyhow::anyhow!("{e}: stop `tsunagi-hub serve` first"))?;
             let serial = serial.trim().to_ascii_lowercase();
+            let broker_dir = broker_dir.unwrap_or_else(|| data.join("broker"));
             let conn = registry(&data)?;
+            let unknown = registry::unknown_issuer(&conn, now())?;
+            if unknown > 0 {
+                anyhow::bail!("{unknown} certificates in use have no issuer recorded (from before the registry kept one): run `tsunagi-hub ca rotate-issuing` to completion first, which records them");
+            }
             let in_use = registry::in_use_from(&conn, &serial, now())?;
             if !in_use.is_empty() {
                 let list: Vec<String> = in_use.iter().take(10).map(|c| format!("{} {} {} ({})", c.facility, c.appliance, c.how, c.serial)).collect();
@@ -342,8 +355,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ca = Ca::load(&dir).map_err(anyhow::Error::msg)?;
             let withdrawn = ca.issuing_cas().into_iter().find(|c| c.serial == serial);
             if let Some(w) = &withdrawn {
+                if !broker_dir.join(crate::broker::SERVER_PEM).exists() {
+                    eprintln!("no broker certificates in {}: if the broker's folder is elsewhere, give --broker-dir", broker_dir.display());
+                }
                 for file in [crate::broker::SERVER_PEM, crate::broker::HUB_CLIENT] {
-                    let path = data.join("broker").join(file);
+                    let path = broker_dir.join(file);
                     if let Ok(pem) = std::fs::read(&path) {
                         if provisioning::cert::issued_by(&pem, &w.der) {
                             anyhow::bail!("{} is from {serial}: run `tsunagi-hub broker setup` again (and restart Mosquitto) first", path.display());
@@ -356,9 +372,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (entries, number) = registry::crl_entries(&conn)?;
             ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
             println!("withdrew the issuing CA {serial}: the CRL no longer answers for it, so every certificate it issued is refused");
-            if let Some(pid) = crate::broker::reload(&data.join("broker")) {
+            if let Some(pid) = crate::broker::reload(&broker_dir) {
                 println!("asked the MQTT broker (pid {pid}) to read the CRL again");
             }
+            println!("restart Mosquitto to end sessions already open on such certificates (a reload refuses only new ones)");
         }
         Command::Token { command: TokenCommand::Create { facility, name, valid } } => {
             provisioning::token::check_facility(&facility).map_err(anyhow::Error::msg)?;
@@ -420,6 +437,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Broker { command: BrokerCommand::Setup { dir, listen, names, user } } => {
             let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
             let dir = std::path::absolute(dir.unwrap_or_else(|| data.join("broker")))?;
+            // Run again (after `ca rotate-issuing`, say), it keeps what the folder had.
+            let (was_listen, was_names) = crate::broker::current(&dir);
+            let listen = listen.or(was_listen).unwrap_or_else(|| "127.0.0.1:8883".into());
+            let names = if !names.is_empty() { names } else if !was_names.is_empty() { was_names } else { vec!["localhost".into(), "127.0.0.1".into()] };
             let user = user.or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name)).unwrap_or_else(|| "mosquitto".into());
             crate::broker::setup(&ca, &crate::broker::Setup { dir: dir.clone(), listen: listen.clone(), names, user }, now())?;
             println!("wrote {}", dir.join(crate::broker::CONF).display());

@@ -72,6 +72,14 @@ impl Worker {
         answer.await.map_err(|_| anyhow::anyhow!("the database thread stopped while working"))
     }
 
+    /// Runs `f` on the connection's thread without waiting for it (a bookkeeping write whose
+    /// outcome nobody waits on; `f` logs its own failure).
+    pub fn send(&self, f: impl FnOnce(&mut Connection) + Send + 'static) {
+        if self.tx.send(Box::new(f)).is_err() {
+            tracing::error!("the database thread has stopped");
+        }
+    }
+
     /// The same from synchronous code (the command line, the snapshot timer's thread).
     pub fn call_blocking<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> T + Send + 'static) -> anyhow::Result<T> {
         let (reply, answer) = mpsc::sync_channel(1);

@@ -46,6 +46,10 @@ CREATE TABLE lan_address (
 -- The serial of the CA that signed each certificate (the issuing CA, or the LAN issuing CA for
 -- LAN certificates). Rows from before are filled in when the issuing CA is first replaced.
 ALTER TABLE certificate ADD COLUMN issuer TEXT;
+"#, r#"
+-- When the hub first saw the certificate presented: a renewal replaces the certificate before it
+-- once the appliance has switched to it, not when it was issued.
+ALTER TABLE certificate ADD COLUMN used_at INTEGER;
 "#];
 
 /// Why a token was not accepted. The message never says whether a token exists for another
@@ -221,17 +225,30 @@ pub fn assign_issuer(conn: &Connection, issuer: &str) -> rusqlite::Result<usize>
     conn.execute("UPDATE certificate SET issuer = ?1 WHERE issuer IS NULL AND how != 'lan'", [issuer])
 }
 
+/// Records the first time a certificate was presented.
+pub fn mark_used(conn: &Connection, serial: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute("UPDATE certificate SET used_at = ?2 WHERE serial = ?1 AND used_at IS NULL", params![serial, now])?;
+    Ok(())
+}
+
+/// Certificates in use (not revoked or expired) whose issuer the registry does not know: rows
+/// from before it kept one that `assign_issuer` has not reached.
+pub fn unknown_issuer(conn: &Connection, now: i64) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT count(*) FROM certificate WHERE issuer IS NULL AND how != 'lan' AND revoked_at IS NULL AND not_after > ?1", [now], |r| r.get(0))
+}
+
 /// The certificates from `issuer` still in use: not revoked, not expired, and not replaced by a
 /// later one of the same appliance and kind (its own certificate, or its proxy's; later by
-/// insertion, as a renewal can share its second with the enrolment). Withdrawing
-/// the issuer cuts these off.
+/// insertion, as a renewal can share its second with the enrolment) that has been presented
+/// since. A certificate issued but never presented (a renewal whose answer was lost) replaces
+/// nothing. Withdrawing the issuer cuts these off.
 pub fn in_use_from(conn: &Connection, issuer: &str, now: i64) -> rusqlite::Result<Vec<Cert>> {
     let kind = |t: &str| format!("(CASE WHEN {t}.how IN ('enrol', 'renew') THEN 'appliance' ELSE {t}.how END)");
     let sql = format!(
         "SELECT c.serial, c.facility, c.appliance, c.not_before, c.not_after, c.issued_at, c.how, c.revoked_at, c.issuer FROM certificate c
          WHERE c.issuer = ?1 AND c.revoked_at IS NULL AND c.not_after > ?2 AND c.how != 'lan'
            AND NOT EXISTS (SELECT 1 FROM certificate n WHERE n.facility = c.facility AND n.appliance = c.appliance
-                           AND {} = {} AND n.rowid > c.rowid AND n.revoked_at IS NULL)
+                           AND {} = {} AND n.rowid > c.rowid AND n.revoked_at IS NULL AND n.used_at IS NOT NULL)
          ORDER BY c.facility, c.appliance, c.issued_at",
         kind("n"),
         kind("c")
@@ -354,9 +371,13 @@ mod tests {
             record_cert(&c, &x).unwrap();
         }
         revoke(&c, Some("d1"), None, 30).unwrap();
+        assert_eq!(unknown_issuer(&c, 100).unwrap(), 3, "a1, p1 and b1: not the LAN, expired or revoked ones, nor a2");
         assert_eq!(assign_issuer(&c, "old").unwrap(), 5, "every row without an issuer but the LAN certificate");
-        let got: Vec<String> = in_use_from(&c, "old", 100).unwrap().into_iter().map(|c| c.serial).collect();
-        assert_eq!(got, ["p1", "b1"]);
+        assert_eq!(unknown_issuer(&c, 100).unwrap(), 0);
+        let in_use = |c: &Connection| in_use_from(c, "old", 100).unwrap().into_iter().map(|c| c.serial).collect::<Vec<String>>();
+        assert_eq!(in_use(&c), ["a1", "p1", "b1"], "a2 was issued but never presented: a1 is what box-1 uses");
+        mark_used(&c, "a2", 40).unwrap();
+        assert_eq!(in_use(&c), ["p1", "b1"]);
         assert_eq!(in_use_from(&c, "new", 100).unwrap().len(), 1);
         assert_eq!(certs(&c, None).unwrap().iter().find(|c| c.serial == "l1").unwrap().issuer, None);
     }

@@ -33,6 +33,9 @@ const LAN_KEY: &str = "lan.key";
 const SERVICE_NAMES: &str = "service-names";
 /// The issuing CAs replaced by a newer one but still honoured: `<serial>.crt` and `<serial>.key`.
 const PREVIOUS: &str = "previous";
+/// A new issuing CA staged by `rotate_issuing`, switched in by `finish_rotation`.
+const NEXT_CRT: &str = "issuing.next.crt";
+const NEXT_KEY: &str = "issuing.next.key";
 pub const CRL: &str = "crl.pem";
 /// How long a CRL is valid for unless the hub is told otherwise.
 pub const CRL_VALIDITY: i64 = 30 * DAY;
@@ -84,7 +87,11 @@ fn read_issuer(crt: &Path, key: &Path) -> Result<(String, Issuer<'static, KeyPai
     let der = crate::cert::certs_from_pem(pem.as_bytes())?.remove(0);
     let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("{}: {e}", crt.display()))?;
     if parsed.public_key().subject_public_key.data.as_ref() != k.public_key_raw() {
-        return Err(format!("{} does not hold the key of {}: restore both from the same backup", key.display(), crt.display()));
+        return Err(format!(
+            "{} does not hold the key of {}: put back the pair that belongs together (after an interrupted `ca rotate-issuing`, the replaced pair is in previous/)",
+            key.display(),
+            crt.display()
+        ));
     }
     let issuer = Issuer::from_ca_cert_pem(&pem, k).map_err(|e| format!("{}: {e}", crt.display()))?;
     Ok((pem, issuer))
@@ -232,6 +239,7 @@ impl Ca {
     pub fn load(dir: &Path) -> Result<Ca, String> {
         let read = |p: &str| std::fs::read_to_string(dir.join(p)).map_err(|e| format!("{}: {e} (create the CA with `tsunagi-hub ca init`)", dir.join(p).display()));
         let root_pem = read(ROOT_CRT)?;
+        Ca::finish_rotation(dir)?;
         let (issuing_pem, issuer) = read_issuer(&dir.join(ISSUING_CRT), &dir.join(ISSUING_KEY))?;
         let issuing = IssuingCa::read(&issuing_pem, true)?;
         let root_der = crate::cert::certs_from_pem(root_pem.as_bytes())?.remove(0).to_vec();
@@ -241,6 +249,9 @@ impl Ca {
             let mut crts: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "crt")).collect();
             crts.sort();
             for crt in crts {
+                if !crt.with_extension("key").exists() {
+                    continue; // withdrawn, its key deleted first
+                }
                 let (pem, issuer) = read_issuer(&crt, &crt.with_extension("key"))?;
                 previous.push((IssuingCa::read(&pem, false)?, issuer));
             }
@@ -269,14 +280,31 @@ impl Ca {
         let prev = dir.join(PREVIOUS);
         std::fs::create_dir_all(&prev).map_err(|e| format!("{}: {e}", prev.display()))?;
         let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-        // The replaced CA is kept first, so that no step of this can lose it.
+        // The replaced CA is kept first, so that no step of this can lose it; then the new pair is
+        // staged beside the current one and switched in. A crash at any point leaves either the
+        // old pair or a staged switch that the next `load` completes (`finish_rotation`).
         let (old_crt, old_key) = (prev.join(format!("{old}.crt")), prev.join(format!("{old}.key")));
-        secret::create(&old_key, &secret::read(&dir.join(ISSUING_KEY))?).map_err(|e| io(&old_key, e))?;
+        secret::write_atomic(&old_key, &secret::read(&dir.join(ISSUING_KEY))?, 0o600).map_err(|e| io(&old_key, e))?;
         secret::write_atomic(&old_crt, ca.issuing_pem.as_bytes(), 0o644).map_err(|e| io(&old_crt, e))?;
-        secret::write_atomic(&dir.join(ISSUING_KEY), key.serialize_pem().as_bytes(), 0o600).map_err(|e| io(&dir.join(ISSUING_KEY), e))?;
-        secret::write_atomic(&dir.join(ISSUING_CRT), cert.pem().as_bytes(), 0o644).map_err(|e| io(&dir.join(ISSUING_CRT), e))?;
+        secret::write_atomic(&dir.join(NEXT_KEY), key.serialize_pem().as_bytes(), 0o600).map_err(|e| io(&dir.join(NEXT_KEY), e))?;
+        secret::write_atomic(&dir.join(NEXT_CRT), cert.pem().as_bytes(), 0o644).map_err(|e| io(&dir.join(NEXT_CRT), e))?;
         let new = Ca::load(dir)?;
         Ok((old, new.issuing.serial))
+    }
+
+    /// Completes a switch of the issuing CA that `rotate_issuing` staged (and a crash may have
+    /// interrupted): the staged key, then the staged certificate, replace the current ones. The
+    /// replaced pair is in `previous/` already.
+    fn finish_rotation(dir: &Path) -> Result<(), String> {
+        let io = |p: &Path, e: std::io::Error| format!("{}: {e} (an interrupted replacement of the issuing CA)", p.display());
+        if !dir.join(NEXT_CRT).exists() {
+            return Ok(());
+        }
+        if dir.join(NEXT_KEY).exists() {
+            std::fs::rename(dir.join(NEXT_KEY), dir.join(ISSUING_KEY)).map_err(|e| io(&dir.join(NEXT_KEY), e))?;
+        }
+        std::fs::rename(dir.join(NEXT_CRT), dir.join(ISSUING_CRT)).map_err(|e| io(&dir.join(NEXT_CRT), e))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))
     }
 
     /// Withdraws a previous issuing CA: its key is deleted and its certificate kept as
@@ -291,10 +319,13 @@ impl Ca {
         if !ca.previous.iter().any(|(c, _)| c.serial == serial) {
             return Err(format!("no previous issuing CA has the serial {serial}; see `tsunagi-hub ca list`"));
         }
+        // The key goes first: a previous CA without its key is withdrawn (`load` skips it), so a
+        // crash between the two steps cannot bring it back.
         let crt = dir.join(PREVIOUS).join(format!("{serial}.crt"));
-        std::fs::rename(&crt, crt.with_extension("crt.withdrawn")).map_err(|e| format!("{}: {e}", crt.display()))?;
         let key = crt.with_extension("key");
-        std::fs::remove_file(&key).map_err(|e| format!("{}: {e}", key.display()))
+        std::fs::remove_file(&key).map_err(|e| format!("{}: {e}", key.display()))?;
+        std::fs::rename(&crt, crt.with_extension("crt.withdrawn")).map_err(|e| format!("{}: {e}", crt.display()))?;
+        std::fs::File::open(dir.join(PREVIOUS)).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.join(PREVIOUS).display()))
     }
 
     /// The issuing CAs honoured: the current one first, then the previous ones.
@@ -744,10 +775,32 @@ mod tests {
         std::fs::copy(dir.path().join(PREVIOUS).join(format!("{old}.key")), dir.path().join(ISSUING_KEY)).unwrap();
         assert!(Ca::load(dir.path()).err().unwrap().contains("does not hold the key"));
         std::fs::write(dir.path().join(ISSUING_KEY), saved).unwrap();
+        // A switch interrupted after the key was renamed in (the certificate still staged) is
+        // completed at the next load.
+        let (_, third) = {
+            let before = Ca::load(dir.path()).unwrap().issuing_serial().to_string();
+            let (b, n) = Ca::rotate_issuing(dir.path(), now).unwrap();
+            assert_eq!(b, before);
+            (b, n)
+        };
+        let ca4 = Ca::load(dir.path()).unwrap();
+        assert_eq!(ca4.issuing_serial(), third);
+        assert_eq!(ca4.issuing_cas().len(), 3);
+        std::fs::copy(dir.path().join(ISSUING_CRT), dir.path().join(NEXT_CRT)).unwrap();
+        let cas = ca4.issuing_cas();
+        std::fs::write(dir.path().join(ISSUING_CRT), &cas[1].pem).unwrap(); // as if the old one were still in place
+        let ca5 = Ca::load(dir.path()).unwrap();
+        assert_eq!(ca5.issuing_serial(), third, "the staged certificate switched in");
+        assert!(!dir.path().join(NEXT_CRT).exists());
+        Ca::withdraw_issuing(dir.path(), &new).unwrap();
         assert!(Ca::withdraw_issuing(dir.path(), "00ff").unwrap_err().contains("no previous issuing CA"));
         Ca::withdraw_issuing(dir.path(), &old.to_uppercase()).unwrap();
         let ca3 = Ca::load(dir.path()).unwrap();
         assert_eq!(ca3.issuing_cas().len(), 1);
+        // A withdrawal interrupted after the key was deleted reads as withdrawn.
+        let prev = dir.path().join(PREVIOUS);
+        std::fs::copy(prev.join(format!("{old}.crt.withdrawn")), prev.join(format!("{old}.crt"))).unwrap();
+        assert_eq!(Ca::load(dir.path()).unwrap().issuing_cas().len(), 1);
         assert!(!dir.path().join(PREVIOUS).join(format!("{old}.key")).exists(), "its key is gone");
         assert_eq!(std::fs::read_to_string(ca3.write_crl(&[], 3, now).unwrap()).unwrap().matches("BEGIN X509 CRL").count(), 1);
     }

@@ -180,6 +180,25 @@ pub fn parse_fingerprint(s: &str) -> Result<String, String> {
     }
 }
 
+/// The DNS names and IP addresses a certificate's SAN carries, in order.
+pub fn san_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let Ok(Some(san)) = c.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether the first certificate in `pem` names the CA certificate `ca_der` as its issuer.
 pub fn issued_by(pem: &[u8], ca_der: &[u8]) -> bool {
     let (Ok(certs), Ok((_, ca))) = (certs_from_pem(pem), x509_parser::parse_x509_certificate(ca_der)) else { return false };

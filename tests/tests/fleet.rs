@@ -402,7 +402,7 @@ fn the_issuing_ca_is_replaced_without_enrolling_anyone_again() {
     let mut hub = Hub::start(&[]);
     let mut broker = Broker::start(&hub);
     hub.restart_with(&["--broker", &broker.url()]);
-    let edge = Appliance::enrolled_as(&hub, &[], A, "つなぎ内科クリニック", "box-1");
+    let mut edge = Appliance::with_proxy(&hub, &[], A, "つなぎ内科クリニック", "box-1", "");
     let old_certs = tempfile::tempdir().unwrap();
     let (old_cert, old_key) = split_identity(&edge, old_certs.path());
     let topic = format!("tsunagi/{A}/box-1/event");
@@ -419,7 +419,8 @@ fn the_issuing_ca_is_replaced_without_enrolling_anyone_again() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains(&format!("replaced:       {old}")) && said.contains("withdraw-issuing"), "{said}");
-    let out = hub.cmd("broker").args(["setup", "--listen", &broker.addr]).output().unwrap();
+    // Run again with no options, it keeps the folder's address and names.
+    let out = hub.cmd("broker").arg("setup").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     broker.restart();
     hub.restart();
@@ -451,6 +452,21 @@ fn the_issuing_ca_is_replaced_without_enrolling_anyone_again() {
     hub.restart();
     let out = edge.cmd("renew").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The renewal presented the appliance's new certificate; its proxy has not been used since,
+    // so the proxy's old certificate is what it would present: still in use.
+    hub.kill();
+    let out = hub.cmd("ca").args(["withdraw-issuing", "--serial", &old]).output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("1 certificates") && e.contains(&format!("{A} box-1 proxy")), "{e}");
+    hub.restart();
+    edge.start(&[]);
+    edge.wait_for_proxy();
+    let root = hub.data().join("ca").join("root.crt");
+    wait_for(30, "a page through the proxy on its new certificate", || {
+        let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"]).arg(&root).arg(format!("{}/login", edge.proxy_url())).output().unwrap();
+        String::from_utf8_lossy(&out.stdout) == "200"
+    });
+    edge.stop();
     hub.kill();
     let out = hub.cmd("ca").args(["withdraw-issuing", "--serial", &old]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
