@@ -21,7 +21,11 @@ use crate::{restore, sync};
 pub const EXIT_ALARM: u8 = 3;
 
 #[derive(Parser, Debug)]
-#[command(name = "tsunagi-edge", version, about = "The tsunagi appliance: mirrors the facility's SS-MIX2 export into an encrypted store")]
+#[command(
+    name = "tsunagi-edge",
+    version,
+    about = "The tsunagi appliance: mirrors the facility's SS-MIX2 export into an encrypted store"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -44,11 +48,19 @@ impl StoreArgs {
     /// The store folder and key file, from the flags or else the configuration.
     fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
         let cfg = self.config.as_deref().map(load_config).transpose()?;
-        let store = self.store.clone().or_else(|| cfg.as_ref().map(Config::store_dir));
-        let key = self.key_file.clone().or_else(|| cfg.as_ref().map(|c| c.key_file.clone()));
+        let store = self
+            .store
+            .clone()
+            .or_else(|| cfg.as_ref().map(Config::store_dir));
+        let key = self
+            .key_file
+            .clone()
+            .or_else(|| cfg.as_ref().map(|c| c.key_file.clone()));
         match (store, key) {
             (Some(s), Some(k)) => Ok((s, k)),
-            _ => anyhow::bail!("say which store: --config FILE, or --store DIR with --key-file FILE"),
+            _ => {
+                anyhow::bail!("say which store: --config FILE, or --store DIR with --key-file FILE")
+            }
         }
     }
 }
@@ -65,7 +77,10 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,12 +217,21 @@ fn terminal(command: TerminalCommand) -> anyhow::Result<ExitCode> {
         crate::proxy::local::Local::open(&cfg.state_dir, &Key::from_file(&cfg.key_file)?)
     };
     match command {
-        TerminalCommand::Code { config, name, valid } => {
-            let secs = shared::time::parse_duration(&valid).map_err(|e| anyhow::anyhow!("--valid: {e}"))?;
+        TerminalCommand::Code {
+            config,
+            name,
+            valid,
+        } => {
+            let secs = shared::time::parse_duration(&valid)
+                .map_err(|e| anyhow::anyhow!("--valid: {e}"))?;
             let now = crate::sync::now();
             let code = open(&config)?.terminal_code(&name, now, now + secs)?;
             println!("code: {code}");
-            println!("valid until {}; on the terminal, open https://<this appliance>{} and enter it", shared::time::rfc3339(now + secs), crate::proxy::ENROL_PATH);
+            println!(
+                "valid until {}; on the terminal, open https://<this appliance>{} and enter it",
+                shared::time::rfc3339(now + secs),
+                crate::proxy::ENROL_PATH
+            );
         }
         TerminalCommand::List(config) => {
             for (name, at) in open(&config)?.terminals()? {
@@ -225,11 +249,19 @@ fn terminal(command: TerminalCommand) -> anyhow::Result<ExitCode> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Keygen { out } => {
-            store::generate_key_file(&out).with_context(|| format!("cannot create key file {}", out.display()))?;
+            store::generate_key_file(&out)
+                .with_context(|| format!("cannot create key file {}", out.display()))?;
             eprintln!("wrote a new store key to {} (mode 600); keep a copy somewhere safe: without it the store cannot be read", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ingest { store, roots, once, json, rescan_secs, batch_files } => {
+        Command::Ingest {
+            store,
+            roots,
+            once,
+            json,
+            rescan_secs,
+            batch_files,
+        } => {
             let (store, key_file) = store.resolve()?;
             let key = Key::from_file(&key_file)?;
             let handle = Handle::start(&store, &key)?;
@@ -246,22 +278,46 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if once {
                 let s = ingest::scan(&handle, &opts, &Scope::Full)?;
                 print(&s);
-                return Ok(if s.alarms.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ALARM) });
+                return Ok(if s.alarms.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_ALARM)
+                });
             }
-            let pace = watch::Pace { rescan: Duration::from_secs(rescan_secs.max(1)), ..Default::default() };
-            watch::run(&handle, &opts, &pace, || false, |s| {
-                if s.ingested + s.quarantined + s.missing + s.renamed + s.reappeared > 0 || !s.alarms.is_empty() {
-                    print(s);
-                }
-            })?;
+            let pace = watch::Pace {
+                rescan: Duration::from_secs(rescan_secs.max(1)),
+                ..Default::default()
+            };
+            watch::run(
+                &handle,
+                &opts,
+                &pace,
+                || false,
+                |s| {
+                    if s.ingested + s.quarantined + s.missing + s.renamed + s.reappeared > 0
+                        || !s.alarms.is_empty()
+                    {
+                        print(s);
+                    }
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ExportSsmix2 { store, to, extended_to } => {
+        Command::ExportSsmix2 {
+            store,
+            to,
+            extended_to,
+        } => {
             let (store, key_file) = store.resolve()?;
             let key = Key::from_file(&key_file)?;
             let conn = store::open_read_only(&store, &key)?;
             let e = crate::export::export(&conn, &to, extended_to.as_deref())?;
-            println!("exported {} files ({} bytes) to {}", e.files, e.bytes, to.display());
+            println!(
+                "exported {} files ({} bytes) to {}",
+                e.files,
+                e.bytes,
+                to.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { store, json } => {
@@ -278,20 +334,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(c) => run_daemon(load_config(&c.config)?),
         Command::Terminal { command } => terminal(command),
-        Command::Check { config, json, no_run } => check(&load_config(&config.config)?, json, no_run),
-        Command::Enroll { config, hub, token, ca_fingerprint, appliance } => {
+        Command::Check {
+            config,
+            json,
+            no_run,
+        } => check(&load_config(&config.config)?, json, no_run),
+        Command::Enroll {
+            config,
+            hub,
+            token,
+            ca_fingerprint,
+            appliance,
+        } => {
             let cfg = load_config(&config.config)?;
             let appliance = appliance.unwrap_or_else(identity::default_appliance);
-            let id = runtime()?.block_on(identity::enroll(&cfg.identity_dir(), &hub, &token, &ca_fingerprint, &appliance, &cfg.proxy.names, &cfg.key_store))?;
-            println!("enrolled appliance {} for facility {} {}", id.cert.appliance, id.cert.facility, id.enrolment.facility_name);
-            println!("certificate {} valid until {}", id.cert.serial, shared::time::rfc3339(id.cert.not_after));
+            let id = runtime()?.block_on(identity::enroll(
+                &cfg.identity_dir(),
+                &hub,
+                &token,
+                &ca_fingerprint,
+                &appliance,
+                &cfg.proxy.names,
+                &cfg.key_store,
+            ))?;
+            println!(
+                "enrolled appliance {} for facility {} {}",
+                id.cert.appliance, id.cert.facility, id.enrolment.facility_name
+            );
+            println!(
+                "certificate {} valid until {}",
+                id.cert.serial,
+                shared::time::rfc3339(id.cert.not_after)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Renew(c) => {
             let cfg = load_config(&c.config)?;
             let mut id = Identity::load(&cfg.identity_dir())?;
             runtime()?.block_on(identity::renew(&mut id, cfg.hub_url.as_deref()))?;
-            println!("renewed: certificate {} valid until {}", id.cert.serial, shared::time::rfc3339(id.cert.not_after));
+            println!(
+                "renewed: certificate {} valid until {}",
+                id.cert.serial,
+                shared::time::rfc3339(id.cert.not_after)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { config } => {
@@ -301,13 +386,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = runtime()?;
             let (n, bytes) = rt.block_on(async {
                 identity::settle(&cfg.identity_dir(), cfg.hub_url.as_deref()).await?;
-                sync::syncer(handle.clone(), &cfg.identity_dir(), cfg.hub_url.clone(), cfg.sync.clone())?.until_caught_up().await
+                sync::syncer(
+                    handle.clone(),
+                    &cfg.identity_dir(),
+                    cfg.hub_url.clone(),
+                    cfg.sync.clone(),
+                )?
+                .until_caught_up()
+                .await
             })?;
             let (seq, _) = handle.call(|c| crate::outbox::hub_position(c))??;
             println!("sent {n} segments ({bytes} bytes); the hub's copy is at segment {seq}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { config, to_seq, to_time, dry_run } => {
+        Command::Restore {
+            config,
+            to_seq,
+            to_time,
+            dry_run,
+        } => {
             let cfg = load_config(&config.config)?;
             let id = Identity::load(&cfg.identity_dir())?;
             let target = restore::Target { to_seq, to_time };
@@ -318,7 +415,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let key = Key::from_file(&cfg.key_file)?;
-            let r = rt.block_on(restore::restore(&id, cfg.hub_url.as_deref(), &target, &cfg.store_dir(), &key))?;
+            let r = rt.block_on(restore::restore(
+                &id,
+                cfg.hub_url.as_deref(),
+                &target,
+                &cfg.store_dir(),
+                &key,
+            ))?;
             println!(
                 "restored facility {} to segment {} ({} snapshot chunks, {} segments, {} bytes received) into {}",
                 id.cert.facility, r.seq, r.snapshot_frames, r.segments, r.bytes, cfg.store_dir().display()
@@ -356,7 +459,10 @@ fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
     let enrolled = Identity::load(&cfg.identity_dir()).ok();
     if cfg.proxy.names.is_empty() {
         // An image learns its LAN names on the enrolment page.
-        cfg.proxy.names = enrolled.as_ref().map(|i| i.enrolment.lan_names.clone()).unwrap_or_default();
+        cfg.proxy.names = enrolled
+            .as_ref()
+            .map(|i| i.enrolment.lan_names.clone())
+            .unwrap_or_default();
     }
     let store = Arc::new(Handle::start(&cfg.store_dir(), &key)?);
     tracing::info!(
@@ -376,14 +482,29 @@ fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
         let (store, stop) = (store.clone(), stop.clone());
         let mut opts = Options::new(cfg.roots.clone());
         opts.batch_files = cfg.batch_files;
-        let pace = watch::Pace { rescan: cfg.rescan, ..Default::default() };
-        Some(std::thread::Builder::new().name("ingest".into()).spawn(move || {
-            watch::run(&store, &opts, &pace, || stop.load(Ordering::Relaxed), |s| {
-                if s.ingested + s.quarantined + s.missing + s.renamed + s.reappeared > 0 || !s.alarms.is_empty() {
-                    print_summary(s);
-                }
-            })
-        })?)
+        let pace = watch::Pace {
+            rescan: cfg.rescan,
+            ..Default::default()
+        };
+        Some(
+            std::thread::Builder::new()
+                .name("ingest".into())
+                .spawn(move || {
+                    watch::run(
+                        &store,
+                        &opts,
+                        &pace,
+                        || stop.load(Ordering::Relaxed),
+                        |s| {
+                            if s.ingested + s.quarantined + s.missing + s.renamed + s.reappeared > 0
+                                || !s.alarms.is_empty()
+                            {
+                                print_summary(s);
+                            }
+                        },
+                    )
+                })?,
+        )
     };
     rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -463,12 +584,19 @@ fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
 }
 
 /// The LAN proxy, once the appliance is enrolled and has its LAN certificate.
-async fn run_proxy(cfg: Config, key: Key, local: Arc<crate::proxy::local::Local>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn run_proxy(
+    cfg: Config,
+    key: Key,
+    local: Arc<crate::proxy::local::Local>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let dir = cfg.identity_dir();
     let proxy = loop {
         match prepare_proxy(&cfg, &key, local.clone()).await {
             Ok(p) => break p,
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "the LAN proxy cannot start yet; trying again in 10 s"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the LAN proxy cannot start yet; trying again in 10 s")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
@@ -484,7 +612,11 @@ async fn run_proxy(cfg: Config, key: Key, local: Arc<crate::proxy::local::Local>
     }
 }
 
-async fn prepare_proxy(cfg: &Config, key: &Key, local: Arc<crate::proxy::local::Local>) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
+async fn prepare_proxy(
+    cfg: &Config,
+    key: &Key,
+    local: Arc<crate::proxy::local::Local>,
+) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
     let dir = cfg.identity_dir();
     let mut id = Identity::load(&dir)?;
     if let Err(e) = identity::ensure_lan(&mut id, &cfg.proxy.names, cfg.hub_url.as_deref()).await {
@@ -495,21 +627,45 @@ async fn prepare_proxy(cfg: &Config, key: &Key, local: Arc<crate::proxy::local::
     }
     // Without its own portal-only certificate the proxy does not start: it never lends the
     // appliance's identity to the LAN.
-    identity::ensure_proxy(&mut id, cfg.hub_url.as_deref()).await.context("the LAN proxy has no portal-only certificate, and the hub cannot issue one now")?;
-    let gate = Arc::new(crate::policy::TerminalGate::new(cfg.policy.clone(), local.clone())?);
-    let p = crate::proxy::Proxy::new(cfg.proxy.clone(), &dir, cfg.hub_url.clone(), &cfg.store_dir(), key, local, gate)?;
+    identity::ensure_proxy(&mut id, cfg.hub_url.as_deref())
+        .await
+        .context(
+            "the LAN proxy has no portal-only certificate, and the hub cannot issue one now",
+        )?;
+    let gate = Arc::new(crate::policy::TerminalGate::new(
+        cfg.policy.clone(),
+        local.clone(),
+    )?);
+    let p = crate::proxy::Proxy::new(
+        cfg.proxy.clone(),
+        &dir,
+        cfg.hub_url.clone(),
+        &cfg.store_dir(),
+        key,
+        local,
+        gate,
+    )?;
     Ok(Arc::new(p))
 }
 
 /// The posture checks' context for this configuration.
 fn policy_context(cfg: &Config) -> crate::policy::Context {
-    let port = |a: &Option<String>| a.as_deref().and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok());
+    let port = |a: &Option<String>| {
+        a.as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+    };
     crate::policy::Context {
         settings: cfg.policy.clone(),
         state_dir: cfg.state_dir.clone(),
         identity_dir: cfg.identity_dir(),
-        own_ports: [port(&cfg.proxy.listen), port(&cfg.proxy.plain_listen)].into_iter().flatten().collect(),
-        probe: crate::policy::Probe { dir: cfg.policy.probe_dir.clone() },
+        own_ports: [port(&cfg.proxy.listen), port(&cfg.proxy.plain_listen)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        probe: crate::policy::Probe {
+            dir: cfg.policy.probe_dir.clone(),
+        },
     }
 }
 
@@ -527,14 +683,26 @@ async fn run_policy(
     loop {
         let all = reply.is_some();
         let (ctx2, local2) = (ctx.clone(), local.clone());
-        let r = tokio::task::spawn_blocking(move || crate::policy::run_due(&ctx2, &local2, crate::sync::now(), all)).await.map_err(|e| anyhow::anyhow!("the checks panicked: {e}")).and_then(|r| r);
+        let r = tokio::task::spawn_blocking(move || {
+            crate::policy::run_due(&ctx2, &local2, crate::sync::now(), all)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the checks panicked: {e}"))
+        .and_then(|r| r);
         match r {
             Ok((p, _)) => {
                 if let Some(tx) = reply.take() {
                     let _ = tx.send(Ok(p.clone()));
                 }
                 posture.send_if_modified(|old| {
-                    let changed = old.as_ref().is_none_or(|o| o.state != p.state || o.checks.iter().map(|c| c.state).ne(p.checks.iter().map(|c| c.state)) || o.terminals != p.terminals);
+                    let changed = old.as_ref().is_none_or(|o| {
+                        o.state != p.state
+                            || o.checks
+                                .iter()
+                                .map(|c| c.state)
+                                .ne(p.checks.iter().map(|c| c.state))
+                            || o.terminals != p.terminals
+                    });
                     *old = Some(p);
                     changed
                 });
@@ -561,14 +729,29 @@ fn check(cfg: &Config, json: bool, no_run: bool) -> anyhow::Result<ExitCode> {
     let key = Key::from_file(&cfg.key_file)?;
     let local = crate::proxy::local::Local::open(&cfg.state_dir, &key)?;
     let now = crate::sync::now();
-    let p = if no_run { crate::policy::current(&local, now, &cfg.policy)? } else { crate::policy::run_due(&policy_context(cfg), &local, now, true)?.0 };
+    let p = if no_run {
+        crate::policy::current(&local, now, &cfg.policy)?
+    } else {
+        crate::policy::run_due(&policy_context(cfg), &local, now, true)?.0
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&p)?);
     } else {
-        println!("appliance posture: {} ({})", p.state.label(), p.state.code());
+        println!(
+            "appliance posture: {} ({})",
+            p.state.label(),
+            p.state.code()
+        );
         for c in &p.checks {
-            println!("  {:<16} {:<14} {}", c.check, c.state.code(), c.outcome.summary);
-            if c.state != crate::policy::State::Compliant || c.outcome.status == crate::policy::Status::Warn {
+            println!(
+                "  {:<16} {:<14} {}",
+                c.check,
+                c.state.code(),
+                c.outcome.summary
+            );
+            if c.state != crate::policy::State::Compliant
+                || c.outcome.status == crate::policy::Status::Warn
+            {
                 if !c.outcome.remediation.is_empty() {
                     println!("  {:<16} {:<14} → {}", "", "", c.outcome.remediation);
                 }
@@ -576,13 +759,25 @@ fn check(cfg: &Config, json: bool, no_run: bool) -> anyhow::Result<ExitCode> {
         }
         println!("terminals: {}", p.terminals.len());
         for t in &p.terminals {
-            println!("  {:<16} {:<14} {}", t.name, if t.known { t.state.code() } else { "unknown" }, t.summary);
+            println!(
+                "  {:<16} {:<14} {}",
+                t.name,
+                if t.known { t.state.code() } else { "unknown" },
+                t.summary
+            );
         }
         let events = local.recent_events(5)?;
         if !events.is_empty() {
             println!("recent changes:");
             for e in events {
-                println!("  {} {} {} → {}: {}", shared::time::rfc3339(e.at), e.subject, e.from.map(|s| s.code()).unwrap_or("-"), e.to.code(), e.summary);
+                println!(
+                    "  {} {} {} → {}: {}",
+                    shared::time::rfc3339(e.at),
+                    e.subject,
+                    e.from.map(|s| s.code()).unwrap_or("-"),
+                    e.to.code(),
+                    e.summary
+                );
             }
         }
     }

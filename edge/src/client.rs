@@ -30,14 +30,25 @@ struct PinnedRoot {
 }
 
 impl PinnedRoot {
-    fn inner(&self, intermediates: &[CertificateDer<'_>]) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    fn inner(
+        &self,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
         let root = intermediates
             .iter()
             .find(|c| provisioning::fingerprint(c) == self.fingerprint)
-            .ok_or_else(|| rustls::Error::General("the hub does not present the network root with the pinned fingerprint".into()))?;
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the hub does not present the network root with the pinned fingerprint".into(),
+                )
+            })?;
         let mut roots = RootCertStore::empty();
-        roots.add(root.clone().into_owned()).map_err(|e| rustls::Error::General(e.to_string()))?;
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().map_err(|e| rustls::Error::General(e.to_string()))
+        roots
+            .add(root.clone().into_owned())
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))
     }
 }
 
@@ -45,24 +56,59 @@ impl ServerCertVerifier for PinnedRoot {
     /// The chain must verify to the pinned root, and the certificate must be one of the network's
     /// own services: an appliance's LAN certificate chains to the same root, and must never pass
     /// for the hub or the broker, whatever names it carries.
-    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], server_name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
-        let ok = self.inner(intermediates)?.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner(intermediates)?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp,
+            now,
+        )?;
         if !provisioning::cert::is_network_service(end_entity) {
             return Err(rustls::Error::General("the server's certificate is not the network's hub or broker (an appliance's LAN certificate?); refusing it".into()));
         }
         Ok(ok)
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -87,7 +133,11 @@ impl ClientAuth {
 struct Presents(Arc<rustls::sign::CertifiedKey>);
 
 impl rustls::client::ResolvesClientCert for Presents {
-    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(self.0.clone())
     }
     fn has_certs(&self) -> bool {
@@ -95,16 +145,23 @@ impl rustls::client::ResolvesClientCert for Presents {
     }
 }
 
-pub fn tls_config(fingerprint: &str, auth: Option<ClientAuth>) -> anyhow::Result<Arc<ClientConfig>> {
+pub fn tls_config(
+    fingerprint: &str,
+    auth: Option<ClientAuth>,
+) -> anyhow::Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedRoot { fingerprint: fingerprint.to_string() }));
+        .with_custom_certificate_verifier(Arc::new(PinnedRoot {
+            fingerprint: fingerprint.to_string(),
+        }));
     let mut cfg = match auth {
         None => builder.with_no_client_auth(),
         Some(ClientAuth { chain, key }) => {
             let certified = rustls::sign::CertifiedKey::new(chain, key);
-            certified.keys_match().context("the identity's key does not match its certificate")?;
+            certified
+                .keys_match()
+                .context("the identity's key does not match its certificate")?;
             builder.with_client_cert_resolver(Arc::new(Presents(Arc::new(certified))))
         }
     };
@@ -114,10 +171,16 @@ pub fn tls_config(fingerprint: &str, auth: Option<ClientAuth>) -> anyhow::Result
 
 /// The host and port of `https://host[:port]`; anything but https is refused.
 pub fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url.strip_prefix("https://").ok_or_else(|| anyhow::anyhow!("hub URL {url:?} must start with https://"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| anyhow::anyhow!("hub URL {url:?} must start with https://"))?;
     let authority = rest.split('/').next().unwrap_or("");
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.trim_matches(|c| c == '[' || c == ']').to_string(), p.parse().with_context(|| format!("bad port in hub URL {url:?}"))?),
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.trim_matches(|c| c == '[' || c == ']').to_string(),
+            p.parse()
+                .with_context(|| format!("bad port in hub URL {url:?}"))?,
+        ),
         _ => (authority.to_string(), 443),
     };
     if host.is_empty() {
@@ -139,11 +202,17 @@ impl Reply {
         serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).chars().take(300).collect())
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&self.body)
+                    .chars()
+                    .take(300)
+                    .collect()
+            })
     }
 
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
-        serde_json::from_slice(&self.body).with_context(|| format!("the hub answered {} with an unexpected body", self.status))
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("the hub answered {} with an unexpected body", self.status))
     }
 }
 
@@ -161,16 +230,27 @@ impl Client {
         Ok(Client { host, port, tls })
     }
 
-    async fn connect(&self) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let name = ServerName::try_from(self.host.clone()).with_context(|| format!("{:?} is not a host name", self.host))?;
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let name = ServerName::try_from(self.host.clone())
+            .with_context(|| format!("{:?} is not a host name", self.host))?;
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.with_context(|| format!("cannot reach the hub at {}:{}", self.host, self.port))?;
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .with_context(|| format!("cannot reach the hub at {}:{}", self.host, self.port))?;
             tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.context("TLS with the hub failed")?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .context("TLS with the hub failed")?;
             anyhow::Ok(tls)
         };
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| anyhow::anyhow!("connecting to the hub timed out"))??;
-        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to the hub timed out"))??;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -178,7 +258,13 @@ impl Client {
     }
 
     /// Sends a request and returns the status and the streaming body.
-    pub async fn send(&self, method: Method, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let mut send = self.connect().await?;
         let req = Request::builder()
             .method(method)
@@ -187,23 +273,44 @@ impl Client {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header(hyper::header::CONTENT_LENGTH, body.len())
             .body(Full::new(body))?;
-        Ok(send.send_request(req).await.context("the hub closed the connection")?)
+        Ok(send
+            .send_request(req)
+            .await
+            .context("the hub closed the connection")?)
     }
 
     /// Sends a request and reads the whole answer.
-    pub async fn call(&self, method: Method, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<Reply> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
         let resp = self.send(method, path, content_type, body).await?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.context("reading the hub's answer")?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the hub's answer")?
+            .to_bytes();
         Ok(Reply { status, body })
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
-        self.call(Method::GET, path, "text/plain", Bytes::new()).await
+        self.call(Method::GET, path, "text/plain", Bytes::new())
+            .await
     }
 
     pub async fn post_json(&self, path: &str, value: &serde_json::Value) -> anyhow::Result<Reply> {
-        self.call(Method::POST, path, "application/json", Bytes::from(serde_json::to_vec(value)?)).await
+        self.call(
+            Method::POST,
+            path,
+            "application/json",
+            Bytes::from(serde_json::to_vec(value)?),
+        )
+        .await
     }
 }
 
@@ -214,26 +321,48 @@ mod tests {
     #[test]
     fn a_lan_certificate_never_passes_for_the_hub() {
         let dir = tempfile::tempdir().unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let mut ca = provisioning::Ca::init(dir.path(), "test", now).unwrap();
         ca.ensure_lan("tsunagi.internal", now).unwrap();
-        let v = PinnedRoot { fingerprint: ca.fingerprint() };
+        let v = PinnedRoot {
+            fingerprint: ca.fingerprint(),
+        };
         let chain = |pem: &str| provisioning::cert::certs_from_pem(pem.as_bytes()).unwrap();
         let (hub, _) = ca.issue_server(&["localhost".into()], now, 30).unwrap();
         let hub = chain(&hub);
         let name = ServerName::try_from("localhost").unwrap();
         let at = UnixTime::since_unix_epoch(Duration::from_secs(now as u64));
-        assert!(v.verify_server_cert(&hub[0], &hub[1..], &name, &[], at).is_ok(), "the hub's own certificate");
+        assert!(
+            v.verify_server_cert(&hub[0], &hub[1..], &name, &[], at)
+                .is_ok(),
+            "the hub's own certificate"
+        );
         // An appliance's LAN certificate, under the same root, presented by a box that answers at
         // the address an appliance was told the hub is at.
         let (_, csr) = provisioning::ca::new_key_and_csr("box-1").unwrap();
         let key = provisioning::ca::parse_csr(&csr).unwrap();
-        let lan = ca.issue_lan(&key, "3712345678", &["10.0.0.9".into()], now - 60, now + 86_400).unwrap();
+        let lan = ca
+            .issue_lan(
+                &key,
+                "3712345678",
+                &["10.0.0.9".into()],
+                now - 60,
+                now + 86_400,
+            )
+            .unwrap();
         let mut lan_chain = chain(&lan.chain_pem);
         lan_chain.push(CertificateDer::from(ca.root_der().to_vec()));
         let name = ServerName::try_from("10.0.0.9").unwrap();
-        let e = v.verify_server_cert(&lan_chain[0], &lan_chain[1..], &name, &[], at).unwrap_err();
-        assert!(e.to_string().contains("not the network's hub or broker"), "{e}");
+        let e = v
+            .verify_server_cert(&lan_chain[0], &lan_chain[1..], &name, &[], at)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not the network's hub or broker"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -241,7 +370,12 @@ mod tests {
         let tls = tls_config(&"00".repeat(32), None).unwrap();
         let c = Client::new("https://127.0.0.1:8443", tls.clone()).unwrap();
         assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8443));
-        assert_eq!(Client::new("https://hub.example/", tls.clone()).unwrap().port, 443);
+        assert_eq!(
+            Client::new("https://hub.example/", tls.clone())
+                .unwrap()
+                .port,
+            443
+        );
         assert!(Client::new("http://hub", tls).is_err());
     }
 }

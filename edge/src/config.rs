@@ -210,7 +210,11 @@ impl Default for PolicySettings {
             unknown_terminal: Enforce::Warn,
             noncompliant_terminal: Enforce::Refuse,
             updates_max_age: Duration::from_secs(14 * 86_400),
-            update_stamps: vec![PathBuf::from("/var/lib/apt/periodic/upgrade-stamp"), PathBuf::from("/var/log/apt/history.log"), PathBuf::from("/usr/lib/os-release")],
+            update_stamps: vec![
+                PathBuf::from("/var/lib/apt/periodic/upgrade-stamp"),
+                PathBuf::from("/var/log/apt/history.log"),
+                PathBuf::from("/usr/lib/os-release"),
+            ],
             allowed_ports: Vec::new(),
             probe_dir: None,
             interval: Duration::from_secs(300),
@@ -270,8 +274,10 @@ impl Config {
 
     /// Reads `path` and applies the environment through `env`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("configuration {}: {e}", path.display()))?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        let raw: RawConfig =
+            toml::from_str(&text).map_err(|e| format!("configuration {}: {e}", path.display()))?;
         Config::resolve(raw, env)
     }
 
@@ -279,13 +285,27 @@ impl Config {
         let dur = |key: &str, v: Option<String>, default: Duration| -> Result<Duration, String> {
             match v {
                 None => Ok(default),
-                Some(s) => shared::time::parse_duration(&s).map(|n| Duration::from_secs(n.max(0) as u64)).map_err(|e| format!("{key}: {e}")),
+                Some(s) => shared::time::parse_duration(&s)
+                    .map(|n| Duration::from_secs(n.max(0) as u64))
+                    .map_err(|e| format!("{key}: {e}")),
             }
         };
-        let state_dir = env("TSUNAGI_STATE_DIR").map(PathBuf::from).or(raw.state_dir).ok_or("state_dir is not set: add `state_dir = \"/var/lib/tsunagi\"` to the configuration")?;
-        let key_file = env("TSUNAGI_KEY_FILE").map(PathBuf::from).or(raw.key_file).unwrap_or_else(|| state_dir.join("store.key"));
+        let state_dir = env("TSUNAGI_STATE_DIR")
+            .map(PathBuf::from)
+            .or(raw.state_dir)
+            .ok_or(
+                "state_dir is not set: add `state_dir = \"/var/lib/tsunagi\"` to the configuration",
+            )?;
+        let key_file = env("TSUNAGI_KEY_FILE")
+            .map(PathBuf::from)
+            .or(raw.key_file)
+            .unwrap_or_else(|| state_dir.join("store.key"));
         let roots = match env("TSUNAGI_ROOTS") {
-            Some(r) => r.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
+            Some(r) => r
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect(),
             None => raw.ingest.roots.unwrap_or_default(),
         };
         let d = SyncSettings::default();
@@ -299,17 +319,31 @@ impl Config {
         };
         let sync = SyncSettings {
             bandwidth_limit,
-            retention: dur("sync.retention", env("TSUNAGI_RETENTION").or(raw.sync.retention), d.retention)?,
-            interval: dur("sync.interval", raw.sync.interval, d.interval)?.max(Duration::from_millis(200)),
-            backoff_min: dur("sync.backoff_min", raw.sync.backoff_min, d.backoff_min)?.max(Duration::from_millis(100)),
+            retention: dur(
+                "sync.retention",
+                env("TSUNAGI_RETENTION").or(raw.sync.retention),
+                d.retention,
+            )?,
+            interval: dur("sync.interval", raw.sync.interval, d.interval)?
+                .max(Duration::from_millis(200)),
+            backoff_min: dur("sync.backoff_min", raw.sync.backoff_min, d.backoff_min)?
+                .max(Duration::from_millis(100)),
             backoff_max: dur("sync.backoff_max", raw.sync.backoff_max, d.backoff_max)?,
-            max_batch_bytes: raw.sync.max_batch_bytes.unwrap_or(d.max_batch_bytes).clamp(64 << 10, shared::wire::MAX_BODY / 2),
+            max_batch_bytes: raw
+                .sync
+                .max_batch_bytes
+                .unwrap_or(d.max_batch_bytes)
+                .clamp(64 << 10, shared::wire::MAX_BODY / 2),
         };
         if sync.backoff_max < sync.backoff_min {
             return Err("sync.backoff_max must not be shorter than sync.backoff_min".into());
         }
         let names: Vec<String> = match env("TSUNAGI_PROXY_NAMES") {
-            Some(n) => n.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            Some(n) => n
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             None => raw.proxy.names.unwrap_or_default(),
         };
         let proxy = ProxySettings {
@@ -317,14 +351,21 @@ impl Config {
             plain_listen: env("TSUNAGI_PROXY_PLAIN_LISTEN").or(raw.proxy.plain_listen),
             names,
             idle: dur("proxy.idle", raw.proxy.idle, Duration::from_secs(300))?,
-            hub_timeout: dur("proxy.hub_timeout", raw.proxy.hub_timeout, Duration::from_secs(3))?.max(Duration::from_millis(200)),
+            hub_timeout: dur(
+                "proxy.hub_timeout",
+                raw.proxy.hub_timeout,
+                Duration::from_secs(3),
+            )?
+            .max(Duration::from_millis(200)),
         };
         if proxy.idle > Duration::from_secs(300) || proxy.idle.is_zero() {
             return Err("proxy.idle must be between 1s and 5m (the networks' rule for terminals is at most 5 minutes idle)".into());
         }
         let hub_fingerprint = match raw.hub.fingerprint {
             None => None,
-            Some(f) => Some(provisioning::parse_fingerprint(&f).map_err(|e| format!("hub.fingerprint: {e}"))?),
+            Some(f) => Some(
+                provisioning::parse_fingerprint(&f).map_err(|e| format!("hub.fingerprint: {e}"))?,
+            ),
         };
         // An image that enrols on its first boot learns its LAN names on the enrolment page.
         if proxy.listen.is_some() && proxy.names.is_empty() && hub_fingerprint.is_none() {
@@ -335,33 +376,80 @@ impl Config {
             None | Some("wpa2") => crate::policy::wifi::Security::Wpa2,
             Some("owe") => crate::policy::wifi::Security::Owe,
             Some("wpa3") => crate::policy::wifi::Security::Wpa3,
-            Some(o) => return Err(format!("policy.wifi_floor: {o:?} is not one of wpa2, owe, wpa3")),
+            Some(o) => {
+                return Err(format!(
+                    "policy.wifi_floor: {o:?} is not one of wpa2, owe, wpa3"
+                ))
+            }
         };
         let policy = PolicySettings {
             ssids: raw.policy.ssids.unwrap_or_default(),
             wifi_floor: floor,
             grace: dur("policy.grace", raw.policy.grace, d.grace)?,
-            screen_lock_max: dur("policy.screen_lock_max", raw.policy.screen_lock_max, d.screen_lock_max)?,
-            report_expiry: dur("policy.report_expiry", raw.policy.report_expiry, d.report_expiry)?.max(Duration::from_secs(1)),
-            unknown_terminal: Enforce::parse("policy.unknown_terminal", raw.policy.unknown_terminal, d.unknown_terminal)?,
-            noncompliant_terminal: Enforce::parse("policy.noncompliant_terminal", raw.policy.noncompliant_terminal, d.noncompliant_terminal)?,
-            updates_max_age: dur("policy.updates_max_age", raw.policy.updates_max_age, d.updates_max_age)?,
+            screen_lock_max: dur(
+                "policy.screen_lock_max",
+                raw.policy.screen_lock_max,
+                d.screen_lock_max,
+            )?,
+            report_expiry: dur(
+                "policy.report_expiry",
+                raw.policy.report_expiry,
+                d.report_expiry,
+            )?
+            .max(Duration::from_secs(1)),
+            unknown_terminal: Enforce::parse(
+                "policy.unknown_terminal",
+                raw.policy.unknown_terminal,
+                d.unknown_terminal,
+            )?,
+            noncompliant_terminal: Enforce::parse(
+                "policy.noncompliant_terminal",
+                raw.policy.noncompliant_terminal,
+                d.noncompliant_terminal,
+            )?,
+            updates_max_age: dur(
+                "policy.updates_max_age",
+                raw.policy.updates_max_age,
+                d.updates_max_age,
+            )?,
             update_stamps: raw.policy.update_stamps.unwrap_or(d.update_stamps),
             allowed_ports: raw.policy.allowed_ports.unwrap_or_default(),
-            probe_dir: env("TSUNAGI_PROBE_DIR").map(PathBuf::from).or(raw.policy.probe_dir),
-            interval: dur("policy.interval", env("TSUNAGI_POLICY_INTERVAL").or(raw.policy.interval), d.interval)?.max(Duration::from_secs(1)),
+            probe_dir: env("TSUNAGI_PROBE_DIR")
+                .map(PathBuf::from)
+                .or(raw.policy.probe_dir),
+            interval: dur(
+                "policy.interval",
+                env("TSUNAGI_POLICY_INTERVAL").or(raw.policy.interval),
+                d.interval,
+            )?
+            .max(Duration::from_secs(1)),
         };
         if policy.screen_lock_max.is_zero() {
-            return Err("policy.screen_lock_max must be more than 0 (a lock that never starts is no lock)".into());
+            return Err(
+                "policy.screen_lock_max must be more than 0 (a lock that never starts is no lock)"
+                    .into(),
+            );
         }
         let broker = match env("TSUNAGI_BROKER").or(raw.telemetry.broker) {
             None => None,
-            Some(u) => Some(shared::fleet::parse_broker(&u).map_err(|e| format!("telemetry.broker: {e}"))?),
+            Some(u) => Some(
+                shared::fleet::parse_broker(&u).map_err(|e| format!("telemetry.broker: {e}"))?,
+            ),
         };
         let telemetry = TelemetrySettings {
             broker,
-            keep_alive: dur("telemetry.keep_alive", env("TSUNAGI_KEEP_ALIVE").or(raw.telemetry.keep_alive), Duration::from_secs(30))?.clamp(Duration::from_secs(2), Duration::from_secs(600)),
-            status_every: dur("telemetry.status_every", env("TSUNAGI_STATUS_EVERY").or(raw.telemetry.status_every), Duration::from_secs(180))?.max(Duration::from_secs(1)),
+            keep_alive: dur(
+                "telemetry.keep_alive",
+                env("TSUNAGI_KEEP_ALIVE").or(raw.telemetry.keep_alive),
+                Duration::from_secs(30),
+            )?
+            .clamp(Duration::from_secs(2), Duration::from_secs(600)),
+            status_every: dur(
+                "telemetry.status_every",
+                env("TSUNAGI_STATUS_EVERY").or(raw.telemetry.status_every),
+                Duration::from_secs(180),
+            )?
+            .max(Duration::from_secs(1)),
         };
         Ok(Config {
             policy,
@@ -370,12 +458,15 @@ impl Config {
             state_dir,
             key_file,
             roots,
-            rescan: dur("ingest.rescan", raw.ingest.rescan, Duration::from_secs(300))?.max(Duration::from_secs(1)),
+            rescan: dur("ingest.rescan", raw.ingest.rescan, Duration::from_secs(300))?
+                .max(Duration::from_secs(1)),
             batch_files: raw.ingest.batch_files.unwrap_or(512).max(1),
             hub_url: env("TSUNAGI_HUB_URL").or(raw.hub.url),
             hub_fingerprint,
             key_store: crate::secrets::KeyStore::parse(
-                &env("TSUNAGI_KEY_STORE").or(raw.identity.key_store).unwrap_or_else(|| "file".into()),
+                &env("TSUNAGI_KEY_STORE")
+                    .or(raw.identity.key_store)
+                    .unwrap_or_else(|| "file".into()),
                 env("TSUNAGI_TPM_TCTI").or(raw.identity.tpm_tcti).as_deref(),
             )?,
             sync,
@@ -392,7 +483,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         Some('G') => (&s[..s.len() - 1], 1e9),
         _ => (s, 1.0),
     };
-    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a byte count (for example 500k or 2M)"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (for example 500k or 2M)"))?;
     if n < 0.0 {
         return Err(format!("{s:?} is negative"));
     }
@@ -433,15 +527,28 @@ mod tests {
         };
         let raw: RawConfig = toml::from_str("state_dir = \"/s\"").unwrap();
         let c = Config::resolve(raw, &env).unwrap();
-        assert_eq!((c.sync.bandwidth_limit, c.hub_url.as_deref(), c.roots.len()), (None, Some("https://hub:8443"), 3));
+        assert_eq!(
+            (c.sync.bandwidth_limit, c.hub_url.as_deref(), c.roots.len()),
+            (None, Some("https://hub:8443"), 3)
+        );
     }
 
     #[test]
     fn mistakes_name_the_key() {
-        assert!(toml::from_str::<RawConfig>("state_dir = \"/s\"\nbandwith = 3").unwrap_err().to_string().contains("bandwith"));
-        let raw: RawConfig = toml::from_str("state_dir = \"/s\"\n[sync]\nretention = \"7w\"").unwrap();
-        assert!(Config::resolve(raw, &no_env).unwrap_err().contains("sync.retention"));
-        assert!(Config::resolve(RawConfig::default(), &no_env).unwrap_err().contains("state_dir"));
+        assert!(
+            toml::from_str::<RawConfig>("state_dir = \"/s\"\nbandwith = 3")
+                .unwrap_err()
+                .to_string()
+                .contains("bandwith")
+        );
+        let raw: RawConfig =
+            toml::from_str("state_dir = \"/s\"\n[sync]\nretention = \"7w\"").unwrap();
+        assert!(Config::resolve(raw, &no_env)
+            .unwrap_err()
+            .contains("sync.retention"));
+        assert!(Config::resolve(RawConfig::default(), &no_env)
+            .unwrap_err()
+            .contains("state_dir"));
         assert_eq!(parse_bytes("1.5M"), Ok(1_500_000));
     }
 }

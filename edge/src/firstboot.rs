@@ -42,7 +42,11 @@ struct Page {
 
 /// The appliance's LAN addresses as agetty prints them: `\4` is the first IPv4 address.
 fn console_text(port: u16, failed: Option<&str>) -> String {
-    let port = if port == 80 || port == 8080 { String::new() } else { format!(":{port}") };
+    let port = if port == 80 || port == 8080 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
     let mut s = String::from(
         "\n tsunagi appliance: not enrolled yet / 未登録です\n\n\
          \x20 On a computer in this clinic, open / 院内のパソコンで次を開いてください:\n\n",
@@ -67,31 +71,68 @@ fn write_console(dir: Option<&Path>, text: &str) {
 
 /// Serves the enrolment page until the box is enrolled (returns the identity) or `stop` fires
 /// (returns `None`).
-pub async fn enrol(cfg: &Config, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Option<Identity>> {
-    let hub = cfg.hub_url.clone().context("hub.url is not set: the image must name its hub to enrol on first boot")?;
-    let fingerprint = cfg.hub_fingerprint.clone().context("hub.fingerprint is not set")?;
-    let listen = cfg.proxy.plain_listen.clone().unwrap_or_else(|| "0.0.0.0:8080".into());
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} (proxy.plain_listen) for the enrolment page"))?;
+pub async fn enrol(
+    cfg: &Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<Identity>> {
+    let hub = cfg
+        .hub_url
+        .clone()
+        .context("hub.url is not set: the image must name its hub to enrol on first boot")?;
+    let fingerprint = cfg
+        .hub_fingerprint
+        .clone()
+        .context("hub.fingerprint is not set")?;
+    let listen = cfg
+        .proxy
+        .plain_listen
+        .clone()
+        .unwrap_or_else(|| "0.0.0.0:8080".into());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (proxy.plain_listen) for the enrolment page")
+        })?;
     let addr = listener.local_addr()?;
     let runtime = std::env::var_os("RUNTIME_DIRECTORY").map(PathBuf::from);
     write_console(runtime.as_deref(), &console_text(addr.port(), None));
     let (tx, mut rx) = mpsc::channel(1);
-    let page = Arc::new(Page { hub, fingerprint, dir: cfg.identity_dir(), appliance: identity::default_appliance(), store: cfg.key_store.clone(), busy: Mutex::new(()), done: tx });
+    let page = Arc::new(Page {
+        hub,
+        fingerprint,
+        dir: cfg.identity_dir(),
+        appliance: identity::default_appliance(),
+        store: cfg.key_store.clone(),
+        busy: Mutex::new(()),
+        done: tx,
+    });
     tracing::info!(listen = %addr, "not enrolled: the enrolment page is served on the LAN");
     println!("enrolment page on http://{addr}/");
-    crate::notify::ready(&format!("not enrolled: enrolment page on port {}", addr.port()));
+    crate::notify::ready(&format!(
+        "not enrolled: enrolment page on port {}",
+        addr.port()
+    ));
     let (serve_stop, serve_rx) = tokio::sync::watch::channel(false);
     let service = {
         let (page, runtime) = (page.clone(), runtime.clone());
         move |conn: &serve::Conn| {
-            let (page, runtime, local, peer) = (page.clone(), runtime.clone(), conn.local, conn.peer);
+            let (page, runtime, local, peer) =
+                (page.clone(), runtime.clone(), conn.local, conn.peer);
             hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (page, runtime) = (page.clone(), runtime.clone());
-                async move { Ok::<_, Infallible>(page.answer(req, local, peer, runtime.as_deref()).await) }
+                async move {
+                    Ok::<_, Infallible>(page.answer(req, local, peer, runtime.as_deref()).await)
+                }
             })
         }
     };
-    let server = tokio::spawn(serve::serve(listener, None, crate::proxy::PLAIN_LIMITS, service, serve_rx));
+    let server = tokio::spawn(serve::serve(
+        listener,
+        None,
+        crate::proxy::PLAIN_LIMITS,
+        service,
+        serve_rx,
+    ));
     let out = tokio::select! {
         id = rx.recv() => id,
         _ = stop.changed() => None,
@@ -100,29 +141,68 @@ pub async fn enrol(cfg: &Config, mut stop: tokio::sync::watch::Receiver<bool>) -
     let _ = serve_stop.send(true);
     let _ = server.await;
     let Some(id) = out else { return Ok(None) };
-    write_console(runtime.as_deref(), &format!("\n tsunagi appliance: enrolled for facility {} / 登録済み\n\n", id.cert.facility));
+    write_console(
+        runtime.as_deref(),
+        &format!(
+            "\n tsunagi appliance: enrolled for facility {} / 登録済み\n\n",
+            id.cert.facility
+        ),
+    );
     Ok(Some(id))
 }
 
 impl Page {
-    async fn answer(&self, req: Request<Incoming>, local: Option<SocketAddr>, peer: SocketAddr, runtime: Option<&Path>) -> Response<Body> {
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        local: Option<SocketAddr>,
+        peer: SocketAddr,
+        runtime: Option<&Path>,
+    ) -> Response<Body> {
         // The name the browser used is the natural LAN name of the box.
-        let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).to_string());
-        let default_name = host.filter(|h| provisioning::cert::check_host_name(h).is_ok() || h.parse::<std::net::IpAddr>().is_ok()).or(local.map(|a| a.ip().to_string())).unwrap_or_default();
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).to_string());
+        let default_name = host
+            .filter(|h| {
+                provisioning::cert::check_host_name(h).is_ok()
+                    || h.parse::<std::net::IpAddr>().is_ok()
+            })
+            .or(local.map(|a| a.ip().to_string()))
+            .unwrap_or_default();
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, _) => self.form(StatusCode::OK, &default_name, None),
             (&Method::POST, "/enrol") => {
                 // A page elsewhere must not be able to submit a token to the box.
-                let origin = req.headers().get(hyper::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
-                let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+                let origin = req
+                    .headers()
+                    .get(hyper::header::ORIGIN)
+                    .and_then(|o| o.to_str().ok())
+                    .map(str::to_string);
+                let host = req
+                    .headers()
+                    .get(hyper::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
                 if let Some(o) = origin.filter(|o| o != "null") {
                     if o.split_once("://").map(|(_, h)| h) != Some(host.as_str()) {
                         return self.form(StatusCode::FORBIDDEN, &default_name, Some("別のページからの送信は受け付けません。/ Submissions from other pages are refused."));
                     }
                 }
                 let (_, body) = req.into_parts();
-                let Ok(bytes) = Limited::new(body, 8 << 10).collect().await.map(|b| b.to_bytes()) else {
-                    return self.form(StatusCode::PAYLOAD_TOO_LARGE, &default_name, Some("送信内容が大きすぎます。/ The form is too large."));
+                let Ok(bytes) = Limited::new(body, 8 << 10)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                else {
+                    return self.form(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &default_name,
+                        Some("送信内容が大きすぎます。/ The form is too large."),
+                    );
                 };
                 let f = fields(std::str::from_utf8(&bytes).unwrap_or(""));
                 self.submit(&f, &default_name, peer, runtime).await
@@ -131,7 +211,13 @@ impl Page {
         }
     }
 
-    async fn submit(&self, f: &HashMap<String, String>, default_name: &str, peer: SocketAddr, runtime: Option<&Path>) -> Response<Body> {
+    async fn submit(
+        &self,
+        f: &HashMap<String, String>,
+        default_name: &str,
+        peer: SocketAddr,
+        runtime: Option<&Path>,
+    ) -> Response<Body> {
         let field = |k: &str| f.get(k).map(|s| s.trim().to_string()).unwrap_or_default();
         let token = field("token");
         let name = field("name");
@@ -140,9 +226,18 @@ impl Page {
             a => a,
         };
         if token.is_empty() {
-            return self.form(StatusCode::BAD_REQUEST, default_name, Some("登録用トークンを入力してください。/ Enter the enrolment token."));
+            return self.form(
+                StatusCode::BAD_REQUEST,
+                default_name,
+                Some("登録用トークンを入力してください。/ Enter the enrolment token."),
+            );
         }
-        let names: Vec<String> = name.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let names: Vec<String> = name
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         if names.is_empty() {
             return self.form(StatusCode::BAD_REQUEST, default_name, Some("この機器の名前（アドレス）を入力してください。/ Enter the name browsers use for this box."));
         }
@@ -150,7 +245,17 @@ impl Page {
             return self.form(StatusCode::CONFLICT, default_name, Some("登録処理中です。しばらくしてから開き直してください。/ An enrolment is running; reload in a minute."));
         };
         tracing::info!(from = %peer.ip(), appliance = %appliance, "enrolment submitted on the LAN page");
-        match identity::enroll(&self.dir, &self.hub, &token, &self.fingerprint, &appliance, &names, &self.store).await {
+        match identity::enroll(
+            &self.dir,
+            &self.hub,
+            &token,
+            &self.fingerprint,
+            &appliance,
+            &names,
+            &self.store,
+        )
+        .await
+        {
             Ok(id) => {
                 let portal = format!("https://{}/", names[0]);
                 let body = format!(
@@ -169,13 +274,24 @@ impl Page {
                 let msg = format!("{e:#}");
                 tracing::warn!(error = %msg, "enrolment failed");
                 write_console(runtime, &console_text(8080, Some(&msg)));
-                self.form(StatusCode::BAD_REQUEST, default_name, Some(&format!("登録できませんでした / Enrolment failed: {msg}")))
+                self.form(
+                    StatusCode::BAD_REQUEST,
+                    default_name,
+                    Some(&format!("登録できませんでした / Enrolment failed: {msg}")),
+                )
             }
         }
     }
 
-    fn form(&self, status: StatusCode, default_name: &str, message: Option<&str>) -> Response<Body> {
-        let msg = message.map(|m| format!("<p class=error role=alert>{}</p>", escape(m))).unwrap_or_default();
+    fn form(
+        &self,
+        status: StatusCode,
+        default_name: &str,
+        message: Option<&str>,
+    ) -> Response<Body> {
+        let msg = message
+            .map(|m| format!("<p class=error role=alert>{}</p>", escape(m)))
+            .unwrap_or_default();
         let body = format!(
             "<!doctype html><html lang=ja><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>tsunagi 機器の登録</title>{STYLE}\
              <main><h1>tsunagi 機器の登録 / Enrol this appliance</h1>{msg}\
@@ -201,7 +317,11 @@ input{display:block;width:100%;font-size:1.1rem;padding:.3rem}button{font-size:1
 
 /// After enrolment: restores the facility's copy when the hub holds one and this box has no store
 /// yet (a replacement). Returns what was restored, if anything.
-pub async fn restore_if_any(id: &Identity, cfg: &Config, key: &crate::store::Key) -> anyhow::Result<Option<crate::restore::Restored>> {
+pub async fn restore_if_any(
+    id: &Identity,
+    cfg: &Config,
+    key: &crate::store::Key,
+) -> anyhow::Result<Option<crate::restore::Restored>> {
     if cfg.store_dir().exists() {
         return Ok(None);
     }
@@ -212,8 +332,12 @@ pub async fn restore_if_any(id: &Identity, cfg: &Config, key: &crate::store::Key
         return Ok(None);
     }
     tracing::info!(facility = %id.cert.facility, to_seq = plan.to_seq, "restoring the facility's copy from the hub");
-    crate::notify::status(&format!("restoring facility {} from the hub", id.cert.facility));
-    let r = crate::restore::restore(id, cfg.hub_url.as_deref(), &target, &cfg.store_dir(), key).await?;
+    crate::notify::status(&format!(
+        "restoring facility {} from the hub",
+        id.cert.facility
+    ));
+    let r =
+        crate::restore::restore(id, cfg.hub_url.as_deref(), &target, &cfg.store_dir(), key).await?;
     Ok(Some(r))
 }
 
@@ -224,6 +348,9 @@ mod tests {
         let t = super::console_text(8080, None);
         assert!(t.contains("http://\\4/"), "{t}");
         let t = super::console_text(9000, Some("token expired"));
-        assert!(t.contains("http://\\4:9000/") && t.contains("token expired"), "{t}");
+        assert!(
+            t.contains("http://\\4:9000/") && t.contains("token expired"),
+            "{t}"
+        );
     }
 }

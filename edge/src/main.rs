@@ -27,7 +27,8 @@ fn main() -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if std::env::var("TSUNAGI_LOG").as_deref() == Ok("journal") {
         match tracing_journald::layer() {
             Ok(j) => {
@@ -37,5 +38,8 @@ fn init_logging() {
             Err(e) => eprintln!("warning: TSUNAGI_LOG=journal but the journal cannot be reached ({e}); logging to stderr"),
         }
     }
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter()).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter())
+        .init();
 }

@@ -5,13 +5,16 @@
 use std::os::unix::net::UnixDatagram;
 
 fn send(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let sent = (|| -> std::io::Result<()> {
         let sock = UnixDatagram::unbound()?;
         let path = path.to_string_lossy();
         if let Some(abstract_name) = path.strip_prefix('@') {
             use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
+            let addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
             sock.send_to_addr(state.as_bytes(), &addr)?;
         } else {
             sock.send_to(state.as_bytes(), &*path)?;
@@ -39,7 +42,10 @@ pub fn stopping() {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
 }
 
 #[cfg(test)]
@@ -54,7 +60,9 @@ mod tests {
         super::ready("serving on 0.0.0.0:8443\nsecond line");
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).unwrap();
-        assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), "READY=1\nSTATUS=serving on 0.0.0.0:8443 second line");
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            "READY=1\nSTATUS=serving on 0.0.0.0:8443 second line"
+        );
     }
-
 }

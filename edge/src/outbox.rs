@@ -26,7 +26,12 @@ pub fn head(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
 /// Runs `work` in one immediate transaction under a session on the synced tables. When it changed
 /// any of them, the changeset becomes the next outbox segment before the commit. `files` is
 /// recorded with the segment for the operator's benefit. Returns the new segment's number.
-pub fn capture<T, E>(conn: &Connection, files: u64, now: &str, work: impl FnOnce(&Connection) -> Result<T, E>) -> Result<(T, Option<u64>), E>
+pub fn capture<T, E>(
+    conn: &Connection,
+    files: u64,
+    now: &str,
+    work: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<(T, Option<u64>), E>
 where
     E: From<rusqlite::Error>,
 {
@@ -49,7 +54,8 @@ where
 }
 
 fn append(conn: &Connection, changeset: &[u8], files: u64, now: &str) -> rusqlite::Result<u64> {
-    let body = zstd::bulk::compress(changeset, ZSTD_LEVEL).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let body = zstd::bulk::compress(changeset, ZSTD_LEVEL)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let (last, prev) = head(conn)?;
     let seq = last + 1;
     let hash = chain::segment_hash(&prev, seq, &body);
@@ -57,12 +63,17 @@ fn append(conn: &Connection, changeset: &[u8], files: u64, now: &str) -> rusqlit
         "INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![seq as i64, &prev[..], &hash[..], body, changeset.len() as i64, files as i64, now])?;
-    conn.prepare_cached("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1")?.execute(params![seq as i64, &hash[..]])?;
+    conn.prepare_cached("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1")?
+        .execute(params![seq as i64, &hash[..]])?;
     Ok(seq)
 }
 
 /// Segments after `after`, at most `limit` of them, in order.
-pub fn segments_after(conn: &Connection, after: u64, limit: usize) -> rusqlite::Result<Vec<Segment>> {
+pub fn segments_after(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Segment>> {
     let mut st = conn.prepare_cached(
         "SELECT seq, prev_hash, hash, body, raw_len, files, created_at FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
@@ -86,18 +97,24 @@ pub fn segments_after(conn: &Connection, after: u64, limit: usize) -> rusqlite::
 
 /// The oldest segment still held (segments before it were pruned after the hub acknowledged them).
 pub fn first_seq(conn: &Connection) -> rusqlite::Result<Option<u64>> {
-    conn.query_row("SELECT min(seq) FROM outbox", [], |r| r.get::<_, Option<i64>>(0))
-        .optional()
-        .map(|v| v.flatten().map(|s| s as u64))
+    conn.query_row("SELECT min(seq) FROM outbox", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .optional()
+    .map(|v| v.flatten().map(|s| s as u64))
 }
 
 /// The hub's position as last acknowledged: its sequence number and hash.
 pub fn hub_position(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
-    conn.query_row("SELECT hub_seq, hub_hash FROM sync_state WHERE one = 1", [], |r| {
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&r.get::<_, Vec<u8>>(1)?);
-        Ok((r.get::<_, i64>(0)? as u64, hash))
-    })
+    conn.query_row(
+        "SELECT hub_seq, hub_hash FROM sync_state WHERE one = 1",
+        [],
+        |r| {
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&r.get::<_, Vec<u8>>(1)?);
+            Ok((r.get::<_, i64>(0)? as u64, hash))
+        },
+    )
 }
 
 /// Records an acknowledgement from the hub: its position, and the ack time on the segments it
@@ -106,13 +123,15 @@ pub fn record_ack(conn: &Connection, seq: u64, hash: &[u8; 32], now: &str) -> ru
     let tx = conn.unchecked_transaction()?;
     conn.prepare_cached("UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2, acked_at = ?3, last_attempt = ?3, last_error = NULL WHERE one = 1")?
         .execute(params![seq as i64, &hash[..], now])?;
-    conn.prepare_cached("UPDATE outbox SET acked_at = ?2 WHERE seq <= ?1 AND acked_at IS NULL")?.execute(params![seq as i64, now])?;
+    conn.prepare_cached("UPDATE outbox SET acked_at = ?2 WHERE seq <= ?1 AND acked_at IS NULL")?
+        .execute(params![seq as i64, now])?;
     tx.commit()
 }
 
 /// Records a failed upload attempt and why, for `status`.
 pub fn record_failure(conn: &Connection, error: &str, now: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE sync_state SET last_attempt = ?2, last_error = ?1 WHERE one = 1")?.execute(params![error, now])?;
+    conn.prepare_cached("UPDATE sync_state SET last_attempt = ?2, last_error = ?1 WHERE one = 1")?
+        .execute(params![error, now])?;
     Ok(())
 }
 
@@ -120,14 +139,23 @@ pub fn record_failure(conn: &Connection, error: &str, now: &str) -> rusqlite::Re
 /// segment the hub has not acknowledged. Returns how many went.
 pub fn prune(conn: &Connection, cutoff: &str) -> rusqlite::Result<usize> {
     let (hub_seq, _) = hub_position(conn)?;
-    conn.prepare_cached("DELETE FROM outbox WHERE seq <= ?1 AND acked_at IS NOT NULL AND acked_at < ?2")?.execute(params![hub_seq as i64, cutoff])
+    conn.prepare_cached(
+        "DELETE FROM outbox WHERE seq <= ?1 AND acked_at IS NOT NULL AND acked_at < ?2",
+    )?
+    .execute(params![hub_seq as i64, cutoff])
 }
 
 /// Sets the chain's head and the hub's position to a restored point, on a store that holds no
 /// segments: the next change becomes segment `seq + 1`, chained to `hash`.
 pub fn reset_to(conn: &Connection, seq: u64, hash: &[u8; 32], now: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1", params![seq as i64, &hash[..]])?;
-    conn.execute("UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2, acked_at = ?3 WHERE one = 1", params![seq as i64, &hash[..], now])?;
+    conn.execute(
+        "UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1",
+        params![seq as i64, &hash[..]],
+    )?;
+    conn.execute(
+        "UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2, acked_at = ?3 WHERE one = 1",
+        params![seq as i64, &hash[..], now],
+    )?;
     Ok(())
 }
 
@@ -138,7 +166,9 @@ pub fn rewind_hub(conn: &Connection, seq: u64) -> rusqlite::Result<Result<String
     let (hub_seq, _) = hub_position(conn)?;
     let (head, _) = head(conn)?;
     if seq >= hub_seq {
-        return Ok(Ok(format!("nothing to do: the hub acknowledged up to {hub_seq} (head {head})")));
+        return Ok(Ok(format!(
+            "nothing to do: the hub acknowledged up to {hub_seq} (head {head})"
+        )));
     }
     let first = first_seq(conn)?;
     if first.is_none_or(|f| f > seq + 1) {
@@ -148,9 +178,20 @@ pub fn rewind_hub(conn: &Connection, seq: u64) -> rusqlite::Result<Result<String
             first.map_or("none".into(), |f| f.to_string())
         )));
     }
-    let hash: Vec<u8> = conn.query_row("SELECT prev_hash FROM outbox WHERE seq = ?1", [(seq + 1) as i64], |r| r.get(0))?;
-    conn.execute("UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2 WHERE one = 1", params![seq as i64, hash])?;
-    Ok(Ok(format!("sending again from segment {} ({} segments, up to {head})", seq + 1, head - seq)))
+    let hash: Vec<u8> = conn.query_row(
+        "SELECT prev_hash FROM outbox WHERE seq = ?1",
+        [(seq + 1) as i64],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2 WHERE one = 1",
+        params![seq as i64, hash],
+    )?;
+    Ok(Ok(format!(
+        "sending again from segment {} ({} segments, up to {head})",
+        seq + 1,
+        head - seq
+    )))
 }
 
 /// Why a chain of segments does not hold together.
@@ -169,7 +210,10 @@ pub fn verify(after: u64, prev: [u8; 32], segs: &[Segment]) -> Result<(u64, [u8;
     let (mut seq, mut hash) = (after, prev);
     for s in segs {
         if s.seq != seq + 1 {
-            return Err(ChainError::Gap { after: seq, got: s.seq });
+            return Err(ChainError::Gap {
+                after: seq,
+                got: s.seq,
+            });
         }
         if s.prev_hash != hash {
             return Err(ChainError::Broken { seq: s.seq });
@@ -191,7 +235,12 @@ pub fn apply(conn: &Connection, segs: &[Segment]) -> anyhow::Result<()> {
         // A restore takes only the synced tables: a segment that writes `outbox`, `sync_state` or a
         // table this side does not know is refused by name, never skipped.
         shared::changeset::check_tables(&changeset, shared::schema::SYNCED_TABLES, |t| {
-            conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [t], |r| r.get::<_, i64>(0)).ok().filter(|n| *n > 0).map(|n| n as usize)
+            conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [t], |r| {
+                r.get::<_, i64>(0)
+            })
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|n| n as usize)
         })
         .map_err(|e| anyhow::anyhow!("segment {} cannot be applied: {e}", s.seq))?;
         let tx = conn.unchecked_transaction()?;
@@ -222,20 +271,34 @@ mod tests {
     #[test]
     fn changes_become_chained_segments_that_replay_elsewhere() {
         let edge = mem();
-        let (_, s1) = capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "スギ")).unwrap();
-        let (_, s2) = capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "ソバ")).unwrap();
+        let (_, s1) =
+            capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "スギ")).unwrap();
+        let (_, s2) =
+            capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "ソバ")).unwrap();
         let (_, none) = capture::<_, rusqlite::Error>(&edge, 0, "t", |c| {
-            c.execute("INSERT INTO alarm (at, kind, detail) VALUES ('t', 'local', 'not synced')", [])?;
+            c.execute(
+                "INSERT INTO alarm (at, kind, detail) VALUES ('t', 'local', 'not synced')",
+                [],
+            )?;
             Ok(())
         })
         .unwrap();
         assert_eq!((s1, s2, none), (Some(1), Some(2), None));
         let segs = segments_after(&edge, 0, 10).unwrap();
-        assert_eq!(verify(0, chain::GENESIS, &segs).unwrap(), head(&edge).unwrap());
+        assert_eq!(
+            verify(0, chain::GENESIS, &segs).unwrap(),
+            head(&edge).unwrap()
+        );
 
         let hub = mem();
         apply(&hub, &segs).unwrap();
-        let got: Vec<String> = hub.prepare("SELECT allergen FROM allergy ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        let got: Vec<String> = hub
+            .prepare("SELECT allergen FROM allergy ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(got, ["スギ", "ソバ"]);
     }
 
@@ -247,16 +310,31 @@ mod tests {
         let forged = mem();
         let mut s = rusqlite::session::Session::new(&forged).unwrap();
         s.attach(Some("outbox_head")).unwrap();
-        forged.execute_batch("UPDATE outbox_head SET seq = 999 WHERE one = 1").unwrap();
+        forged
+            .execute_batch("UPDATE outbox_head SET seq = 999 WHERE one = 1")
+            .unwrap();
         let mut cs = Vec::new();
         s.changeset_strm(&mut cs).unwrap();
         let mut segs = segments_after(&edge, 0, 10).unwrap();
         let body = zstd::bulk::compress(&cs, 3).unwrap();
         let hash = chain::segment_hash(&segs[0].hash, 2, &body);
-        segs.push(Segment { seq: 2, prev_hash: segs[0].hash, hash, body, raw_len: cs.len(), files: 0, created_at: "t".into() });
+        segs.push(Segment {
+            seq: 2,
+            prev_hash: segs[0].hash,
+            hash,
+            body,
+            raw_len: cs.len(),
+            files: 0,
+            created_at: "t".into(),
+        });
         let target = mem();
         let e = apply(&target, &segs).unwrap_err().to_string();
-        assert!(e.contains("segment 2") && e.contains("outbox_head") && e.contains("not one of the synced tables"), "{e}");
+        assert!(
+            e.contains("segment 2")
+                && e.contains("outbox_head")
+                && e.contains("not one of the synced tables"),
+            "{e}"
+        );
         assert_eq!(head(&target).unwrap().0, 0, "the head was not touched");
     }
 
@@ -269,7 +347,9 @@ mod tests {
             Ok(())
         });
         assert!(r.is_err());
-        let n: i64 = edge.query_row("SELECT count(*) FROM allergy", [], |r| r.get(0)).unwrap();
+        let n: i64 = edge
+            .query_row("SELECT count(*) FROM allergy", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
         assert_eq!(head(&edge).unwrap().0, 0);
         assert!(segments_after(&edge, 0, 10).unwrap().is_empty());
@@ -282,10 +362,19 @@ mod tests {
             capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, a)).unwrap();
         }
         let segs = segments_after(&edge, 0, 10).unwrap();
-        assert_eq!(verify(0, chain::GENESIS, &[segs[0].clone(), segs[2].clone()]), Err(ChainError::Gap { after: 1, got: 3 }));
-        assert_eq!(verify(1, chain::GENESIS, &segs[1..2]), Err(ChainError::Broken { seq: 2 }));
+        assert_eq!(
+            verify(0, chain::GENESIS, &[segs[0].clone(), segs[2].clone()]),
+            Err(ChainError::Gap { after: 1, got: 3 })
+        );
+        assert_eq!(
+            verify(1, chain::GENESIS, &segs[1..2]),
+            Err(ChainError::Broken { seq: 2 })
+        );
         let mut bad = segs[0].clone();
         bad.body[0] ^= 1;
-        assert_eq!(verify(0, chain::GENESIS, &[bad]), Err(ChainError::Corrupt { seq: 1 }));
+        assert_eq!(
+            verify(0, chain::GENESIS, &[bad]),
+            Err(ChainError::Corrupt { seq: 1 })
+        );
     }
 }

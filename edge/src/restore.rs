@@ -14,8 +14,8 @@ use serde::Deserialize;
 use shared::wire::{Frame, RESTORE_MAGIC};
 
 use crate::identity::Identity;
-use crate::store::{self, Key};
 use crate::outbox;
+use crate::store::{self, Key};
 
 /// The restore point.
 #[derive(Debug, Clone, Default)]
@@ -67,16 +67,36 @@ pub struct Plan {
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.snapshot {
-            Some(s) => writeln!(f, "snapshot:  segment {} (captured {}), {} bytes", s.seq, s.captured_at.as_deref().unwrap_or("?"), s.bytes)?,
+            Some(s) => writeln!(
+                f,
+                "snapshot:  segment {} (captured {}), {} bytes",
+                s.seq,
+                s.captured_at.as_deref().unwrap_or("?"),
+                s.bytes
+            )?,
             None => writeln!(f, "snapshot:  none; starting from an empty store")?,
         }
         match self.first_segment {
-            Some(first) => writeln!(f, "segments:  {first}..{} ({} segments, {} bytes)", self.to_seq, self.segments, self.segment_bytes)?,
+            Some(first) => writeln!(
+                f,
+                "segments:  {first}..{} ({} segments, {} bytes)",
+                self.to_seq, self.segments, self.segment_bytes
+            )?,
             None => writeln!(f, "segments:  none after the snapshot")?,
         }
-        writeln!(f, "restores:  segment {} ({}), captured {}", self.to_seq, self.to_hash, self.to_captured_at.as_deref().unwrap_or("?"))?;
+        writeln!(
+            f,
+            "restores:  segment {} ({}), captured {}",
+            self.to_seq,
+            self.to_hash,
+            self.to_captured_at.as_deref().unwrap_or("?")
+        )?;
         if self.lost_segments == 0 {
-            writeln!(f, "left out:  nothing; this is the copy's newest point (segment {})", self.head.seq)
+            writeln!(
+                f,
+                "left out:  nothing; this is the copy's newest point (segment {})",
+                self.head.seq
+            )
         } else {
             writeln!(
                 f,
@@ -93,7 +113,10 @@ impl std::fmt::Display for Plan {
 
 /// Fetches the plan.
 pub async fn plan(id: &Identity, hub: Option<&str>, target: &Target) -> anyhow::Result<Plan> {
-    let reply = id.client(hub)?.get(&format!("/v1/restore/plan{}", target.query())).await?;
+    let reply = id
+        .client(hub)?
+        .get(&format!("/v1/restore/plan{}", target.query()))
+        .await?;
     if !reply.status.is_success() {
         anyhow::bail!("the hub cannot plan this restore: {}", reply.message());
     }
@@ -110,9 +133,18 @@ pub struct Restored {
 }
 
 /// Restores into `store_dir`, which must not hold a store yet.
-pub async fn restore(id: &Identity, hub: Option<&str>, target: &Target, store_dir: &Path, key: &Key) -> anyhow::Result<Restored> {
+pub async fn restore(
+    id: &Identity,
+    hub: Option<&str>,
+    target: &Target,
+    store_dir: &Path,
+    key: &Key,
+) -> anyhow::Result<Restored> {
     if store_dir.join(store::DB_FILE).exists() {
-        anyhow::bail!("{} already holds a store; move it away first (a restore never overwrites a store)", store_dir.display());
+        anyhow::bail!(
+            "{} already holds a store; move it away first (a restore never overwrites a store)",
+            store_dir.display()
+        );
     }
     let plan = plan(id, hub, target).await?;
     let tmp = store_dir.with_extension("restoring");
@@ -120,22 +152,42 @@ pub async fn restore(id: &Identity, hub: Option<&str>, target: &Target, store_di
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
     }
     let conn = store::open(&tmp, key)?;
-    let resp = id.client(hub)?.send(Method::GET, &format!("/v1/restore?to_seq={}", plan.to_seq), "text/plain", bytes::Bytes::new()).await?;
+    let resp = id
+        .client(hub)?
+        .send(
+            Method::GET,
+            &format!("/v1/restore?to_seq={}", plan.to_seq),
+            "text/plain",
+            bytes::Bytes::new(),
+        )
+        .await?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
-        anyhow::bail!("the hub refused the restore ({status}): {}", String::from_utf8_lossy(&body));
+        anyhow::bail!(
+            "the hub refused the restore ({status}): {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let mut body = resp.into_body();
     let mut buf: Vec<u8> = Vec::new();
     let mut base: Option<(u64, [u8; 32])> = None;
     let mut chain = (0u64, [0u8; 32]);
     let mut done = None;
-    let mut out = Restored { seq: 0, snapshot_frames: 0, segments: 0, bytes: 0 };
+    let mut out = Restored {
+        seq: 0,
+        snapshot_frames: 0,
+        segments: 0,
+        bytes: 0,
+    };
     while done.is_none() {
-        let Some(frame) = body.frame().await else { break };
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         let frame = frame.context("the restore stream broke off")?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         out.bytes += data.len() as u64;
         buf.extend_from_slice(&data);
         let mut at = 0;
@@ -146,7 +198,10 @@ pub async fn restore(id: &Identity, hub: Option<&str>, target: &Target, store_di
             if &buf[..4] != RESTORE_MAGIC {
                 anyhow::bail!("the hub's restore stream does not start as one should");
             }
-            let b = (u64::from_be_bytes(buf[4..12].try_into()?), buf[12..44].try_into()?);
+            let b = (
+                u64::from_be_bytes(buf[4..12].try_into()?),
+                buf[12..44].try_into()?,
+            );
             base = Some(b);
             chain = b;
             at = 44;
@@ -155,22 +210,32 @@ pub async fn restore(id: &Identity, hub: Option<&str>, target: &Target, store_di
             at += used;
             match f {
                 Frame::Snapshot { raw_len, body } => {
-                    let cs = zstd::bulk::decompress(&body, raw_len.max(1)).context("a snapshot chunk does not decompress")?;
+                    let cs = zstd::bulk::decompress(&body, raw_len.max(1))
+                        .context("a snapshot chunk does not decompress")?;
                     let tx = conn.unchecked_transaction()?;
-                    conn.apply_strm(&mut &cs[..], None::<fn(&str) -> bool>, |_: ConflictType, _| ConflictAction::SQLITE_CHANGESET_ABORT)
-                        .context("a snapshot chunk does not apply")?;
+                    conn.apply_strm(
+                        &mut &cs[..],
+                        None::<fn(&str) -> bool>,
+                        |_: ConflictType, _| ConflictAction::SQLITE_CHANGESET_ABORT,
+                    )
+                    .context("a snapshot chunk does not apply")?;
                     tx.commit()?;
                     out.snapshot_frames += 1;
                 }
                 Frame::Segment(s) => {
-                    let next = outbox::verify(chain.0, chain.1, std::slice::from_ref(&s)).map_err(|e| anyhow::anyhow!("the restore stream's chain is broken: {e}"))?;
+                    let next = outbox::verify(chain.0, chain.1, std::slice::from_ref(&s)).map_err(
+                        |e| anyhow::anyhow!("the restore stream's chain is broken: {e}"),
+                    )?;
                     outbox::apply(&conn, std::slice::from_ref(&s))?;
                     chain = next;
                     out.segments += 1;
                 }
                 Frame::End { seq, hash } => {
                     if (seq, hash) != chain {
-                        anyhow::bail!("the restore stream ends at segment {seq} but its segments reach {}", chain.0);
+                        anyhow::bail!(
+                            "the restore stream ends at segment {seq} but its segments reach {}",
+                            chain.0
+                        );
                     }
                     done = Some((seq, hash));
                 }
@@ -179,10 +244,16 @@ pub async fn restore(id: &Identity, hub: Option<&str>, target: &Target, store_di
         buf.drain(..at);
     }
     let Some((seq, hash)) = done else {
-        anyhow::bail!("the restore stream ended early; nothing was put in place, run the restore again");
+        anyhow::bail!(
+            "the restore stream ended early; nothing was put in place, run the restore again"
+        );
     };
     if shared::chain::hex(&hash) != plan.to_hash {
-        anyhow::bail!("the restore reached {} but the plan promised {}", shared::chain::hex(&hash), plan.to_hash);
+        anyhow::bail!(
+            "the restore reached {} but the plan promised {}",
+            shared::chain::hex(&hash),
+            plan.to_hash
+        );
     }
     outbox::reset_to(&conn, seq, &hash, &crate::ingest::now())?;
     let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -194,7 +265,8 @@ pub async fn restore(id: &Identity, hub: Option<&str>, target: &Target, store_di
     std::fs::create_dir_all(store_dir.parent().unwrap_or(Path::new(".")))?;
     if store_dir.exists() {
         // An empty folder (no store in it, checked above) may stand where the store goes.
-        std::fs::remove_dir(store_dir).with_context(|| format!("{} is in the way and not empty", store_dir.display()))?;
+        std::fs::remove_dir(store_dir)
+            .with_context(|| format!("{} is in the way and not empty", store_dir.display()))?;
     }
     std::fs::rename(&tmp, store_dir)?;
     out.seq = seq;

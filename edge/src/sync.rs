@@ -44,13 +44,18 @@ fn stamp() -> String {
 }
 
 /// Runs `f` on the store's thread without blocking the async runtime.
-pub async fn ask<T: Send + 'static>(store: &Arc<Handle>, f: impl FnOnce(&mut rusqlite::Connection) -> T + Send + 'static) -> anyhow::Result<T> {
+pub async fn ask<T: Send + 'static>(
+    store: &Arc<Handle>,
+    f: impl FnOnce(&mut rusqlite::Connection) -> T + Send + 'static,
+) -> anyhow::Result<T> {
     let s = store.clone();
     Ok(tokio::task::spawn_blocking(move || s.call(f)).await??)
 }
 
 fn hash32(hex: &str) -> anyhow::Result<[u8; 32]> {
-    shared::chain::unhex(hex).and_then(|b| b.try_into().ok()).ok_or_else(|| anyhow::anyhow!("the hub sent a malformed hash"))
+    shared::chain::unhex(hex)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("the hub sent a malformed hash"))
 }
 
 pub use shared::backoff::Backoff;
@@ -60,7 +65,10 @@ pub use shared::backoff::Backoff;
 pub enum Round {
     /// Nothing to send: the hub holds everything.
     CaughtUp,
-    Sent { segments: usize, bytes: usize },
+    Sent {
+        segments: usize,
+        bytes: usize,
+    },
 }
 
 pub struct Syncer {
@@ -76,10 +84,24 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn new(store: Arc<Handle>, identity: Identity, hub: Option<String>, settings: SyncSettings) -> anyhow::Result<Syncer> {
+    pub fn new(
+        store: Arc<Handle>,
+        identity: Identity,
+        hub: Option<String>,
+        settings: SyncSettings,
+    ) -> anyhow::Result<Syncer> {
         let budget = (256 << 10).min(settings.max_batch_bytes);
         let client = identity.client(hub.as_deref())?;
-        Ok(Syncer { store, identity, hub, client, settings, budget, asked_hub: false, rounds: 0 })
+        Ok(Syncer {
+            store,
+            identity,
+            hub,
+            client,
+            settings,
+            budget,
+            asked_hub: false,
+            rounds: 0,
+        })
     }
 
     /// Learns where the hub's copy stands. A hub behind our record (restored from an older backup)
@@ -103,7 +125,10 @@ impl Syncer {
             anyhow::bail!("the hub's copy and this store both reach segment {head} but differ: the chains forked; a person must look");
         }
         let at = stamp();
-        ask(&self.store, move |c| outbox::record_ack(c, p.seq, &hash, &at).and_then(|_| set_hub(c, p.seq, &hash))).await??;
+        ask(&self.store, move |c| {
+            outbox::record_ack(c, p.seq, &hash, &at).and_then(|_| set_hub(c, p.seq, &hash))
+        })
+        .await??;
         self.asked_hub = true;
         Ok(())
     }
@@ -113,41 +138,58 @@ impl Syncer {
         if !self.asked_hub {
             self.ask_hub().await?;
         }
-        let ((hub_seq, _), (head, _)) = ask(&self.store, |c| Ok::<_, rusqlite::Error>((outbox::hub_position(c)?, outbox::head(c)?))).await??;
+        let ((hub_seq, _), (head, _)) = ask(&self.store, |c| {
+            Ok::<_, rusqlite::Error>((outbox::hub_position(c)?, outbox::head(c)?))
+        })
+        .await??;
         if head <= hub_seq {
             return Ok(Round::CaughtUp);
         }
         let budget = self.budget;
-        let segs = ask(&self.store, move |c| -> rusqlite::Result<Vec<outbox::Segment>> {
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            let mut after = hub_seq;
-            'more: loop {
-                let page = outbox::segments_after(c, after, 64)?;
-                if page.is_empty() {
-                    break;
-                }
-                for s in page {
-                    if !out.is_empty() && bytes + s.wire_len() > budget {
-                        break 'more;
+        let segs = ask(
+            &self.store,
+            move |c| -> rusqlite::Result<Vec<outbox::Segment>> {
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                let mut after = hub_seq;
+                'more: loop {
+                    let page = outbox::segments_after(c, after, 64)?;
+                    if page.is_empty() {
+                        break;
                     }
-                    bytes += s.wire_len();
-                    after = s.seq;
-                    out.push(s);
+                    for s in page {
+                        if !out.is_empty() && bytes + s.wire_len() > budget {
+                            break 'more;
+                        }
+                        bytes += s.wire_len();
+                        after = s.seq;
+                        out.push(s);
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await??;
         match segs.first() {
             Some(s) if s.seq == hub_seq + 1 => {}
             _ => anyhow::bail!("segment {} is no longer held by this store, but the hub needs it: restore from the hub", hub_seq + 1),
         }
-        let batch = Bytes::from(shared::wire::encode_batch(&self.identity.cert.facility, &segs));
+        let batch = Bytes::from(shared::wire::encode_batch(
+            &self.identity.cert.facility,
+            &segs,
+        ));
         let (n, bytes) = (segs.len(), batch.len());
         drop(segs);
         let t0 = Instant::now();
-        let reply = self.client.call(Method::POST, "/v1/segments", "application/octet-stream", batch).await;
+        let reply = self
+            .client
+            .call(
+                Method::POST,
+                "/v1/segments",
+                "application/octet-stream",
+                batch,
+            )
+            .await;
         let elapsed = t0.elapsed();
         let reply = match reply {
             Ok(r) => r,
@@ -162,7 +204,10 @@ impl Syncer {
                 let p: Position = reply.json()?;
                 let hash = hash32(&p.hash)?;
                 let at = stamp();
-                ask(&self.store, move |c| outbox::record_ack(c, p.seq, &hash, &at)).await??;
+                ask(&self.store, move |c| {
+                    outbox::record_ack(c, p.seq, &hash, &at)
+                })
+                .await??;
                 let rate = bytes as f64 / elapsed.as_secs_f64().max(0.001);
                 let mut next = (rate * BATCH_SECONDS) as usize;
                 if let Some(limit) = self.settings.bandwidth_limit {
@@ -184,12 +229,22 @@ impl Syncer {
                 if r.error == "gap" {
                     // The hub is somewhere else than we thought: resend from where it is.
                     self.asked_hub = false;
-                    let (seq, hash) = (r.seq.unwrap_or(0), hash32(r.hash.as_deref().unwrap_or(""))?);
-                    tracing::warn!(hub = seq, sent_from = hub_seq + 1, "the hub's copy is elsewhere than recorded; resending from its position");
+                    let (seq, hash) =
+                        (r.seq.unwrap_or(0), hash32(r.hash.as_deref().unwrap_or(""))?);
+                    tracing::warn!(
+                        hub = seq,
+                        sent_from = hub_seq + 1,
+                        "the hub's copy is elsewhere than recorded; resending from its position"
+                    );
                     ask(&self.store, move |c| set_hub(c, seq, &hash)).await??;
                     return Ok(Round::Sent { segments: 0, bytes });
                 }
-                anyhow::bail!("the hub refused segment {}: {} ({})", hub_seq + 1, r.message, r.error)
+                anyhow::bail!(
+                    "the hub refused segment {}: {} ({})",
+                    hub_seq + 1,
+                    r.message,
+                    r.error
+                )
             }
             s => anyhow::bail!("the hub answered {s}: {}", reply.message()),
         }
@@ -201,7 +256,10 @@ impl Syncer {
         loop {
             match self.round().await {
                 Ok(Round::CaughtUp) => return Ok((segments, bytes)),
-                Ok(Round::Sent { segments: s, bytes: b }) => {
+                Ok(Round::Sent {
+                    segments: s,
+                    bytes: b,
+                }) => {
                     segments += s as u64;
                     bytes += b;
                 }
@@ -230,7 +288,9 @@ impl Syncer {
                             self.client = c;
                             tracing::info!(serial = %self.identity.cert.serial, "certificate renewed");
                         }
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), "the renewed identity cannot be used"),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "the renewed identity cannot be used")
+                        }
                     },
                     Ok(false) => {}
                     Err(e) => {
@@ -247,9 +307,13 @@ impl Syncer {
                 Ok(Round::CaughtUp) => {
                     backoff.reset();
                     if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
-                        let cutoff = shared::time::rfc3339(now() - self.settings.retention.as_secs() as i64);
+                        let cutoff =
+                            shared::time::rfc3339(now() - self.settings.retention.as_secs() as i64);
                         match ask(&self.store, move |c| outbox::prune(c, &cutoff)).await {
-                            Ok(Ok(n)) if n > 0 => tracing::info!(segments = n, "pruned acknowledged segments past the retention"),
+                            Ok(Ok(n)) if n > 0 => tracing::info!(
+                                segments = n,
+                                "pruned acknowledged segments past the retention"
+                            ),
                             Ok(Err(e)) => tracing::warn!(error = %e, "pruning failed"),
                             _ => {}
                         }
@@ -277,12 +341,20 @@ impl Syncer {
 
 /// Sets the recorded hub position without touching acknowledgement times.
 fn set_hub(c: &rusqlite::Connection, seq: u64, hash: &[u8; 32]) -> rusqlite::Result<()> {
-    c.execute("UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2 WHERE one = 1", rusqlite::params![seq as i64, &hash[..]])?;
+    c.execute(
+        "UPDATE sync_state SET hub_seq = ?1, hub_hash = ?2 WHERE one = 1",
+        rusqlite::params![seq as i64, &hash[..]],
+    )?;
     Ok(())
 }
 
 /// Loads the identity and makes a syncer, or says why sync cannot run.
-pub fn syncer(store: Arc<Handle>, identity_dir: &std::path::Path, hub: Option<String>, settings: SyncSettings) -> anyhow::Result<Syncer> {
+pub fn syncer(
+    store: Arc<Handle>,
+    identity_dir: &std::path::Path,
+    hub: Option<String>,
+    settings: SyncSettings,
+) -> anyhow::Result<Syncer> {
     let id = Identity::load(identity_dir).context("sync needs an enrolled appliance")?;
     Syncer::new(store, id, hub, settings)
 }

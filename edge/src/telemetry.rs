@@ -15,7 +15,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use shared::fleet::{self, Ack, Command, Presence};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -59,25 +61,66 @@ pub fn summary(p: &Posture) -> fleet::PostureSummary {
     }
     fleet::PostureSummary {
         state: state_code(p.state),
-        checks: p.checks.iter().map(|c| fleet::CheckSummary { check: c.check.clone(), state: state_code(c.state), summary: c.outcome.summary.clone(), remediation: c.outcome.remediation.clone() }).collect(),
+        checks: p
+            .checks
+            .iter()
+            .map(|c| fleet::CheckSummary {
+                check: c.check.clone(),
+                state: state_code(c.state),
+                summary: c.outcome.summary.clone(),
+                remediation: c.outcome.remediation.clone(),
+            })
+            .collect(),
         terminals: t,
     }
 }
 
 fn to_wire(e: &crate::policy::Event) -> fleet::Event {
-    fleet::Event { seq: e.seq, at: e.at, subject: e.subject.clone(), from: e.from.map(state_code), to: state_code(e.to), summary: e.summary.clone() }
+    fleet::Event {
+        seq: e.seq,
+        at: e.at,
+        subject: e.subject.clone(),
+        from: e.from.map(state_code),
+        to: state_code(e.to),
+        summary: e.summary.clone(),
+    }
 }
 
 /// The status as of now.
-pub async fn status(parts: &Parts, id: &Identity, started_at: i64) -> anyhow::Result<fleet::Status> {
-    let (sync, quarantine) = ask(&parts.store, |c| -> rusqlite::Result<(fleet::SyncStatus, u64)> {
-        let (hub_seq, _) = outbox::hub_position(c)?;
-        let (head, _) = outbox::head(c)?;
-        let (acked_at, last_error): (Option<String>, Option<String>) = c.query_row("SELECT acked_at, last_error FROM sync_state WHERE one = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let bytes: i64 = c.query_row("SELECT coalesce(sum(length(body)), 0) FROM outbox WHERE seq > ?1", [hub_seq as i64], |r| r.get(0))?;
-        let q: i64 = c.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))?;
-        Ok((fleet::SyncStatus { acked_seq: hub_seq, head_seq: head, backlog: head.saturating_sub(hub_seq), backlog_bytes: bytes, last_ack_at: acked_at, last_error }, q as u64))
-    })
+pub async fn status(
+    parts: &Parts,
+    id: &Identity,
+    started_at: i64,
+) -> anyhow::Result<fleet::Status> {
+    let (sync, quarantine) = ask(
+        &parts.store,
+        |c| -> rusqlite::Result<(fleet::SyncStatus, u64)> {
+            let (hub_seq, _) = outbox::hub_position(c)?;
+            let (head, _) = outbox::head(c)?;
+            let (acked_at, last_error): (Option<String>, Option<String>) = c.query_row(
+                "SELECT acked_at, last_error FROM sync_state WHERE one = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let bytes: i64 = c.query_row(
+                "SELECT coalesce(sum(length(body)), 0) FROM outbox WHERE seq > ?1",
+                [hub_seq as i64],
+                |r| r.get(0),
+            )?;
+            let q: i64 = c.query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))?;
+            Ok((
+                fleet::SyncStatus {
+                    acked_seq: hub_seq,
+                    head_seq: head,
+                    backlog: head.saturating_sub(hub_seq),
+                    backlog_bytes: bytes,
+                    last_ack_at: acked_at,
+                    last_error,
+                },
+                q as u64,
+            ))
+        },
+    )
     .await??;
     let local = parts.local.clone();
     let recent = tokio::task::spawn_blocking(move || local.recent_events(20)).await??;
@@ -88,7 +131,16 @@ pub async fn status(parts: &Parts, id: &Identity, started_at: i64) -> anyhow::Re
         started_at,
         sync,
         quarantine,
-        posture: parts.posture.borrow().as_ref().map(summary).unwrap_or_else(|| fleet::PostureSummary { state: "error".into(), checks: vec![], terminals: Default::default() }),
+        posture: parts
+            .posture
+            .borrow()
+            .as_ref()
+            .map(summary)
+            .unwrap_or_else(|| fleet::PostureSummary {
+                state: "error".into(),
+                checks: vec![],
+                terminals: Default::default(),
+            }),
         cert_not_after: id.cert.not_after,
         lan_cert_not_after: lan,
         recent_events: recent.iter().map(to_wire).collect(),
@@ -109,7 +161,9 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 /// Runs telemetry until `stop`: connects, publishes, answers commands, reconnects with backoff.
 pub async fn run(cfg: Config, parts: Parts, mut stop: watch::Receiver<bool>) {
-    let Some((host, port)) = cfg.telemetry.broker.clone() else { return };
+    let Some((host, port)) = cfg.telemetry.broker.clone() else {
+        return;
+    };
     let started_at = now();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
@@ -122,7 +176,18 @@ pub async fn run(cfg: Config, parts: Parts, mut stop: watch::Receiver<bool>) {
                 }
             }
         };
-        match session(&cfg, &parts, &id, &host, port, started_at, &mut backoff, &mut stop).await {
+        match session(
+            &cfg,
+            &parts,
+            &id,
+            &host,
+            port,
+            started_at,
+            &mut backoff,
+            &mut stop,
+        )
+        .await
+        {
             Ok(End::Stopped) => return,
             Ok(End::Renewed) => tracing::info!("telemetry reconnects with the renewed certificate"),
             Err(e) => {
@@ -142,18 +207,43 @@ enum End {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn session(cfg: &Config, parts: &Parts, id: &Identity, host: &str, port: u16, started_at: i64, backoff: &mut Backoff, stop: &mut watch::Receiver<bool>) -> anyhow::Result<End> {
+async fn session(
+    cfg: &Config,
+    parts: &Parts,
+    id: &Identity,
+    host: &str,
+    port: u16,
+    started_at: i64,
+    backoff: &mut Backoff,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<End> {
     let (facility, appliance) = (id.cert.facility.clone(), id.cert.appliance.clone());
     let t = |leaf: &str| fleet::topic(&facility, &appliance, leaf);
     let keep_alive = cfg.telemetry.keep_alive;
     // The broker forces the client ID to the certificate's CN; asking for the same keeps the
     // persistent session the appliance expects.
-    let mut opts = MqttOptions::new(provisioning::cert::mqtt_user(&facility, &appliance), host, port);
+    let mut opts = MqttOptions::new(
+        provisioning::cert::mqtt_user(&facility, &appliance),
+        host,
+        port,
+    );
     opts.set_keep_alive(keep_alive)
         .set_clean_session(false)
         .set_max_packet_size(256 << 10, 256 << 10)
-        .set_last_will(LastWill::new(t(fleet::PRESENCE), json(&Presence { state: "offline".into(), why: Some("lost".into()), at: None, keep_alive: Some(keep_alive.as_secs()) }), QoS::AtLeastOnce, true))
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(id.tls_config()?)));
+        .set_last_will(LastWill::new(
+            t(fleet::PRESENCE),
+            json(&Presence {
+                state: "offline".into(),
+                why: Some("lost".into()),
+                at: None,
+                keep_alive: Some(keep_alive.as_secs()),
+            }),
+            QoS::AtLeastOnce,
+            true,
+        ))
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            id.tls_config()?,
+        )));
     let (client, mut el) = AsyncClient::new(opts, 256);
     el.network_options.set_connection_timeout(10);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -248,8 +338,12 @@ async fn session(cfg: &Config, parts: &Parts, id: &Identity, host: &str, port: u
             match status(parts, id, started_at).await {
                 Ok(s) => {
                     let fp = fingerprint(&s);
-                    if fp != last_fp || last_publish.is_none_or(|t| t.elapsed() >= cfg.telemetry.status_every) {
-                        client.publish(t(fleet::STATUS), QoS::AtLeastOnce, true, json(&s)).await?;
+                    if fp != last_fp
+                        || last_publish.is_none_or(|t| t.elapsed() >= cfg.telemetry.status_every)
+                    {
+                        client
+                            .publish(t(fleet::STATUS), QoS::AtLeastOnce, true, json(&s))
+                            .await?;
                         last_fp = fp;
                         last_publish = Some(Instant::now());
                     }
@@ -263,10 +357,16 @@ async fn session(cfg: &Config, parts: &Parts, id: &Identity, host: &str, port: u
 /// Publishes the posture events the hub has not had yet (QoS 1; the hub ignores repeats).
 async fn publish_events(client: &AsyncClient, parts: &Parts, topic: &str) {
     let local = parts.local.clone();
-    let Ok(Ok(events)) = tokio::task::spawn_blocking(move || local.unsent_events(100)).await else { return };
+    let Ok(Ok(events)) = tokio::task::spawn_blocking(move || local.unsent_events(100)).await else {
+        return;
+    };
     let mut last = None;
     for e in &events {
-        if client.publish(topic, QoS::AtLeastOnce, false, json(&to_wire(e))).await.is_err() {
+        if client
+            .publish(topic, QoS::AtLeastOnce, false, json(&to_wire(e)))
+            .await
+            .is_err()
+        {
             break;
         }
         last = Some(e.seq);
@@ -278,21 +378,48 @@ async fn publish_events(client: &AsyncClient, parts: &Parts, topic: &str) {
 }
 
 /// Carries out a command and says how it went.
-async fn answer(cfg: &Config, store: &Arc<Handle>, checks_now: &mpsc::Sender<CheckNow>, cmd: Command) -> Ack {
+async fn answer(
+    cfg: &Config,
+    store: &Arc<Handle>,
+    checks_now: &mpsc::Sender<CheckNow>,
+    cmd: Command,
+) -> Ack {
     let id = cmd.id().to_string();
     let r: anyhow::Result<String> = async {
         match cmd {
             Command::Check { .. } => {
                 let (tx, rx) = oneshot::channel();
-                checks_now.send(tx).await.map_err(|_| anyhow::anyhow!("the posture checks are not running"))?;
-                let p = rx.await.map_err(|_| anyhow::anyhow!("the posture checks stopped"))??;
-                let failing: Vec<String> = p.checks.iter().filter(|c| c.state != State::Compliant).map(|c| format!("{} {}", c.check, c.state.code())).collect();
-                Ok(format!("posture {}{}", p.state.code(), if failing.is_empty() { String::new() } else { format!(" ({})", failing.join(", ")) }))
+                checks_now
+                    .send(tx)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the posture checks are not running"))?;
+                let p = rx
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the posture checks stopped"))??;
+                let failing: Vec<String> = p
+                    .checks
+                    .iter()
+                    .filter(|c| c.state != State::Compliant)
+                    .map(|c| format!("{} {}", c.check, c.state.code()))
+                    .collect();
+                Ok(format!(
+                    "posture {}{}",
+                    p.state.code(),
+                    if failing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", failing.join(", "))
+                    }
+                ))
             }
             Command::Renew { .. } => {
                 let mut id = Identity::load(&cfg.identity_dir())?;
                 identity::renew(&mut id, cfg.hub_url.as_deref()).await?;
-                Ok(format!("renewed: serial {}, valid until {}", id.cert.serial, shared::time::rfc3339(id.cert.not_after)))
+                Ok(format!(
+                    "renewed: serial {}, valid until {}",
+                    id.cert.serial,
+                    shared::time::rfc3339(id.cert.not_after)
+                ))
             }
             Command::SyncFrom { seq, .. } => {
                 let r = ask(store, move |c| outbox::rewind_hub(c, seq)).await??;
@@ -302,7 +429,17 @@ async fn answer(cfg: &Config, store: &Arc<Handle>, checks_now: &mpsc::Sender<Che
     }
     .await;
     match r {
-        Ok(detail) => Ack { id, ok: true, detail, at: now() },
-        Err(e) => Ack { id, ok: false, detail: format!("{e:#}"), at: now() },
+        Ok(detail) => Ack {
+            id,
+            ok: true,
+            detail,
+            at: now(),
+        },
+        Err(e) => Ack {
+            id,
+            ok: false,
+            detail: format!("{e:#}"),
+            at: now(),
+        },
     }
 }

@@ -7,14 +7,26 @@ use libfuzzer_sys::fuzz_target;
 use shared::route;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(p) = std::str::from_utf8(data) else { return };
+    let Ok(p) = std::str::from_utf8(data) else {
+        return;
+    };
     if route::is_portal_path(p) {
         assert!(p.starts_with('/'));
-        assert!(!p.contains('%') && !p.contains('\\') && !p.contains('?') && !p.contains('#'), "{p:?}");
-        assert!(!p.starts_with("/v1") && !p.starts_with("/_tsunagi"), "{p:?}");
+        assert!(
+            !p.contains('%') && !p.contains('\\') && !p.contains('?') && !p.contains('#'),
+            "{p:?}"
+        );
+        assert!(
+            !p.starts_with("/v1") && !p.starts_with("/_tsunagi"),
+            "{p:?}"
+        );
         let segs: Vec<&str> = p[1..].split('/').collect();
         if p != "/" {
-            assert!(segs.iter().all(|s| !s.is_empty() && *s != "." && *s != ".."), "{p:?}");
+            assert!(
+                segs.iter()
+                    .all(|s| !s.is_empty() && *s != "." && *s != ".."),
+                "{p:?}"
+            );
         }
         assert!(p.bytes().all(|b| b.is_ascii_graphic()), "{p:?}");
     }

@@ -9,7 +9,11 @@ use shared::wire;
 fuzz_target!(|data: &[u8]| {
     if let Ok((facility, segs)) = wire::decode_batch(data) {
         if facility.len() == 10 && facility.bytes().all(|b| b.is_ascii_digit()) {
-            assert_eq!(wire::encode_batch(&facility, &segs), data, "a batch re-encodes to its bytes");
+            assert_eq!(
+                wire::encode_batch(&facility, &segs),
+                data,
+                "a batch re-encodes to its bytes"
+            );
         }
         for s in &segs {
             if let Ok(cs) = s.changeset() {

@@ -26,7 +26,15 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [Role::Office, Role::FacilityAdmin, Role::Doctor, Role::Nurse, Role::Pharmacist, Role::Clerk, Role::Operator];
+    pub const ALL: [Role; 7] = [
+        Role::Office,
+        Role::FacilityAdmin,
+        Role::Doctor,
+        Role::Nurse,
+        Role::Pharmacist,
+        Role::Clerk,
+        Role::Operator,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -53,9 +61,19 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Result<Role, String> {
-        Role::ALL.into_iter().find(|r| r.code() == s).ok_or_else(|| {
-            format!("unknown role {s:?}: use one of {}", Role::ALL.iter().map(|r| r.code()).collect::<Vec<_>>().join(", "))
-        })
+        Role::ALL
+            .into_iter()
+            .find(|r| r.code() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown role {s:?}: use one of {}",
+                    Role::ALL
+                        .iter()
+                        .map(|r| r.code())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
     }
 
     /// Roles that belong to a facility (the others belong to the network).
@@ -65,7 +83,10 @@ impl Role {
 
     /// Roles that may read clinical records (clerks see basic information only).
     pub fn clinical(self) -> bool {
-        matches!(self, Role::FacilityAdmin | Role::Doctor | Role::Nurse | Role::Pharmacist)
+        matches!(
+            self,
+            Role::FacilityAdmin | Role::Doctor | Role::Nurse | Role::Pharmacist
+        )
     }
 
     /// Roles that may start an emergency access at a core hospital, and for whom their own
@@ -97,11 +118,15 @@ pub fn check_password(p: &str) -> Result<(), &'static str> {
 
 /// A login ID: 3 to 32 of a-z, 0-9, '.', '_', '-'.
 pub fn check_login(s: &str) -> Result<(), String> {
-    let ok = (3..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    let ok = (3..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(format!("login ID {s:?} must be 3 to 32 characters of a-z, 0-9, '.', '_' or '-'"))
+        Err(format!(
+            "login ID {s:?} must be 3 to 32 characters of a-z, 0-9, '.', '_' or '-'"
+        ))
     }
 }
 
@@ -120,7 +145,11 @@ pub use view::password::{same_bytes, verify as verify_password};
 pub fn temporary_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let r = provisioning::secret::random32();
-    let mut s: String = r.iter().take(12).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let mut s: String = r
+        .iter()
+        .take(12)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     // Guarantee the rules: a letter and a digit.
     s.push(char::from(b'a' + r[12] % 26));
     s.push(char::from(b'2' + r[13] % 8));
@@ -168,7 +197,12 @@ fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
 const USER_COLUMNS: &str = "login, name, facility, role, pw, pw_prev, pw_changed_at, must_change, disabled_at, failures, locked_until";
 
 pub fn get(c: &Connection, login: &str) -> rusqlite::Result<Option<User>> {
-    c.query_row(&format!("SELECT {USER_COLUMNS} FROM user WHERE login = ?1"), [login], user_row).optional()
+    c.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM user WHERE login = ?1"),
+        [login],
+        user_row,
+    )
+    .optional()
 }
 
 /// The users of one facility, or all users when `facility` is None.
@@ -189,18 +223,35 @@ pub enum Error {
 }
 
 /// Adds a user with a verifier of a temporary password, to be changed at first login.
-pub fn add(c: &Connection, login: &str, name: &str, facility: &str, role: Role, verifier: &str, by: &str, now: i64) -> anyhow::Result<Result<(), Error>> {
+pub fn add(
+    c: &Connection,
+    login: &str,
+    name: &str,
+    facility: &str,
+    role: Role,
+    verifier: &str,
+    by: &str,
+    now: i64,
+) -> anyhow::Result<Result<(), Error>> {
     if let Err(e) = check_login(login) {
         return Ok(Err(Error::Invalid(e)));
     }
     if name.trim().is_empty() || name.chars().count() > 60 {
-        return Ok(Err(Error::Invalid("the person's name must be 1 to 60 characters".into())));
+        return Ok(Err(Error::Invalid(
+            "the person's name must be 1 to 60 characters".into(),
+        )));
     }
     if role.in_facility() && provisioning::token::check_facility(facility).is_err() {
-        return Ok(Err(Error::Invalid(format!("role {} belongs to a facility: give its 10-digit facility code", role.code()))));
+        return Ok(Err(Error::Invalid(format!(
+            "role {} belongs to a facility: give its 10-digit facility code",
+            role.code()
+        ))));
     }
     if !role.in_facility() && !facility.is_empty() {
-        return Ok(Err(Error::Invalid(format!("role {} belongs to the network, not a facility", role.code()))));
+        return Ok(Err(Error::Invalid(format!(
+            "role {} belongs to the network, not a facility",
+            role.code()
+        ))));
     }
     if get(c, login)?.is_some() {
         return Ok(Err(Error::Taken(login.into())));
@@ -213,22 +264,45 @@ pub fn add(c: &Connection, login: &str, name: &str, facility: &str, role: Role, 
 }
 
 pub fn disable(c: &Connection, login: &str, now: i64) -> anyhow::Result<Result<(), Error>> {
-    let n = c.execute("UPDATE user SET disabled_at = COALESCE(disabled_at, ?2) WHERE login = ?1", params![login, now])?;
-    Ok(if n == 1 { Ok(()) } else { Err(Error::NoUser(login.into())) })
+    let n = c.execute(
+        "UPDATE user SET disabled_at = COALESCE(disabled_at, ?2) WHERE login = ?1",
+        params![login, now],
+    )?;
+    Ok(if n == 1 {
+        Ok(())
+    } else {
+        Err(Error::NoUser(login.into()))
+    })
 }
 
 pub fn enable(c: &Connection, login: &str) -> anyhow::Result<Result<(), Error>> {
-    let n = c.execute("UPDATE user SET disabled_at = NULL WHERE login = ?1", params![login])?;
-    Ok(if n == 1 { Ok(()) } else { Err(Error::NoUser(login.into())) })
+    let n = c.execute(
+        "UPDATE user SET disabled_at = NULL WHERE login = ?1",
+        params![login],
+    )?;
+    Ok(if n == 1 {
+        Ok(())
+    } else {
+        Err(Error::NoUser(login.into()))
+    })
 }
 
 /// Sets a new temporary password, lifts a lock and forces a change at next login.
-pub fn reset(c: &Connection, login: &str, verifier: &str, now: i64) -> anyhow::Result<Result<(), Error>> {
+pub fn reset(
+    c: &Connection,
+    login: &str,
+    verifier: &str,
+    now: i64,
+) -> anyhow::Result<Result<(), Error>> {
     let n = c.execute(
         "UPDATE user SET pw_prev = pw, pw = ?2, pw_changed_at = ?3, must_change = 1, failures = 0, locked_until = NULL WHERE login = ?1",
         params![login, verifier, now],
     )?;
-    Ok(if n == 1 { Ok(()) } else { Err(Error::NoUser(login.into())) })
+    Ok(if n == 1 {
+        Ok(())
+    } else {
+        Err(Error::NoUser(login.into()))
+    })
 }
 
 /// Records a person's own password change (already checked against the rules and the previous
@@ -241,7 +315,11 @@ pub fn set_password(c: &Connection, login: &str, verifier: &str, now: i64) -> ru
 /// Why a password change was refused.
 pub fn check_new_password(u: &User, new: &str) -> Result<(), &'static str> {
     check_password(new)?;
-    if verify_password(&u.pw, new) || u.pw_prev.as_deref().is_some_and(|p| verify_password(p, new)) {
+    if verify_password(&u.pw, new)
+        || u.pw_prev
+            .as_deref()
+            .is_some_and(|p| verify_password(p, new))
+    {
         return Err("現在または前回のパスワードは使えません。別のパスワードにしてください");
     }
     Ok(())
@@ -250,10 +328,16 @@ pub fn check_new_password(u: &User, new: &str) -> Result<(), &'static str> {
 /// The outcome of a login attempt.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Login {
-    Ok { must_change: bool },
+    Ok {
+        must_change: bool,
+    },
     /// Wrong ID or password; `delay` seconds to wait before answering.
-    Wrong { delay: u64 },
-    Locked { until: i64 },
+    Wrong {
+        delay: u64,
+    },
+    Locked {
+        until: i64,
+    },
     Disabled,
 }
 
@@ -263,9 +347,13 @@ pub enum Check {
     NoUser,
     /// A disabled account; `right` says whether the password was right (only then is the
     /// person told the account is disabled: anyone else reads a wrong password).
-    Disabled { right: bool },
+    Disabled {
+        right: bool,
+    },
     Locked(i64),
-    Right { must_change: bool },
+    Right {
+        must_change: bool,
+    },
     Wrong,
 }
 
@@ -287,7 +375,9 @@ pub fn check_attempt(u: Option<&User>, password: &str, now: i64) -> Check {
         return Check::Locked(until);
     }
     if right {
-        Check::Right { must_change: u.must_change || now >= u.password_expires_at() }
+        Check::Right {
+            must_change: u.must_change || now >= u.password_expires_at(),
+        }
     } else {
         Check::Wrong
     }
@@ -296,9 +386,17 @@ pub fn check_attempt(u: Option<&User>, password: &str, now: i64) -> Check {
 /// The answer to the `failures`-th consecutive failure, by the same rule as an account's own.
 fn after_failures(failures: i64, now: i64) -> Login {
     if failures >= LOCK_AFTER {
-        Login::Locked { until: now + LOCK_FOR }
+        Login::Locked {
+            until: now + LOCK_FOR,
+        }
     } else {
-        Login::Wrong { delay: if failures >= SLOW_AFTER { 1u64 << (failures - SLOW_AFTER + 1).min(3) } else { 0 } }
+        Login::Wrong {
+            delay: if failures >= SLOW_AFTER {
+                1u64 << (failures - SLOW_AFTER + 1).min(3)
+            } else {
+                0
+            },
+        }
     }
 }
 
@@ -323,11 +421,17 @@ impl Strangers {
         let key = (entrance.to_string(), login.to_string());
         let (failures, locked_until) = *m.get(&key).unwrap_or(&(0, 0));
         if locked_until > now {
-            return Login::Locked { until: locked_until };
+            return Login::Locked {
+                until: locked_until,
+            };
         }
         let failures = if locked_until > 0 { 1 } else { failures + 1 };
         let answer = after_failures(failures, now);
-        let until = if let Login::Locked { until } = answer { until } else { 0 };
+        let until = if let Login::Locked { until } = answer {
+            until
+        } else {
+            0
+        };
         if m.len() >= STRANGERS_KEPT && !m.contains_key(&key) {
             m.retain(|_, (_, u)| *u > now);
             if m.len() >= STRANGERS_KEPT {
@@ -342,7 +446,9 @@ impl Strangers {
     /// locked account), before a password is even checked.
     pub fn locked(&self, entrance: &str, login: &str, now: i64) -> Option<i64> {
         let m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&(entrance.to_string(), login.to_string())).map(|(_, u)| *u).filter(|u| *u > now)
+        m.get(&(entrance.to_string(), login.to_string()))
+            .map(|(_, u)| *u)
+            .filter(|u| *u > now)
     }
 
     pub fn len(&self) -> usize {
@@ -366,7 +472,9 @@ pub struct Throttle {
 
 impl Default for Throttle {
     fn default() -> Throttle {
-        Throttle { counts: std::sync::Mutex::new(std::collections::HashMap::new()) }
+        Throttle {
+            counts: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
     }
 }
 
@@ -381,8 +489,16 @@ impl Throttle {
     pub fn allow(&self, entrance: &str, terminal: &str, now: i64) -> bool {
         let minute = now.div_euclid(60);
         let mut m = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let keys = [(format!("e|{entrance}"), Self::PER_ENTRANCE), (format!("t|{entrance}|{terminal}"), Self::PER_TERMINAL)];
-        let used = |m: &std::collections::HashMap<String, (i64, u32)>, k: &str| m.get(k).filter(|(at, _)| *at == minute).map(|(_, n)| *n).unwrap_or(0);
+        let keys = [
+            (format!("e|{entrance}"), Self::PER_ENTRANCE),
+            (format!("t|{entrance}|{terminal}"), Self::PER_TERMINAL),
+        ];
+        let used = |m: &std::collections::HashMap<String, (i64, u32)>, k: &str| {
+            m.get(k)
+                .filter(|(at, _)| *at == minute)
+                .map(|(_, n)| *n)
+                .unwrap_or(0)
+        };
         if keys.iter().any(|(k, limit)| used(&m, k) >= *limit) {
             return false;
         }
@@ -410,7 +526,12 @@ impl Throttle {
 
 /// Records a checked attempt (the failure count, a lock) and says what to answer. The count is
 /// incremented in SQL, so attempts that race each other are all counted.
-pub fn record_login(c: &Connection, login: &str, check: Check, now: i64) -> rusqlite::Result<Login> {
+pub fn record_login(
+    c: &Connection,
+    login: &str,
+    check: Check,
+    now: i64,
+) -> rusqlite::Result<Login> {
     Ok(match check {
         // The portal counts these in `Strangers`; the command line just says no.
         Check::NoUser => Login::Wrong { delay: 0 },
@@ -419,14 +540,24 @@ pub fn record_login(c: &Connection, login: &str, check: Check, now: i64) -> rusq
         Check::Disabled { right: false } => Login::Wrong { delay: 0 },
         Check::Locked(until) => Login::Locked { until },
         Check::Right { must_change } => {
-            c.execute("UPDATE user SET failures = 0, locked_until = NULL WHERE login = ?1", [login])?;
+            c.execute(
+                "UPDATE user SET failures = 0, locked_until = NULL WHERE login = ?1",
+                [login],
+            )?;
             Login::Ok { must_change }
         }
         Check::Wrong => {
-            let failures: i64 = c.query_row("UPDATE user SET failures = failures + 1 WHERE login = ?1 RETURNING failures", [login], |r| r.get(0))?;
+            let failures: i64 = c.query_row(
+                "UPDATE user SET failures = failures + 1 WHERE login = ?1 RETURNING failures",
+                [login],
+                |r| r.get(0),
+            )?;
             let answer = after_failures(failures, now);
             if let Login::Locked { until } = answer {
-                c.execute("UPDATE user SET locked_until = ?2 WHERE login = ?1", params![login, until])?;
+                c.execute(
+                    "UPDATE user SET locked_until = ?2 WHERE login = ?1",
+                    params![login, until],
+                )?;
             }
             answer
         }
@@ -451,7 +582,10 @@ mod tests {
         assert!(check_password("abc12345").is_ok());
         assert!(check_password("abc1234").is_err(), "7 characters");
         assert!(check_password(&format!("a1{}", "x".repeat(125))).is_ok());
-        assert!(check_password(&format!("a1{}", "x".repeat(126))).is_err(), "128 characters");
+        assert!(
+            check_password(&format!("a1{}", "x".repeat(126))).is_err(),
+            "128 characters"
+        );
         assert!(check_password("abcdefgh").is_err(), "no digit");
         assert!(check_password("12345678").is_err(), "no letter");
         assert!(check_password("abc 12345").is_err(), "space");
@@ -475,9 +609,36 @@ mod tests {
     #[test]
     fn failures_slow_down_then_lock_and_reset_lifts_it() {
         let c = crate::region::memory();
-        add(&c, "dr1", "医師 一郎", "3710000001", Role::Doctor, &hash_password("first1234"), "office", 0).unwrap().unwrap();
-        assert_eq!(add(&c, "dr1", "別人", "3710000001", Role::Doctor, "x", "office", 0).unwrap(), Err(Error::Taken("dr1".into())));
-        assert_eq!(login(&c, "dr1", "first1234", 10).unwrap(), Login::Ok { must_change: true });
+        add(
+            &c,
+            "dr1",
+            "医師 一郎",
+            "3710000001",
+            Role::Doctor,
+            &hash_password("first1234"),
+            "office",
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            add(
+                &c,
+                "dr1",
+                "別人",
+                "3710000001",
+                Role::Doctor,
+                "x",
+                "office",
+                0
+            )
+            .unwrap(),
+            Err(Error::Taken("dr1".into()))
+        );
+        assert_eq!(
+            login(&c, "dr1", "first1234", 10).unwrap(),
+            Login::Ok { must_change: true }
+        );
         let mut delays = vec![];
         for _ in 0..LOCK_AFTER - 1 {
             match login(&c, "dr1", "wrong1234", 10).unwrap() {
@@ -486,11 +647,26 @@ mod tests {
             }
         }
         assert_eq!(delays, vec![0, 0, 2, 4, 8]);
-        assert_eq!(login(&c, "dr1", "wrong1234", 10).unwrap(), Login::Locked { until: 10 + LOCK_FOR });
+        assert_eq!(
+            login(&c, "dr1", "wrong1234", 10).unwrap(),
+            Login::Locked {
+                until: 10 + LOCK_FOR
+            }
+        );
         // Even the right password is refused while locked.
-        assert_eq!(login(&c, "dr1", "first1234", 20).unwrap(), Login::Locked { until: 10 + LOCK_FOR });
-        reset(&c, "dr1", &hash_password("temp5678"), 30).unwrap().unwrap();
-        assert_eq!(login(&c, "dr1", "temp5678", 40).unwrap(), Login::Ok { must_change: true });
+        assert_eq!(
+            login(&c, "dr1", "first1234", 20).unwrap(),
+            Login::Locked {
+                until: 10 + LOCK_FOR
+            }
+        );
+        reset(&c, "dr1", &hash_password("temp5678"), 30)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            login(&c, "dr1", "temp5678", 40).unwrap(),
+            Login::Ok { must_change: true }
+        );
         disable(&c, "dr1", 50).unwrap().unwrap();
         assert_eq!(login(&c, "dr1", "temp5678", 60).unwrap(), Login::Disabled);
     }
@@ -499,20 +675,42 @@ mod tests {
     fn every_attempt_runs_one_verification_whatever_the_account() {
         use std::sync::atomic::Ordering;
         let c = crate::region::memory();
-        add(&c, "dr2", "医師 次郎", "3710000001", Role::Doctor, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        add(
+            &c,
+            "dr2",
+            "医師 次郎",
+            "3710000001",
+            Role::Doctor,
+            &hash_password("first1234"),
+            "office",
+            0,
+        )
+        .unwrap()
+        .unwrap();
         let known = get(&c, "dr2").unwrap().unwrap();
         let mut locked = known.clone();
         locked.locked_until = Some(1_000);
         let mut disabled = known.clone();
         disabled.disabled_at = Some(1);
-        for (u, want) in [(None, Check::NoUser), (Some(&locked), Check::Locked(1_000)), (Some(&disabled), Check::Disabled { right: false }), (Some(&known), Check::Wrong)] {
+        for (u, want) in [
+            (None, Check::NoUser),
+            (Some(&locked), Check::Locked(1_000)),
+            (Some(&disabled), Check::Disabled { right: false }),
+            (Some(&known), Check::Wrong),
+        ] {
             // Other tests run verifications too: this thread's attempt adds at least one, and the
             // argon2 work is what makes the time, so it must run for every kind of account.
             let before = VERIFICATIONS.load(Ordering::SeqCst);
             let started = std::time::Instant::now();
             assert_eq!(check_attempt(u, "wrong1234", 10), want);
-            assert!(VERIFICATIONS.load(Ordering::SeqCst) > before, "{want:?} ran no verification");
-            assert!(started.elapsed() >= std::time::Duration::from_millis(1), "{want:?} returned without hashing");
+            assert!(
+                VERIFICATIONS.load(Ordering::SeqCst) > before,
+                "{want:?} ran no verification"
+            );
+            assert!(
+                started.elapsed() >= std::time::Duration::from_millis(1),
+                "{want:?} returned without hashing"
+            );
         }
     }
 
@@ -520,7 +718,18 @@ mod tests {
     fn strangers_read_like_wrong_passwords_and_touch_no_account() {
         let s = Strangers::default();
         let c = crate::region::memory();
-        add(&c, "dr3", "医師 三郎", "3710000001", Role::Doctor, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        add(
+            &c,
+            "dr3",
+            "医師 三郎",
+            "3710000001",
+            Role::Doctor,
+            &hash_password("first1234"),
+            "office",
+            0,
+        )
+        .unwrap()
+        .unwrap();
         let mut theirs = Vec::new();
         let mut real = Vec::new();
         for i in 0..LOCK_AFTER {
@@ -529,17 +738,34 @@ mod tests {
         }
         // The same answers, one by one, as the account's own failures get.
         assert_eq!(theirs, real);
-        assert_eq!(s.locked("3710000002/box-b", "dr3", 20), Some(10 + LOCK_AFTER - 1 + LOCK_FOR));
+        assert_eq!(
+            s.locked("3710000002/box-b", "dr3", 20),
+            Some(10 + LOCK_AFTER - 1 + LOCK_FOR)
+        );
         // Another entrance, and the account's own record, are untouched by the first.
         assert_eq!(s.locked("3710000001/box-a", "dr3", 20), None);
         let c2 = crate::region::memory();
-        add(&c2, "dr3", "医師 三郎", "3710000001", Role::Doctor, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        add(
+            &c2,
+            "dr3",
+            "医師 三郎",
+            "3710000001",
+            Role::Doctor,
+            &hash_password("first1234"),
+            "office",
+            0,
+        )
+        .unwrap()
+        .unwrap();
         for i in 0..3 * LOCK_AFTER {
             s.fail("3710000002/box-b", "dr3", 10 + i);
         }
         assert_eq!(get(&c2, "dr3").unwrap().unwrap().failures, 0);
         // After the lock, counting starts over.
-        assert_eq!(s.fail("3710000002/box-b", "dr3", 10 + 10 * LOCK_FOR), Login::Wrong { delay: 0 });
+        assert_eq!(
+            s.fail("3710000002/box-b", "dr3", 10 + 10 * LOCK_FOR),
+            Login::Wrong { delay: 0 }
+        );
         // The map stays bounded however many IDs are tried.
         for i in 0..STRANGERS_KEPT + 10 {
             s.fail("x", &format!("guess{i}"), 1);
@@ -550,13 +776,31 @@ mod tests {
     #[test]
     fn racing_wrong_attempts_are_all_counted() {
         let c = crate::region::memory();
-        add(&c, "ph1", "薬剤 一郎", "3710000001", Role::Pharmacist, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        add(
+            &c,
+            "ph1",
+            "薬剤 一郎",
+            "3710000001",
+            Role::Pharmacist,
+            &hash_password("first1234"),
+            "office",
+            0,
+        )
+        .unwrap()
+        .unwrap();
         // Several attempts checked against the same read of the account, recorded one by one.
         let u = get(&c, "ph1").unwrap();
         let check = check_attempt(u.as_ref(), "wrong1234", 10);
         assert_eq!(check, Check::Wrong);
-        let outcomes: Vec<Login> = (0..LOCK_AFTER).map(|_| record_login(&c, "ph1", check, 10).unwrap()).collect();
-        assert_eq!(outcomes.last(), Some(&Login::Locked { until: 10 + LOCK_FOR }));
+        let outcomes: Vec<Login> = (0..LOCK_AFTER)
+            .map(|_| record_login(&c, "ph1", check, 10).unwrap())
+            .collect();
+        assert_eq!(
+            outcomes.last(),
+            Some(&Login::Locked {
+                until: 10 + LOCK_FOR
+            })
+        );
         assert_eq!(get(&c, "ph1").unwrap().unwrap().failures, LOCK_AFTER);
         assert_eq!(check_attempt(None, "x", 10), Check::NoUser);
     }
@@ -564,14 +808,31 @@ mod tests {
     #[test]
     fn previous_password_cannot_be_reused_and_expiry_forces_a_change() {
         let c = crate::region::memory();
-        add(&c, "ns1", "看護 花子", "3710000001", Role::Nurse, &hash_password("first1234"), "office", 0).unwrap().unwrap();
+        add(
+            &c,
+            "ns1",
+            "看護 花子",
+            "3710000001",
+            Role::Nurse,
+            &hash_password("first1234"),
+            "office",
+            0,
+        )
+        .unwrap()
+        .unwrap();
         set_password(&c, "ns1", &hash_password("second123"), 100).unwrap();
         let u = get(&c, "ns1").unwrap().unwrap();
         assert!(check_new_password(&u, "second123").is_err(), "current");
         assert!(check_new_password(&u, "first1234").is_err(), "previous");
         assert!(check_new_password(&u, "third1234").is_ok());
-        assert_eq!(login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME - 1).unwrap(), Login::Ok { must_change: false });
-        assert_eq!(login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME).unwrap(), Login::Ok { must_change: true });
+        assert_eq!(
+            login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME - 1).unwrap(),
+            Login::Ok { must_change: false }
+        );
+        assert_eq!(
+            login(&c, "ns1", "second123", 100 + PASSWORD_LIFETIME).unwrap(),
+            Login::Ok { must_change: true }
+        );
     }
 
     #[test]
@@ -581,10 +842,22 @@ mod tests {
         for _ in 0..Throttle::PER_TERMINAL {
             assert!(t.allow("3710000001/box-1", "box-1/t-a", now));
         }
-        assert!(!t.allow("3710000001/box-1", "box-1/t-a", now + 5), "the terminal's 13th attempt in a minute");
-        assert!(t.allow("3710000001/box-1", "box-1/t-b", now + 5), "another terminal of the clinic still gets through");
-        assert!(t.allow("3710000002/box-1", "box-1/t-a", now + 5), "the same terminal name at another facility's appliance is another terminal");
-        assert!(t.allow("3710000001/box-1", "box-1/t-a", now + 60), "the next minute");
+        assert!(
+            !t.allow("3710000001/box-1", "box-1/t-a", now + 5),
+            "the terminal's 13th attempt in a minute"
+        );
+        assert!(
+            t.allow("3710000001/box-1", "box-1/t-b", now + 5),
+            "another terminal of the clinic still gets through"
+        );
+        assert!(
+            t.allow("3710000002/box-1", "box-1/t-a", now + 5),
+            "the same terminal name at another facility's appliance is another terminal"
+        );
+        assert!(
+            t.allow("3710000001/box-1", "box-1/t-a", now + 60),
+            "the next minute"
+        );
         // Made-up terminal names do not get past the appliance's limit.
         let mut n = 0;
         for i in 0..1000 {

@@ -80,11 +80,22 @@ fn open(data: &Path) -> anyhow::Result<rusqlite::Connection> {
 }
 
 fn cli_event(action: &str, detail: String) -> audit::Event {
-    audit::Event { login: "cli".into(), terminal: "command line".into(), action: action.into(), detail, outcome: "ok".into(), ..Default::default() }
+    audit::Event {
+        login: "cli".into(),
+        terminal: "command line".into(),
+        action: action.into(),
+        detail,
+        outcome: "ok".into(),
+        ..Default::default()
+    }
 }
 
 /// Applies `change` and its audit event in one transaction.
-fn audited<T>(c: &mut rusqlite::Connection, e: audit::Event, change: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<Result<T, account::Error>>) -> anyhow::Result<T> {
+fn audited<T>(
+    c: &mut rusqlite::Connection,
+    e: audit::Event,
+    change: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<Result<T, account::Error>>,
+) -> anyhow::Result<T> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let out = change(&tx)?.map_err(|e| anyhow::anyhow!("{e}"))?;
     audit::append(&tx, crate::portal::now_ms(), &e)?;
@@ -95,20 +106,44 @@ fn audited<T>(c: &mut rusqlite::Connection, e: audit::Event, change: impl FnOnce
 pub fn user(data: &Path, command: UserCommand) -> anyhow::Result<ExitCode> {
     let mut c = open(data)?;
     match command {
-        UserCommand::Add { login, name, role, facility, password_file } => {
+        UserCommand::Add {
+            login,
+            name,
+            role,
+            facility,
+            password_file,
+        } => {
             let role = Role::parse(&role).map_err(anyhow::Error::msg)?;
             let password = match password_file {
                 Some(f) => {
-                    let p = std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?.trim_end_matches(['\n', '\r']).to_string();
-                    account::check_password(&p).map_err(|m| anyhow::anyhow!("the password in {} breaks the rules: {m}", f.display()))?;
+                    let p = std::fs::read_to_string(&f)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
+                    account::check_password(&p).map_err(|m| {
+                        anyhow::anyhow!("the password in {} breaks the rules: {m}", f.display())
+                    })?;
                     p
                 }
                 None => account::temporary_password(),
             };
             let verifier = account::hash_password(&password);
-            let e = cli_event("user-add", format!("login={login} facility={facility} role={}", role.code()));
-            audited(&mut c, e, |tx| account::add(tx, &login, &name, &facility, role, &verifier, "cli", now()))?;
-            println!("added {login} ({}){}", role.code(), if facility.is_empty() { String::new() } else { format!(" at facility {facility}") });
+            let e = cli_event(
+                "user-add",
+                format!("login={login} facility={facility} role={}", role.code()),
+            );
+            audited(&mut c, e, |tx| {
+                account::add(tx, &login, &name, &facility, role, &verifier, "cli", now())
+            })?;
+            println!(
+                "added {login} ({}){}",
+                role.code(),
+                if facility.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at facility {facility}")
+                }
+            );
             println!("temporary password: {password}");
             println!("it must be changed at first login");
         }
@@ -131,7 +166,10 @@ pub fn user(data: &Path, command: UserCommand) -> anyhow::Result<ExitCode> {
             println!("it must be changed at first login");
         }
         UserCommand::List { facility } => {
-            println!("{:<20} {:<15} {:<11} {:<10} NAME", "LOGIN", "ROLE", "FACILITY", "STATE");
+            println!(
+                "{:<20} {:<15} {:<11} {:<10} NAME",
+                "LOGIN", "ROLE", "FACILITY", "STATE"
+            );
             for u in account::list(&c, facility.as_deref())? {
                 let state = if u.disabled_at.is_some() {
                     "disabled"
@@ -142,7 +180,14 @@ pub fn user(data: &Path, command: UserCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     "active"
                 };
-                println!("{:<20} {:<15} {:<11} {:<10} {}", u.login, u.role.code(), u.facility, state, u.name);
+                println!(
+                    "{:<20} {:<15} {:<11} {:<10} {}",
+                    u.login,
+                    u.role.code(),
+                    u.facility,
+                    state,
+                    u.name
+                );
             }
         }
     }
@@ -154,9 +199,17 @@ pub fn facility(data: &Path, command: FacilityCommand) -> anyhow::Result<ExitCod
     match command {
         FacilityCommand::Core { facility, off } => {
             provisioning::token::check_facility(&facility).map_err(anyhow::Error::msg)?;
-            let e = cli_event("facility-core", format!("facility={facility} core={}", !off));
-            audited(&mut c, e, |tx| Ok(Ok(consent::set_core(tx, &facility, !off, now())?)))?;
-            println!("{facility} is {}a core hospital", if off { "no longer " } else { "" });
+            let e = cli_event(
+                "facility-core",
+                format!("facility={facility} core={}", !off),
+            );
+            audited(&mut c, e, |tx| {
+                Ok(Ok(consent::set_core(tx, &facility, !off, now())?))
+            })?;
+            println!(
+                "{facility} is {}a core hospital",
+                if off { "no longer " } else { "" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

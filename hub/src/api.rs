@@ -24,8 +24,8 @@ use provisioning::{Ca, Identity, Purpose};
 
 use crate::copy::{self, Refusal};
 use crate::db::{self, Worker};
-use crate::region::{self, Readers};
 use crate::key::{DbKey, HubKey};
+use crate::region::{self, Readers};
 use crate::snapshot::{self, Target};
 use crate::tls::Revocations;
 use crate::{now, registry};
@@ -104,8 +104,18 @@ pub struct Entrances {
 }
 
 impl Hub {
-    pub fn new(data: PathBuf, ca: Ca, key: HubKey, revoked: Arc<Revocations>, settings: Settings) -> anyhow::Result<Hub> {
-        let conn = db::open(&data.join(registry::FILE), &key.derive("registry"), registry::MIGRATIONS)?;
+    pub fn new(
+        data: PathBuf,
+        ca: Ca,
+        key: HubKey,
+        revoked: Arc<Revocations>,
+        settings: Settings,
+    ) -> anyhow::Result<Hub> {
+        let conn = db::open(
+            &data.join(registry::FILE),
+            &key.derive("registry"),
+            registry::MIGRATIONS,
+        )?;
         let registry = Worker::start("registry", conn)?;
         let region = Worker::start("region", region::open(&data, &key.derive("region"))?)?;
         let region_readers = Readers::new(data.join(region::FILE), key.derive("region"));
@@ -131,7 +141,12 @@ impl Hub {
     pub fn copy_readers(&self, facility: &str) -> Arc<Readers> {
         let mut open = self.copy_readers.lock().unwrap_or_else(|e| e.into_inner());
         open.entry(facility.to_string())
-            .or_insert_with(|| Arc::new(Readers::new(self.copy_path(facility), self.key.derive(&format!("copy:{facility}")))))
+            .or_insert_with(|| {
+                Arc::new(Readers::new(
+                    self.copy_path(facility),
+                    self.key.derive(&format!("copy:{facility}")),
+                ))
+            })
             .clone()
     }
 
@@ -142,7 +157,14 @@ impl Hub {
 
     /// Indexes every copy once, then each copy again whenever it moves, until the hub stops.
     pub async fn index_loop(self: Arc<Self>) {
-        let Some(mut rx) = self.index_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let Some(mut rx) = self
+            .index_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
         for f in self.facilities() {
             self.reindex(&f);
         }
@@ -164,7 +186,12 @@ impl Hub {
         self.copy(facility)?;
         let copy = reader(self, facility)?;
         let f = facility.to_string();
-        let n = self.region.call(move |region| -> anyhow::Result<usize> { Ok(crate::index::catch_up(region, &copy, &f, now())?) }).await??;
+        let n = self
+            .region
+            .call(move |region| -> anyhow::Result<usize> {
+                Ok(crate::index::catch_up(region, &copy, &f, now())?)
+            })
+            .await??;
         if n > 0 {
             tracing::info!(facility = %facility, patients = n, "patients indexed");
         }
@@ -185,7 +212,11 @@ impl Hub {
         if let Some(w) = open.get(facility) {
             return Ok(w.clone());
         }
-        let conn = db::open(&self.copy_path(facility), &self.key.derive(&format!("copy:{facility}")), shared::schema::MIGRATIONS)?;
+        let conn = db::open(
+            &self.copy_path(facility),
+            &self.key.derive(&format!("copy:{facility}")),
+            shared::schema::MIGRATIONS,
+        )?;
         let w = Arc::new(Worker::start(&format!("copy-{facility}"), conn)?);
         open.insert(facility.to_string(), w.clone());
         Ok(w)
@@ -210,7 +241,12 @@ pub fn facilities(data: &std::path::Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".db").map(str::to_owned))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".db")
+                .map(str::to_owned)
+        })
         .filter(|f| provisioning::token::check_facility(f).is_ok())
         .collect();
     out.sort();
@@ -229,14 +265,23 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), extra: json!({}) }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: json!({}),
+        }
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
         tracing::error!(error = %format!("{e:#}"), "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the hub failed internally; it has logged why")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the hub failed internally; it has logged why",
+        )
     }
 }
 
@@ -261,7 +306,13 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The verified facility of the request, refusing a connection without a certificate, and a
 /// certificate revoked or expired since the connection was made.
 fn authed(peer: &Peer, hub: &Hub) -> ApiResult<Identity> {
-    let id = peer.0.clone().ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_certificate", "a client certificate from the network CA is required; enrol the appliance first"))?;
+    let id = peer.0.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_certificate",
+            "a client certificate from the network CA is required; enrol the appliance first",
+        )
+    })?;
     if id.purpose != Purpose::Appliance {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_certificate", "this certificate is for the portal only; the API takes the appliance's own certificate"));
     }
@@ -273,7 +324,10 @@ fn authed(peer: &Peer, hub: &Hub) -> ApiResult<Identity> {
 pub fn still_valid(hub: &Hub, id: &Identity) -> Result<(), (&'static str, String)> {
     hub.revoked.check(id).map_err(|e| ("revoked", e))?;
     if now() > id.not_after {
-        return Err(("expired", "the client certificate has expired; enrol the appliance again".into()));
+        return Err((
+            "expired",
+            "the client certificate has expired; enrol the appliance again".into(),
+        ));
     }
     hub.note_use(&id.serial);
     Ok(())
@@ -310,13 +364,25 @@ pub const MAX_SMALL_BODY: usize = 64 << 10;
 
 /// The routers of each entrance of the two listeners.
 pub fn entrances(hub: Arc<Hub>, portal: Router) -> (Entrances, Entrances) {
-    let appliances = Entrances { appliance: router(hub.clone()), proxy: portal.clone(), stranger: stranger_router(hub), operators: not_found_router() };
-    let operators = Entrances { appliance: not_found_router(), proxy: not_found_router(), stranger: not_found_router(), operators: portal };
+    let appliances = Entrances {
+        appliance: router(hub.clone()),
+        proxy: portal.clone(),
+        stranger: stranger_router(hub),
+        operators: not_found_router(),
+    };
+    let operators = Entrances {
+        appliance: not_found_router(),
+        proxy: not_found_router(),
+        stranger: not_found_router(),
+        operators: portal,
+    };
     (appliances, operators)
 }
 
 fn not_found_router() -> Router {
-    Router::new().fallback(not_found).layer(axum::middleware::map_response(no_store))
+    Router::new()
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(no_store))
 }
 
 async fn not_found() -> ApiError {
@@ -327,7 +393,10 @@ async fn not_found() -> ApiError {
 /// API, and a page that tells a person who opened the hub directly where the portal is.
 pub fn stranger_router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/v1/enroll", post(enroll).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)))
+        .route(
+            "/v1/enroll",
+            post(enroll).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)),
+        )
         .fallback(stranger)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SMALL_BODY))
         .layer(axum::middleware::map_response(no_store))
@@ -350,13 +419,22 @@ pub const API: &[(&str, &str)] = &[
 async fn stranger(uri: axum::http::Uri) -> Response {
     let path = uri.path();
     if API.iter().any(|(_, p)| *p == path) {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "no_certificate", "a client certificate from the network CA is required; enrol the appliance first").into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_certificate",
+            "a client certificate from the network CA is required; enrol the appliance first",
+        )
+        .into_response();
     }
     if !shared::route::is_portal_path(path) {
         return not_found().await.into_response();
     }
     let mut r = if path == "/static/portal.css" {
-        ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], view::PORTAL_CSS).into_response()
+        (
+            [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+            view::PORTAL_CSS,
+        )
+            .into_response()
     } else {
         crate::portal::Error::Forbidden("ポータルは施設の tsunagi アプライアンス経由でのみ利用できます。端末のブラウザからアプライアンスのアドレスを開いてください。ネットワーク事務局・運用者は運用者用の入口を使ってください。".into()).into_response()
     };
@@ -367,15 +445,29 @@ async fn stranger(uri: axum::http::Uri) -> Response {
 /// The appliance API: what an appliance's own certificate reaches.
 pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/v1/enroll", post(enroll).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)))
-        .route("/v1/renew", post(renew).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)))
+        .route(
+            "/v1/enroll",
+            post(enroll).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)),
+        )
+        .route(
+            "/v1/renew",
+            post(renew).layer(axum::middleware::from_fn(bounded::<MAX_SMALL_BODY, 30>)),
+        )
         .route("/v1/position", get(position))
-        .route("/v1/segments", post(segments).layer(axum::middleware::from_fn(bounded::<{ usize::MAX }, 600>)))
+        .route(
+            "/v1/segments",
+            post(segments).layer(axum::middleware::from_fn(bounded::<{ usize::MAX }, 600>)),
+        )
         .route("/v1/restore/plan", get(restore_plan))
         .route("/v1/restore", get(restore))
         .route("/v1/ping", get(ping))
         .route("/v1/verifiers", get(verifiers))
-        .route("/v1/offline-accesses", post(offline_accesses).layer(axum::extract::DefaultBodyLimit::max(8 << 20)).layer(axum::middleware::from_fn(bounded::<{ 8 << 20 }, 120>)))
+        .route(
+            "/v1/offline-accesses",
+            post(offline_accesses)
+                .layer(axum::extract::DefaultBodyLimit::max(8 << 20))
+                .layer(axum::middleware::from_fn(bounded::<{ 8 << 20 }, 120>)),
+        )
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SMALL_BODY))
         .layer(axum::middleware::map_response(no_store))
@@ -385,21 +477,43 @@ pub fn router(hub: Arc<Hub>) -> Router {
 /// Refuses at once a body whose declared length is over `LIMIT` (a body without a length stops at
 /// the route's `DefaultBodyLimit`), and gives the request `SECS` seconds to arrive and be
 /// answered: a body sent slowly holds its connection no longer than that.
-async fn bounded<const LIMIT: usize, const SECS: u64>(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+async fn bounded<const LIMIT: usize, const SECS: u64>(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > LIMIT as u64) {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("this request may carry at most {LIMIT} bytes")).into_response();
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("this request may carry at most {LIMIT} bytes"),
+        )
+        .into_response();
     }
     match tokio::time::timeout(std::time::Duration::from_secs(SECS), next.run(req)).await {
         Ok(r) => r,
-        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "too_slow", format!("the request did not arrive within {SECS} s; send it again")).into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "too_slow",
+            format!("the request did not arrive within {SECS} s; send it again"),
+        )
+        .into_response(),
     }
 }
 
 /// No answer of the API is kept by a cache on the way.
 async fn no_store(mut r: Response) -> Response {
-    r.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -453,7 +567,14 @@ pub struct Issued {
 
 /// The registry's row for a certificate issued to an appliance at `t`. Certificates issued
 /// together share `t`: revoking the appliance's own certificate revokes the others with it.
-fn cert_row(issued: &provisioning::ca::Issued, facility: &str, appliance: &str, not_before: i64, t: i64, how: &str) -> registry::Cert {
+fn cert_row(
+    issued: &provisioning::ca::Issued,
+    facility: &str,
+    appliance: &str,
+    not_before: i64,
+    t: i64,
+    how: &str,
+) -> registry::Cert {
     registry::Cert {
         serial: issued.serial.clone(),
         facility: facility.to_string(),
@@ -468,10 +589,27 @@ fn cert_row(issued: &provisioning::ca::Issued, facility: &str, appliance: &str, 
 }
 
 /// Issues the LAN proxy's portal-only client certificate, as of `t`.
-fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
-    let key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+fn issue_proxy(
+    hub: &Hub,
+    facility: &str,
+    appliance: &str,
+    req: &ProxyRequest,
+    t: i64,
+) -> ApiResult<(String, registry::Cert)> {
+    let key = provisioning::ca::parse_csr(&req.csr)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let nb = not_before(hub, t);
-    let issued = hub.ca.issue_client(&key, facility, appliance, Purpose::PortalProxy, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let issued = hub
+        .ca
+        .issue_client(
+            &key,
+            facility,
+            appliance,
+            Purpose::PortalProxy,
+            nb,
+            t + hub.settings.client_cert_lifetime,
+        )
+        .map_err(anyhow::Error::msg)?;
     let cert = cert_row(&issued, facility, appliance, nb, t, "proxy");
     Ok((issued.chain_pem, cert))
 }
@@ -482,8 +620,12 @@ fn issue_proxy(hub: &Hub, facility: &str, appliance: &str, req: &ProxyRequest, t
 /// one of the hub's or broker's names, would let an appliance pose as another site), and a
 /// valid CSR.
 fn check_lan_request(hub: &Hub, facility: &str, lan: &LanRequest) -> ApiResult<()> {
-    hub.ca.check_lan_names(facility, &lan.names).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
-    provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e)).map(|_| ())
+    hub.ca
+        .check_lan_names(facility, &lan.names)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
+    provisioning::ca::parse_csr(&lan.csr)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))
+        .map(|_| ())
 }
 
 /// At most this many renewals an appliance in 24 hours.
@@ -491,40 +633,77 @@ pub const RENEWALS_PER_DAY: i64 = 10;
 
 /// Checks (and with `claim`, records) that the private addresses a LAN certificate would carry
 /// are this facility's: the first facility to be issued one holds it (`registry::lan_addresses`).
-async fn claim_lan_addresses(hub: &Hub, facility: &str, names: &[String], claim: bool) -> ApiResult<()> {
+async fn claim_lan_addresses(
+    hub: &Hub,
+    facility: &str,
+    names: &[String],
+    claim: bool,
+) -> ApiResult<()> {
     let (f, n, t) = (facility.to_string(), names.to_vec(), now());
-    hub.registry.call(move |c| registry::lan_addresses(c, &f, &n, claim, t)).await??.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))
+    hub.registry
+        .call(move |c| registry::lan_addresses(c, &f, &n, claim, t))
+        .await??
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))
 }
 
 /// Issues the appliance's LAN server certificate, as of `t`: `Ca::issue_lan` checks the names,
 /// and the private addresses it carries are then claimed for the facility (a certificate refused
 /// there is never handed out or recorded).
-async fn issue_lan(hub: &Hub, facility: &str, appliance: &str, lan: &LanRequest, t: i64) -> ApiResult<(String, registry::Cert)> {
-    let key = provisioning::ca::parse_csr(&lan.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+async fn issue_lan(
+    hub: &Hub,
+    facility: &str,
+    appliance: &str,
+    lan: &LanRequest,
+    t: i64,
+) -> ApiResult<(String, registry::Cert)> {
+    let key = provisioning::ca::parse_csr(&lan.csr)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let nb = not_before(hub, t);
-    let issued = hub.ca.issue_lan(&key, facility, &lan.names, nb, t + hub.settings.client_cert_lifetime).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
+    let issued = hub
+        .ca
+        .issue_lan(
+            &key,
+            facility,
+            &lan.names,
+            nb,
+            t + hub.settings.client_cert_lifetime,
+        )
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_lan_names", e))?;
     claim_lan_addresses(hub, facility, &lan.names, true).await?;
     let cert = cert_row(&issued, facility, appliance, nb, t, "lan");
     Ok((issued.chain_pem, cert))
 }
 
-async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> ApiResult<Json<Issued>> {
-    provisioning::token::check_appliance(&req.appliance).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_appliance", e))?;
-    let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+async fn enroll(
+    State(hub): State<Arc<Hub>>,
+    Json(req): Json<EnrollRequest>,
+) -> ApiResult<Json<Issued>> {
+    provisioning::token::check_appliance(&req.appliance)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_appliance", e))?;
+    let public_key = provisioning::ca::parse_csr(&req.csr)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     // Everything the request asks for is checked before the one-time token is spent on it (the
     // LAN names against the facility the token is for, if it is one that can still be used).
     let hash = provisioning::token::hash(&req.token);
     let t = now();
     if let Some(l) = &req.lan {
-        if let Some(facility) = hub.registry.call(move |c| registry::token_facility(c, &hash, t)).await?? {
+        if let Some(facility) = hub
+            .registry
+            .call(move |c| registry::token_facility(c, &hash, t))
+            .await??
+        {
             check_lan_request(&hub, &facility, l)?;
             claim_lan_addresses(&hub, &facility, &l.names, false).await?;
         }
     }
     if let Some(p) = &req.proxy {
-        provisioning::ca::parse_csr(&p.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+        provisioning::ca::parse_csr(&p.csr)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     }
-    let taken = hub.registry.call(move |c| registry::take_token(c, &hash, t)).await??;
+    let taken = hub
+        .registry
+        .call(move |c| registry::take_token(c, &hash, t))
+        .await??;
     let (facility, facility_name) = taken.map_err(|e| {
         tracing::warn!(appliance = %req.appliance, error = %e, "enrolment refused");
         ApiError::new(StatusCode::FORBIDDEN, "bad_token", e.to_string())
@@ -538,10 +717,24 @@ async fn enroll(State(hub): State<Arc<Hub>>, Json(req): Json<EnrollRequest>) -> 
         Some(p) => Some(issue_proxy(&hub, &facility, &req.appliance, p, t)?),
         None => None,
     };
-    let issued = hub.ca.issue_client(&public_key, &facility, &req.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let issued = hub
+        .ca
+        .issue_client(
+            &public_key,
+            &facility,
+            &req.appliance,
+            Purpose::Appliance,
+            nb,
+            t + hub.settings.client_cert_lifetime,
+        )
+        .map_err(anyhow::Error::msg)?;
     let cert = cert_row(&issued, &facility, &req.appliance, nb, t, "enrol");
     let serial = issued.serial.clone();
-    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
+    let extra: Vec<registry::Cert> = lan
+        .iter()
+        .chain(proxy.iter())
+        .map(|l| l.1.clone())
+        .collect();
     hub.registry
         .call(move |c| {
             registry::record_cert(c, &cert)?;
@@ -574,14 +767,22 @@ pub struct RenewRequest {
     proxy: Option<ProxyRequest>,
 }
 
-async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Json(req): Json<RenewRequest>) -> ApiResult<Json<Issued>> {
+async fn renew(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<RenewRequest>,
+) -> ApiResult<Json<Issued>> {
     let id = authed(&peer, &hub)?;
-    let public_key = provisioning::ca::parse_csr(&req.csr).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
+    let public_key = provisioning::ca::parse_csr(&req.csr)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let t = now();
     // An appliance renews at two thirds of its lifetime, when its LAN names change, or when told
     // to; a stolen identity minting certificates by the dozen is not that.
     let (f, a) = (id.facility.clone(), id.appliance.clone());
-    let recent = hub.registry.call(move |c| registry::renewals_since(c, &f, &a, t - 86_400)).await??;
+    let recent = hub
+        .registry
+        .call(move |c| registry::renewals_since(c, &f, &a, t - 86_400))
+        .await??;
     if recent >= RENEWALS_PER_DAY {
         tracing::warn!(facility = %id.facility, appliance = %id.appliance, recent, "renewal refused: too many in a day");
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_renewals", format!("this appliance renewed {recent} times in the last 24 hours; try again tomorrow, or ask the network office")));
@@ -595,10 +796,24 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
         Some(p) => Some(issue_proxy(&hub, &id.facility, &id.appliance, p, t)?),
         None => None,
     };
-    let issued = hub.ca.issue_client(&public_key, &id.facility, &id.appliance, Purpose::Appliance, nb, t + hub.settings.client_cert_lifetime).map_err(anyhow::Error::msg)?;
+    let issued = hub
+        .ca
+        .issue_client(
+            &public_key,
+            &id.facility,
+            &id.appliance,
+            Purpose::Appliance,
+            nb,
+            t + hub.settings.client_cert_lifetime,
+        )
+        .map_err(anyhow::Error::msg)?;
     let cert = cert_row(&issued, &id.facility, &id.appliance, nb, t, "renew");
     let f = id.facility.clone();
-    let extra: Vec<registry::Cert> = lan.iter().chain(proxy.iter()).map(|l| l.1.clone()).collect();
+    let extra: Vec<registry::Cert> = lan
+        .iter()
+        .chain(proxy.iter())
+        .map(|l| l.1.clone())
+        .collect();
     let name = hub
         .registry
         .call(move |c| {
@@ -624,60 +839,113 @@ async fn renew(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Js
 }
 
 /// A cheap answer that proves the hub is up and still accepts this appliance.
-async fn ping(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<serde_json::Value>> {
+async fn ping(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = authed(&peer, &hub)?;
     Ok(Json(json!({ "facility": id.facility, "at": now() })))
 }
 
 /// The password verifiers of the appliance's own facility's staff, for logins while the hub is down.
-async fn verifiers(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<serde_json::Value>> {
+async fn verifiers(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = authed(&peer, &hub)?;
     let (f, h) = (id.facility.clone(), hub.clone());
-    let list = tokio::task::spawn_blocking(move || h.region_readers.with(move |c| Ok(crate::offline::verifiers(c, &f, now())?))).await.map_err(|e| anyhow::anyhow!(e))??;
+    let list = tokio::task::spawn_blocking(move || {
+        h.region_readers
+            .with(move |c| Ok(crate::offline::verifiers(c, &f, now())?))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))??;
     tracing::debug!(facility = %id.facility, appliance = %id.appliance, users = list.len(), "verifiers handed to the appliance");
     Ok(Json(json!({ "facility": id.facility, "users": list })))
 }
 
 /// Accesses an appliance served while the hub was down, into the audit log.
-async fn offline_accesses(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Json(batch): Json<Vec<crate::offline::Access>>) -> ApiResult<Json<serde_json::Value>> {
+async fn offline_accesses(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+    Json(batch): Json<Vec<crate::offline::Access>>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = authed(&peer, &hub)?;
     if batch.len() > 10_000 {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many", "send at most 10000 accesses at a time"));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many",
+            "send at most 10000 accesses at a time",
+        ));
     }
     let (f, a) = (id.facility.clone(), id.appliance.clone());
-    let taken = hub.region.call(move |c| crate::offline::take(c, &f, &a, &batch)).await?.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_accesses", e))?;
+    let taken = hub
+        .region
+        .call(move |c| crate::offline::take(c, &f, &a, &batch))
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_accesses", e))?;
     if taken > 0 {
         tracing::info!(facility = %id.facility, appliance = %id.appliance, accesses = taken, "offline accesses taken into the audit log");
     }
     Ok(Json(json!({ "taken": taken })))
 }
 
-async fn position(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>) -> ApiResult<Json<copy::Position>> {
+async fn position(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+) -> ApiResult<Json<copy::Position>> {
     let id = authed(&peer, &hub)?;
-    let pos = hub.copy(&id.facility)?.call(|c| copy::position(c)).await??;
+    let pos = hub
+        .copy(&id.facility)?
+        .call(|c| copy::position(c))
+        .await??;
     Ok(Json(pos))
 }
 
-async fn segments(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Body) -> ApiResult<Json<copy::Position>> {
+async fn segments(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<copy::Position>> {
     let id = authed(&peer, &hub)?;
     let limit = hub.settings.max_body;
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("a batch may hold at most {limit} bytes; send fewer segments at a time"));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a batch may hold at most {limit} bytes; send fewer segments at a time"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = http_body_util::Limited::new(body, limit).collect().await.map_err(|_| too_large())?.to_bytes();
-    let (claimed, segs) = shared::wire::decode_batch(&bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_batch", e))?;
+    let bytes = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|_| too_large())?
+        .to_bytes();
+    let (claimed, segs) = shared::wire::decode_batch(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_batch", e))?;
     if claimed != id.facility {
         tracing::warn!(facility = %id.facility, claimed = %claimed, serial = %id.serial, "batch claims another facility");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_facility",
-            format!("this appliance's certificate is for facility {}, but the batch claims {claimed}", id.facility),
+            format!(
+                "this appliance's certificate is for facility {}, but the batch claims {claimed}",
+                id.facility
+            ),
         ));
     }
     let n = segs.len();
-    let result = hub.copy(&id.facility)?.call(move |c| copy::apply_batch(c, &segs)).await??;
+    let result = hub
+        .copy(&id.facility)?
+        .call(move |c| copy::apply_batch(c, &segs))
+        .await??;
     match result {
         Ok(pos) => {
             tracing::debug!(facility = %id.facility, segments = n, seq = pos.seq, "segments applied");
@@ -716,41 +984,62 @@ fn target(q: &RestoreQuery) -> Target {
 
 /// A reader on the facility's copy, separate from its writer, for plans and restore streams.
 fn reader(hub: &Hub, facility: &str) -> anyhow::Result<rusqlite::Connection> {
-    db::open_read_only(&hub.copy_path(facility), &hub.key.derive(&format!("copy:{facility}")))
+    db::open_read_only(
+        &hub.copy_path(facility),
+        &hub.key.derive(&format!("copy:{facility}")),
+    )
 }
 
 /// Opens a reader on the facility's copy and works out the plan, on a blocking thread: it reads
 /// the copy and opens every snapshot.
-async fn plan_for(hub: &Arc<Hub>, facility: &str, q: RestoreQuery) -> ApiResult<(rusqlite::Connection, snapshot::Plan, DbKey)> {
+async fn plan_for(
+    hub: &Arc<Hub>,
+    facility: &str,
+    q: RestoreQuery,
+) -> ApiResult<(rusqlite::Connection, snapshot::Plan, DbKey)> {
     hub.copy(facility)?;
     let (h, facility) = (hub.clone(), facility.to_string());
     tokio::task::spawn_blocking(move || {
         let key = h.key.derive(&format!("copy:{facility}"));
         let c = reader(&h, &facility).map_err(ApiError::from)?;
-        let plan = snapshot::plan(&c, &h.snapshot_dir(&facility), &key, &target(&q)).map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_plan", format!("{e:#}")))?;
+        let plan = snapshot::plan(&c, &h.snapshot_dir(&facility), &key, &target(&q))
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_plan", format!("{e:#}")))?;
         Ok((c, plan, key))
     })
     .await
     .map_err(|e| anyhow::anyhow!(e))?
 }
 
-async fn restore_plan(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Query(q): Query<RestoreQuery>) -> ApiResult<Json<snapshot::Plan>> {
+async fn restore_plan(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<RestoreQuery>,
+) -> ApiResult<Json<snapshot::Plan>> {
     let id = authed(&peer, &hub)?;
     let (_, plan, _) = plan_for(&hub, &id.facility, q).await?;
     Ok(Json(plan))
 }
 
-async fn restore(State(hub): State<Arc<Hub>>, Extension(peer): Extension<Peer>, Query(q): Query<RestoreQuery>) -> ApiResult<Response> {
+async fn restore(
+    State(hub): State<Arc<Hub>>,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<RestoreQuery>,
+) -> ApiResult<Response> {
     let id = authed(&peer, &hub)?;
     let (c, plan, key) = plan_for(&hub, &id.facility, q).await?;
     tracing::info!(facility = %id.facility, appliance = %id.appliance, to = plan.to_seq, base = plan.base_seq, "restore started");
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = snapshot::stream(&c, &plan, &key, |b| tx.blocking_send(Bytes::from(b)).is_ok()) {
+        if let Err(e) = snapshot::stream(&c, &plan, &key, |b| {
+            tx.blocking_send(Bytes::from(b)).is_ok()
+        }) {
             tracing::error!(error = %format!("{e:#}"), "restore stream failed");
         }
     });
-    Ok(Response::builder().header(header::CONTENT_TYPE, "application/octet-stream").body(Body::new(ChannelBody(rx, None))).map_err(|e| anyhow::anyhow!(e))?)
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::new(ChannelBody(rx, None)))
+        .map_err(|e| anyhow::anyhow!(e))?)
 }
 
 /// A response body fed by a channel, so a large restore or download streams instead of sitting
@@ -761,8 +1050,13 @@ impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -778,22 +1072,46 @@ impl http_body::Body for ChannelBody {
 /// quiet minutes; the operators' two.
 pub fn limits(kind: Listener) -> serve::Limits {
     match kind {
-        Listener::Appliances => serve::Limits { idle: std::time::Duration::from_secs(300), max_connections: 4096, per_peer: 512, ..serve::Limits::web("appliances") },
-        Listener::Operators => serve::Limits { max_connections: 256, per_peer: 64, ..serve::Limits::web("operators") },
+        Listener::Appliances => serve::Limits {
+            idle: std::time::Duration::from_secs(300),
+            max_connections: 4096,
+            per_peer: 512,
+            ..serve::Limits::web("appliances")
+        },
+        Listener::Operators => serve::Limits {
+            max_connections: 256,
+            per_peer: 64,
+            ..serve::Limits::web("operators")
+        },
     }
 }
 
 /// Serves `app` over TLS on `listener` (`serve::serve`: deadlines, a connection cap, drain on
 /// stop), with the connection's verified identity attached to every request and the router
 /// chosen by it (its entrance), until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, kind: Listener, tls: Arc<rustls::ServerConfig>, app: Entrances, shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    kind: Listener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Entrances,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     use tower::ServiceExt;
     let service = move |conn: &serve::Conn| {
-        let peer = Peer(conn.certs.as_ref().and_then(|c| c.first()).and_then(|c| Identity::from_der(c).ok()));
+        let peer = Peer(
+            conn.certs
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(|c| Identity::from_der(c).ok()),
+        );
         let (channel, app) = match (kind, &peer.0) {
             (Listener::Operators, _) => (Channel::Operators, app.operators.clone()),
-            (Listener::Appliances, Some(id)) if id.purpose == Purpose::PortalProxy => (Channel::Proxy(id.clone()), app.proxy.clone()),
-            (Listener::Appliances, Some(id)) => (Channel::Appliance(id.clone()), app.appliance.clone()),
+            (Listener::Appliances, Some(id)) if id.purpose == Purpose::PortalProxy => {
+                (Channel::Proxy(id.clone()), app.proxy.clone())
+            }
+            (Listener::Appliances, Some(id)) => {
+                (Channel::Appliance(id.clone()), app.appliance.clone())
+            }
             (Listener::Appliances, None) => (Channel::Unauthenticated, app.stranger.clone()),
         };
         let addr = conn.peer;
@@ -815,9 +1133,25 @@ mod tests {
     fn hub(dir: &std::path::Path) -> Arc<Hub> {
         let mut ca = Ca::init(&dir.join("ca"), "test", now()).unwrap();
         ca.ensure_lan("tsunagi.internal", now()).unwrap();
-        let revoked = Arc::new(Revocations::new(dir.join("ca").join(provisioning::ca::CRL), ca.issuing_ders()));
-        let settings = Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1 };
-        Arc::new(Hub::new(dir.to_owned(), ca, crate::key::HubKey::from_bytes([7; 32]), revoked, settings).unwrap())
+        let revoked = Arc::new(Revocations::new(
+            dir.join("ca").join(provisioning::ca::CRL),
+            ca.issuing_ders(),
+        ));
+        let settings = Settings {
+            client_cert_lifetime: 86_400,
+            max_body: 1 << 20,
+            snapshots_kept: 1,
+        };
+        Arc::new(
+            Hub::new(
+                dir.to_owned(),
+                ca,
+                crate::key::HubKey::from_bytes([7; 32]),
+                revoked,
+                settings,
+            )
+            .unwrap(),
+        )
     }
 
     /// A portal route with sample values for its `{…}` segments.
@@ -842,10 +1176,16 @@ mod tests {
             Channel::Appliance(id) | Channel::Proxy(id) => Peer(Some(id.clone())),
             _ => Peer(None),
         };
-        let mut req = axum::http::Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json").body(Body::from("{}")).unwrap();
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
         req.extensions_mut().insert(peer);
         req.extensions_mut().insert(channel.clone());
-        req.extensions_mut().insert(Remote("127.0.0.1:1".parse().unwrap()));
+        req.extensions_mut()
+            .insert(Remote("127.0.0.1:1".parse().unwrap()));
         app.clone().oneshot(req).await.unwrap().status()
     }
 
@@ -857,47 +1197,134 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hub = hub(dir.path());
         let issuer = hub.ca.issuing_subject();
-        let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default())));
+        let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(
+            hub.clone(),
+            crate::portal::Settings::default(),
+        )));
         let (appliances, operators) = entrances(hub, portal);
-        let id = |purpose| Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose, issuer: issuer.clone() };
-        let (as_appliance, as_proxy) = (Channel::Appliance(id(Purpose::Appliance)), Channel::Proxy(id(Purpose::PortalProxy)));
+        let id = |purpose| Identity {
+            facility: "3710000001".into(),
+            appliance: "box-1".into(),
+            serial: "01".into(),
+            not_before: 0,
+            not_after: i64::MAX / 2,
+            purpose,
+            issuer: issuer.clone(),
+        };
+        let (as_appliance, as_proxy) = (
+            Channel::Appliance(id(Purpose::Appliance)),
+            Channel::Proxy(id(Purpose::PortalProxy)),
+        );
         for route in shared::route::PORTAL {
             let path = sample(route);
             assert!(shared::route::is_portal_path(&path), "{path}");
             for method in ["GET", "POST"] {
                 let s = status(&appliances.proxy, method, &path, &as_proxy).await;
-                assert!(s != StatusCode::NOT_FOUND || route.contains('{'), "{method} {path} through the proxy: {s}");
-                assert_eq!(status(&appliances.appliance, method, &path, &as_appliance).await, StatusCode::NOT_FOUND, "{method} {path} on the appliance certificate");
+                assert!(
+                    s != StatusCode::NOT_FOUND || route.contains('{'),
+                    "{method} {path} through the proxy: {s}"
+                );
+                assert_eq!(
+                    status(&appliances.appliance, method, &path, &as_appliance).await,
+                    StatusCode::NOT_FOUND,
+                    "{method} {path} on the appliance certificate"
+                );
                 let s = status(&operators.operators, method, &path, &Channel::Operators).await;
-                assert!(s != StatusCode::NOT_FOUND || route.contains('{'), "{method} {path} on the operators' listener: {s}");
-                let s = status(&appliances.stranger, method, &path, &Channel::Unauthenticated).await;
+                assert!(
+                    s != StatusCode::NOT_FOUND || route.contains('{'),
+                    "{method} {path} on the operators' listener: {s}"
+                );
+                let s = status(
+                    &appliances.stranger,
+                    method,
+                    &path,
+                    &Channel::Unauthenticated,
+                )
+                .await;
                 // The refusal page's stylesheet is served to anyone; every page is refused.
-                let want = if *route == "/static/portal.css" { StatusCode::OK } else { StatusCode::FORBIDDEN };
+                let want = if *route == "/static/portal.css" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::FORBIDDEN
+                };
                 assert_eq!(s, want, "{method} {path} without a certificate");
             }
             // A portal route with a parameter is routed (not a 404 for its shape) for the portal.
             let s = status(&appliances.proxy, "GET", &path, &as_proxy).await;
-            assert!(matches!(s, StatusCode::SEE_OTHER | StatusCode::OK | StatusCode::METHOD_NOT_ALLOWED), "GET {path} through the proxy, not logged in: {s}");
+            assert!(
+                matches!(
+                    s,
+                    StatusCode::SEE_OTHER | StatusCode::OK | StatusCode::METHOD_NOT_ALLOWED
+                ),
+                "GET {path} through the proxy, not logged in: {s}"
+            );
         }
         for (method, path) in API {
-            assert_eq!(status(&appliances.proxy, method, path, &as_proxy).await, StatusCode::NOT_FOUND, "{method} {path} on the proxy certificate");
-            assert_eq!(status(&operators.operators, method, path, &Channel::Operators).await, StatusCode::NOT_FOUND, "{method} {path} on the operators' listener");
+            assert_eq!(
+                status(&appliances.proxy, method, path, &as_proxy).await,
+                StatusCode::NOT_FOUND,
+                "{method} {path} on the proxy certificate"
+            );
+            assert_eq!(
+                status(&operators.operators, method, path, &Channel::Operators).await,
+                StatusCode::NOT_FOUND,
+                "{method} {path} on the operators' listener"
+            );
             let s = status(&appliances.appliance, method, path, &as_appliance).await;
-            assert!(s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} on the appliance certificate: {s}");
-            let s = status(&appliances.stranger, method, path, &Channel::Unauthenticated).await;
-            let want = if *path == "/v1/enroll" { s.is_client_error() && s != StatusCode::NOT_FOUND && s != StatusCode::UNAUTHORIZED } else { s == StatusCode::UNAUTHORIZED };
+            assert!(
+                s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} on the appliance certificate: {s}"
+            );
+            let s = status(
+                &appliances.stranger,
+                method,
+                path,
+                &Channel::Unauthenticated,
+            )
+            .await;
+            let want = if *path == "/v1/enroll" {
+                s.is_client_error() && s != StatusCode::NOT_FOUND && s != StatusCode::UNAUTHORIZED
+            } else {
+                s == StatusCode::UNAUTHORIZED
+            };
             assert!(want, "{method} {path} without a certificate: {s}");
         }
-        for path in ["/nothing", "/v1/nothing", "/v2/restore", "//v1/restore", "/v1/restore/", "/admin"] {
-            for (app, ch) in [(&appliances.appliance, &as_appliance), (&appliances.proxy, &as_proxy), (&appliances.stranger, &Channel::Unauthenticated), (&operators.operators, &Channel::Operators)] {
-                assert_eq!(status(app, "GET", path, ch).await, StatusCode::NOT_FOUND, "{path} on {ch:?}");
+        for path in [
+            "/nothing",
+            "/v1/nothing",
+            "/v2/restore",
+            "//v1/restore",
+            "/v1/restore/",
+            "/admin",
+        ] {
+            for (app, ch) in [
+                (&appliances.appliance, &as_appliance),
+                (&appliances.proxy, &as_proxy),
+                (&appliances.stranger, &Channel::Unauthenticated),
+                (&operators.operators, &Channel::Operators),
+            ] {
+                assert_eq!(
+                    status(app, "GET", path, ch).await,
+                    StatusCode::NOT_FOUND,
+                    "{path} on {ch:?}"
+                );
             }
         }
     }
 
     /// One portal request as a browser sends it: the status, the body and the cookies set.
-    async fn browse(app: &Router, channel: &Channel, method: &str, path: &str, cookie: &str, form: &str) -> (StatusCode, String, Vec<String>) {
-        let mut req = axum::http::Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    async fn browse(
+        app: &Router,
+        channel: &Channel,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        form: &str,
+    ) -> (StatusCode, String, Vec<String>) {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if !cookie.is_empty() {
             req = req.header(header::COOKIE, cookie);
         }
@@ -908,26 +1335,47 @@ mod tests {
         };
         req.extensions_mut().insert(peer);
         req.extensions_mut().insert(channel.clone());
-        req.extensions_mut().insert(Remote("127.0.0.1:1".parse().unwrap()));
+        req.extensions_mut()
+            .insert(Remote("127.0.0.1:1".parse().unwrap()));
         let r = app.clone().oneshot(req).await.unwrap();
         let status = r.status();
-        let cookies = r.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(|v| v.split(';').next()).map(str::to_owned).collect();
-        let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        let cookies = r
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .map(str::to_owned)
+            .collect();
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned(), cookies)
     }
 
     fn csrf_of(html: &str) -> String {
-        html.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_string()
+        html.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Logs `login` in at `app` through the login form; the session cookie and its CSRF token.
     async fn log_in(app: &Router, channel: &Channel, login: &str) -> (String, String) {
         let (_, page, cookies) = browse(app, channel, "GET", "/login", "", "").await;
-        let pre = cookies.into_iter().find(|c| c.starts_with("__Host-tsunagi-login=")).expect("a pre-login cookie");
+        let pre = cookies
+            .into_iter()
+            .find(|c| c.starts_with("__Host-tsunagi-login="))
+            .expect("a pre-login cookie");
         let form = format!("csrf={}&login={login}&password=Pass-word1", csrf_of(&page));
         let (status, _, cookies) = browse(app, channel, "POST", "/login", &pre, &form).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{login} logs in");
-        let session = cookies.into_iter().find(|c| c.starts_with("__Host-tsunagi=")).expect("a session cookie");
+        let session = cookies
+            .into_iter()
+            .find(|c| c.starts_with("__Host-tsunagi="))
+            .expect("a session cookie");
         let (_, home, _) = browse(app, channel, "GET", "/", &session, "").await;
         (session, csrf_of(&home))
     }
@@ -946,7 +1394,11 @@ mod tests {
         let issuer = hub.ca.issuing_subject();
         let a = "3710000001";
         let rid = {
-            let c = crate::region::open(dir.path(), &crate::key::HubKey::from_bytes([7; 32]).derive("region")).unwrap();
+            let c = crate::region::open(
+                dir.path(),
+                &crate::key::HubKey::from_bytes([7; 32]).derive("region"),
+            )
+            .unwrap();
             let v = crate::account::hash_password("Pass-word1");
             for (login, role, facility) in [
                 ("adm", Role::FacilityAdmin, a),
@@ -957,40 +1409,103 @@ mod tests {
                 ("office", Role::Office, ""),
                 ("ops-1", Role::Operator, ""),
             ] {
-                crate::account::add(&c, login, login, facility, role, &v, "test", now()).unwrap().unwrap();
+                crate::account::add(&c, login, login, facility, role, &v, "test", now())
+                    .unwrap()
+                    .unwrap();
             }
             c.execute("UPDATE user SET must_change = 0", []).unwrap();
             crate::consent::set_core(&c, a, true, now()).unwrap();
-            let d = crate::index::Demographics { patient_id: "0001".into(), family_kanji: "山田".into(), given_kanji: "太郎".into(), family_kana: "ヤマダ".into(), given_kana: "タロウ".into(), birth_date: "19600101".into(), sex: "M".into() };
+            let d = crate::index::Demographics {
+                patient_id: "0001".into(),
+                family_kanji: "山田".into(),
+                given_kanji: "太郎".into(),
+                family_kana: "ヤマダ".into(),
+                given_kana: "タロウ".into(),
+                birth_date: "19600101".into(),
+                sex: "M".into(),
+            };
             let id = crate::index::upsert(&c, a, &d, now()).unwrap();
             assert_eq!(id, 1, "the sample entry");
             crate::index::get(&c, id).unwrap().unwrap().regional_id
         };
-        let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default())));
+        let portal = crate::portal::router(Arc::new(crate::portal::Portal::new(
+            hub.clone(),
+            crate::portal::Settings::default(),
+        )));
         let (appliances, operators) = entrances(hub, portal);
-        let proxy = Channel::Proxy(Identity { facility: a.into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy, issuer: issuer.clone() });
-        let path_of = |route: &str| sample(route).replace("R0000001", &rid).replace("/dr-a/", "/nobody-x/");
-        assert_eq!(ROUTES.iter().map(|r| r.path).collect::<Vec<_>>(), shared::route::PORTAL.to_vec(), "the table is the proxy's list");
+        let proxy = Channel::Proxy(Identity {
+            facility: a.into(),
+            appliance: "box-1".into(),
+            serial: "01".into(),
+            not_before: 0,
+            not_after: i64::MAX / 2,
+            purpose: Purpose::PortalProxy,
+            issuer: issuer.clone(),
+        });
+        let path_of = |route: &str| {
+            sample(route)
+                .replace("R0000001", &rid)
+                .replace("/dr-a/", "/nobody-x/")
+        };
+        assert_eq!(
+            ROUTES.iter().map(|r| r.path).collect::<Vec<_>>(),
+            shared::route::PORTAL.to_vec(),
+            "the table is the proxy's list"
+        );
 
         // Nobody logged in: the login page and the stylesheet, and for the rest a way to log in.
-        for (app, ch) in [(&appliances.proxy, &proxy), (&operators.operators, &Channel::Operators)] {
+        for (app, ch) in [
+            (&appliances.proxy, &proxy),
+            (&operators.operators, &Channel::Operators),
+        ] {
             for route in ROUTES {
                 for (method, who) in [("GET", route.get), ("POST", route.post)] {
                     let Some(who) = who else { continue };
                     let (s, _, _) = browse(app, ch, method, &path_of(route.path), "", "").await;
                     if who == Who::Anyone {
-                        assert_ne!(s, StatusCode::SEE_OTHER, "{method} {} needs no login", route.path);
+                        assert_ne!(
+                            s,
+                            StatusCode::SEE_OTHER,
+                            "{method} {} needs no login",
+                            route.path
+                        );
                     } else {
-                        assert_eq!(s, StatusCode::SEE_OTHER, "{method} {} without a login on {ch:?}", route.path);
+                        assert_eq!(
+                            s,
+                            StatusCode::SEE_OTHER,
+                            "{method} {} without a login on {ch:?}",
+                            route.path
+                        );
                     }
                 }
             }
         }
-        let people = [("adm", Role::FacilityAdmin), ("dr-a", Role::Doctor), ("ns-a", Role::Nurse), ("ph-a", Role::Pharmacist), ("clerk", Role::Clerk), ("office", Role::Office), ("ops-1", Role::Operator)];
+        let people = [
+            ("adm", Role::FacilityAdmin),
+            ("dr-a", Role::Doctor),
+            ("ns-a", Role::Nurse),
+            ("ph-a", Role::Pharmacist),
+            ("clerk", Role::Clerk),
+            ("office", Role::Office),
+            ("ops-1", Role::Operator),
+        ];
         let mut walked = 0;
         for (login, role) in people {
-            let (own, own_ch, other, other_ch) =
-                if role.in_facility() { (&appliances.proxy, &proxy, &operators.operators, &Channel::Operators) } else { (&operators.operators, &Channel::Operators, &appliances.proxy, &proxy) };
+            let (own, own_ch, other, other_ch) = if role.in_facility() {
+                (
+                    &appliances.proxy,
+                    &proxy,
+                    &operators.operators,
+                    &Channel::Operators,
+                )
+            } else {
+                (
+                    &operators.operators,
+                    &Channel::Operators,
+                    &appliances.proxy,
+                    &proxy,
+                )
+            };
             let (session, csrf) = log_in(own, own_ch, login).await;
             for route in ROUTES {
                 for (method, who) in [("GET", route.get), ("POST", route.post)] {
@@ -998,29 +1513,67 @@ mod tests {
                     if matches!(route.path, "/login" | "/logout") && method == "POST" {
                         continue; // the login form and the end of the session, below
                     }
-                    let (s, body, _) = browse(own, own_ch, method, &path_of(route.path), &session, &format!("csrf={csrf}")).await;
-                    assert_ne!(s, StatusCode::SEE_OTHER, "{login}: {method} {} lost the session", route.path);
+                    let (s, body, _) = browse(
+                        own,
+                        own_ch,
+                        method,
+                        &path_of(route.path),
+                        &session,
+                        &format!("csrf={csrf}"),
+                    )
+                    .await;
+                    assert_ne!(
+                        s,
+                        StatusCode::SEE_OTHER,
+                        "{login}: {method} {} lost the session",
+                        route.path
+                    );
                     if who.lets(role) {
-                        assert_ne!(s, StatusCode::FORBIDDEN, "{login} ({role:?}) refused {method} {}: {body}", route.path);
+                        assert_ne!(
+                            s,
+                            StatusCode::FORBIDDEN,
+                            "{login} ({role:?}) refused {method} {}: {body}",
+                            route.path
+                        );
                     } else {
-                        assert_eq!(s, StatusCode::FORBIDDEN, "{login} ({role:?}) let through {method} {}", route.path);
+                        assert_eq!(
+                            s,
+                            StatusCode::FORBIDDEN,
+                            "{login} ({role:?}) let through {method} {}",
+                            route.path
+                        );
                     }
                     walked += 1;
                 }
             }
             // The session at the other entrance: refused, and over at its own too.
             let (s, _, _) = browse(other, other_ch, "GET", "/", &session, "").await;
-            assert_eq!(s, StatusCode::FORBIDDEN, "{login}'s session at the other entrance");
+            assert_eq!(
+                s,
+                StatusCode::FORBIDDEN,
+                "{login}'s session at the other entrance"
+            );
             let (s, _, _) = browse(own, own_ch, "GET", "/", &session, "").await;
             assert_eq!(s, StatusCode::SEE_OTHER, "{login}'s session ended");
             // And logging out ends a session.
             let (session, csrf) = log_in(own, own_ch, login).await;
-            let (s, _, _) = browse(own, own_ch, "POST", "/logout", &session, &format!("csrf={csrf}")).await;
+            let (s, _, _) = browse(
+                own,
+                own_ch,
+                "POST",
+                "/logout",
+                &session,
+                &format!("csrf={csrf}"),
+            )
+            .await;
             assert_eq!(s, StatusCode::SEE_OTHER);
             let (s, _, _) = browse(own, own_ch, "GET", "/", &session, "").await;
             assert_eq!(s, StatusCode::SEE_OTHER, "{login} logged out");
         }
-        assert!(walked > 7 * 25, "{walked} role × route × method answers checked");
+        assert!(
+            walked > 7 * 25,
+            "{walked} role × route × method answers checked"
+        );
     }
 
     /// A guesser at one terminal gets 12 attempts a minute, answered at once after that, while
@@ -1031,30 +1584,66 @@ mod tests {
         let hub = hub(dir.path());
         let issuer = hub.ca.issuing_subject();
         {
-            let c = crate::region::open(dir.path(), &crate::key::HubKey::from_bytes([7; 32]).derive("region")).unwrap();
-            crate::account::add(&c, "dr-a", "dr-a", "3710000001", crate::account::Role::Doctor, &crate::account::hash_password("Pass-word1"), "test", now()).unwrap().unwrap();
+            let c = crate::region::open(
+                dir.path(),
+                &crate::key::HubKey::from_bytes([7; 32]).derive("region"),
+            )
+            .unwrap();
+            crate::account::add(
+                &c,
+                "dr-a",
+                "dr-a",
+                "3710000001",
+                crate::account::Role::Doctor,
+                &crate::account::hash_password("Pass-word1"),
+                "test",
+                now(),
+            )
+            .unwrap()
+            .unwrap();
             c.execute("UPDATE user SET must_change = 0", []).unwrap();
         }
-        let portal = Arc::new(crate::portal::Portal::new(hub.clone(), crate::portal::Settings::default()));
+        let portal = Arc::new(crate::portal::Portal::new(
+            hub.clone(),
+            crate::portal::Settings::default(),
+        ));
         let (appliances, _) = entrances(hub, crate::portal::router(portal.clone()));
-        let proxy = Channel::Proxy(Identity { facility: "3710000001".into(), appliance: "box-1".into(), serial: "01".into(), not_before: 0, not_after: i64::MAX / 2, purpose: Purpose::PortalProxy, issuer: issuer.clone() });
+        let proxy = Channel::Proxy(Identity {
+            facility: "3710000001".into(),
+            appliance: "box-1".into(),
+            serial: "01".into(),
+            not_before: 0,
+            not_after: i64::MAX / 2,
+            purpose: Purpose::PortalProxy,
+            issuer: issuer.clone(),
+        });
         let attempt = |terminal: &'static str, password: &'static str| {
             let (app, ch) = (appliances.proxy.clone(), proxy.clone());
             async move {
                 let (_, page, cookies) = browse(&app, &ch, "GET", "/login", "", "").await;
-                let pre = cookies.into_iter().find(|c| c.starts_with("__Host-tsunagi-login=")).unwrap();
+                let pre = cookies
+                    .into_iter()
+                    .find(|c| c.starts_with("__Host-tsunagi-login="))
+                    .unwrap();
                 let mut req = axum::http::Request::post("/login")
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .header(header::COOKIE, pre)
                     .header(crate::portal::TERMINAL_HEADER, terminal)
-                    .body(Body::from(format!("csrf={}&login=dr-a&password={password}", csrf_of(&page))))
+                    .body(Body::from(format!(
+                        "csrf={}&login=dr-a&password={password}",
+                        csrf_of(&page)
+                    )))
                     .unwrap();
                 req.extensions_mut().insert(Peer(None));
                 req.extensions_mut().insert(ch.clone());
-                req.extensions_mut().insert(Remote("127.0.0.1:1".parse().unwrap()));
+                req.extensions_mut()
+                    .insert(Remote("127.0.0.1:1".parse().unwrap()));
                 let r = app.oneshot(req).await.unwrap();
                 let status = r.status();
-                let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+                let body = http_body_util::BodyExt::collect(r.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
                 (status, String::from_utf8_lossy(&body).into_owned())
             }
         };
@@ -1062,16 +1651,31 @@ mod tests {
         // slow-down out of the way).
         let mut refused = 0;
         for i in 0..crate::account::Throttle::PER_TERMINAL + 3 {
-            let (s, body) = attempt("t-guess", if i % 2 == 0 { "Pass-word1" } else { "Wrong-pass1" }).await;
+            let (s, body) = attempt(
+                "t-guess",
+                if i % 2 == 0 {
+                    "Pass-word1"
+                } else {
+                    "Wrong-pass1"
+                },
+            )
+            .await;
             if s == StatusCode::TOO_MANY_REQUESTS {
                 assert!(body.contains("ログインの試行が多すぎます"), "{body}");
                 refused += 1;
             } else {
-                assert!(i < crate::account::Throttle::PER_TERMINAL, "attempt {i} was checked");
+                assert!(
+                    i < crate::account::Throttle::PER_TERMINAL,
+                    "attempt {i} was checked"
+                );
             }
         }
         assert_eq!(refused, 3);
         let (s, _) = attempt("t-colleague", "Pass-word1").await;
-        assert_eq!(s, StatusCode::SEE_OTHER, "another terminal of the clinic logs in");
+        assert_eq!(
+            s,
+            StatusCode::SEE_OTHER,
+            "another terminal of the clinic logs in"
+        );
     }
 }

@@ -34,7 +34,17 @@ fn hash(prev: &[u8], seq: i64, at: i64, e: &Event, owners: &str) -> Vec<u8> {
     ctx.update(prev);
     ctx.update(&seq.to_be_bytes());
     ctx.update(&at.to_be_bytes());
-    for field in [&e.login, &e.facility, &e.terminal, &e.action, &e.patient, &owners.to_string(), &e.detail, &e.reason, &e.outcome] {
+    for field in [
+        &e.login,
+        &e.facility,
+        &e.terminal,
+        &e.action,
+        &e.patient,
+        &owners.to_string(),
+        &e.detail,
+        &e.reason,
+        &e.outcome,
+    ] {
         ctx.update(&(field.len() as u64).to_be_bytes());
         ctx.update(field.as_bytes());
     }
@@ -56,14 +66,22 @@ pub fn append(c: &Connection, at_ms: i64, e: &Event) -> rusqlite::Result<i64> {
         params![seq, at_ms, e.login, e.facility, e.terminal, e.action, e.patient, owners, e.detail, e.reason, e.outcome, prev, h],
     )?;
     for o in &e.owners {
-        c.execute("INSERT OR IGNORE INTO audit_owner (facility, seq) VALUES (?1, ?2)", params![o, seq])?;
+        c.execute(
+            "INSERT OR IGNORE INTO audit_owner (facility, seq) VALUES (?1, ?2)",
+            params![o, seq],
+        )?;
     }
     Ok(seq)
 }
 
 /// The newest row's sequence number and hash.
 pub fn head(c: &Connection) -> rusqlite::Result<Option<(i64, Vec<u8>)>> {
-    c.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+    c.query_row(
+        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
 }
 
 /// Appends in its own transaction.
@@ -77,9 +95,14 @@ pub fn record(c: &mut Connection, at_ms: i64, e: &Event) -> rusqlite::Result<i64
 /// What verification found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Intact { rows: i64 },
+    Intact {
+        rows: i64,
+    },
     /// The first row whose stored hash or link does not match.
-    Broken { seq: i64, why: String },
+    Broken {
+        seq: i64,
+        why: String,
+    },
 }
 
 /// Walks the whole chain from the first row.
@@ -106,13 +129,22 @@ pub fn verify(c: &Connection) -> rusqlite::Result<Verdict> {
         let stored_prev: Vec<u8> = r.get(11)?;
         let stored: Vec<u8> = r.get(12)?;
         if seq != expected_seq {
-            return Ok(Verdict::Broken { seq, why: format!("row {expected_seq} is missing") });
+            return Ok(Verdict::Broken {
+                seq,
+                why: format!("row {expected_seq} is missing"),
+            });
         }
         if stored_prev != prev {
-            return Ok(Verdict::Broken { seq, why: "its link to the row before does not match".into() });
+            return Ok(Verdict::Broken {
+                seq,
+                why: "its link to the row before does not match".into(),
+            });
         }
         if hash(&prev, seq, r.get(1)?, &e, &owners) != stored {
-            return Ok(Verdict::Broken { seq, why: "its contents do not match its hash".into() });
+            return Ok(Verdict::Broken {
+                seq,
+                why: "its contents do not match its hash".into(),
+            });
         }
         prev = stored;
         expected_seq += 1;
@@ -132,7 +164,11 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
             terminal: r.get(4)?,
             action: r.get(5)?,
             patient: r.get(6)?,
-            owners: owners.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            owners: owners
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             detail: r.get(7)?,
             reason: r.get(9)?,
             outcome: r.get(10)?,
@@ -159,12 +195,26 @@ pub enum View {
 
 /// Rows of `view` for `facility` (for `Mine`, the login) between `from_ms` and `to_ms`, optionally of one patient, oldest
 /// first, at most `limit`.
-pub fn query(c: &Connection, view: &View, facility: &str, from_ms: i64, to_ms: i64, patient: Option<&str>, limit: i64) -> rusqlite::Result<Vec<Row>> {
+pub fn query(
+    c: &Connection,
+    view: &View,
+    facility: &str,
+    from_ms: i64,
+    to_ms: i64,
+    patient: Option<&str>,
+    limit: i64,
+) -> rusqlite::Result<Vec<Row>> {
     let (join, filter) = match view {
         View::Mine => ("", "a.login = ?1"),
         View::Staff => ("", "a.facility = ?1"),
-        View::OurRecords => ("JOIN audit_owner o ON o.seq = a.seq AND o.facility = ?1", "a.facility != ?1"),
-        View::Published => ("JOIN audit_owner o ON o.seq = a.seq AND o.facility = ?1", "a.action IN ('consent', 'publish')"),
+        View::OurRecords => (
+            "JOIN audit_owner o ON o.seq = a.seq AND o.facility = ?1",
+            "a.facility != ?1",
+        ),
+        View::Published => (
+            "JOIN audit_owner o ON o.seq = a.seq AND o.facility = ?1",
+            "a.action IN ('consent', 'publish')",
+        ),
         View::All => ("", "?1 = ?1"),
     };
     let sql = format!(
@@ -180,7 +230,17 @@ mod tests {
     use super::*;
 
     fn ev(action: &str, patient: &str) -> Event {
-        Event { login: "dr1".into(), facility: "3710000001".into(), terminal: "127.0.0.1".into(), action: action.into(), patient: patient.into(), owners: vec!["3710000002".into()], detail: "tab=rx".into(), reason: String::new(), outcome: "ok".into() }
+        Event {
+            login: "dr1".into(),
+            facility: "3710000001".into(),
+            terminal: "127.0.0.1".into(),
+            action: action.into(),
+            patient: patient.into(),
+            owners: vec!["3710000002".into()],
+            detail: "tab=rx".into(),
+            reason: String::new(),
+            outcome: "ok".into(),
+        }
     }
 
     #[test]
@@ -191,16 +251,27 @@ mod tests {
         }
         assert_eq!(verify(&c).unwrap(), Verdict::Intact { rows: 5 });
         // The triggers refuse edits made through SQL.
-        assert!(c.execute("UPDATE audit SET patient = 'R9' WHERE seq = 3", []).is_err());
+        assert!(c
+            .execute("UPDATE audit SET patient = 'R9' WHERE seq = 3", [])
+            .is_err());
         assert!(c.execute("DELETE FROM audit WHERE seq = 5", []).is_err());
         // Someone who drops the triggers can edit, but the chain shows where.
-        c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
-        c.execute("UPDATE audit SET patient = 'R9' WHERE seq = 3", []).unwrap();
-        assert!(matches!(verify(&c).unwrap(), Verdict::Broken { seq: 3, .. }));
-        c.execute("UPDATE audit SET patient = 'R2' WHERE seq = 3", []).unwrap();
+        c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+            .unwrap();
+        c.execute("UPDATE audit SET patient = 'R9' WHERE seq = 3", [])
+            .unwrap();
+        assert!(matches!(
+            verify(&c).unwrap(),
+            Verdict::Broken { seq: 3, .. }
+        ));
+        c.execute("UPDATE audit SET patient = 'R2' WHERE seq = 3", [])
+            .unwrap();
         assert_eq!(verify(&c).unwrap(), Verdict::Intact { rows: 5 });
         c.execute("DELETE FROM audit WHERE seq = 2", []).unwrap();
-        assert!(matches!(verify(&c).unwrap(), Verdict::Broken { seq: 3, .. }));
+        assert!(matches!(
+            verify(&c).unwrap(),
+            Verdict::Broken { seq: 3, .. }
+        ));
     }
 
     #[test]
@@ -216,14 +287,40 @@ mod tests {
         publish.owners = vec!["3710000001".into()];
         record(&mut c, 30, &publish).unwrap();
         let f = "3710000001";
-        assert_eq!(query(&c, &View::Staff, f, 0, 100, None, 100).unwrap().len(), 2);
+        assert_eq!(
+            query(&c, &View::Staff, f, 0, 100, None, 100).unwrap().len(),
+            2
+        );
         let ours = query(&c, &View::OurRecords, f, 0, 100, None, 100).unwrap();
         assert_eq!(ours.len(), 1);
         assert_eq!(ours[0].event.facility, "3710000002");
-        assert_eq!(query(&c, &View::Published, f, 0, 100, None, 100).unwrap().len(), 1);
-        assert_eq!(query(&c, &View::Staff, f, 0, 15, None, 100).unwrap().len(), 1);
-        assert_eq!(query(&c, &View::Mine, "dr1", 0, 100, None, 100).unwrap().len(), 3);
-        assert_eq!(query(&c, &View::Mine, "dr2", 0, 100, None, 100).unwrap().len(), 0);
-        assert_eq!(query(&c, &View::All, "", 0, 100, Some("R1"), 100).unwrap().len(), 3);
+        assert_eq!(
+            query(&c, &View::Published, f, 0, 100, None, 100)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            query(&c, &View::Staff, f, 0, 15, None, 100).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            query(&c, &View::Mine, "dr1", 0, 100, None, 100)
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            query(&c, &View::Mine, "dr2", 0, 100, None, 100)
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            query(&c, &View::All, "", 0, 100, Some("R1"), 100)
+                .unwrap()
+                .len(),
+            3
+        );
     }
 }

@@ -48,8 +48,13 @@ pub struct Setup {
 
 /// Mosquitto's configuration for the broker.
 pub fn conf(s: &Setup, crl: &Path) -> anyhow::Result<String> {
-    let (host, port) = s.listen.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--listen {}: expected host:port", s.listen))?;
-    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("--listen {}: {port:?} is not a port", s.listen))?;
+    let (host, port) = s
+        .listen
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--listen {}: expected host:port", s.listen))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--listen {}: {port:?} is not a port", s.listen))?;
     let d = s.dir.display();
     Ok(format!(
         "# Written by tsunagi-hub broker setup; run with `mosquitto -c {d}/{CONF}`.\n\
@@ -95,10 +100,21 @@ pub fn setup(ca: &Ca, s: &Setup, now: i64) -> anyhow::Result<()> {
     std::fs::create_dir_all(s.dir.join("data"))?;
     let crl = ca.dir().join(provisioning::ca::CRL);
     let conf = conf(s, &crl)?;
-    let (server, server_key) = ca.issue_server(&s.names, now, 397).map_err(anyhow::Error::msg)?;
-    let (client, client_key) = ca.issue_service_client(shared::fleet::HUB_USER, now, 397).map_err(anyhow::Error::msg)?;
-    let w = |name: &str, text: &str, mode: u32| provisioning::secret::write_atomic(&s.dir.join(name), text.as_bytes(), mode).map_err(|e| anyhow::anyhow!("{}: {e}", s.dir.join(name).display()));
-    w(CA_PEM, &format!("{}{}", ca.root_pem(), ca.issuing_pems()), 0o644)?;
+    let (server, server_key) = ca
+        .issue_server(&s.names, now, 397)
+        .map_err(anyhow::Error::msg)?;
+    let (client, client_key) = ca
+        .issue_service_client(shared::fleet::HUB_USER, now, 397)
+        .map_err(anyhow::Error::msg)?;
+    let w = |name: &str, text: &str, mode: u32| {
+        provisioning::secret::write_atomic(&s.dir.join(name), text.as_bytes(), mode)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", s.dir.join(name).display()))
+    };
+    w(
+        CA_PEM,
+        &format!("{}{}", ca.root_pem(), ca.issuing_pems()),
+        0o644,
+    )?;
     w(SERVER_PEM, &server, 0o644)?;
     w(SERVER_KEY, &server_key, 0o600)?;
     w(HUB_CLIENT, &format!("{client}{client_key}"), 0o600)?;
@@ -116,15 +132,17 @@ pub fn setup(ca: &Ca, s: &Setup, now: i64) -> anyhow::Result<()> {
 /// What a folder written by `setup` holds already: the listening address of its configuration
 /// and the names on its server certificate (none when it holds nothing readable).
 pub fn current(dir: &Path) -> (Option<String>, Vec<String>) {
-    let listen = std::fs::read_to_string(dir.join(CONF)).ok().and_then(|conf| {
-        conf.lines().find_map(|l| {
-            let mut w = l.split_whitespace();
-            match (w.next(), w.next(), w.next()) {
-                (Some("listener"), Some(port), Some(host)) => Some(format!("{host}:{port}")),
-                _ => None,
-            }
-        })
-    });
+    let listen = std::fs::read_to_string(dir.join(CONF))
+        .ok()
+        .and_then(|conf| {
+            conf.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                match (w.next(), w.next(), w.next()) {
+                    (Some("listener"), Some(port), Some(host)) => Some(format!("{host}:{port}")),
+                    _ => None,
+                }
+            })
+        });
     let names = std::fs::read(dir.join(SERVER_PEM))
         .ok()
         .and_then(|pem| provisioning::cert::certs_from_pem(&pem).ok())
@@ -135,8 +153,16 @@ pub fn current(dir: &Path) -> (Option<String>, Vec<String>) {
 
 /// Asks a running broker (by its pid file) to read its configuration and CRL again.
 pub fn reload(dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(dir.join(PID)).ok()?.trim().parse().ok()?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP).ok()?;
+    let pid: i32 = std::fs::read_to_string(dir.join(PID))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .ok()?;
     Some(pid)
 }
 
@@ -144,11 +170,20 @@ pub fn reload(dir: &Path) -> Option<i32> {
 /// certificate from `broker setup`.
 pub fn client_tls(ca: &Ca, dir: &Path) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
     let path = dir.join(HUB_CLIENT);
-    let pem = provisioning::secret::read(&path).map_err(|e| anyhow::anyhow!("{e} (write it with `tsunagi-hub broker setup`)"))?;
-    let chain: Vec<rustls_pki_types::CertificateDer<'static>> = provisioning::cert::certs_from_pem(&pem).map_err(anyhow::Error::msg)?.into_iter().map(|c| c.into_owned()).collect();
-    let key = provisioning::cert::key_from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let pem = provisioning::secret::read(&path)
+        .map_err(|e| anyhow::anyhow!("{e} (write it with `tsunagi-hub broker setup`)"))?;
+    let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+        provisioning::cert::certs_from_pem(&pem)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .map(|c| c.into_owned())
+            .collect();
+    let key = provisioning::cert::key_from_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pki_types::CertificateDer::from(ca.root_der().to_vec()))?;
+    roots.add(rustls_pki_types::CertificateDer::from(
+        ca.root_der().to_vec(),
+    ))?;
     let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots)
@@ -164,18 +199,41 @@ mod tests {
     fn the_acl_confines_appliances_to_their_facility() {
         let a = acl();
         assert!(a.contains("pattern write tsunagi/%u/status"));
-        assert!(!a.contains("%u/#") && !a.contains("%u/+"), "an appliance must not reach its siblings' topics");
+        assert!(
+            !a.contains("%u/#") && !a.contains("%u/+"),
+            "an appliance must not reach its siblings' topics"
+        );
         assert!(a.contains("pattern read tsunagi/%u/cmd"));
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::init(&dir.path().join("ca"), "t", 1_700_000_000).unwrap();
-        let s = Setup { dir: dir.path().join("broker"), listen: "127.0.0.1:8883".into(), names: vec!["localhost".into()], user: "nobody".into() };
+        let s = Setup {
+            dir: dir.path().join("broker"),
+            listen: "127.0.0.1:8883".into(),
+            names: vec!["localhost".into()],
+            user: "nobody".into(),
+        };
         setup(&ca, &s, 1_700_000_000).unwrap();
         let conf = std::fs::read_to_string(s.dir.join(CONF)).unwrap();
-        for want in ["require_certificate true", "use_identity_as_username true", "use_username_as_clientid true", "crlfile ", "listener 8883 127.0.0.1", "allow_anonymous false"] {
+        for want in [
+            "require_certificate true",
+            "use_identity_as_username true",
+            "use_username_as_clientid true",
+            "crlfile ",
+            "listener 8883 127.0.0.1",
+            "allow_anonymous false",
+        ] {
             assert!(conf.contains(want), "{want} missing from {conf}");
         }
         assert!(client_tls(&ca, &s.dir).is_ok());
-        let bad = super::conf(&Setup { dir: "/x".into(), listen: "127.0.0.1".into(), names: vec![], user: "u".into() }, Path::new("/c"));
+        let bad = super::conf(
+            &Setup {
+                dir: "/x".into(),
+                listen: "127.0.0.1".into(),
+                names: vec![],
+                user: "u".into(),
+            },
+            Path::new("/c"),
+        );
         assert!(bad.unwrap_err().to_string().contains("host:port"));
     }
 }

@@ -16,10 +16,19 @@ use crate::tls::Revocations;
 use crate::{copy, db, key, now, registry, snapshot};
 
 #[derive(Parser, Debug)]
-#[command(name = "tsunagi-hub", version, about = "The tsunagi hub: the network CA, the appliances' API and the facilities' failover copies")]
+#[command(
+    name = "tsunagi-hub",
+    version,
+    about = "The tsunagi hub: the network CA, the appliances' API and the facilities' failover copies"
+)]
 pub struct Cli {
     /// The hub's data folder: ca/, hub.key, registry.db, copies/, snapshots/.
-    #[arg(long, global = true, env = "TSUNAGI_HUB_DATA", default_value = "/var/lib/tsunagi-hub")]
+    #[arg(
+        long,
+        global = true,
+        env = "TSUNAGI_HUB_DATA",
+        default_value = "/var/lib/tsunagi-hub"
+    )]
     pub data: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -202,12 +211,20 @@ pub struct ServeArgs {
     pub listen: String,
     /// Address of the operators' listener: the portal for the network office and the hub's
     /// operators, who log in without an appliance. Keep it on the operators' network.
-    #[arg(long, default_value = "127.0.0.1:8444", env = "TSUNAGI_HUB_OPERATOR_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8444",
+        env = "TSUNAGI_HUB_OPERATOR_LISTEN"
+    )]
     pub operator_listen: String,
     /// The DNS domain of appliances' LAN host names: an appliance of facility F may name itself
     /// under F.<domain> (and by private addresses). The LAN issuing CA is made for it the first
     /// time the hub serves and is constrained to it.
-    #[arg(long, default_value = "tsunagi.internal", env = "TSUNAGI_HUB_LAN_DOMAIN")]
+    #[arg(
+        long,
+        default_value = "tsunagi.internal",
+        env = "TSUNAGI_HUB_LAN_DOMAIN"
+    )]
     pub lan_domain: String,
     /// Names the server certificate carries (DNS names or IP addresses); repeat for more.
     #[arg(long = "name", default_values = ["localhost", "127.0.0.1"])]
@@ -238,7 +255,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub broker_dir: Option<PathBuf>,
     /// Plain-HTTP address of Prometheus' /metrics (keep it on loopback or the operators' network).
-    #[arg(long, default_value = "127.0.0.1:9464", env = "TSUNAGI_HUB_METRICS_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9464",
+        env = "TSUNAGI_HUB_METRICS_LISTEN"
+    )]
     pub metrics_listen: String,
     /// Alert when an appliance has been offline this long.
     #[arg(long, default_value = "15m")]
@@ -264,7 +285,11 @@ fn hub_key(data: &Path) -> anyhow::Result<HubKey> {
 }
 
 fn registry(data: &Path) -> anyhow::Result<rusqlite::Connection> {
-    db::open(&data.join(registry::FILE), &hub_key(data)?.derive("registry"), registry::MIGRATIONS)
+    db::open(
+        &data.join(registry::FILE),
+        &hub_key(data)?.derive("registry"),
+        registry::MIGRATIONS,
+    )
 }
 
 fn time(t: i64) -> String {
@@ -282,18 +307,35 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key::generate(&out).with_context(|| format!("cannot create {}", out.display()))?;
             eprintln!("wrote a new hub key to {} (mode 600); back it up apart from the copies: without it they cannot be read", out.display());
         }
-        Command::Ca { command: CaCommand::Init { dir, network, lan_domain } } => {
+        Command::Ca {
+            command:
+                CaCommand::Init {
+                    dir,
+                    network,
+                    lan_domain,
+                },
+        } => {
             let dir = dir.unwrap_or_else(|| ca_dir(&data));
             let mut ca = Ca::init(&dir, &network, now()).map_err(anyhow::Error::msg)?;
-            ca.ensure_lan(&lan_domain, now()).map_err(anyhow::Error::msg)?;
+            ca.ensure_lan(&lan_domain, now())
+                .map_err(anyhow::Error::msg)?;
             println!("created the {network} CA in {}", dir.display());
             println!("LAN issuing CA: constrained to {lan_domain} and private addresses");
             println!("root fingerprint (SHA-256): {}", ca.fingerprint());
         }
-        Command::Ca { command: CaCommand::Fingerprint } => {
-            println!("{}", Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?.fingerprint());
+        Command::Ca {
+            command: CaCommand::Fingerprint,
+        } => {
+            println!(
+                "{}",
+                Ca::load(&ca_dir(&data))
+                    .map_err(anyhow::Error::msg)?
+                    .fingerprint()
+            );
         }
-        Command::Ca { command: CaCommand::List { json } } => {
+        Command::Ca {
+            command: CaCommand::List { json },
+        } => {
             let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
             let conn = registry(&data)?;
             let mut rows = Vec::new();
@@ -307,22 +349,33 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 for (c, n) in rows {
                     let state = if c.current { "current" } else { "previous" };
-                    println!("{}  {state:<8}  until {}  {n} certificates in use  {}", c.serial, time(c.not_after), c.subject);
+                    println!(
+                        "{}  {state:<8}  until {}  {n} certificates in use  {}",
+                        c.serial,
+                        time(c.not_after),
+                        c.subject
+                    );
                 }
             }
         }
-        Command::Ca { command: CaCommand::RotateIssuing } => {
+        Command::Ca {
+            command: CaCommand::RotateIssuing,
+        } => {
             let dir = ca_dir(&data);
             let _lock = serve_lock(&dir).map_err(|e| anyhow::anyhow!("{e}: stop `tsunagi-hub serve` first; it signs with the issuing CA this replaces"))?;
             // Rows from before the registry kept issuers are the current CA's (there was only
             // ever one): marked before anything changes, so no crash can leave them unmarked.
             let conn = registry(&data)?;
-            let current = Ca::load(&dir).map_err(anyhow::Error::msg)?.issuing_serial().to_string();
+            let current = Ca::load(&dir)
+                .map_err(anyhow::Error::msg)?
+                .issuing_serial()
+                .to_string();
             let assigned = registry::assign_issuer(&conn, &current)?;
             let (old, new) = Ca::rotate_issuing(&dir, now()).map_err(anyhow::Error::msg)?;
             let ca = Ca::load(&dir).map_err(anyhow::Error::msg)?;
             let (entries, number) = registry::crl_entries(&conn)?;
-            ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
+            ca.write_crl(&entries, number, now())
+                .map_err(anyhow::Error::msg)?;
             let in_use = registry::in_use_from(&conn, &old, now())?.len();
             println!("new issuing CA: {new}");
             println!("replaced:       {old} (kept in {}; {in_use} certificates from it in use, {assigned} earlier rows marked as its)", dir.join("previous").display());
@@ -333,9 +386,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("  3. start the hub: its server certificate comes from the new CA; appliances get theirs at their next renewal (or the fleet page's renew)");
             println!("  4. when `tsunagi-hub ca list` shows none in use from {old}: tsunagi-hub ca withdraw-issuing --serial {old}");
         }
-        Command::Ca { command: CaCommand::WithdrawIssuing { serial, broker_dir } } => {
+        Command::Ca {
+            command: CaCommand::WithdrawIssuing { serial, broker_dir },
+        } => {
             let dir = ca_dir(&data);
-            let _lock = serve_lock(&dir).map_err(|e| anyhow::anyhow!("{e}: stop `tsunagi-hub serve` first"))?;
+            let _lock = serve_lock(&dir)
+                .map_err(|e| anyhow::anyhow!("{e}: stop `tsunagi-hub serve` first"))?;
             let serial = serial.trim().to_ascii_lowercase();
             let broker_dir = broker_dir.unwrap_or_else(|| data.join("broker"));
             let conn = registry(&data)?;
@@ -345,7 +401,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let in_use = registry::in_use_from(&conn, &serial, now())?;
             if !in_use.is_empty() {
-                let list: Vec<String> = in_use.iter().take(10).map(|c| format!("{} {} {} ({})", c.facility, c.appliance, c.how, c.serial)).collect();
+                let list: Vec<String> = in_use
+                    .iter()
+                    .take(10)
+                    .map(|c| format!("{} {} {} ({})", c.facility, c.appliance, c.how, c.serial))
+                    .collect();
                 anyhow::bail!(
                     "{} certificates from {serial} are still in use, among them: {}. Have those appliances renew (`tsunagi-edge renew`, or the fleet page's renew), or revoke them (`tsunagi-hub cert revoke`), then withdraw",
                     in_use.len(),
@@ -370,27 +430,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ca::withdraw_issuing(&dir, &serial).map_err(anyhow::Error::msg)?;
             let ca = Ca::load(&dir).map_err(anyhow::Error::msg)?;
             let (entries, number) = registry::crl_entries(&conn)?;
-            ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
+            ca.write_crl(&entries, number, now())
+                .map_err(anyhow::Error::msg)?;
             println!("withdrew the issuing CA {serial}: the CRL no longer answers for it, so every certificate it issued is refused");
             if let Some(pid) = crate::broker::reload(&broker_dir) {
                 println!("asked the MQTT broker (pid {pid}) to read the CRL again");
             }
             println!("restart Mosquitto to end sessions already open on such certificates (a reload refuses only new ones)");
         }
-        Command::Token { command: TokenCommand::Create { facility, name, valid } } => {
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    facility,
+                    name,
+                    valid,
+                },
+        } => {
             provisioning::token::check_facility(&facility).map_err(anyhow::Error::msg)?;
             let valid = shared::time::parse_duration(&valid).map_err(anyhow::Error::msg)?;
             let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
             let token = provisioning::token::generate();
             let t = now();
-            registry::create_token(&registry(&data)?, &facility, &name, &provisioning::token::hash(&token), t, t + valid)?;
+            registry::create_token(
+                &registry(&data)?,
+                &facility,
+                &name,
+                &provisioning::token::hash(&token),
+                t,
+                t + valid,
+            )?;
             println!("token:       {token}");
             println!("facility:    {facility} {name}");
             println!("valid until: {}", time(t + valid));
             println!("fingerprint: {}", ca.fingerprint());
             println!("on the appliance: tsunagi-edge enroll --hub URL --token {token} --ca-fingerprint {}", ca.fingerprint());
         }
-        Command::Cert { command: CertCommand::List { facility, json } } => {
+        Command::Cert {
+            command: CertCommand::List { facility, json },
+        } => {
             let certs = registry::certs(&registry(&data)?, facility.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&certs)?);
@@ -401,11 +478,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         None if c.not_after < now() => "expired".into(),
                         None => "valid".into(),
                     };
-                    println!("{}  {}  {:<16} {:<6} until {}  {state}", c.serial, c.facility, c.appliance, c.how, time(c.not_after));
+                    println!(
+                        "{}  {}  {:<16} {:<6} until {}  {state}",
+                        c.serial,
+                        c.facility,
+                        c.appliance,
+                        c.how,
+                        time(c.not_after)
+                    );
                 }
             }
         }
-        Command::Cert { command: CertCommand::Revoke { serial, facility } } => {
+        Command::Cert {
+            command: CertCommand::Revoke { serial, facility },
+        } => {
             let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
             let conn = registry(&data)?;
             let revoked = registry::revoke(&conn, serial.as_deref(), facility.as_deref(), now())?;
@@ -413,7 +499,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("no valid certificate matches; see `tsunagi-hub cert list`");
             }
             let (entries, number) = registry::crl_entries(&conn)?;
-            let path = ca.write_crl(&entries, number, now()).map_err(anyhow::Error::msg)?;
+            let path = ca
+                .write_crl(&entries, number, now())
+                .map_err(anyhow::Error::msg)?;
             for s in &revoked {
                 println!("revoked {s}");
             }
@@ -422,7 +510,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("asked the MQTT broker (pid {pid}) to read the CRL again");
             }
         }
-        Command::Cert { command: CertCommand::ReleaseAddress { address } } => {
+        Command::Cert {
+            command: CertCommand::ReleaseAddress { address },
+        } => {
             if registry::release_lan_address(&registry(&data)?, &address)? {
                 println!("released {address}: the next facility to ask may be issued it");
             } else {
@@ -434,18 +524,56 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { command } => return crate::admin::user(&data, command),
         Command::Facility { command } => return crate::admin::facility(&data, command),
         Command::Audit { command } => return crate::admin::audit(&data, command),
-        Command::Broker { command: BrokerCommand::Setup { dir, listen, names, user } } => {
+        Command::Broker {
+            command:
+                BrokerCommand::Setup {
+                    dir,
+                    listen,
+                    names,
+                    user,
+                },
+        } => {
             let ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
             let dir = std::path::absolute(dir.unwrap_or_else(|| data.join("broker")))?;
             // Run again (after `ca rotate-issuing`, say), it keeps what the folder had.
             let (was_listen, was_names) = crate::broker::current(&dir);
-            let listen = listen.or(was_listen).unwrap_or_else(|| "127.0.0.1:8883".into());
-            let names = if !names.is_empty() { names } else if !was_names.is_empty() { was_names } else { vec!["localhost".into(), "127.0.0.1".into()] };
-            let user = user.or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name)).unwrap_or_else(|| "mosquitto".into());
-            crate::broker::setup(&ca, &crate::broker::Setup { dir: dir.clone(), listen: listen.clone(), names, user }, now())?;
+            let listen = listen
+                .or(was_listen)
+                .unwrap_or_else(|| "127.0.0.1:8883".into());
+            let names = if !names.is_empty() {
+                names
+            } else if !was_names.is_empty() {
+                was_names
+            } else {
+                vec!["localhost".into(), "127.0.0.1".into()]
+            };
+            let user = user
+                .or_else(|| {
+                    nix::unistd::User::from_uid(nix::unistd::getuid())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                })
+                .unwrap_or_else(|| "mosquitto".into());
+            crate::broker::setup(
+                &ca,
+                &crate::broker::Setup {
+                    dir: dir.clone(),
+                    listen: listen.clone(),
+                    names,
+                    user,
+                },
+                now(),
+            )?;
             println!("wrote {}", dir.join(crate::broker::CONF).display());
-            println!("start the broker with: mosquitto -c {}", dir.join(crate::broker::CONF).display());
-            println!("then serve with: tsunagi-hub serve --broker mqtts://{listen} --broker-dir {}", dir.display());
+            println!(
+                "start the broker with: mosquitto -c {}",
+                dir.join(crate::broker::CONF).display()
+            );
+            println!(
+                "then serve with: tsunagi-hub serve --broker mqtts://{listen} --broker-dir {}",
+                dir.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -455,7 +583,10 @@ fn open_copy(data: &Path, facility: &str) -> anyhow::Result<(rusqlite::Connectio
     provisioning::token::check_facility(facility).map_err(anyhow::Error::msg)?;
     let path = api::copy_path(data, facility);
     if !path.exists() {
-        anyhow::bail!("there is no copy of facility {facility} in {} (has its appliance synced?)", data.display());
+        anyhow::bail!(
+            "there is no copy of facility {facility} in {} (has its appliance synced?)",
+            data.display()
+        );
     }
     let k = hub_key(data)?.derive(&format!("copy:{facility}"));
     Ok((db::open(&path, &k, shared::schema::MIGRATIONS)?, k))
@@ -470,9 +601,17 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
             match &snaps {
                 Ok(list) => {
                     for s in list {
-                        let held: Option<Vec<u8>> = rusqlite::OptionalExtension::optional(conn.query_row("SELECT hash FROM outbox WHERE seq = ?1", [s.seq as i64], |r| r.get(0)))?;
+                        let held: Option<Vec<u8>> =
+                            rusqlite::OptionalExtension::optional(conn.query_row(
+                                "SELECT hash FROM outbox WHERE seq = ?1",
+                                [s.seq as i64],
+                                |r| r.get(0),
+                            ))?;
                         if held.is_some_and(|h| h[..] != s.hash[..]) {
-                            report.problems.push(format!("snapshot {}: its position does not match segment {} of the chain", s.seq, s.seq));
+                            report.problems.push(format!(
+                                "snapshot {}: its position does not match segment {} of the chain",
+                                s.seq, s.seq
+                            ));
                         }
                     }
                 }
@@ -481,9 +620,26 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("copy of {facility}: segment {} ({})", report.position.seq, shared::chain::hex(&report.position.hash));
-                println!("archived segments: {} (from {:?})", report.archived, report.first_archived);
-                println!("snapshots: {}", snaps.as_ref().map(|s| s.iter().map(|s| s.seq.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default());
+                println!(
+                    "copy of {facility}: segment {} ({})",
+                    report.position.seq,
+                    shared::chain::hex(&report.position.hash)
+                );
+                println!(
+                    "archived segments: {} (from {:?})",
+                    report.archived, report.first_archived
+                );
+                println!(
+                    "snapshots: {}",
+                    snaps
+                        .as_ref()
+                        .map(|s| s
+                            .iter()
+                            .map(|s| s.seq.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                );
                 for p in &report.problems {
                     println!("PROBLEM: {p}");
                 }
@@ -491,13 +647,19 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
                     println!("ok");
                 }
             }
-            Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         CopyCommand::Snapshot { facility } => {
             let (conn, k) = open_copy(data, &facility)?;
             match snapshot::take(&conn, &api::snapshot_dir(data, &facility), &k)? {
                 Some(p) => println!("snapshot of {facility} at segment {}", p.seq),
-                None => println!("a snapshot at the copy's position already exists (or the copy is empty)"),
+                None => println!(
+                    "a snapshot at the copy's position already exists (or the copy is empty)"
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -506,7 +668,15 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
                 let (conn, k) = open_copy(data, &f)?;
                 let p = copy::position(&conn)?;
                 let snaps = snapshot::list(&api::snapshot_dir(data, &f), &k)?;
-                println!("{f}  segment {:>8}  snapshots {}", p.seq, snaps.iter().map(|s| s.seq.to_string()).collect::<Vec<_>>().join(","));
+                println!(
+                    "{f}  segment {:>8}  snapshots {}",
+                    p.seq,
+                    snaps
+                        .iter()
+                        .map(|s| s.seq.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -517,56 +687,109 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
 /// it (`ca rotate-issuing` and `ca withdraw-issuing` take it too). Released when the process ends.
 fn serve_lock(ca_dir: &std::path::Path) -> Result<std::fs::File, String> {
     let path = ca_dir.join("serve.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.try_lock().map_err(|_| format!("a hub is serving from {} (it holds {})", ca_dir.display(), path.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.try_lock().map_err(|_| {
+        format!(
+            "a hub is serving from {} (it holds {})",
+            ca_dir.display(),
+            path.display()
+        )
+    })?;
     Ok(f)
 }
 
 fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
-    let _lock = serve_lock(&ca_dir(&data)).map_err(|e| anyhow::anyhow!("{e}: only one hub serves from a data folder"))?;
+    let _lock = serve_lock(&ca_dir(&data))
+        .map_err(|e| anyhow::anyhow!("{e}: only one hub serves from a data folder"))?;
     let mut ca = Ca::load(&ca_dir(&data)).map_err(anyhow::Error::msg)?;
-    if ca.ensure_lan(&args.lan_domain, now()).map_err(anyhow::Error::msg)? {
+    if ca
+        .ensure_lan(&args.lan_domain, now())
+        .map_err(anyhow::Error::msg)?
+    {
         tracing::info!(domain = %args.lan_domain, "made the LAN issuing CA, name-constrained to the LAN domain and private addresses");
     }
     let key = hub_key(&data)?;
-    let lifetime = shared::time::parse_duration(&args.client_cert_lifetime).map_err(|e| anyhow::anyhow!("--client-cert-lifetime: {e}"))?;
-    let snapshot_every = shared::time::parse_duration(&args.snapshot_every).map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?.max(1);
-    let crl_validity = shared::time::parse_duration(&args.crl_validity).map_err(|e| anyhow::anyhow!("--crl-validity: {e}"))?;
+    let lifetime = shared::time::parse_duration(&args.client_cert_lifetime)
+        .map_err(|e| anyhow::anyhow!("--client-cert-lifetime: {e}"))?;
+    let snapshot_every = shared::time::parse_duration(&args.snapshot_every)
+        .map_err(|e| anyhow::anyhow!("--snapshot-every: {e}"))?
+        .max(1);
+    let crl_validity = shared::time::parse_duration(&args.crl_validity)
+        .map_err(|e| anyhow::anyhow!("--crl-validity: {e}"))?;
     if !(3..=90 * 86_400).contains(&crl_validity) {
         anyhow::bail!("--crl-validity must be between 3s and 90d");
     }
-    let revoked = Arc::new(Revocations::new(ca.dir().join(provisioning::ca::CRL), ca.issuing_ders()));
+    let revoked = Arc::new(Revocations::new(
+        ca.dir().join(provisioning::ca::CRL),
+        ca.issuing_ders(),
+    ));
     let tls = crate::tls::server_config(&ca, &args.names, revoked.clone(), now())?;
     let fingerprint = ca.fingerprint();
-    let settings = Settings { client_cert_lifetime: lifetime, max_body: args.max_body, snapshots_kept: args.snapshots_kept };
-    let idle = shared::time::parse_duration(&args.session_idle).map_err(|e| anyhow::anyhow!("--session-idle: {e}"))?;
+    let settings = Settings {
+        client_cert_lifetime: lifetime,
+        max_body: args.max_body,
+        snapshots_kept: args.snapshots_kept,
+    };
+    let idle = shared::time::parse_duration(&args.session_idle)
+        .map_err(|e| anyhow::anyhow!("--session-idle: {e}"))?;
     if !(1..=300).contains(&idle) {
         anyhow::bail!("--session-idle must be between 1s and 5m (the networks' rule is at most 5 minutes idle)");
     }
-    let emergency = shared::time::parse_duration(&args.emergency_for).map_err(|e| anyhow::anyhow!("--emergency-for: {e}"))?;
+    let emergency = shared::time::parse_duration(&args.emergency_for)
+        .map_err(|e| anyhow::anyhow!("--emergency-for: {e}"))?;
     if !(60..=24 * 3600).contains(&emergency) {
         anyhow::bail!("--emergency-for must be between 1m and 24h");
     }
-    let portal_settings = crate::portal::Settings { idle: std::time::Duration::from_secs(idle as u64), emergency_minutes: emergency / 60 };
-    let alert_offline = shared::time::parse_duration(&args.alert_offline).map_err(|e| anyhow::anyhow!("--alert-offline: {e}"))?;
-    let fleet_settings = crate::fleet::Settings { offline_after: std::time::Duration::from_secs(alert_offline.max(1) as u64), lag_segments: args.alert_lag, cert_days: 30, webhook: args.alert_webhook.clone() };
+    let portal_settings = crate::portal::Settings {
+        idle: std::time::Duration::from_secs(idle as u64),
+        emergency_minutes: emergency / 60,
+    };
+    let alert_offline = shared::time::parse_duration(&args.alert_offline)
+        .map_err(|e| anyhow::anyhow!("--alert-offline: {e}"))?;
+    let fleet_settings = crate::fleet::Settings {
+        offline_after: std::time::Duration::from_secs(alert_offline.max(1) as u64),
+        lag_segments: args.alert_lag,
+        cert_days: 30,
+        webhook: args.alert_webhook.clone(),
+    };
     if let Some(w) = &fleet_settings.webhook {
         if !w.starts_with("http://") {
             anyhow::bail!("--alert-webhook {w}: only http:// (a relay on the operators' network) is supported");
         }
     }
-    let fleet = Arc::new(crate::fleet::Fleet::open(data.join(crate::fleet::FILE), &key.derive("fleet"), fleet_settings)?);
+    let fleet = Arc::new(crate::fleet::Fleet::open(
+        data.join(crate::fleet::FILE),
+        &key.derive("fleet"),
+        fleet_settings,
+    )?);
     let broker = match &args.broker {
         None => None,
         Some(url) => {
-            let (host, port) = shared::fleet::parse_broker(url).map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
-            let dir = args.broker_dir.clone().unwrap_or_else(|| data.join("broker"));
-            Some(crate::fleet::Connect { host, port, tls: crate::broker::client_tls(&ca, &dir)? })
+            let (host, port) =
+                shared::fleet::parse_broker(url).map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
+            let dir = args
+                .broker_dir
+                .clone()
+                .unwrap_or_else(|| data.join("broker"));
+            Some(crate::fleet::Connect {
+                host,
+                port,
+                tls: crate::broker::client_tls(&ca, &dir)?,
+            })
         }
     };
     let hub = Arc::new(Hub::new(data.clone(), ca, key, revoked, settings)?);
-    let portal = Arc::new(crate::portal::Portal::new(hub.clone(), portal_settings).with_fleet(fleet.clone()));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let portal = Arc::new(
+        crate::portal::Portal::new(hub.clone(), portal_settings).with_fleet(fleet.clone()),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
@@ -615,7 +838,8 @@ fn serve(data: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -633,7 +857,10 @@ async fn crl_upkeep(hub: Arc<Hub>, validity: i64, broker_dir: PathBuf) {
     loop {
         let due = match hub.revoked.current() {
             // Written by `cert revoke` or an earlier run with another validity: this run's rules.
-            Ok(c) => c.next_update() - now() < validity * 2 / 3 || c.next_update() - now() > validity + 60,
+            Ok(c) => {
+                c.next_update() - now() < validity * 2 / 3
+                    || c.next_update() - now() > validity + 60
+            }
             Err(_) => true,
         };
         if due {
@@ -642,16 +869,23 @@ async fn crl_upkeep(hub: Arc<Hub>, validity: i64, broker_dir: PathBuf) {
                 .registry
                 .call(move |c| -> anyhow::Result<usize> {
                     let (entries, number) = registry::crl_entries(c)?;
-                    h.ca.write_crl_valid_for(&entries, number, now(), validity).map_err(anyhow::Error::msg)?;
+                    h.ca.write_crl_valid_for(&entries, number, now(), validity)
+                        .map_err(anyhow::Error::msg)?;
                     Ok(entries.len())
                 })
                 .await;
             match written {
                 Ok(Ok(n)) => {
-                    tracing::info!(entries = n, valid_for_s = validity, "CRL rewritten before it lapses");
+                    tracing::info!(
+                        entries = n,
+                        valid_for_s = validity,
+                        "CRL rewritten before it lapses"
+                    );
                     crate::broker::reload(&broker_dir);
                 }
-                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "cannot rewrite the CRL; it lapses at its next update unless this is fixed"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot rewrite the CRL; it lapses at its next update unless this is fixed")
+                }
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot rewrite the CRL"),
             }
         }
@@ -665,7 +899,11 @@ async fn snapshot_loop(hub: Arc<Hub>, every: i64) {
     loop {
         tick.tick().await;
         for f in hub.facilities() {
-            let (dir, k, keep) = (hub.snapshot_dir(&f), hub.key.derive(&format!("copy:{f}")), hub.settings.snapshots_kept);
+            let (dir, k, keep) = (
+                hub.snapshot_dir(&f),
+                hub.key.derive(&format!("copy:{f}")),
+                hub.settings.snapshots_kept,
+            );
             let result = match hub.copy(&f) {
                 Ok(w) => w
                     .call(move |c| -> anyhow::Result<Option<u64>> {
@@ -682,7 +920,9 @@ async fn snapshot_loop(hub: Arc<Hub>, every: i64) {
             match result {
                 Ok(Some(seq)) => tracing::info!(facility = %f, seq, "snapshot taken"),
                 Ok(None) => {}
-                Err(e) => tracing::error!(facility = %f, error = %format!("{e:#}"), "snapshot failed"),
+                Err(e) => {
+                    tracing::error!(facility = %f, error = %format!("{e:#}"), "snapshot failed")
+                }
             }
         }
     }

@@ -87,7 +87,14 @@ pub struct Consent {
 
 impl Default for Consent {
     fn default() -> Consent {
-        Consent { state: State::None, scope: Scope::Basic, comprehensive: false, facilities: vec![], consent_date: String::new(), form_ref: String::new() }
+        Consent {
+            state: State::None,
+            scope: Scope::Basic,
+            comprehensive: false,
+            facilities: vec![],
+            consent_date: String::new(),
+            form_ref: String::new(),
+        }
     }
 }
 
@@ -127,7 +134,8 @@ pub fn get(c: &Connection, patient: i64) -> rusqlite::Result<Option<Stored>> {
 /// Checks a consent as entered; the message names the field to fix.
 pub fn check(k: &Consent, owner: &str) -> Result<(), String> {
     for f in &k.facilities {
-        provisioning::token::check_facility(f).map_err(|_| format!("公開先の施設コード「{f}」は10桁の数字ではありません"))?;
+        provisioning::token::check_facility(f)
+            .map_err(|_| format!("公開先の施設コード「{f}」は10桁の数字ではありません"))?;
         if f == owner {
             return Err("公開先に自施設は指定できません".into());
         }
@@ -137,7 +145,12 @@ pub fn check(k: &Consent, owner: &str) -> Result<(), String> {
     }
     if k.state != State::None {
         let d = k.consent_date.as_bytes();
-        let ok = d.len() == 10 && d[4] == b'-' && d[7] == b'-' && d.iter().enumerate().all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
+        let ok = d.len() == 10
+            && d[4] == b'-'
+            && d[7] == b'-'
+            && d.iter()
+                .enumerate()
+                .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
         if !ok {
             return Err("同意日を YYYY-MM-DD の形で入力してください".into());
         }
@@ -153,11 +166,32 @@ pub fn check(k: &Consent, owner: &str) -> Result<(), String> {
 
 /// Records a consent for `entry` and updates its publication. Returns the facilities that were
 /// told in their inbox that the publication took effect. Run it in the transaction that audits it.
-pub fn set(c: &Connection, entry: &Entry, k: &Consent, by: &str, now: i64, owner_name: &str) -> rusqlite::Result<Vec<String>> {
+pub fn set(
+    c: &Connection,
+    entry: &Entry,
+    k: &Consent,
+    by: &str,
+    now: i64,
+    owner_name: &str,
+) -> rusqlite::Result<Vec<String>> {
     let before = get(c, entry.id)?;
-    let was_public = before.as_ref().is_some_and(|s| s.consent.state == State::Public);
-    let previously: Vec<String> = if was_public { grantees(c, entry.id)? } else { vec![] };
-    let published_at = if k.state == State::Public { before.as_ref().and_then(|s| s.published_at).filter(|_| was_public).or(Some(now)) } else { None };
+    let was_public = before
+        .as_ref()
+        .is_some_and(|s| s.consent.state == State::Public);
+    let previously: Vec<String> = if was_public {
+        grantees(c, entry.id)?
+    } else {
+        vec![]
+    };
+    let published_at = if k.state == State::Public {
+        before
+            .as_ref()
+            .and_then(|s| s.published_at)
+            .filter(|_| was_public)
+            .or(Some(now))
+    } else {
+        None
+    };
     c.execute(
         "INSERT INTO consent (patient, state, scope, comprehensive, facilities, consent_date, form_ref, updated_by, updated_at, published_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -170,9 +204,16 @@ pub fn set(c: &Connection, entry: &Entry, k: &Consent, by: &str, now: i64, owner
     if k.state != State::Public {
         return Ok(vec![]);
     }
-    let now_granted: Vec<String> = if k.comprehensive { vec!["*".into()] } else { k.facilities.clone() };
+    let now_granted: Vec<String> = if k.comprehensive {
+        vec!["*".into()]
+    } else {
+        k.facilities.clone()
+    };
     for g in &now_granted {
-        c.execute("INSERT OR IGNORE INTO publication (grantee, patient) VALUES (?1, ?2)", params![g, entry.id])?;
+        c.execute(
+            "INSERT OR IGNORE INTO publication (grantee, patient) VALUES (?1, ?2)",
+            params![g, entry.id],
+        )?;
     }
     // Who to tell: newly named facilities; under comprehensive consent, the facilities that hold
     // the same patient (they are the ones who will look).
@@ -180,10 +221,18 @@ pub fn set(c: &Connection, entry: &Entry, k: &Consent, by: &str, now: i64, owner
         if previously.iter().any(|g| g == "*") {
             vec![]
         } else {
-            index::by_regional(c, &entry.regional_id)?.into_iter().map(|e| e.facility).filter(|f| f != &entry.facility).collect()
+            index::by_regional(c, &entry.regional_id)?
+                .into_iter()
+                .map(|e| e.facility)
+                .filter(|f| f != &entry.facility)
+                .collect()
         }
     } else {
-        k.facilities.iter().filter(|f| !previously.contains(f)).cloned().collect()
+        k.facilities
+            .iter()
+            .filter(|f| !previously.contains(f))
+            .cloned()
+            .collect()
     };
     tell.sort();
     tell.dedup();
@@ -248,7 +297,12 @@ pub struct Viewer<'a> {
 /// may not see are left out. An emergency access counts only for the person who started it,
 /// while their facility is still a core hospital and the access has not ended, and it opens an
 /// entry whose patient refused (非公開) only when it was started as life at stake.
-pub fn visible(c: &Connection, regional_id: &str, viewer: Viewer<'_>, now: i64) -> rusqlite::Result<Vec<(Entry, Basis)>> {
+pub fn visible(
+    c: &Connection,
+    regional_id: &str,
+    viewer: Viewer<'_>,
+    now: i64,
+) -> rusqlite::Result<Vec<(Entry, Basis)>> {
     let facility = viewer.facility;
     let emergency = match viewer.emergency_login {
         Some(login) => emergency_until(c, facility, login, regional_id, now)?,
@@ -256,13 +310,21 @@ pub fn visible(c: &Connection, regional_id: &str, viewer: Viewer<'_>, now: i64) 
     };
     let mut out = Vec::new();
     for e in index::by_regional(c, regional_id)? {
-        let refused = || -> rusqlite::Result<bool> { Ok(get(c, e.id)?.is_some_and(|s| s.consent.state == State::Private)) };
+        let refused = || -> rusqlite::Result<bool> {
+            Ok(get(c, e.id)?.is_some_and(|s| s.consent.state == State::Private))
+        };
         let basis = if e.facility == facility {
             Some(Basis::Own)
         } else if let Some(Emergency { until, life }) = emergency {
             match refused()? {
-                false => Some(Basis::Emergency { until, refused: false }),
-                true if life => Some(Basis::Emergency { until, refused: true }),
+                false => Some(Basis::Emergency {
+                    until,
+                    refused: false,
+                }),
+                true if life => Some(Basis::Emergency {
+                    until,
+                    refused: true,
+                }),
                 true => None,
             }
         } else {
@@ -285,12 +347,19 @@ pub fn visible(c: &Connection, regional_id: &str, viewer: Viewer<'_>, now: i64) 
 }
 
 pub fn is_core(c: &Connection, facility: &str) -> rusqlite::Result<bool> {
-    c.query_row("SELECT EXISTS (SELECT 1 FROM core_hospital WHERE facility = ?1)", [facility], |r| r.get(0))
+    c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM core_hospital WHERE facility = ?1)",
+        [facility],
+        |r| r.get(0),
+    )
 }
 
 pub fn set_core(c: &Connection, facility: &str, core: bool, now: i64) -> rusqlite::Result<()> {
     if core {
-        c.execute("INSERT OR IGNORE INTO core_hospital (facility, since) VALUES (?1, ?2)", params![facility, now])?;
+        c.execute(
+            "INSERT OR IGNORE INTO core_hospital (facility, since) VALUES (?1, ?2)",
+            params![facility, now],
+        )?;
     } else {
         c.execute("DELETE FROM core_hospital WHERE facility = ?1", [facility])?;
     }
@@ -307,14 +376,23 @@ pub struct Emergency {
 
 /// `login`'s own emergency access to a regional patient, if one is running and their facility is
 /// a core hospital now (a facility that stops being one loses its accesses at once).
-pub fn emergency_until(c: &Connection, facility: &str, login: &str, regional_id: &str, now: i64) -> rusqlite::Result<Option<Emergency>> {
+pub fn emergency_until(
+    c: &Connection,
+    facility: &str,
+    login: &str,
+    regional_id: &str,
+    now: i64,
+) -> rusqlite::Result<Option<Emergency>> {
     let (until, life): (Option<i64>, Option<bool>) = c.query_row(
         "SELECT max(ends_at), max(life) FROM emergency WHERE facility = ?1 AND login = ?4 AND regional_id = ?2 AND ends_at > ?3
            AND EXISTS (SELECT 1 FROM core_hospital WHERE facility = ?1)",
         params![facility, regional_id, now, login],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    Ok(until.map(|until| Emergency { until, life: life.unwrap_or(false) }))
+    Ok(until.map(|until| Emergency {
+        until,
+        life: life.unwrap_or(false),
+    }))
 }
 
 /// The office's inbox: messages to the network office (its accounts belong to no facility).
@@ -337,18 +415,38 @@ pub fn refusals(c: &Connection, regional_id: &str, except: &str) -> rusqlite::Re
 /// facilities told. The caller checks the facility is a core hospital, the role, and audits in
 /// the same transaction.
 #[allow(clippy::too_many_arguments)]
-pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, login: &str, regional_id: &str, reason: &str, minutes: i64, life: bool, names: &std::collections::HashMap<String, String>, now: i64) -> rusqlite::Result<(i64, Vec<String>)> {
+pub fn start_emergency(
+    c: &Connection,
+    facility: &str,
+    facility_name: &str,
+    login: &str,
+    regional_id: &str,
+    reason: &str,
+    minutes: i64,
+    life: bool,
+    names: &std::collections::HashMap<String, String>,
+    now: i64,
+) -> rusqlite::Result<(i64, Vec<String>)> {
     let ends = now + minutes * 60;
     c.execute(
         "INSERT INTO emergency (facility, login, regional_id, reason, started_at, ends_at, life) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![facility, login, regional_id, reason, now, ends, life],
     )?;
     let refused = refusals(c, regional_id, facility)?;
-    let mut owners: Vec<String> = index::by_regional(c, regional_id)?.into_iter().map(|e| e.facility).filter(|f| f != facility).collect();
+    let mut owners: Vec<String> = index::by_regional(c, regional_id)?
+        .into_iter()
+        .map(|e| e.facility)
+        .filter(|f| f != facility)
+        .collect();
     owners.sort();
     owners.dedup();
     owners.retain(|o| life || !refused.contains(o));
-    let tell = |to: &str, subject: String, body: String| c.execute("INSERT INTO inbox (facility, at, subject, body) VALUES (?1, ?2, ?3, ?4)", params![to, now, subject, body]);
+    let tell = |to: &str, subject: String, body: String| {
+        c.execute(
+            "INSERT INTO inbox (facility, at, subject, body) VALUES (?1, ?2, ?3, ?4)",
+            params![to, now, subject, body],
+        )
+    };
     for o in &owners {
         if refused.contains(o) {
             tell(
@@ -364,9 +462,21 @@ pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, logi
             )?;
         }
     }
-    let overridden: Vec<&String> = refused.iter().filter(|f| life && owners.contains(f)).collect();
+    let overridden: Vec<&String> = refused
+        .iter()
+        .filter(|f| life && owners.contains(f))
+        .collect();
     if !overridden.is_empty() {
-        let list = overridden.iter().map(|f| names.get(f.as_str()).map(|n| format!("{n}（{f}）")).unwrap_or_else(|| f.to_string())).collect::<Vec<_>>().join("、");
+        let list = overridden
+            .iter()
+            .map(|f| {
+                names
+                    .get(f.as_str())
+                    .map(|n| format!("{n}（{f}）"))
+                    .unwrap_or_else(|| f.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("、");
         tell(
             OFFICE_INBOX,
             format!("非公開の記録の緊急閲覧（生命の危険）: {facility_name}（地域患者ID {regional_id}）"),
@@ -378,7 +488,13 @@ pub fn start_emergency(c: &Connection, facility: &str, facility_name: &str, logi
 
 /// Ends a person's own active emergency access to a regional patient now. Returns whether one
 /// was active.
-pub fn end_emergency(c: &Connection, facility: &str, login: &str, regional_id: &str, now: i64) -> rusqlite::Result<bool> {
+pub fn end_emergency(
+    c: &Connection,
+    facility: &str,
+    login: &str,
+    regional_id: &str,
+    now: i64,
+) -> rusqlite::Result<bool> {
     let n = c.execute("UPDATE emergency SET ends_at = ?3 WHERE facility = ?1 AND login = ?4 AND regional_id = ?2 AND ends_at > ?3", params![facility, regional_id, now, login])?;
     Ok(n > 0)
 }
@@ -395,16 +511,31 @@ pub struct Message {
 
 pub fn inbox(c: &Connection, facility: &str, limit: i64) -> rusqlite::Result<Vec<Message>> {
     let mut st = c.prepare("SELECT id, at, subject, body, read_at IS NOT NULL FROM inbox WHERE facility = ?1 ORDER BY id DESC LIMIT ?2")?;
-    let rows = st.query_map(params![facility, limit], |r| Ok(Message { id: r.get(0)?, at: r.get(1)?, subject: r.get(2)?, body: r.get(3)?, read: r.get(4)? }))?;
+    let rows = st.query_map(params![facility, limit], |r| {
+        Ok(Message {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            subject: r.get(2)?,
+            body: r.get(3)?,
+            read: r.get(4)?,
+        })
+    })?;
     rows.collect()
 }
 
 pub fn unread(c: &Connection, facility: &str) -> rusqlite::Result<i64> {
-    c.query_row("SELECT count(*) FROM inbox WHERE facility = ?1 AND read_at IS NULL", [facility], |r| r.get(0))
+    c.query_row(
+        "SELECT count(*) FROM inbox WHERE facility = ?1 AND read_at IS NULL",
+        [facility],
+        |r| r.get(0),
+    )
 }
 
 pub fn mark_read(c: &Connection, facility: &str, now: i64) -> rusqlite::Result<()> {
-    c.execute("UPDATE inbox SET read_at = ?2 WHERE facility = ?1 AND read_at IS NULL", params![facility, now])?;
+    c.execute(
+        "UPDATE inbox SET read_at = ?2 WHERE facility = ?1 AND read_at IS NULL",
+        params![facility, now],
+    )?;
     Ok(())
 }
 
@@ -414,7 +545,15 @@ mod tests {
     use crate::index::{upsert, Demographics};
 
     fn entry(c: &Connection, facility: &str, pid: &str) -> Entry {
-        let d = Demographics { patient_id: pid.into(), family_kanji: "山田".into(), given_kanji: "太郎".into(), family_kana: "ヤマダ".into(), given_kana: "タロウ".into(), birth_date: "19600101".into(), sex: "M".into() };
+        let d = Demographics {
+            patient_id: pid.into(),
+            family_kanji: "山田".into(),
+            given_kanji: "太郎".into(),
+            family_kana: "ヤマダ".into(),
+            given_kana: "タロウ".into(),
+            birth_date: "19600101".into(),
+            sex: "M".into(),
+        };
         let id = upsert(c, facility, &d, 0).unwrap();
         index::get(c, id).unwrap().unwrap()
     }
@@ -427,14 +566,47 @@ mod tests {
         let eb = entry(&c, b, "2");
         let rid = index::link(&c, ea.id, eb.id).unwrap().unwrap();
         // Before consent, A sees only its own entry.
-        let seen = visible(&c, &rid, Viewer { facility: a, emergency_login: None }, 0).unwrap();
-        assert_eq!(seen.iter().map(|(e, b)| (e.facility.as_str(), *b)).collect::<Vec<_>>(), vec![(a, Basis::Own)]);
-        let mut k = Consent { state: State::Public, scope: Scope::Clinical, comprehensive: false, facilities: vec![a.into()], consent_date: "2026-11-01".into(), form_ref: "F-001".into() };
+        let seen = visible(
+            &c,
+            &rid,
+            Viewer {
+                facility: a,
+                emergency_login: None,
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            seen.iter()
+                .map(|(e, b)| (e.facility.as_str(), *b))
+                .collect::<Vec<_>>(),
+            vec![(a, Basis::Own)]
+        );
+        let mut k = Consent {
+            state: State::Public,
+            scope: Scope::Clinical,
+            comprehensive: false,
+            facilities: vec![a.into()],
+            consent_date: "2026-11-01".into(),
+            form_ref: "F-001".into(),
+        };
         check(&k, b).unwrap();
         let eb = index::get(&c, eb.id).unwrap().unwrap();
-        assert_eq!(set(&c, &eb, &k, "office", 10, "B病院").unwrap(), vec![a.to_string()]);
+        assert_eq!(
+            set(&c, &eb, &k, "office", 10, "B病院").unwrap(),
+            vec![a.to_string()]
+        );
         assert_eq!(unread(&c, a).unwrap(), 1);
-        let seen = visible(&c, &rid, Viewer { facility: a, emergency_login: None }, 20).unwrap();
+        let seen = visible(
+            &c,
+            &rid,
+            Viewer {
+                facility: a,
+                emergency_login: None,
+            },
+            20,
+        )
+        .unwrap();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1].1, Basis::Consent(Scope::Clinical));
         // Setting the same consent again tells nobody twice.
@@ -442,14 +614,40 @@ mod tests {
         // Withdrawn: gone at once.
         k.state = State::Private;
         set(&c, &eb, &k, "office", 40, "B病院").unwrap();
-        assert_eq!(visible(&c, &rid, Viewer { facility: a, emergency_login: None }, 50).unwrap().len(), 1);
+        assert_eq!(
+            visible(
+                &c,
+                &rid,
+                Viewer {
+                    facility: a,
+                    emergency_login: None
+                },
+                50
+            )
+            .unwrap()
+            .len(),
+            1
+        );
         // A third facility that is not named sees nothing of B's entry.
-        assert!(visible(&c, &rid, Viewer { facility: "3710000003", emergency_login: None }, 50).unwrap().is_empty());
+        assert!(visible(
+            &c,
+            &rid,
+            Viewer {
+                facility: "3710000003",
+                emergency_login: None
+            },
+            50
+        )
+        .unwrap()
+        .is_empty());
     }
 
     #[test]
     fn consent_checks_name_the_field() {
-        let mut k = Consent { state: State::Public, ..Default::default() };
+        let mut k = Consent {
+            state: State::Public,
+            ..Default::default()
+        };
         assert!(check(&k, "3710000001").unwrap_err().contains("公開先"));
         k.comprehensive = true;
         assert!(check(&k, "3710000001").unwrap_err().contains("同意日"));
@@ -467,25 +665,97 @@ mod tests {
         let eb = entry(&c, "3710000002", "2");
         let rid = eb.regional_id.clone();
         set_core(&c, "3710000009", true, 0).unwrap();
-        let me = Viewer { facility: "3710000009", emergency_login: Some("er1") };
-        let (ends, told) = start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "意識障害で搬送", 60, false, &Default::default(), 1000).unwrap();
+        let me = Viewer {
+            facility: "3710000009",
+            emergency_login: Some("er1"),
+        };
+        let (ends, told) = start_emergency(
+            &c,
+            "3710000009",
+            "中央病院",
+            "er1",
+            &rid,
+            "意識障害で搬送",
+            60,
+            false,
+            &Default::default(),
+            1000,
+        )
+        .unwrap();
         assert_eq!(ends, 1000 + 3600);
         assert_eq!(told, vec!["3710000002".to_string()]);
-        assert_eq!(visible(&c, &rid, me, 2000).unwrap()[0].1, Basis::Emergency { until: ends, refused: false });
+        assert_eq!(
+            visible(&c, &rid, me, 2000).unwrap()[0].1,
+            Basis::Emergency {
+                until: ends,
+                refused: false
+            }
+        );
         // Nobody else at the hospital rides on it: not a colleague, not a role without it.
-        assert!(visible(&c, &rid, Viewer { facility: "3710000009", emergency_login: Some("ns2") }, 2000).unwrap().is_empty());
-        assert!(visible(&c, &rid, Viewer { facility: "3710000009", emergency_login: None }, 2000).unwrap().is_empty());
+        assert!(visible(
+            &c,
+            &rid,
+            Viewer {
+                facility: "3710000009",
+                emergency_login: Some("ns2")
+            },
+            2000
+        )
+        .unwrap()
+        .is_empty());
+        assert!(visible(
+            &c,
+            &rid,
+            Viewer {
+                facility: "3710000009",
+                emergency_login: None
+            },
+            2000
+        )
+        .unwrap()
+        .is_empty());
         // A hospital that stops being a core hospital loses the access at once.
         set_core(&c, "3710000009", false, 2100).unwrap();
-        assert!(visible(&c, &rid, me, 2200).unwrap().is_empty(), "no longer a core hospital");
+        assert!(
+            visible(&c, &rid, me, 2200).unwrap().is_empty(),
+            "no longer a core hospital"
+        );
         set_core(&c, "3710000009", true, 2300).unwrap();
-        assert!(visible(&c, &rid, me, ends).unwrap().is_empty(), "over when the time is up");
-        start_emergency(&c, "3710000009", "中央病院", "er1", &rid, "再搬送", 60, false, &Default::default(), 5000).unwrap();
-        assert!(!end_emergency(&c, "3710000009", "ns2", &rid, 5100).unwrap(), "only its starter ends it");
+        assert!(
+            visible(&c, &rid, me, ends).unwrap().is_empty(),
+            "over when the time is up"
+        );
+        start_emergency(
+            &c,
+            "3710000009",
+            "中央病院",
+            "er1",
+            &rid,
+            "再搬送",
+            60,
+            false,
+            &Default::default(),
+            5000,
+        )
+        .unwrap();
+        assert!(
+            !end_emergency(&c, "3710000009", "ns2", &rid, 5100).unwrap(),
+            "only its starter ends it"
+        );
         assert!(end_emergency(&c, "3710000009", "er1", &rid, 5100).unwrap());
-        assert!(visible(&c, &rid, me, 5100).unwrap().is_empty(), "over when ended");
-        assert!(!end_emergency(&c, "3710000009", "er1", &rid, 5200).unwrap(), "nothing left to end");
-        assert_eq!(unread(&c, "3710000002").unwrap(), 2, "each start is reported");
+        assert!(
+            visible(&c, &rid, me, 5100).unwrap().is_empty(),
+            "over when ended"
+        );
+        assert!(
+            !end_emergency(&c, "3710000009", "er1", &rid, 5200).unwrap(),
+            "nothing left to end"
+        );
+        assert_eq!(
+            unread(&c, "3710000002").unwrap(),
+            2,
+            "each start is reported"
+        );
     }
 
     #[test]
@@ -497,36 +767,127 @@ mod tests {
         let rid = index::link(&c, ea.id, eb.id).unwrap().unwrap();
         set_core(&c, er, true, 0).unwrap();
         // B records the patient's refusal; A has recorded nothing.
-        let k = Consent { state: State::Private, consent_date: "2026-11-01".into(), form_ref: "F-9".into(), ..Default::default() };
-        set(&c, &index::get(&c, eb.id).unwrap().unwrap(), &k, "office", 10, "B病院").unwrap();
-        assert_eq!(refusals(&c, &rid, er).unwrap(), vec![b.to_string()]);
-        assert!(refusals(&c, &rid, b).unwrap().is_empty(), "a facility's own refusal is not another's");
-        let me = Viewer { facility: er, emergency_login: Some("dr1") };
-        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "意識障害", 60, false, &Default::default(), 100).unwrap();
-        assert_eq!(told, vec![a.to_string()], "B's records do not open, so B is not told");
-        let seen: Vec<_> = visible(&c, &rid, me, 200).unwrap().into_iter().map(|(e, _)| e.facility).collect();
-        assert_eq!(seen, vec![a.to_string()], "the refusal holds in an ordinary emergency");
-        let search = |login: &str| {
-            let q = index::Query { regional_id: rid.clone(), ..Default::default() };
-            index::search(&c, &q, &index::Scope::Facility { code: er.into(), now: 200, emergency_login: Some(login.into()) }).unwrap().0.into_iter().map(|e| e.facility).collect::<Vec<_>>()
+        let k = Consent {
+            state: State::Private,
+            consent_date: "2026-11-01".into(),
+            form_ref: "F-9".into(),
+            ..Default::default()
         };
-        assert_eq!(search("dr1"), vec![a.to_string()], "nor does search show the refused entry");
+        set(
+            &c,
+            &index::get(&c, eb.id).unwrap().unwrap(),
+            &k,
+            "office",
+            10,
+            "B病院",
+        )
+        .unwrap();
+        assert_eq!(refusals(&c, &rid, er).unwrap(), vec![b.to_string()]);
+        assert!(
+            refusals(&c, &rid, b).unwrap().is_empty(),
+            "a facility's own refusal is not another's"
+        );
+        let me = Viewer {
+            facility: er,
+            emergency_login: Some("dr1"),
+        };
+        let (_, told) = start_emergency(
+            &c,
+            er,
+            "中央病院",
+            "dr1",
+            &rid,
+            "意識障害",
+            60,
+            false,
+            &Default::default(),
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            told,
+            vec![a.to_string()],
+            "B's records do not open, so B is not told"
+        );
+        let seen: Vec<_> = visible(&c, &rid, me, 200)
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| e.facility)
+            .collect();
+        assert_eq!(
+            seen,
+            vec![a.to_string()],
+            "the refusal holds in an ordinary emergency"
+        );
+        let search = |login: &str| {
+            let q = index::Query {
+                regional_id: rid.clone(),
+                ..Default::default()
+            };
+            index::search(
+                &c,
+                &q,
+                &index::Scope::Facility {
+                    code: er.into(),
+                    now: 200,
+                    emergency_login: Some(login.into()),
+                },
+            )
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|e| e.facility)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            search("dr1"),
+            vec![a.to_string()],
+            "nor does search show the refused entry"
+        );
         assert_eq!(unread(&c, OFFICE_INBOX).unwrap(), 0);
         // Life at stake: B's records open for this doctor alone, and B and the office are told.
         let names = [(b.to_string(), "B病院".to_string())].into_iter().collect();
-        let (_, told) = start_emergency(&c, er, "中央病院", "dr1", &rid, "心停止、既往不明", 60, true, &names, 300).unwrap();
+        let (_, told) = start_emergency(
+            &c,
+            er,
+            "中央病院",
+            "dr1",
+            &rid,
+            "心停止、既往不明",
+            60,
+            true,
+            &names,
+            300,
+        )
+        .unwrap();
         assert_eq!(told, vec![a.to_string(), b.to_string()]);
         let seen = visible(&c, &rid, me, 400).unwrap();
         assert_eq!(seen.len(), 2);
-        assert!(seen.iter().any(|(e, basis)| e.facility == b && matches!(basis, Basis::Emergency { refused: true, .. })));
-        assert!(seen.iter().any(|(e, basis)| e.facility == a && matches!(basis, Basis::Emergency { refused: false, .. })));
+        assert!(seen
+            .iter()
+            .any(|(e, basis)| e.facility == b
+                && matches!(basis, Basis::Emergency { refused: true, .. })));
+        assert!(seen.iter().any(|(e, basis)| e.facility == a
+            && matches!(basis, Basis::Emergency { refused: false, .. })));
         assert_eq!(search("dr1").len(), 2);
-        assert_eq!(search("ns1"), Vec::<String>::new(), "a colleague gets nothing");
+        assert_eq!(
+            search("ns1"),
+            Vec::<String>::new(),
+            "a colleague gets nothing"
+        );
         let to_b = inbox(&c, b, 10).unwrap();
-        assert!(to_b[0].subject.contains("非公開") && to_b[0].subject.contains("生命の危険"), "{:?}", to_b[0].subject);
+        assert!(
+            to_b[0].subject.contains("非公開") && to_b[0].subject.contains("生命の危険"),
+            "{:?}",
+            to_b[0].subject
+        );
         let to_office = inbox(&c, OFFICE_INBOX, 10).unwrap();
         assert_eq!(to_office.len(), 1);
-        assert!(to_office[0].body.contains("B病院（3710000002）") && to_office[0].body.contains("dr1"), "{}", to_office[0].body);
+        assert!(
+            to_office[0].body.contains("B病院（3710000002）") && to_office[0].body.contains("dr1"),
+            "{}",
+            to_office[0].body
+        );
         // Ended, it all closes again.
         assert!(end_emergency(&c, er, "dr1", &rid, 500).unwrap());
         assert!(visible(&c, &rid, me, 500).unwrap().is_empty());

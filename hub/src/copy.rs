@@ -38,24 +38,42 @@ pub enum Refusal {
 
 pub fn position(conn: &Connection) -> rusqlite::Result<Position> {
     conn.query_row("SELECT seq, hash FROM outbox_head WHERE one = 1", [], |r| {
-        Ok(Position { seq: r.get::<_, i64>(0)? as u64, hash: r.get::<_, Vec<u8>>(1)?.try_into().unwrap_or([0; 32]) })
+        Ok(Position {
+            seq: r.get::<_, i64>(0)? as u64,
+            hash: r.get::<_, Vec<u8>>(1)?.try_into().unwrap_or([0; 32]),
+        })
     })
 }
 
 /// Applies a batch in order. Segments at or below the head are repeats: a no-op when they match
 /// what the copy holds. Stops at the first refusal; the segments before it stay applied.
-pub fn apply_batch(conn: &Connection, segs: &[Segment]) -> anyhow::Result<Result<Position, (Position, Refusal)>> {
+pub fn apply_batch(
+    conn: &Connection,
+    segs: &[Segment],
+) -> anyhow::Result<Result<Position, (Position, Refusal)>> {
     for s in segs {
         let head = position(conn)?;
         if s.seq <= head.seq {
-            let held: Option<Vec<u8>> = conn.query_row("SELECT hash FROM outbox WHERE seq = ?1", [s.seq as i64], |r| r.get(0)).optional()?;
+            let held: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT hash FROM outbox WHERE seq = ?1",
+                    [s.seq as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
             if held.is_some_and(|h| h != s.hash) || (s.seq == head.seq && s.hash != head.hash) {
                 return Ok(Err((head, Refusal::Conflict { seq: s.seq })));
             }
             continue;
         }
         if s.seq != head.seq + 1 {
-            return Ok(Err((head, Refusal::Gap { expected: head.seq + 1, got: s.seq })));
+            return Ok(Err((
+                head,
+                Refusal::Gap {
+                    expected: head.seq + 1,
+                    got: s.seq,
+                },
+            )));
         }
         if s.prev_hash != head.hash {
             return Ok(Err((head, Refusal::Broken { seq: s.seq })));
@@ -67,22 +85,37 @@ pub fn apply_batch(conn: &Connection, segs: &[Segment]) -> anyhow::Result<Result
             Ok(c) => c,
             Err(reason) => return Ok(Err((head, Refusal::Unappliable { seq: s.seq, reason }))),
         };
-        if let Err(reason) = shared::changeset::check_tables(&changeset, shared::schema::SYNCED_TABLES, |t| column_count(conn, t)) {
+        if let Err(reason) =
+            shared::changeset::check_tables(&changeset, shared::schema::SYNCED_TABLES, |t| {
+                column_count(conn, t)
+            })
+        {
             return Ok(Err((head, Refusal::Unappliable { seq: s.seq, reason })));
         }
         let tx = conn.unchecked_transaction()?;
         let seq = s.seq;
-        let applied = conn.apply_strm(&mut &changeset[..], None::<fn(&str) -> bool>, move |kind: ConflictType, _| {
-            tracing::warn!(seq, ?kind, "segment conflicts with the copy");
-            ConflictAction::SQLITE_CHANGESET_ABORT
-        });
+        let applied = conn.apply_strm(
+            &mut &changeset[..],
+            None::<fn(&str) -> bool>,
+            move |kind: ConflictType, _| {
+                tracing::warn!(seq, ?kind, "segment conflicts with the copy");
+                ConflictAction::SQLITE_CHANGESET_ABORT
+            },
+        );
         if let Err(e) = applied {
             drop(tx);
-            return Ok(Err((head, Refusal::Unappliable { seq: s.seq, reason: format!("it conflicts with the copy ({e})") })));
+            return Ok(Err((
+                head,
+                Refusal::Unappliable {
+                    seq: s.seq,
+                    reason: format!("it conflicts with the copy ({e})"),
+                },
+            )));
         }
         conn.prepare_cached("INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
             .execute(params![s.seq as i64, &s.prev_hash[..], &s.hash[..], s.body, s.raw_len as i64, s.files as i64, s.created_at])?;
-        conn.prepare_cached("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1")?.execute(params![s.seq as i64, &s.hash[..]])?;
+        conn.prepare_cached("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1")?
+            .execute(params![s.seq as i64, &s.hash[..]])?;
         tx.commit()?;
     }
     Ok(Ok(position(conn)?))
@@ -90,7 +123,11 @@ pub fn apply_batch(conn: &Connection, segs: &[Segment]) -> anyhow::Result<Result
 
 /// How many columns a table of the copy has, or None when it has no such table.
 pub fn column_count(conn: &Connection, table: &str) -> Option<usize> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| r.get(0)).ok()?;
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_table_info(?1)", [table], |r| {
+            r.get(0)
+        })
+        .ok()?;
     (n > 0).then_some(n as usize)
 }
 
@@ -124,16 +161,23 @@ pub struct Report {
 /// of every archived segment up to the head.
 pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
     let mut problems = Vec::new();
-    let integrity: Vec<String> = conn.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let integrity: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     if integrity != ["ok"] {
         problems.extend(integrity.into_iter().map(|p| format!("integrity: {p}")));
     }
-    let cipher: Vec<String> = conn.prepare("PRAGMA cipher_integrity_check")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let cipher: Vec<String> = conn
+        .prepare("PRAGMA cipher_integrity_check")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     problems.extend(cipher.into_iter().map(|p| format!("encryption: {p}")));
     let position = position(conn)?;
     let mut st = conn.prepare("SELECT seq, prev_hash, hash, body FROM outbox ORDER BY seq")?;
     let mut rows = st.query([])?;
-    let (mut first, mut count, mut last): (Option<u64>, u64, Option<(u64, Vec<u8>)>) = (None, 0, None);
+    let (mut first, mut count, mut last): (Option<u64>, u64, Option<(u64, Vec<u8>)>) =
+        (None, 0, None);
     while let Some(r) = rows.next()? {
         let seq = r.get::<_, i64>(0)? as u64;
         let prev: Vec<u8> = r.get(1)?;
@@ -143,23 +187,39 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
         count += 1;
         if let Some((ls, lh)) = &last {
             if seq != ls + 1 {
-                problems.push(format!("chain: segments {}..{} are missing from the archive", ls + 1, seq - 1));
+                problems.push(format!(
+                    "chain: segments {}..{} are missing from the archive",
+                    ls + 1,
+                    seq - 1
+                ));
             } else if &prev != lh {
-                problems.push(format!("chain: segment {seq} does not chain to segment {ls}"));
+                problems.push(format!(
+                    "chain: segment {seq} does not chain to segment {ls}"
+                ));
             }
         }
         let prev32: [u8; 32] = prev.clone().try_into().unwrap_or([0; 32]);
         if chain::segment_hash(&prev32, seq, &body)[..] != hash[..] {
-            problems.push(format!("chain: segment {seq}'s body does not match its hash"));
+            problems.push(format!(
+                "chain: segment {seq}'s body does not match its hash"
+            ));
         }
         last = Some((seq, hash));
     }
     if let Some((s, h)) = &last {
         if *s != position.seq || h[..] != position.hash[..] {
-            problems.push(format!("chain: the archive ends at {s} but the head says {}", position.seq));
+            problems.push(format!(
+                "chain: the archive ends at {s} but the head says {}",
+                position.seq
+            ));
         }
     }
-    Ok(Report { position, first_archived: first, archived: count, problems })
+    Ok(Report {
+        position,
+        first_archived: first,
+        archived: count,
+        problems,
+    })
 }
 
 /// Deletes archived segments at or below `seq` (they are inside a retained snapshot).
@@ -193,14 +253,27 @@ pub(crate) mod tests {
             let body = zstd::bulk::compress(&cs, 3).unwrap();
             let seq = i as u64 + 1;
             let hash = chain::segment_hash(&prev, seq, &body);
-            out.push(Segment { seq, prev_hash: prev, hash, body, raw_len: cs.len(), files: 1, created_at: format!("2026-11-2{}T00:00:00Z", i % 10) });
+            out.push(Segment {
+                seq,
+                prev_hash: prev,
+                hash,
+                body,
+                raw_len: cs.len(),
+                files: 1,
+                created_at: format!("2026-11-2{}T00:00:00Z", i % 10),
+            });
             prev = hash;
         }
         out
     }
 
     fn allergens(c: &Connection) -> Vec<String> {
-        c.prepare("SELECT allergen FROM allergy ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        c.prepare("SELECT allergen FROM allergy ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
@@ -208,7 +281,11 @@ pub(crate) mod tests {
         let segs = edge_segments(&["a", "b", "c"]);
         let c = mem();
         assert_eq!(apply_batch(&c, &segs[..2]).unwrap().unwrap().seq, 2);
-        assert_eq!(apply_batch(&c, &segs[..2]).unwrap().unwrap().seq, 2, "a repeat is a no-op");
+        assert_eq!(
+            apply_batch(&c, &segs[..2]).unwrap().unwrap().seq,
+            2,
+            "a repeat is a no-op"
+        );
         assert_eq!(allergens(&c), ["a", "b"]);
         assert_eq!(apply_batch(&c, &segs[1..]).unwrap().unwrap().seq, 3);
         assert_eq!(allergens(&c), ["a", "b", "c"]);
@@ -222,20 +299,38 @@ pub(crate) mod tests {
         let segs = edge_segments(&["a", "b", "c"]);
         let c = mem();
         let (_, e) = apply_batch(&c, &segs[1..2]).unwrap().unwrap_err();
-        assert_eq!(e, Refusal::Gap { expected: 1, got: 2 });
+        assert_eq!(
+            e,
+            Refusal::Gap {
+                expected: 1,
+                got: 2
+            }
+        );
         apply_batch(&c, &segs[..1]).unwrap().unwrap();
         let mut bad = segs[1].clone();
         bad.body[3] ^= 1;
-        assert_eq!(apply_batch(&c, &[bad]).unwrap().unwrap_err().1, Refusal::Corrupt { seq: 2 });
+        assert_eq!(
+            apply_batch(&c, &[bad]).unwrap().unwrap_err().1,
+            Refusal::Corrupt { seq: 2 }
+        );
         let mut other = segs[1].clone();
         other.prev_hash = [9; 32];
-        assert_eq!(apply_batch(&c, &[other]).unwrap().unwrap_err().1, Refusal::Broken { seq: 2 });
+        assert_eq!(
+            apply_batch(&c, &[other]).unwrap().unwrap_err().1,
+            Refusal::Broken { seq: 2 }
+        );
         let fork = edge_segments(&["x"]);
-        assert_eq!(apply_batch(&c, &fork).unwrap().unwrap_err().1, Refusal::Conflict { seq: 1 });
+        assert_eq!(
+            apply_batch(&c, &fork).unwrap().unwrap_err().1,
+            Refusal::Conflict { seq: 1 }
+        );
         // A lie about the expanded length is caught before anything is applied.
         let mut bomb = segs[1].clone();
         bomb.raw_len = 3;
-        assert!(matches!(apply_batch(&c, &[bomb]).unwrap().unwrap_err().1, Refusal::Unappliable { seq: 2, .. }));
+        assert!(matches!(
+            apply_batch(&c, &[bomb]).unwrap().unwrap_err().1,
+            Refusal::Unappliable { seq: 2, .. }
+        ));
         assert_eq!(allergens(&c), ["a"]);
         assert_eq!(position(&c).unwrap().seq, 1);
     }
@@ -250,7 +345,15 @@ pub(crate) mod tests {
         s.changeset_strm(&mut cs).unwrap();
         let body = zstd::bulk::compress(&cs, 3).unwrap();
         let hash = chain::segment_hash(&prev, seq, &body);
-        Segment { seq, prev_hash: prev, hash, body, raw_len: cs.len(), files: 1, created_at: "2026-11-20T00:00:00Z".into() }
+        Segment {
+            seq,
+            prev_hash: prev,
+            hash,
+            body,
+            raw_len: cs.len(),
+            files: 1,
+            created_at: "2026-11-20T00:00:00Z".into(),
+        }
     }
 
     #[test]
@@ -273,17 +376,39 @@ pub(crate) mod tests {
         }
         // A table neither side's schema has is refused the same way, not skipped.
         let edge = mem();
-        edge.execute_batch("CREATE TABLE receipt_line (id INTEGER PRIMARY KEY, v TEXT)").unwrap();
+        edge.execute_batch("CREATE TABLE receipt_line (id INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
         let mut s = rusqlite::session::Session::new(&edge).unwrap();
         s.attach(Some("receipt_line")).unwrap();
-        edge.execute_batch("INSERT INTO receipt_line (v) VALUES ('x')").unwrap();
+        edge.execute_batch("INSERT INTO receipt_line (v) VALUES ('x')")
+            .unwrap();
         let mut cs = Vec::new();
         s.changeset_strm(&mut cs).unwrap();
         let body = zstd::bulk::compress(&cs, 3).unwrap();
         let hash = chain::segment_hash(&first[0].hash, 2, &body);
-        let seg = Segment { seq: 2, prev_hash: first[0].hash, hash, body, raw_len: cs.len(), files: 1, created_at: "x".into() };
-        assert!(matches!(apply_batch(&c, &[seg]).unwrap().unwrap_err().1, Refusal::Unappliable { seq: 2, reason } if reason.contains("receipt_line")));
-        let head: i64 = c.query_row("SELECT seq FROM outbox_head", [], |r| r.get(0)).unwrap();
-        assert_eq!((head, c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0)).unwrap()), (1, 1), "nothing changed");
+        let seg = Segment {
+            seq: 2,
+            prev_hash: first[0].hash,
+            hash,
+            body,
+            raw_len: cs.len(),
+            files: 1,
+            created_at: "x".into(),
+        };
+        assert!(
+            matches!(apply_batch(&c, &[seg]).unwrap().unwrap_err().1, Refusal::Unappliable { seq: 2, reason } if reason.contains("receipt_line"))
+        );
+        let head: i64 = c
+            .query_row("SELECT seq FROM outbox_head", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            (
+                head,
+                c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+                    .unwrap()
+            ),
+            (1, 1),
+            "nothing changed"
+        );
     }
 }

@@ -16,11 +16,21 @@ pub fn open(path: &Path, key: &DbKey, migrations: &[&str]) -> anyhow::Result<Con
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open {}", path.display()))?;
     conn.execute_batch(&format!("PRAGMA key = {};", key.literal()))?;
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-        .with_context(|| format!("{} cannot be read with the hub's key: wrong hub.key, or not a tsunagi database", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{} cannot be read with the hub's key: wrong hub.key, or not a tsunagi database",
+                path.display()
+            )
+        })?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 10000;")?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > migrations.len() as i64 {
@@ -38,8 +48,15 @@ pub fn open(path: &Path, key: &DbKey, migrations: &[&str]) -> anyhow::Result<Con
 /// Opens an existing encrypted database read-only, for readers beside its worker (WAL lets them
 /// read while it writes).
 pub fn open_read_only(path: &Path, key: &DbKey) -> anyhow::Result<Connection> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).with_context(|| format!("cannot open {}", path.display()))?;
-    c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;", key.literal()))?;
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open {}", path.display()))?;
+    c.execute_batch(&format!(
+        "PRAGMA key = {}; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;",
+        key.literal()
+    ))?;
     Ok(c)
 }
 
@@ -62,14 +79,19 @@ impl Worker {
     }
 
     /// Runs `f` on the connection's thread and waits for it without blocking the async runtime.
-    pub async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> T + Send + 'static) -> anyhow::Result<T> {
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
             .send(Box::new(move |c| {
                 let _ = reply.send(f(c));
             }))
             .map_err(|_| anyhow::anyhow!("the database thread has stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the database thread stopped while working"))
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the database thread stopped while working"))
     }
 
     /// Runs `f` on the connection's thread without waiting for it (a bookkeeping write whose
@@ -81,13 +103,18 @@ impl Worker {
     }
 
     /// The same from synchronous code (the command line, the snapshot timer's thread).
-    pub fn call_blocking<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> T + Send + 'static) -> anyhow::Result<T> {
+    pub fn call_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.tx
             .send(Box::new(move |c| {
                 let _ = reply.send(f(c));
             }))
             .map_err(|_| anyhow::anyhow!("the database thread has stopped"))?;
-        answer.recv().map_err(|_| anyhow::anyhow!("the database thread stopped while working"))
+        answer
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the database thread stopped while working"))
     }
 }

@@ -41,7 +41,12 @@ impl HubKey {
     pub fn from_file(path: &Path) -> anyhow::Result<HubKey> {
         provisioning::secret::read_key(path)
             .map(HubKey)
-            .map_err(|e| anyhow::anyhow!("hub key {}: {e} (create one with `tsunagi-hub keygen --out FILE`)", path.display()))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "hub key {}: {e} (create one with `tsunagi-hub keygen --out FILE`)",
+                    path.display()
+                )
+            })
     }
 
     pub fn from_bytes(b: [u8; 32]) -> HubKey {
@@ -59,7 +64,10 @@ impl HubKey {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"tsunagi-hub-v1").extract(&self.0);
         let info = [label.as_bytes()];
         let mut out = [0u8; 32];
-        prk.expand(&info, Len).expect("32 bytes is a valid HKDF length").fill(&mut out).expect("fill 32 bytes");
+        prk.expand(&info, Len)
+            .expect("32 bytes is a valid HKDF length")
+            .fill(&mut out)
+            .expect("fill 32 bytes");
         DbKey(out)
     }
 }
@@ -78,7 +86,10 @@ mod tests {
         let k = HubKey::from_bytes([7; 32]);
         assert_eq!(k.derive("copy:3712345678").0, k.derive("copy:3712345678").0);
         assert_ne!(k.derive("copy:3712345678").0, k.derive("copy:3712345679").0);
-        assert_ne!(HubKey::from_bytes([8; 32]).derive("registry").0, k.derive("registry").0);
+        assert_ne!(
+            HubKey::from_bytes([8; 32]).derive("registry").0,
+            k.derive("registry").0
+        );
         assert_eq!(format!("{:?}", k.derive("registry")), "DbKey(..)");
     }
 }

@@ -197,7 +197,11 @@ pub struct Readers {
 
 impl Readers {
     pub fn new(path: PathBuf, key: DbKey) -> Readers {
-        Readers { path, key, idle: Mutex::new(Vec::new()) }
+        Readers {
+            path,
+            key,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     fn take(&self) -> anyhow::Result<Connection> {

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 pub const FILE: &str = "registry.db";
 
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE facility (
     code        TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -33,7 +34,8 @@ CREATE TABLE certificate (
 CREATE INDEX certificate_facility ON certificate (facility);
 CREATE TABLE crl_state (one INTEGER PRIMARY KEY CHECK (one = 1), number INTEGER NOT NULL);
 INSERT INTO crl_state VALUES (1, 1);
-"#, r#"
+"#,
+    r#"
 -- Which facility a private address on a LAN certificate belongs to: the first to be issued one
 -- for it. Private addresses repeat from clinic to clinic, and every clinic's browsers trust the
 -- root, so no two facilities may hold certificates for the same address.
@@ -42,15 +44,18 @@ CREATE TABLE lan_address (
     facility  TEXT NOT NULL,
     since     INTEGER NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 -- The serial of the CA that signed each certificate (the issuing CA, or the LAN issuing CA for
 -- LAN certificates). Rows from before are filled in when the issuing CA is first replaced.
 ALTER TABLE certificate ADD COLUMN issuer TEXT;
-"#, r#"
+"#,
+    r#"
 -- When the hub first saw the certificate presented: a renewal replaces the certificate before it
 -- once the appliance has switched to it, not when it was issued.
 ALTER TABLE certificate ADD COLUMN used_at INTEGER;
-"#];
+"#,
+];
 
 /// Why a token was not accepted. The message never says whether a token exists for another
 /// facility: a wrong token and an unknown one read the same.
@@ -65,19 +70,33 @@ pub enum TokenError {
 }
 
 /// Registers the facility (or renames it) and stores a new token's hash.
-pub fn create_token(conn: &Connection, facility: &str, name: &str, hash: &[u8; 32], now: i64, expires_at: i64) -> rusqlite::Result<()> {
+pub fn create_token(
+    conn: &Connection,
+    facility: &str,
+    name: &str,
+    hash: &[u8; 32],
+    now: i64,
+    expires_at: i64,
+) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
     conn.execute(
         "INSERT INTO facility (code, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (code) DO UPDATE SET name = excluded.name",
         params![facility, name, shared::time::rfc3339(now)],
     )?;
-    conn.execute("INSERT INTO token (hash, facility, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)", params![&hash[..], facility, now, expires_at])?;
+    conn.execute(
+        "INSERT INTO token (hash, facility, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![&hash[..], facility, now, expires_at],
+    )?;
     tx.commit()
 }
 
 /// Checks a token and, when good, marks it used in the same transaction: two enrolments racing
 /// with one token cannot both win. Returns the facility code and name.
-pub fn take_token(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Result<Result<(String, String), TokenError>> {
+pub fn take_token(
+    conn: &Connection,
+    hash: &[u8; 32],
+    now: i64,
+) -> rusqlite::Result<Result<(String, String), TokenError>> {
     let tx = conn.unchecked_transaction()?;
     let row: Option<(String, String, i64, Option<i64>)> = conn
         .query_row(
@@ -91,7 +110,10 @@ pub fn take_token(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Res
         Some((_, _, _, Some(_))) => Err(TokenError::Used),
         Some((_, _, exp, None)) if exp <= now => Err(TokenError::Expired),
         Some((f, name, _, None)) => {
-            conn.execute("UPDATE token SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL", params![&hash[..], now])?;
+            conn.execute(
+                "UPDATE token SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+                params![&hash[..], now],
+            )?;
             Ok((f, name))
         }
     };
@@ -101,24 +123,49 @@ pub fn take_token(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Res
 
 /// The facility a token enrols, while it can still be used (known, unused, not expired); nothing
 /// is changed.
-pub fn token_facility(conn: &Connection, hash: &[u8; 32], now: i64) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT facility FROM token WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2", params![&hash[..], now], |r| r.get(0)).optional()
+pub fn token_facility(
+    conn: &Connection,
+    hash: &[u8; 32],
+    now: i64,
+) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT facility FROM token WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+        params![&hash[..], now],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// The address a LAN name stands for, written one way (`::ffff:10.0.0.1` and `10.0.0.1` are one),
 /// or None for a host name.
 pub fn lan_address(name: &str) -> Option<String> {
     match name.parse::<std::net::IpAddr>().ok()? {
-        std::net::IpAddr::V6(v) => Some(v.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_else(|| v.to_string())),
+        std::net::IpAddr::V6(v) => Some(
+            v.to_ipv4_mapped()
+                .map(|v4| v4.to_string())
+                .unwrap_or_else(|| v.to_string()),
+        ),
         ip => Some(ip.to_string()),
     }
 }
 
 /// Checks that the addresses among `names` are free or already `facility`'s; with `claim`,
 /// records them as its own. The error names the first address another facility holds.
-pub fn lan_addresses(conn: &Connection, facility: &str, names: &[String], claim: bool, now: i64) -> rusqlite::Result<Result<(), String>> {
+pub fn lan_addresses(
+    conn: &Connection,
+    facility: &str,
+    names: &[String],
+    claim: bool,
+    now: i64,
+) -> rusqlite::Result<Result<(), String>> {
     for addr in names.iter().filter_map(|n| lan_address(n)) {
-        let holder: Option<String> = conn.query_row("SELECT facility FROM lan_address WHERE address = ?1", [&addr], |r| r.get(0)).optional()?;
+        let holder: Option<String> = conn
+            .query_row(
+                "SELECT facility FROM lan_address WHERE address = ?1",
+                [&addr],
+                |r| r.get(0),
+            )
+            .optional()?;
         match holder {
             Some(f) if f != facility => {
                 return Ok(Err(format!(
@@ -142,13 +189,21 @@ pub fn release_lan_address(conn: &Connection, address: &str) -> rusqlite::Result
 }
 
 /// How many certificates `appliance` of `facility` renewed since `since`.
-pub fn renewals_since(conn: &Connection, facility: &str, appliance: &str, since: i64) -> rusqlite::Result<i64> {
+pub fn renewals_since(
+    conn: &Connection,
+    facility: &str,
+    appliance: &str,
+    since: i64,
+) -> rusqlite::Result<i64> {
     conn.query_row("SELECT count(*) FROM certificate WHERE facility = ?1 AND appliance = ?2 AND how = 'renew' AND issued_at >= ?3", params![facility, appliance, since], |r| r.get(0))
 }
 
 /// Links a used token to the certificate it paid for.
 pub fn token_used_by(conn: &Connection, hash: &[u8; 32], serial: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE token SET used_by = ?2 WHERE hash = ?1", params![&hash[..], serial])?;
+    conn.execute(
+        "UPDATE token SET used_by = ?2 WHERE hash = ?1",
+        params![&hash[..], serial],
+    )?;
     Ok(())
 }
 
@@ -198,7 +253,12 @@ pub fn certs(conn: &Connection, facility: Option<&str>) -> rusqlite::Result<Vec<
 /// Marks the matching certificates revoked; returns the serials newly revoked. Revoking an
 /// appliance's certificate by serial also revokes the proxy and LAN certificates issued to that
 /// appliance with it (a lost box loses its portal entrance and its LAN name at once).
-pub fn revoke(conn: &Connection, serial: Option<&str>, facility: Option<&str>, now: i64) -> rusqlite::Result<Vec<String>> {
+pub fn revoke(
+    conn: &Connection,
+    serial: Option<&str>,
+    facility: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<Vec<String>> {
     let tx = conn.unchecked_transaction()?;
     let serials: Vec<String> = conn
         .prepare(
@@ -212,7 +272,10 @@ pub fn revoke(conn: &Connection, serial: Option<&str>, facility: Option<&str>, n
         .query_map(params![serial, facility], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for s in &serials {
-        conn.execute("UPDATE certificate SET revoked_at = ?2 WHERE serial = ?1", params![s, now])?;
+        conn.execute(
+            "UPDATE certificate SET revoked_at = ?2 WHERE serial = ?1",
+            params![s, now],
+        )?;
     }
     tx.commit()?;
     Ok(serials)
@@ -222,12 +285,18 @@ pub fn revoke(conn: &Connection, serial: Option<&str>, facility: Option<&str>, n
 /// one) as issued by `issuer`, the issuing CA about to be replaced. LAN certificates come from
 /// the LAN issuing CA and are left alone.
 pub fn assign_issuer(conn: &Connection, issuer: &str) -> rusqlite::Result<usize> {
-    conn.execute("UPDATE certificate SET issuer = ?1 WHERE issuer IS NULL AND how != 'lan'", [issuer])
+    conn.execute(
+        "UPDATE certificate SET issuer = ?1 WHERE issuer IS NULL AND how != 'lan'",
+        [issuer],
+    )
 }
 
 /// Records the first time a certificate was presented.
 pub fn mark_used(conn: &Connection, serial: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute("UPDATE certificate SET used_at = ?2 WHERE serial = ?1 AND used_at IS NULL", params![serial, now])?;
+    conn.execute(
+        "UPDATE certificate SET used_at = ?2 WHERE serial = ?1 AND used_at IS NULL",
+        params![serial, now],
+    )?;
     Ok(())
 }
 
@@ -243,7 +312,9 @@ pub fn unknown_issuer(conn: &Connection, now: i64) -> rusqlite::Result<i64> {
 /// since. A certificate issued but never presented (a renewal whose answer was lost) replaces
 /// nothing. Withdrawing the issuer cuts these off.
 pub fn in_use_from(conn: &Connection, issuer: &str, now: i64) -> rusqlite::Result<Vec<Cert>> {
-    let kind = |t: &str| format!("(CASE WHEN {t}.how IN ('enrol', 'renew') THEN 'appliance' ELSE {t}.how END)");
+    let kind = |t: &str| {
+        format!("(CASE WHEN {t}.how IN ('enrol', 'renew') THEN 'appliance' ELSE {t}.how END)")
+    };
     let sql = format!(
         "SELECT c.serial, c.facility, c.appliance, c.not_before, c.not_after, c.issued_at, c.how, c.revoked_at, c.issuer FROM certificate c
          WHERE c.issuer = ?1 AND c.revoked_at IS NULL AND c.not_after > ?2 AND c.how != 'lan'
@@ -276,7 +347,11 @@ pub fn crl_entries(conn: &Connection) -> rusqlite::Result<(Vec<(String, i64)>, u
         .prepare("SELECT serial, revoked_at FROM certificate WHERE revoked_at IS NOT NULL ORDER BY serial")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
-    let n: i64 = conn.query_row("UPDATE crl_state SET number = number + 1 WHERE one = 1 RETURNING number", [], |r| r.get(0))?;
+    let n: i64 = conn.query_row(
+        "UPDATE crl_state SET number = number + 1 WHERE one = 1 RETURNING number",
+        [],
+        |r| r.get(0),
+    )?;
     Ok((list, n as u64))
 }
 
@@ -288,7 +363,10 @@ pub fn facility_names(conn: &Connection) -> rusqlite::Result<Vec<(String, String
 }
 
 pub fn facility_name(conn: &Connection, code: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT name FROM facility WHERE code = ?1", [code], |r| r.get(0)).optional()
+    conn.query_row("SELECT name FROM facility WHERE code = ?1", [code], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 #[cfg(test)]
@@ -308,16 +386,46 @@ mod tests {
         let c = mem();
         let (a, b) = ("3710000001", "3710000002");
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(lan_addresses(&c, a, &names(&["192.168.1.10", "box.3710000001.tsunagi.internal"]), true, 1).unwrap().is_ok());
-        assert!(lan_addresses(&c, a, &names(&["192.168.1.10"]), true, 2).unwrap().is_ok(), "its own again");
+        assert!(lan_addresses(
+            &c,
+            a,
+            &names(&["192.168.1.10", "box.3710000001.tsunagi.internal"]),
+            true,
+            1
+        )
+        .unwrap()
+        .is_ok());
+        assert!(
+            lan_addresses(&c, a, &names(&["192.168.1.10"]), true, 2)
+                .unwrap()
+                .is_ok(),
+            "its own again"
+        );
         for taken in ["192.168.1.10", "::ffff:192.168.1.10"] {
-            let e = lan_addresses(&c, b, &names(&[taken]), false, 3).unwrap().unwrap_err();
+            let e = lan_addresses(&c, b, &names(&[taken]), false, 3)
+                .unwrap()
+                .unwrap_err();
             assert!(e.contains("192.168.1.10") && e.contains("host name"), "{e}");
         }
-        assert!(lan_addresses(&c, b, &names(&["192.168.1.11", "box.3710000002.tsunagi.internal"]), true, 3).unwrap().is_ok());
+        assert!(lan_addresses(
+            &c,
+            b,
+            &names(&["192.168.1.11", "box.3710000002.tsunagi.internal"]),
+            true,
+            3
+        )
+        .unwrap()
+        .is_ok());
         assert!(release_lan_address(&c, "192.168.1.10").unwrap());
-        assert!(lan_addresses(&c, b, &names(&["192.168.1.10"]), true, 4).unwrap().is_ok(), "released, then taken by another");
-        assert!(lan_addresses(&c, a, &names(&["192.168.1.10"]), false, 5).unwrap().is_err());
+        assert!(
+            lan_addresses(&c, b, &names(&["192.168.1.10"]), true, 4)
+                .unwrap()
+                .is_ok(),
+            "released, then taken by another"
+        );
+        assert!(lan_addresses(&c, a, &names(&["192.168.1.10"]), false, 5)
+            .unwrap()
+            .is_err());
     }
 
     #[test]
@@ -325,19 +433,52 @@ mod tests {
         let c = mem();
         create_token(&c, "3712345678", "さぬきクリニック", &[1; 32], 100, 200).unwrap();
         create_token(&c, "3712345678", "さぬきクリニック", &[2; 32], 100, 150).unwrap();
-        assert_eq!(take_token(&c, &[9; 32], 120).unwrap(), Err(TokenError::Unknown));
-        assert_eq!(take_token(&c, &[1; 32], 120).unwrap().unwrap().0, "3712345678");
-        assert_eq!(take_token(&c, &[1; 32], 121).unwrap(), Err(TokenError::Used));
-        assert_eq!(take_token(&c, &[2; 32], 150).unwrap(), Err(TokenError::Expired));
+        assert_eq!(
+            take_token(&c, &[9; 32], 120).unwrap(),
+            Err(TokenError::Unknown)
+        );
+        assert_eq!(
+            take_token(&c, &[1; 32], 120).unwrap().unwrap().0,
+            "3712345678"
+        );
+        assert_eq!(
+            take_token(&c, &[1; 32], 121).unwrap(),
+            Err(TokenError::Used)
+        );
+        assert_eq!(
+            take_token(&c, &[2; 32], 150).unwrap(),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
     fn revocation_by_serial_or_facility_feeds_the_crl() {
         let c = mem();
-        for (s, f) in [("aa", "3712345678"), ("bb", "3712345678"), ("cc", "3799999999")] {
-            record_cert(&c, &Cert { serial: s.into(), facility: f.into(), appliance: "x".into(), not_before: 0, not_after: 9, issued_at: 0, how: "enrol".into(), revoked_at: None, issuer: None }).unwrap();
+        for (s, f) in [
+            ("aa", "3712345678"),
+            ("bb", "3712345678"),
+            ("cc", "3799999999"),
+        ] {
+            record_cert(
+                &c,
+                &Cert {
+                    serial: s.into(),
+                    facility: f.into(),
+                    appliance: "x".into(),
+                    not_before: 0,
+                    not_after: 9,
+                    issued_at: 0,
+                    how: "enrol".into(),
+                    revoked_at: None,
+                    issuer: None,
+                },
+            )
+            .unwrap();
         }
-        assert!(revoke(&c, None, None, 5).unwrap().is_empty(), "revoking nothing named must revoke nothing");
+        assert!(
+            revoke(&c, None, None, 5).unwrap().is_empty(),
+            "revoking nothing named must revoke nothing"
+        );
         assert_eq!(revoke(&c, Some("AA"), None, 5).unwrap(), ["aa"]);
         assert_eq!(revoke(&c, None, Some("3712345678"), 6).unwrap(), ["bb"]);
         let (list, n1) = crl_entries(&c).unwrap();
@@ -348,7 +489,12 @@ mod tests {
     #[test]
     fn a_certificate_is_in_use_until_revoked_expired_or_replaced() {
         let c = mem();
-        let cert = |serial: &str, appliance: &str, issued_at, not_after, how: &str, issuer: Option<&str>| Cert {
+        let cert = |serial: &str,
+                    appliance: &str,
+                    issued_at,
+                    not_after,
+                    how: &str,
+                    issuer: Option<&str>| Cert {
             serial: serial.into(),
             facility: "3712345678".into(),
             appliance: appliance.into(),
@@ -371,27 +517,74 @@ mod tests {
             record_cert(&c, &x).unwrap();
         }
         revoke(&c, Some("d1"), None, 30).unwrap();
-        assert_eq!(unknown_issuer(&c, 100).unwrap(), 3, "a1, p1 and b1: not the LAN, expired or revoked ones, nor a2");
-        assert_eq!(assign_issuer(&c, "old").unwrap(), 5, "every row without an issuer but the LAN certificate");
+        assert_eq!(
+            unknown_issuer(&c, 100).unwrap(),
+            3,
+            "a1, p1 and b1: not the LAN, expired or revoked ones, nor a2"
+        );
+        assert_eq!(
+            assign_issuer(&c, "old").unwrap(),
+            5,
+            "every row without an issuer but the LAN certificate"
+        );
         assert_eq!(unknown_issuer(&c, 100).unwrap(), 0);
-        let in_use = |c: &Connection| in_use_from(c, "old", 100).unwrap().into_iter().map(|c| c.serial).collect::<Vec<String>>();
-        assert_eq!(in_use(&c), ["a1", "p1", "b1"], "a2 was issued but never presented: a1 is what box-1 uses");
+        let in_use = |c: &Connection| {
+            in_use_from(c, "old", 100)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.serial)
+                .collect::<Vec<String>>()
+        };
+        assert_eq!(
+            in_use(&c),
+            ["a1", "p1", "b1"],
+            "a2 was issued but never presented: a1 is what box-1 uses"
+        );
         mark_used(&c, "a2", 40).unwrap();
         assert_eq!(in_use(&c), ["p1", "b1"]);
         assert_eq!(in_use_from(&c, "new", 100).unwrap().len(), 1);
-        assert_eq!(certs(&c, None).unwrap().iter().find(|c| c.serial == "l1").unwrap().issuer, None);
+        assert_eq!(
+            certs(&c, None)
+                .unwrap()
+                .iter()
+                .find(|c| c.serial == "l1")
+                .unwrap()
+                .issuer,
+            None
+        );
     }
 
     #[test]
     fn revoking_an_appliance_revokes_its_proxy_and_lan_certificates() {
         let c = mem();
-        let cert = |serial: &str, appliance: &str, issued_at, how: &str| Cert { serial: serial.into(), facility: "3712345678".into(), appliance: appliance.into(), not_before: 0, not_after: 9, issued_at, how: how.into(), revoked_at: None, issuer: Some("i1".into()) };
-        for x in [cert("a1", "box-1", 10, "enrol"), cert("p1", "box-1", 10, "proxy"), cert("l1", "box-1", 10, "lan"), cert("a2", "box-1", 20, "renew"), cert("p2", "box-1", 20, "proxy"), cert("p9", "box-2", 10, "proxy")] {
+        let cert = |serial: &str, appliance: &str, issued_at, how: &str| Cert {
+            serial: serial.into(),
+            facility: "3712345678".into(),
+            appliance: appliance.into(),
+            not_before: 0,
+            not_after: 9,
+            issued_at,
+            how: how.into(),
+            revoked_at: None,
+            issuer: Some("i1".into()),
+        };
+        for x in [
+            cert("a1", "box-1", 10, "enrol"),
+            cert("p1", "box-1", 10, "proxy"),
+            cert("l1", "box-1", 10, "lan"),
+            cert("a2", "box-1", 20, "renew"),
+            cert("p2", "box-1", 20, "proxy"),
+            cert("p9", "box-2", 10, "proxy"),
+        ] {
             record_cert(&c, &x).unwrap();
         }
         let mut got = revoke(&c, Some("a2"), None, 30).unwrap();
         got.sort();
-        assert_eq!(got, ["a2", "p2"], "the renewal's own proxy certificate, not the older set nor another box's");
+        assert_eq!(
+            got,
+            ["a2", "p2"],
+            "the renewal's own proxy certificate, not the older set nor another box's"
+        );
         let mut got = revoke(&c, Some("a1"), None, 31).unwrap();
         got.sort();
         assert_eq!(got, ["a1", "l1", "p1"]);

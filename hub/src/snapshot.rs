@@ -35,7 +35,11 @@ fn name(seq: u64) -> String {
 
 /// Opens a snapshot read-only.
 pub fn open(path: &Path, key: &DbKey) -> anyhow::Result<Connection> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).with_context(|| format!("cannot open snapshot {}", path.display()))?;
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open snapshot {}", path.display()))?;
     c.execute_batch(&format!("PRAGMA key = {};", key.literal()))?;
     Ok(c)
 }
@@ -43,18 +47,39 @@ pub fn open(path: &Path, key: &DbKey) -> anyhow::Result<Connection> {
 /// The snapshots held for a copy, oldest first.
 pub fn list(dir: &Path, key: &DbKey) -> anyhow::Result<Vec<Snapshot>> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
     for e in entries {
         let e = e?;
         let n = e.file_name().to_string_lossy().to_string();
-        let Some(seq) = n.strip_suffix(".db").and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let Some(seq) = n.strip_suffix(".db").and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
         let c = open(&e.path(), key)?;
-        let pos = copy::position(&c).with_context(|| format!("snapshot {} cannot be read", e.path().display()))?;
+        let pos = copy::position(&c)
+            .with_context(|| format!("snapshot {} cannot be read", e.path().display()))?;
         if pos.seq != seq {
-            anyhow::bail!("snapshot {} holds position {}, not {seq}", e.path().display(), pos.seq);
+            anyhow::bail!(
+                "snapshot {} holds position {}, not {seq}",
+                e.path().display(),
+                pos.seq
+            );
         }
-        let captured_at = c.query_row("SELECT created_at FROM outbox WHERE seq = ?1", [seq as i64], |r| r.get(0)).optional()?;
-        out.push(Snapshot { seq, hash: pos.hash, captured_at, path: e.path(), bytes: e.metadata()?.len() });
+        let captured_at = c
+            .query_row(
+                "SELECT created_at FROM outbox WHERE seq = ?1",
+                [seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        out.push(Snapshot {
+            seq,
+            hash: pos.hash,
+            captured_at,
+            path: e.path(),
+            bytes: e.metadata()?.len(),
+        });
     }
     out.sort_by_key(|s| s.seq);
     Ok(out)
@@ -70,7 +95,10 @@ pub fn take(conn: &Connection, dir: &Path, key: &DbKey) -> anyhow::Result<Option
     }
     let tmp = dir.join(format!(".{}.tmp", name(pos.seq)));
     let _ = std::fs::remove_file(&tmp);
-    conn.execute("ATTACH DATABASE ?1 AS snap KEY ?2", rusqlite::params![tmp.to_string_lossy(), key.raw_literal()])?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS snap KEY ?2",
+        rusqlite::params![tmp.to_string_lossy(), key.raw_literal()],
+    )?;
     let result = (|| -> anyhow::Result<Position> {
         conn.execute_batch("BEGIN")?;
         let inner = (|| -> anyhow::Result<Position> {
@@ -100,7 +128,8 @@ pub fn retain(dir: &Path, key: &DbKey, keep: usize) -> anyhow::Result<Option<u64
     let all = list(dir, key)?;
     let cut = all.len().saturating_sub(keep.max(1));
     for s in &all[..cut] {
-        std::fs::remove_file(&s.path).with_context(|| format!("cannot delete {}", s.path.display()))?;
+        std::fs::remove_file(&s.path)
+            .with_context(|| format!("cannot delete {}", s.path.display()))?;
     }
     Ok(all.get(cut).map(|s| s.seq))
 }
@@ -152,11 +181,22 @@ pub fn plan(conn: &Connection, dir: &Path, key: &DbKey, target: &Target) -> anyh
     let snaps = list(dir, key)?;
     let to_seq = match target {
         Target::Head => head.seq,
-        Target::Seq(n) if *n > head.seq => anyhow::bail!("the copy reaches only segment {}; cannot restore to {n}", head.seq),
+        Target::Seq(n) if *n > head.seq => anyhow::bail!(
+            "the copy reaches only segment {}; cannot restore to {n}",
+            head.seq
+        ),
         Target::Seq(n) => *n,
         Target::Time(t) => {
-            let archived: Option<i64> = conn.query_row("SELECT max(seq) FROM outbox WHERE created_at <= ?1", [t], |r| r.get(0))?;
-            let snap = snaps.iter().rev().find(|s| s.captured_at.as_deref().is_some_and(|c| c <= t.as_str())).map(|s| s.seq);
+            let archived: Option<i64> = conn.query_row(
+                "SELECT max(seq) FROM outbox WHERE created_at <= ?1",
+                [t],
+                |r| r.get(0),
+            )?;
+            let snap = snaps
+                .iter()
+                .rev()
+                .find(|s| s.captured_at.as_deref().is_some_and(|c| c <= t.as_str()))
+                .map(|s| s.seq);
             match (archived.map(|a| a as u64), snap) {
                 (None, None) => anyhow::bail!("nothing held was captured at or before {t}"),
                 (a, s) => a.unwrap_or(0).max(s.unwrap_or(0)),
@@ -164,7 +204,10 @@ pub fn plan(conn: &Connection, dir: &Path, key: &DbKey, target: &Target) -> anyh
         }
     };
     let snapshot = snaps.into_iter().rev().find(|s| s.seq <= to_seq);
-    let (base_seq, base_hash) = snapshot.as_ref().map(|s| (s.seq, s.hash)).unwrap_or((0, shared::chain::GENESIS));
+    let (base_seq, base_hash) = snapshot
+        .as_ref()
+        .map(|s| (s.seq, s.hash))
+        .unwrap_or((0, shared::chain::GENESIS));
     let (n, bytes, _, _) = range_stats(conn, base_seq, to_seq)?;
     if n != to_seq - base_seq {
         let first: Option<i64> = conn.query_row("SELECT min(seq) FROM outbox", [], |r| r.get(0))?;
@@ -174,14 +217,28 @@ pub fn plan(conn: &Connection, dir: &Path, key: &DbKey, target: &Target) -> anyh
         );
     }
     let (to_hash, to_captured_at) = if to_seq == base_seq {
-        (base_hash, snapshot.as_ref().and_then(|s| s.captured_at.clone()))
+        (
+            base_hash,
+            snapshot.as_ref().and_then(|s| s.captured_at.clone()),
+        )
     } else {
-        conn.query_row("SELECT hash, created_at FROM outbox WHERE seq = ?1", [to_seq as i64], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or([0; 32]), r.get(1)?))
-        })?
+        conn.query_row(
+            "SELECT hash, created_at FROM outbox WHERE seq = ?1",
+            [to_seq as i64],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or([0; 32]),
+                    r.get(1)?,
+                ))
+            },
+        )?
     };
     let (lost_segments, _, lost_from, lost_to) = range_stats(conn, to_seq, head.seq)?;
-    let lost_files: i64 = conn.query_row("SELECT coalesce(sum(files), 0) FROM outbox WHERE seq > ?1", [to_seq as i64], |r| r.get(0))?;
+    let lost_files: i64 = conn.query_row(
+        "SELECT coalesce(sum(files), 0) FROM outbox WHERE seq > ?1",
+        [to_seq as i64],
+        |r| r.get(0),
+    )?;
     Ok(Plan {
         snapshot,
         base_seq,
@@ -202,7 +259,12 @@ pub fn plan(conn: &Connection, dir: &Path, key: &DbKey, target: &Target) -> anyh
 
 /// Writes the restore stream for `plan` through `send`, which returns false when the receiver
 /// has gone. `conn` is a reader on the copy, not the copy's writer.
-pub fn stream(conn: &Connection, plan: &Plan, key: &DbKey, mut send: impl FnMut(Vec<u8>) -> bool) -> anyhow::Result<()> {
+pub fn stream(
+    conn: &Connection,
+    plan: &Plan,
+    key: &DbKey,
+    mut send: impl FnMut(Vec<u8>) -> bool,
+) -> anyhow::Result<()> {
     let mut head = RESTORE_MAGIC.to_vec();
     head.extend_from_slice(&plan.base_seq.to_be_bytes());
     head.extend_from_slice(&plan.base_hash);
@@ -216,11 +278,20 @@ pub fn stream(conn: &Connection, plan: &Plan, key: &DbKey, mut send: impl FnMut(
             let raw = w.take();
             let body = zstd::bulk::compress(&raw, 3)?;
             let mut out = Vec::with_capacity(body.len() + 9);
-            Frame::Snapshot { raw_len: raw.len(), body }.encode(&mut out);
+            Frame::Snapshot {
+                raw_len: raw.len(),
+                body,
+            }
+            .encode(&mut out);
             Ok(send(out))
         };
         for table in shared::schema::SYNCED_TABLES {
-            let pk: Vec<u8> = snap.prepare(&format!("SELECT pk FROM pragma_table_info('{table}') ORDER BY cid"))?.query_map([], |r| r.get::<_, u8>(0))?.collect::<Result<_, _>>()?;
+            let pk: Vec<u8> = snap
+                .prepare(&format!(
+                    "SELECT pk FROM pragma_table_info('{table}') ORDER BY cid"
+                ))?
+                .query_map([], |r| r.get::<_, u8>(0))?
+                .collect::<Result<_, _>>()?;
             let mut st = snap.prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))?;
             let mut rows = st.query([])?;
             let mut started = false;
@@ -256,7 +327,10 @@ pub fn stream(conn: &Connection, plan: &Plan, key: &DbKey, mut send: impl FnMut(
     while after < plan.to_seq {
         let segs = copy::archived(conn, after, plan.to_seq.min(after + 256))?;
         if segs.is_empty() {
-            anyhow::bail!("segment {} vanished from the archive during the restore", after + 1);
+            anyhow::bail!(
+                "segment {} vanished from the archive during the restore",
+                after + 1
+            );
         }
         for s in segs {
             after = s.seq;
@@ -268,8 +342,14 @@ pub fn stream(conn: &Connection, plan: &Plan, key: &DbKey, mut send: impl FnMut(
         }
     }
     let mut end = Vec::new();
-    let to_hash: [u8; 32] = shared::chain::unhex(&plan.to_hash).and_then(|h| h.try_into().ok()).unwrap_or([0; 32]);
-    Frame::End { seq: plan.to_seq, hash: to_hash }.encode(&mut end);
+    let to_hash: [u8; 32] = shared::chain::unhex(&plan.to_hash)
+        .and_then(|h| h.try_into().ok())
+        .unwrap_or([0; 32]);
+    Frame::End {
+        seq: plan.to_seq,
+        hash: to_hash,
+    }
+    .encode(&mut end);
     send(end);
     Ok(())
 }

@@ -12,7 +12,10 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 use provisioning::{Ca, Identity};
 
@@ -51,36 +54,59 @@ pub struct Crls {
 impl Crls {
     /// The earliest next update of them all (when the file must be written again).
     pub fn next_update(&self) -> i64 {
-        self.by_issuer.values().map(|c| c.next_update).min().unwrap_or(0)
+        self.by_issuer
+            .values()
+            .map(|c| c.next_update)
+            .min()
+            .unwrap_or(0)
     }
 }
 
 impl Revocations {
     pub fn new(path: PathBuf, issuers: Vec<Vec<u8>>) -> Revocations {
-        Revocations { path, issuers, cache: Mutex::new((None, Err("not read yet".into()))) }
+        Revocations {
+            path,
+            issuers,
+            cache: Mutex::new((None, Err("not read yet".into()))),
+        }
     }
 
     /// The current CRLs as last read and checked, read again when the file changed. An error
     /// when the file cannot be read, or lacks the CRL of an issuing CA the hub knows.
     pub fn current(&self) -> Result<Crls, String> {
         self.refresh();
-        let crls = self.cache.lock().unwrap_or_else(|e| e.into_inner()).1.clone()?;
+        let crls = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()?;
         if !crls.missing.is_empty() {
-            return Err(format!("{}: no CRL from {}", self.path.display(), crls.missing.join(", ")));
+            return Err(format!(
+                "{}: no CRL from {}",
+                self.path.display(),
+                crls.missing.join(", ")
+            ));
         }
         Ok(crls)
     }
 
     fn refresh(&self) {
         use std::os::unix::fs::MetadataExt;
-        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if stamp.is_none() || cache.0 != stamp {
             cache.1 = read_crls(&self.path, &self.issuers);
             cache.0 = stamp;
             match &cache.1 {
-                Err(e) => tracing::error!(crl = %self.path.display(), error = %e, "the CRL cannot be read: refusing every client certificate until it can"),
-                Ok(c) if !c.missing.is_empty() => tracing::error!(crl = %self.path.display(), missing = %c.missing.join(", "), "no CRL from these issuing CAs: refusing the certificates they issued until there is one"),
+                Err(e) => {
+                    tracing::error!(crl = %self.path.display(), error = %e, "the CRL cannot be read: refusing every client certificate until it can")
+                }
+                Ok(c) if !c.missing.is_empty() => {
+                    tracing::error!(crl = %self.path.display(), missing = %c.missing.join(", "), "no CRL from these issuing CAs: refusing the certificates they issued until there is one")
+                }
                 Ok(_) => {}
             }
         }
@@ -91,7 +117,10 @@ impl Revocations {
     pub fn check(&self, id: &Identity) -> Result<(), String> {
         self.refresh();
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let crls = cache.1.as_ref().map_err(|e| format!("revocation cannot be checked: {e}"))?;
+        let crls = cache
+            .1
+            .as_ref()
+            .map_err(|e| format!("revocation cannot be checked: {e}"))?;
         match crls.by_issuer.get(&id.issuer) {
             None => Err("revocation cannot be checked: there is no CRL from the certificate's issuer (an issuing CA withdrawn or unknown)".into()),
             Some(crl) if crl.next_update <= crate::now() => Err(format!("the CRL lapsed at {} and was not renewed: revocation cannot be checked", shared::time::rfc3339(crl.next_update))),
@@ -115,29 +144,75 @@ pub fn read_crls(path: &std::path::Path, issuers: &[Vec<u8>]) -> Result<Crls, St
     }
     let issuers = issuers
         .iter()
-        .map(|d| x509_parser::parse_x509_certificate(d).map(|(_, c)| c).map_err(|e| format!("an issuing CA's certificate: {e}")))
+        .map(|d| {
+            x509_parser::parse_x509_certificate(d)
+                .map(|(_, c)| c)
+                .map_err(|e| format!("an issuing CA's certificate: {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Crls::default();
     for der in &ders {
-        let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| format!("{}: {e}", path.display()))?;
-        let issuer = issuers.iter().find(|i| i.subject().as_raw() == crl.issuer().as_raw()).ok_or_else(|| format!("{}: issued by {}, not by the network's issuing CA", path.display(), crl.issuer()))?;
-        verify_crl_signature(crl.tbs_cert_list.as_ref(), &crl.signature_value.data, issuer.public_key().subject_public_key.data.as_ref())
-            .map_err(|e| format!("{}: its signature does not verify with the issuing CA's key ({e})", path.display()))?;
+        let (_, crl) =
+            x509_parser::parse_x509_crl(der).map_err(|e| format!("{}: {e}", path.display()))?;
+        let issuer = issuers
+            .iter()
+            .find(|i| i.subject().as_raw() == crl.issuer().as_raw())
+            .ok_or_else(|| {
+                format!(
+                    "{}: issued by {}, not by the network's issuing CA",
+                    path.display(),
+                    crl.issuer()
+                )
+            })?;
+        verify_crl_signature(
+            crl.tbs_cert_list.as_ref(),
+            &crl.signature_value.data,
+            issuer.public_key().subject_public_key.data.as_ref(),
+        )
+        .map_err(|e| {
+            format!(
+                "{}: its signature does not verify with the issuing CA's key ({e})",
+                path.display()
+            )
+        })?;
         let this_update = crl.last_update().timestamp();
-        let next_update = crl.next_update().map(|t| t.timestamp()).ok_or_else(|| format!("{}: it has no next update", path.display()))?;
+        let next_update = crl
+            .next_update()
+            .map(|t| t.timestamp())
+            .ok_or_else(|| format!("{}: it has no next update", path.display()))?;
         if this_update > crate::now() + 300 {
-            return Err(format!("{}: it is not in force until {}", path.display(), shared::time::rfc3339(this_update)));
+            return Err(format!(
+                "{}: it is not in force until {}",
+                path.display(),
+                shared::time::rfc3339(this_update)
+            ));
         }
-        let serials = crl.iter_revoked_certificates().map(|r| shared::chain::hex(r.raw_serial())).collect();
-        out.by_issuer.insert(crl.issuer().as_raw().to_vec(), Crl { serials, this_update, next_update });
+        let serials = crl
+            .iter_revoked_certificates()
+            .map(|r| shared::chain::hex(r.raw_serial()))
+            .collect();
+        out.by_issuer.insert(
+            crl.issuer().as_raw().to_vec(),
+            Crl {
+                serials,
+                this_update,
+                next_update,
+            },
+        );
     }
-    out.missing = issuers.iter().filter(|i| !out.by_issuer.contains_key(i.subject().as_raw())).map(|i| i.subject().to_string()).collect();
+    out.missing = issuers
+        .iter()
+        .filter(|i| !out.by_issuer.contains_key(i.subject().as_raw()))
+        .map(|i| i.subject().to_string())
+        .collect();
     Ok(out)
 }
 
 /// Checks an ECDSA P-256 SHA-256 CRL signature (the only kind the network's CA makes) with ring.
 fn verify_crl_signature(tbs: &[u8], signature: &[u8], public_key: &[u8]) -> Result<(), String> {
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public_key).verify(tbs, signature).map_err(|_| "bad signature".to_string())
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public_key)
+        .verify(tbs, signature)
+        .map_err(|_| "bad signature".to_string())
 }
 
 /// Wraps the WebPKI verifier (chain to the network root, validity dates, client-auth usage) with
@@ -169,18 +244,37 @@ impl ClientCertVerifier for Verifier {
         self.inner.root_hint_subjects()
     }
 
-    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let id = Identity::from_der(end_entity).map_err(|e| rustls::Error::General(e))?;
-        self.revoked.check(&id).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::Revoked))?;
+        self.revoked
+            .check(&id)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::Revoked))?;
         Ok(ok)
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls12_signature(message, cert, dss)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls13_signature(message, cert, dss)
     }
 
@@ -199,16 +293,27 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The file under the CA folder holding the certificate chain the running hub serves.
 pub const SERVED: &str = "served.pem";
 
-pub fn server_config(ca: &Ca, names: &[String], revoked: Arc<Revocations>, now: i64) -> anyhow::Result<Arc<ServerConfig>> {
-    let (chain_pem, key_pem) = ca.issue_server(names, now, 365).map_err(anyhow::Error::msg)?;
+pub fn server_config(
+    ca: &Ca,
+    names: &[String],
+    revoked: Arc<Revocations>,
+    now: i64,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let (chain_pem, key_pem) = ca
+        .issue_server(names, now, 365)
+        .map_err(anyhow::Error::msg)?;
     // The chain is public; keep it beside the CA so operators (and tests) can see what is served.
     let served = ca.dir().join(SERVED);
-    std::fs::write(&served, &chain_pem).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", served.display()))?;
-    let chain = provisioning::cert::certs_from_pem(chain_pem.as_bytes()).map_err(anyhow::Error::msg)?;
+    std::fs::write(&served, &chain_pem)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", served.display()))?;
+    let chain =
+        provisioning::cert::certs_from_pem(chain_pem.as_bytes()).map_err(anyhow::Error::msg)?;
     let key = provisioning::cert::key_from_pem(key_pem.as_bytes()).map_err(anyhow::Error::msg)?;
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(ca.root_der().to_vec()))?;
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).allow_unauthenticated().build()?;
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()?;
     let verifier = Arc::new(Verifier { inner, revoked });
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -224,7 +329,15 @@ mod tests {
 
     /// An identity from `ca` with this serial (what the handshake reads from a certificate).
     fn id(ca: &Ca, serial: &str) -> Identity {
-        Identity { facility: "3712345678".into(), appliance: "box-1".into(), serial: serial.into(), not_before: 0, not_after: i64::MAX / 2, purpose: provisioning::Purpose::Appliance, issuer: ca.issuing_subject() }
+        Identity {
+            facility: "3712345678".into(),
+            appliance: "box-1".into(),
+            serial: serial.into(),
+            not_before: 0,
+            not_after: i64::MAX / 2,
+            purpose: provisioning::Purpose::Appliance,
+            issuer: ca.issuing_subject(),
+        }
     }
 
     #[test]
@@ -237,9 +350,15 @@ mod tests {
         let r = Revocations::new(path.clone(), ca.issuing_ders());
         ca.write_crl(&[("0a0b".into(), t)], 2, t).unwrap();
         assert!(r.check(&id(&ca, "0c")).is_ok());
-        assert_eq!(r.check(&id(&ca, "0a0b")).unwrap_err(), "the certificate has been revoked");
+        assert_eq!(
+            r.check(&id(&ca, "0a0b")).unwrap_err(),
+            "the certificate has been revoked"
+        );
         // A certificate from another issuer has no CRL here.
-        assert!(r.check(&id(&foreign, "0c")).unwrap_err().contains("no CRL from the certificate's issuer"));
+        assert!(r
+            .check(&id(&foreign, "0c"))
+            .unwrap_err()
+            .contains("no CRL from the certificate's issuer"));
         // A CRL from another CA, dropped where the hub's belongs, refuses everyone.
         std::fs::copy(other.path().join(provisioning::ca::CRL), &path).unwrap();
         let e = r.check(&id(&ca, "0c")).unwrap_err();
@@ -248,7 +367,10 @@ mod tests {
         // The hub's own CRL with its signature damaged refuses everyone.
         ca.write_crl(&[], 3, t).unwrap();
         use rustls::pki_types::pem::PemObject;
-        let mut der = rustls::pki_types::CertificateRevocationListDer::from_pem_file(&path).unwrap().as_ref().to_vec();
+        let mut der = rustls::pki_types::CertificateRevocationListDer::from_pem_file(&path)
+            .unwrap()
+            .as_ref()
+            .to_vec();
         let n = der.len();
         der[n - 5] ^= 1;
         std::fs::write(&path, provisioning::cert::pem("X509 CRL", &der)).unwrap();
@@ -273,7 +395,11 @@ mod tests {
         let (old_serial, _) = Ca::rotate_issuing(dir.path(), t).unwrap();
         let new = Ca::load(dir.path()).unwrap();
         assert_eq!(new.issuing_cas().len(), 2);
-        assert_ne!(old.issuing_subject(), new.issuing_subject(), "told apart by name, as OpenSSL finds CRLs");
+        assert_ne!(
+            old.issuing_subject(),
+            new.issuing_subject(),
+            "told apart by name, as OpenSSL finds CRLs"
+        );
         let path = dir.path().join(provisioning::ca::CRL);
         let r = Revocations::new(path.clone(), new.issuing_ders());
         new.write_crl(&[("0a".into(), t)], 2, t).unwrap();
@@ -285,14 +411,22 @@ mod tests {
         old.write_crl(&[], 3, t).unwrap();
         assert!(r.current().unwrap_err().contains("no CRL from"));
         assert!(r.check(&id(&old, "0c")).is_ok());
-        assert!(r.check(&id(&new, "0c")).unwrap_err().contains("no CRL from the certificate's issuer"));
+        assert!(r
+            .check(&id(&new, "0c"))
+            .unwrap_err()
+            .contains("no CRL from the certificate's issuer"));
         Ca::withdraw_issuing(dir.path(), &old_serial).unwrap();
-        assert!(Ca::withdraw_issuing(dir.path(), new.issuing_serial()).unwrap_err().contains("current issuing CA"));
+        assert!(Ca::withdraw_issuing(dir.path(), new.issuing_serial())
+            .unwrap_err()
+            .contains("current issuing CA"));
         let after = Ca::load(dir.path()).unwrap();
         assert_eq!(after.issuing_cas().len(), 1);
         after.write_crl(&[], 4, t).unwrap();
         let r = Revocations::new(path, after.issuing_ders());
         assert!(r.check(&id(&new, "0c")).is_ok());
-        assert!(r.check(&id(&old, "0c")).unwrap_err().contains("no CRL from the certificate's issuer"));
+        assert!(r
+            .check(&id(&old, "0c"))
+            .unwrap_err()
+            .contains("no CRL from the certificate's issuer"));
     }
 }

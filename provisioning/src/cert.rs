@@ -60,7 +60,15 @@ pub fn is_network_service(der: &[u8]) -> bool {
     let want = uuid_oid(NETWORK_SERVICE_OID);
     x509_parser::parse_x509_certificate(der)
         .ok()
-        .and_then(|(_, c)| c.extended_key_usage().ok().flatten().map(|e| e.value.server_auth && e.value.other.iter().any(|o| o.as_bytes() == want.as_slice())))
+        .and_then(|(_, c)| {
+            c.extended_key_usage().ok().flatten().map(|e| {
+                e.value.server_auth
+                    && e.value
+                        .other
+                        .iter()
+                        .any(|o| o.as_bytes() == want.as_slice())
+            })
+        })
         .unwrap_or(false)
 }
 
@@ -82,7 +90,12 @@ fn der_len(n: usize) -> Vec<u8> {
     if n < 0x80 {
         vec![n as u8]
     } else {
-        let bytes: Vec<u8> = n.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
         let mut out = vec![0x80 | bytes.len() as u8];
         out.extend(bytes);
         out
@@ -108,7 +121,15 @@ impl Purpose {
     fn of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Purpose {
         let proxy = Purpose::PortalProxy.oid();
         match cert.extended_key_usage() {
-            Ok(Some(eku)) if eku.value.other.iter().any(|o| o.as_bytes() == proxy.as_slice()) => Purpose::PortalProxy,
+            Ok(Some(eku))
+                if eku
+                    .value
+                    .other
+                    .iter()
+                    .any(|o| o.as_bytes() == proxy.as_slice()) =>
+            {
+                Purpose::PortalProxy
+            }
             _ => Purpose::Appliance,
         }
     }
@@ -133,7 +154,8 @@ impl Identity {
     /// Reads the identity from a certificate's DER bytes. The signature is not checked here: call
     /// this only on a certificate the TLS layer has already verified, or on one's own.
     pub fn from_der(der: &[u8]) -> Result<Identity, String> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let mut facility = None;
         let mut appliance = None;
         if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -147,7 +169,8 @@ impl Identity {
                 }
             }
         }
-        let facility = facility.ok_or("the certificate names no facility (no urn:tsunagi:facility: SAN)")?;
+        let facility =
+            facility.ok_or("the certificate names no facility (no urn:tsunagi:facility: SAN)")?;
         crate::token::check_facility(&facility)?;
         Ok(Identity {
             facility,
@@ -173,17 +196,27 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// Accepts a fingerprint as people copy it: any case, with or without colons or spaces.
 pub fn parse_fingerprint(s: &str) -> Result<String, String> {
-    let clean: String = s.chars().filter(|c| !matches!(c, ':' | ' ' | '\n')).collect::<String>().to_ascii_lowercase();
+    let clean: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '\n'))
+        .collect::<String>()
+        .to_ascii_lowercase();
     match shared::chain::unhex(&clean) {
         Some(b) if b.len() == 32 => Ok(clean),
-        _ => Err(format!("{s:?} is not a SHA-256 fingerprint (64 hexadecimal digits, colons allowed)")),
+        _ => Err(format!(
+            "{s:?} is not a SHA-256 fingerprint (64 hexadecimal digits, colons allowed)"
+        )),
     }
 }
 
 /// The DNS names and IP addresses a certificate's SAN carries, in order.
 pub fn san_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, c)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
-    let Ok(Some(san)) = c.subject_alternative_name() else { return Vec::new() };
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = c.subject_alternative_name() else {
+        return Vec::new();
+    };
     san.value
         .general_names
         .iter()
@@ -201,13 +234,23 @@ pub fn san_names(der: &[u8]) -> Vec<String> {
 
 /// Whether the first certificate in `pem` names the CA certificate `ca_der` as its issuer.
 pub fn issued_by(pem: &[u8], ca_der: &[u8]) -> bool {
-    let (Ok(certs), Ok((_, ca))) = (certs_from_pem(pem), x509_parser::parse_x509_certificate(ca_der)) else { return false };
-    certs.first().and_then(|c| x509_parser::parse_x509_certificate(c).ok()).is_some_and(|(_, c)| c.issuer().as_raw() == ca.subject().as_raw())
+    let (Ok(certs), Ok((_, ca))) = (
+        certs_from_pem(pem),
+        x509_parser::parse_x509_certificate(ca_der),
+    ) else {
+        return false;
+    };
+    certs
+        .first()
+        .and_then(|c| x509_parser::parse_x509_certificate(c).ok())
+        .is_some_and(|(_, c)| c.issuer().as_raw() == ca.subject().as_raw())
 }
 
 /// Every certificate in a PEM text, in order.
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(|e| format!("bad PEM: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
     if certs.is_empty() {
         return Err("no certificate in the PEM text".into());
     }
@@ -224,7 +267,9 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
     for chunk in der.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= chunk.len() {
                 b64.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -257,14 +302,23 @@ mod tests {
     fn pem_round_trips() {
         let der: Vec<u8> = (0..200u8).collect();
         let text = pem("CERTIFICATE", &der);
-        assert_eq!(certs_from_pem(text.as_bytes()).unwrap()[0].as_ref(), &der[..]);
+        assert_eq!(
+            certs_from_pem(text.as_bytes()).unwrap()[0].as_ref(),
+            &der[..]
+        );
     }
 }
 
 /// Whether `name` is a DNS host name: letters, digits and hyphens in dot-separated labels, no
 /// wildcard, at most 253 characters.
 pub fn check_host_name(name: &str) -> Result<(), String> {
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(format!("{name:?} is not a host name (letters, digits and hyphens, separated by dots; no wildcards)"));
     }
@@ -280,8 +334,13 @@ pub fn check_lan_name(name: &str, facility: &str, domain: &str) -> Result<(), St
     use std::net::IpAddr;
     if let Ok(ip) = name.parse::<IpAddr>() {
         let ok = match ip {
-            IpAddr::V4(v) => (v.is_private() || v.is_loopback() || v.is_link_local()) && v.octets() != [127, 0, 0, 1],
-            IpAddr::V6(v) => (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80,
+            IpAddr::V4(v) => {
+                (v.is_private() || v.is_loopback() || v.is_link_local())
+                    && v.octets() != [127, 0, 0, 1]
+            }
+            IpAddr::V6(v) => {
+                (v.segments()[0] & 0xfe00) == 0xfc00 || (v.segments()[0] & 0xffc0) == 0xfe80
+            }
         };
         return if ok {
             Ok(())
@@ -307,7 +366,17 @@ mod lan_tests {
     #[test]
     fn lan_names_stay_inside_the_facilitys_part_of_the_network() {
         let (f, d) = ("3710000001", "tsunagi.internal");
-        for ok in ["box-1.3710000001.tsunagi.internal", "BOX.3710000001.Tsunagi.Internal", "192.168.1.10", "10.0.0.2", "172.16.4.4", "169.254.1.1", "127.0.0.2", "fd00::5", "fe80::1"] {
+        for ok in [
+            "box-1.3710000001.tsunagi.internal",
+            "BOX.3710000001.Tsunagi.Internal",
+            "192.168.1.10",
+            "10.0.0.2",
+            "172.16.4.4",
+            "169.254.1.1",
+            "127.0.0.2",
+            "fd00::5",
+            "fe80::1",
+        ] {
             assert!(check_lan_name(ok, f, d).is_ok(), "{ok}");
         }
         for bad in [
@@ -328,6 +397,11 @@ mod lan_tests {
         ] {
             assert!(check_lan_name(bad, f, d).is_err(), "{bad}");
         }
-        assert!(check_lan_name("other.example", f, d).unwrap_err().contains("box-1.3710000001.tsunagi.internal"), "the refusal says what to use");
+        assert!(
+            check_lan_name("other.example", f, d)
+                .unwrap_err()
+                .contains("box-1.3710000001.tsunagi.internal"),
+            "the refusal says what to use"
+        );
     }
 }

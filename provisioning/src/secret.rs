@@ -19,10 +19,17 @@ pub fn check_and_read(path: &Path) -> Result<Vec<u8>, String> {
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!("is readable by others than its owner (mode {mode:03o}); run `chmod 600 {}`", path.display()));
+        return Err(format!(
+            "is readable by others than its owner (mode {mode:03o}); run `chmod 600 {}`",
+            path.display()
+        ));
     }
     if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(format!("belongs to user {}, not to the user running tsunagi; run `chown $(id -u) {}`", meta.uid(), path.display()));
+        return Err(format!(
+            "belongs to user {}, not to the user running tsunagi; run `chown $(id -u) {}`",
+            meta.uid(),
+            path.display()
+        ));
     }
     std::fs::read(path).map_err(|e| e.to_string())
 }
@@ -46,17 +53,32 @@ pub fn parse_key(raw: &[u8]) -> Result<[u8; 32], String> {
 
 /// Writes a new random 256-bit key to `path` as hexadecimal, owner-only, never overwriting.
 pub fn generate_key(path: &Path) -> std::io::Result<()> {
-    create(path, format!("{}\n", shared::chain::hex(&random32())).as_bytes())
+    create(
+        path,
+        format!("{}\n", shared::chain::hex(&random32())).as_bytes(),
+    )
 }
 
 /// Writes `bytes` to `path` owner-only and durably: to a temporary file in the same folder,
 /// fsynced, then renamed over `path`, then the folder fsynced. A power cut leaves either the old
 /// file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("secret")));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("secret")
+    ));
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
@@ -66,7 +88,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 
 /// Creates `path` owner-only with `bytes`, refusing to overwrite anything.
 pub fn create(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -75,7 +101,9 @@ pub fn create(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn random32() -> [u8; 32] {
     use ring::rand::SecureRandom;
     let mut k = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut k).expect("the system random source failed");
+    ring::rand::SystemRandom::new()
+        .fill(&mut k)
+        .expect("the system random source failed");
     k
 }
 

@@ -5,12 +5,22 @@
 pub fn generate() -> String {
     let r = crate::secret::random32();
     let h = shared::chain::hex(&r[..16]);
-    format!("tsg-{}-{}-{}-{}", &h[0..8], &h[8..16], &h[16..24], &h[24..32])
+    format!(
+        "tsg-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..16],
+        &h[16..24],
+        &h[24..32]
+    )
 }
 
 /// The stored form of a token; spaces and case are forgiven so a token read over the phone works.
 pub fn hash(token: &str) -> [u8; 32] {
-    let norm: String = token.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    let norm: String = token
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
     shared::chain::content_hash(norm.as_bytes())
 }
 
@@ -26,10 +36,17 @@ pub fn check_facility(code: &str) -> Result<(), String> {
 
 /// Checks an appliance id: 1 to 64 characters of letters, digits, `-` and `_`.
 pub fn check_appliance(id: &str) -> Result<(), String> {
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(())
     } else {
-        Err(format!("appliance id {id:?} must be 1 to 64 letters, digits, '-' or '_'"))
+        Err(format!(
+            "appliance id {id:?} must be 1 to 64 letters, digits, '-' or '_'"
+        ))
     }
 }
 

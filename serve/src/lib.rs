@@ -75,8 +75,26 @@ pub struct Conn {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A service `serve` can run on a connection: hyper's, answering with a body `B`.
-pub trait HttpService<B>: Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: Send + 'static> + Send + 'static {}
-impl<S, B> HttpService<B> for S where S: Service<Request<Incoming>, Response = Response<B>, Error: Into<BoxError>, Future: Send + 'static> + Send + 'static {}
+pub trait HttpService<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+impl<S, B> HttpService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
 
 /// A body `serve` can send.
 pub trait HttpBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
@@ -84,8 +102,13 @@ impl<B> HttpBody for B where B: Body<Data: Send, Error: Into<BoxError>> + Send +
 
 /// Serves HTTP/1.1 on `listener` (over TLS when `tls` is given), one `make(conn)` service per
 /// connection, within `limits`, until `stop` turns true; then drains and returns.
-pub async fn serve<M, S, B>(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, limits: Limits, make: M, mut stop: watch::Receiver<bool>)
-where
+pub async fn serve<M, S, B>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
+    make: M,
+    mut stop: watch::Receiver<bool>,
+) where
     M: Fn(&Conn) -> S + Send + Sync + 'static,
     S: HttpService<B>,
     B: HttpBody,
@@ -93,7 +116,8 @@ where
     let make = Arc::new(make);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Default::default();
     let (drain_tx, drain_rx) = watch::channel(false);
     loop {
         if *stop.borrow() {
@@ -131,13 +155,26 @@ where
     drop(listener);
     let _ = drain_tx.send(true);
     let all = limits.max_connections as u32;
-    if tokio::time::timeout(limits.drain, permits.acquire_many(all)).await.is_err() {
-        tracing::warn!(listener = limits.name, open = limits.max_connections - permits.available_permits(), "stopped with connections still open after the drain time");
+    if tokio::time::timeout(limits.drain, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = limits.name,
+            open = limits.max_connections - permits.available_permits(),
+            "stopped with connections still open after the drain time"
+        );
     }
 }
 
-async fn connection<M, S, B>(tcp: TcpStream, peer: SocketAddr, acceptor: Option<tokio_rustls::TlsAcceptor>, limits: Limits, make: &M, mut drain: watch::Receiver<bool>)
-where
+async fn connection<M, S, B>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    make: &M,
+    mut drain: watch::Receiver<bool>,
+) where
     M: Fn(&Conn) -> S,
     S: HttpService<B>,
     B: HttpBody,
@@ -148,8 +185,18 @@ where
     let (io, certs): (Box<dyn Io>, _) = match acceptor {
         Some(a) => match tokio::time::timeout(limits.handshake, a.accept(tcp)).await {
             Ok(Ok(t)) => {
-                let certs = t.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
-                (Box::new(Watched { inner: t, clock: clock.clone() }), certs)
+                let certs = t
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+                (
+                    Box::new(Watched {
+                        inner: t,
+                        clock: clock.clone(),
+                    }),
+                    certs,
+                )
             }
             Ok(Err(e)) => {
                 tracing::debug!(listener = limits.name, peer = %peer, error = %e, "TLS handshake refused");
@@ -157,11 +204,20 @@ where
             }
             Err(_) => return,
         },
-        None => (Box::new(Watched { inner: tcp, clock: clock.clone() }), None),
+        None => (
+            Box::new(Watched {
+                inner: tcp,
+                clock: clock.clone(),
+            }),
+            None,
+        ),
     };
     let svc = make(&Conn { peer, local, certs });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read).keep_alive(limits.keep_alive);
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(limits.keep_alive);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     let mut conn = std::pin::pin!(conn);
     let born = Instant::now();
@@ -197,14 +253,21 @@ struct Seat {
 }
 
 impl Seat {
-    fn take(peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr, most: usize) -> Option<Seat> {
+    fn take(
+        peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        most: usize,
+    ) -> Option<Seat> {
         let mut m = peers.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_insert(0);
         if *n >= most {
             return None;
         }
         *n += 1;
-        Some(Seat { peers: peers.clone(), ip })
+        Some(Seat {
+            peers: peers.clone(),
+            ip,
+        })
     }
 }
 
@@ -232,15 +295,21 @@ struct Clock {
 
 impl Clock {
     fn new() -> Clock {
-        Clock { base: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+        Clock {
+            base: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn quiet_for(&self) -> Duration {
-        self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -251,7 +320,11 @@ struct Watched<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -262,7 +335,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.clock.touch();
@@ -278,7 +355,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.clock.touch();

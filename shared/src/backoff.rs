@@ -11,7 +11,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, failures: 0 }
+        Backoff {
+            min,
+            max,
+            failures: 0,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -19,7 +23,10 @@ impl Backoff {
     }
 
     pub fn next(&mut self) -> Duration {
-        let base = self.min.saturating_mul(1u32 << self.failures.min(20)).min(self.max);
+        let base = self
+            .min
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.max);
         self.failures += 1;
         let mut r = [0u8; 4];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
@@ -36,12 +43,18 @@ mod tests {
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let first = b.next();
-        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(500) && first <= Duration::from_secs(1),
+            "{first:?}"
+        );
         for _ in 0..10 {
             b.next();
         }
         let capped = b.next();
-        assert!(capped >= Duration::from_secs(30) && capped <= Duration::from_secs(60), "{capped:?}");
+        assert!(
+            capped >= Duration::from_secs(30) && capped <= Duration::from_secs(60),
+            "{capped:?}"
+        );
         b.reset();
         assert!(b.next() <= Duration::from_secs(1));
     }

@@ -51,7 +51,9 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    t.chunks(2).map(|p| Some(val(p[0])? << 4 | val(p[1])?)).collect()
+    t.chunks(2)
+        .map(|p| Some(val(p[0])? << 4 | val(p[1])?))
+        .collect()
 }
 
 #[cfg(test)]

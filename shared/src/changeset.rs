@@ -43,7 +43,11 @@ impl Writer {
 
     /// Adds an inserted row to the current table.
     pub fn insert(&mut self, values: &[Value<'_>]) {
-        assert_eq!(values.len(), self.columns, "a row must have one value per column");
+        assert_eq!(
+            values.len(),
+            self.columns,
+            "a row must have one value per column"
+        );
         self.buf.push(SQLITE_INSERT);
         self.buf.push(0);
         for v in values {
@@ -119,28 +123,57 @@ fn get_varint(b: &[u8]) -> Option<(u64, usize)> {
 pub fn tables(cs: &[u8]) -> Result<Vec<TableChanges>, String> {
     let mut out: Vec<TableChanges> = Vec::new();
     let mut i = 0usize;
-    let need = |i: usize, n: usize| if i.checked_add(n).is_some_and(|e| e <= cs.len()) { Ok(()) } else { Err(format!("the changeset ends early at byte {i}")) };
+    let need = |i: usize, n: usize| {
+        if i.checked_add(n).is_some_and(|e| e <= cs.len()) {
+            Ok(())
+        } else {
+            Err(format!("the changeset ends early at byte {i}"))
+        }
+    };
     while i < cs.len() {
         match cs[i] {
             b'T' => {
                 i += 1;
-                let (n, used) = get_varint(&cs[i..]).ok_or_else(|| format!("bad column count at byte {i}"))?;
+                let (n, used) =
+                    get_varint(&cs[i..]).ok_or_else(|| format!("bad column count at byte {i}"))?;
                 i += used;
-                let n = usize::try_from(n).ok().filter(|n| (1..=2000).contains(n)).ok_or_else(|| format!("a table with {n} columns at byte {i}"))?;
+                let n = usize::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=2000).contains(n))
+                    .ok_or_else(|| format!("a table with {n} columns at byte {i}"))?;
                 need(i, n)?;
                 i += n;
-                let end = cs[i..].iter().position(|&b| b == 0).ok_or_else(|| format!("a table name without its end at byte {i}"))?;
-                let name = std::str::from_utf8(&cs[i..i + end]).map_err(|_| format!("a table name that is not UTF-8 at byte {i}"))?.to_string();
+                let end = cs[i..]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| format!("a table name without its end at byte {i}"))?;
+                let name = std::str::from_utf8(&cs[i..i + end])
+                    .map_err(|_| format!("a table name that is not UTF-8 at byte {i}"))?
+                    .to_string();
                 i += end + 1;
-                out.push(TableChanges { name, columns: n, changes: 0 });
+                out.push(TableChanges {
+                    name,
+                    columns: n,
+                    changes: 0,
+                });
             }
-            b'P' => return Err(format!("a patchset table at byte {i}; only changesets are taken")),
+            b'P' => {
+                return Err(format!(
+                    "a patchset table at byte {i}; only changesets are taken"
+                ))
+            }
             op @ (SQLITE_INSERT | SQLITE_DELETE | SQLITE_UPDATE) => {
-                let t = out.last_mut().ok_or_else(|| format!("a change before any table at byte {i}"))?;
+                let t = out
+                    .last_mut()
+                    .ok_or_else(|| format!("a change before any table at byte {i}"))?;
                 i += 1;
                 need(i, 1)?;
                 i += 1; // the indirect flag
-                let values = if op == SQLITE_UPDATE { 2 * t.columns } else { t.columns };
+                let values = if op == SQLITE_UPDATE {
+                    2 * t.columns
+                } else {
+                    t.columns
+                };
                 for _ in 0..values {
                     need(i, 1)?;
                     let kind = cs[i];
@@ -152,9 +185,11 @@ pub fn tables(cs: &[u8]) -> Result<Vec<TableChanges>, String> {
                             i += 8;
                         }
                         3 | 4 => {
-                            let (len, used) = get_varint(&cs[i..]).ok_or_else(|| format!("bad value length at byte {i}"))?;
+                            let (len, used) = get_varint(&cs[i..])
+                                .ok_or_else(|| format!("bad value length at byte {i}"))?;
                             i += used;
-                            let len = usize::try_from(len).map_err(|_| format!("a value too long at byte {i}"))?;
+                            let len = usize::try_from(len)
+                                .map_err(|_| format!("a value too long at byte {i}"))?;
                             need(i, len)?;
                             i += len;
                         }
@@ -173,10 +208,17 @@ pub fn tables(cs: &[u8]) -> Result<Vec<TableChanges>, String> {
 /// (the synced tables), with exactly the column count `columns` says this side's table has. A
 /// table this side does not know, or a local table (`outbox`, `sync_state`, …), is refused by name,
 /// never skipped.
-pub fn check_tables(cs: &[u8], allowed: &[&str], columns: impl Fn(&str) -> Option<usize>) -> Result<(), String> {
+pub fn check_tables(
+    cs: &[u8],
+    allowed: &[&str],
+    columns: impl Fn(&str) -> Option<usize>,
+) -> Result<(), String> {
     for t in tables(cs)? {
         if !allowed.contains(&t.name.as_str()) {
-            return Err(format!("it changes table {:?}, which is not one of the synced tables", t.name));
+            return Err(format!(
+                "it changes table {:?}, which is not one of the synced tables",
+                t.name
+            ));
         }
         match columns(&t.name) {
             Some(n) if n == t.columns => {}
@@ -232,7 +274,19 @@ mod tests {
         assert_eq!(enc(16383), [0xff, 0x7f]);
         assert_eq!(enc(16384), [0x81, 0x80, 0x00]);
         assert_eq!(enc(u64::MAX).len(), 9);
-        for v in [0, 1, 127, 128, 300, 16383, 16384, 1 << 40, (1 << 56) - 1, 1 << 56, u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16383,
+            16384,
+            1 << 40,
+            (1 << 56) - 1,
+            1 << 56,
+            u64::MAX,
+        ] {
             assert_eq!(get_varint(&enc(v)), Some((v, enc(v).len())), "{v}");
         }
     }
@@ -250,7 +304,21 @@ mod tests {
     #[test]
     fn tables_are_read_without_applying() {
         let t = tables(&two_tables()).unwrap();
-        assert_eq!(t, vec![TableChanges { name: "allergy".into(), columns: 2, changes: 2 }, TableChanges { name: "outbox".into(), columns: 3, changes: 1 }]);
+        assert_eq!(
+            t,
+            vec![
+                TableChanges {
+                    name: "allergy".into(),
+                    columns: 2,
+                    changes: 2
+                },
+                TableChanges {
+                    name: "outbox".into(),
+                    columns: 3,
+                    changes: 1
+                }
+            ]
+        );
         let cs = two_tables();
         for cut in 1..cs.len() {
             // Every truncation is an error or a shorter, still well-formed reading: never a panic.
@@ -270,11 +338,28 @@ mod tests {
             _ => None,
         };
         let e = check_tables(&cs, &["allergy"], cols).unwrap_err();
-        assert!(e.contains("\"outbox\"") && e.contains("not one of the synced tables"), "{e}");
+        assert!(
+            e.contains("\"outbox\"") && e.contains("not one of the synced tables"),
+            "{e}"
+        );
         assert!(check_tables(&cs, &["allergy", "outbox"], cols).is_ok());
-        let e = check_tables(&cs, &["allergy", "outbox"], |t| if t == "allergy" { Some(3) } else { Some(3) }).unwrap_err();
+        let e = check_tables(&cs, &["allergy", "outbox"], |t| {
+            if t == "allergy" {
+                Some(3)
+            } else {
+                Some(3)
+            }
+        })
+        .unwrap_err();
         assert!(e.contains("schemas differ"), "{e}");
-        let e = check_tables(&cs, &["allergy", "outbox"], |t| if t == "allergy" { Some(2) } else { None }).unwrap_err();
+        let e = check_tables(&cs, &["allergy", "outbox"], |t| {
+            if t == "allergy" {
+                Some(2)
+            } else {
+                None
+            }
+        })
+        .unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
     }
 }

@@ -27,16 +27,27 @@ pub const HUB_USER: &str = "tsunagi-hub";
 /// `mqtts://host:port` (port 8883 when left out) → host and port. Only TLS: telemetry goes to
 /// the broker with a client certificate.
 pub fn parse_broker(url: &str) -> Result<(String, u16), String> {
-    let rest = url.strip_prefix("mqtts://").ok_or_else(|| format!("{url:?} must start with mqtts:// (telemetry is sent only over TLS)"))?;
+    let rest = url.strip_prefix("mqtts://").ok_or_else(|| {
+        format!("{url:?} must start with mqtts:// (telemetry is sent only over TLS)")
+    })?;
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse::<u16>().map_err(|_| format!("{p:?} is not a port"))?),
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("{p:?} is not a port"))?,
+        ),
         _ => (rest, 8883),
     };
     if host.is_empty() {
         return Err(format!("{url:?} names no host"));
     }
-    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
 }
 
 pub fn topic(facility: &str, appliance: &str, leaf: &str) -> String {
@@ -188,7 +199,10 @@ mod tests {
         assert_eq!(parse_topic(&t), Some(("1234567890", "box-1", "status")));
         assert_eq!(parse_topic("tsunagi/1/2/3/4"), None);
         assert_eq!(parse_topic("other/1/2/3"), None);
-        let c = Command::SyncFrom { id: "c1".into(), seq: 7 };
+        let c = Command::SyncFrom {
+            id: "c1".into(),
+            seq: 7,
+        };
         let j = serde_json::to_string(&c).unwrap();
         assert_eq!(j, r#"{"command":"sync-from","id":"c1","seq":7}"#);
         assert_eq!(serde_json::from_str::<Command>(&j).unwrap(), c);

@@ -6,8 +6,8 @@
 
 pub mod backoff;
 pub mod chain;
-pub mod fleet;
 pub mod changeset;
+pub mod fleet;
 pub mod offline;
 pub mod route;
 pub mod schema;

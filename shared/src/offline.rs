@@ -35,4 +35,9 @@ pub struct Access {
 }
 
 /// The actions an appliance may report.
-pub const ACTIONS: &[&str] = &["offline-login", "offline-search", "offline-view", "offline-logout"];
+pub const ACTIONS: &[&str] = &[
+    "offline-login",
+    "offline-search",
+    "offline-view",
+    "offline-logout",
+];

@@ -33,7 +33,12 @@ pub const PORTAL: &[&str] = &[
 /// Whether one segment of a request path may stand for a `{name}`: the characters IDs, codes and
 /// login names are made of, and never `.` or `..`.
 fn plain_segment(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Whether `path` (the path of a request target, without its query) is one of the portal's
@@ -47,7 +52,13 @@ pub fn is_portal_path(path: &str) -> bool {
     PORTAL.iter().any(|pattern| {
         let want: Vec<&str> = pattern[1..].split('/').collect();
         want.len() == have.len()
-            && want.iter().zip(&have).all(|(w, h)| if w.starts_with('{') { plain_segment(h) } else { w == h })
+            && want.iter().zip(&have).all(|(w, h)| {
+                if w.starts_with('{') {
+                    plain_segment(h)
+                } else {
+                    w == h
+                }
+            })
     })
 }
 
@@ -61,7 +72,15 @@ mod tests {
 
     #[test]
     fn only_the_portal_in_canonical_form() {
-        for p in ["/", "/login", "/patient/R00012", "/patient/R1/document/12/3", "/admin/users/dr.sato/reset", "/history.csv", "/static/portal.css"] {
+        for p in [
+            "/",
+            "/login",
+            "/patient/R00012",
+            "/patient/R1/document/12/3",
+            "/admin/users/dr.sato/reset",
+            "/history.csv",
+            "/static/portal.css",
+        ] {
             check(p, true);
         }
         for p in [

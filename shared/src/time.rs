@@ -6,7 +6,12 @@ pub fn rfc3339(unix_secs: i64) -> String {
     let days = unix_secs.div_euclid(86_400);
     let secs = unix_secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Howard Hinnant's days-to-civil algorithm: (year, month, day) of days since 1970-01-01.
@@ -38,7 +43,9 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| format!("{s:?} is not a duration (for example 7d, 12h, 30m, 45s)"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (for example 7d, 12h, 30m, 45s)"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,

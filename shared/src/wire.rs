@@ -56,23 +56,42 @@ impl Segment {
         let prev_hash = r.hash("previous hash")?;
         let hash = r.hash("hash")?;
         let n = r.u16("time length")? as usize;
-        let created_at = String::from_utf8(r.take(n, "time")?.to_vec()).map_err(|_| format!("segment {seq}: the time is not UTF-8"))?;
+        let created_at = String::from_utf8(r.take(n, "time")?.to_vec())
+            .map_err(|_| format!("segment {seq}: the time is not UTF-8"))?;
         let n = r.u32("body length")? as usize;
         if n > MAX_BODY {
-            return Err(format!("segment {seq}: body of {n} bytes is over the limit of {MAX_BODY}"));
+            return Err(format!(
+                "segment {seq}: body of {n} bytes is over the limit of {MAX_BODY}"
+            ));
         }
         if raw_len > MAX_RAW {
-            return Err(format!("segment {seq}: changeset of {raw_len} bytes is over the limit of {MAX_RAW}"));
+            return Err(format!(
+                "segment {seq}: changeset of {raw_len} bytes is over the limit of {MAX_RAW}"
+            ));
         }
         let body = r.take(n, "body")?.to_vec();
-        Ok(Segment { seq, prev_hash, hash, body, raw_len, files, created_at })
+        Ok(Segment {
+            seq,
+            prev_hash,
+            hash,
+            body,
+            raw_len,
+            files,
+            created_at,
+        })
     }
 
     /// Decompresses the body, refusing to expand beyond the length the segment declares.
     pub fn changeset(&self) -> Result<Vec<u8>, String> {
-        let out = zstd::bulk::decompress(&self.body, self.raw_len.max(1)).map_err(|e| format!("segment {}: the body does not decompress: {e}", self.seq))?;
+        let out = zstd::bulk::decompress(&self.body, self.raw_len.max(1))
+            .map_err(|e| format!("segment {}: the body does not decompress: {e}", self.seq))?;
         if out.len() != self.raw_len {
-            return Err(format!("segment {}: the body expands to {} bytes, not the {} declared", self.seq, out.len(), self.raw_len));
+            return Err(format!(
+                "segment {}: the body expands to {} bytes, not the {} declared",
+                self.seq,
+                out.len(),
+                self.raw_len
+            ));
         }
         Ok(out)
     }
@@ -100,7 +119,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(String, Vec<Segment>), String> {
     if r.take(4, "magic")? != BATCH_MAGIC {
         return Err("not a tsunagi segment batch (bad magic)".into());
     }
-    let facility = String::from_utf8_lossy(r.take(10, "facility")?).trim().to_string();
+    let facility = String::from_utf8_lossy(r.take(10, "facility")?)
+        .trim()
+        .to_string();
     let n = r.u32("segment count")? as usize;
     let mut segs = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
@@ -116,9 +137,15 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(String, Vec<Segment>), String> {
 #[derive(Debug, PartialEq)]
 pub enum Frame {
     /// A zstd-compressed changeset of inserts and the length it expands to.
-    Snapshot { raw_len: usize, body: Vec<u8> },
+    Snapshot {
+        raw_len: usize,
+        body: Vec<u8>,
+    },
     Segment(Segment),
-    End { seq: u64, hash: [u8; 32] },
+    End {
+        seq: u64,
+        hash: [u8; 32],
+    },
 }
 
 impl Frame {
@@ -152,13 +179,24 @@ impl Frame {
         };
         let frame = match kind {
             b'S' => {
-                let (Ok(raw_len), Ok(n)) = (r.u32("snapshot length"), r.u32("snapshot body length")) else { return Ok(None) };
+                let (Ok(raw_len), Ok(n)) =
+                    (r.u32("snapshot length"), r.u32("snapshot body length"))
+                else {
+                    return Ok(None);
+                };
                 let (raw_len, n) = (raw_len as usize, n as usize);
                 if n > MAX_BODY || raw_len > MAX_RAW {
-                    return Err(format!("snapshot chunk of {n} bytes ({raw_len} expanded) is over the limit"));
+                    return Err(format!(
+                        "snapshot chunk of {n} bytes ({raw_len} expanded) is over the limit"
+                    ));
                 }
-                let Ok(body) = r.take(n, "snapshot body") else { return Ok(None) };
-                Frame::Snapshot { raw_len, body: body.to_vec() }
+                let Ok(body) = r.take(n, "snapshot body") else {
+                    return Ok(None);
+                };
+                Frame::Snapshot {
+                    raw_len,
+                    body: body.to_vec(),
+                }
             }
             b'G' => match Segment::decode(&mut r) {
                 Ok(s) => Frame::Segment(s),
@@ -187,7 +225,10 @@ impl<'a> Reader<'a> {
 
     pub fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
         if self.buf.len() < n {
-            return Err(format!("truncated: {what} needs {n} bytes, {} left", self.buf.len()));
+            return Err(format!(
+                "truncated: {what} needs {n} bytes, {} left",
+                self.buf.len()
+            ));
         }
         let (a, b) = self.buf.split_at(n);
         self.buf = b;
@@ -225,7 +266,15 @@ mod tests {
 
     fn seg(seq: u64) -> Segment {
         let body = zstd::bulk::compress(b"changeset", 3).unwrap();
-        Segment { seq, prev_hash: [1; 32], hash: [2; 32], body, raw_len: 9, files: 3, created_at: "2026-11-21T00:00:00Z".into() }
+        Segment {
+            seq,
+            prev_hash: [1; 32],
+            hash: [2; 32],
+            body,
+            raw_len: 9,
+            files: 3,
+            created_at: "2026-11-21T00:00:00Z".into(),
+        }
     }
 
     #[test]
@@ -235,7 +284,9 @@ mod tests {
         assert_eq!((f.as_str(), segs.len()), ("3712345678", 2));
         assert_eq!(segs[1], seg(2));
         assert_eq!(segs[0].changeset().unwrap(), b"changeset");
-        assert!(decode_batch(&b[..b.len() - 1]).unwrap_err().contains("truncated"));
+        assert!(decode_batch(&b[..b.len() - 1])
+            .unwrap_err()
+            .contains("truncated"));
         assert!(decode_batch(b"XXXX").unwrap_err().contains("magic"));
         let mut lying = seg(1);
         lying.raw_len = 4;
@@ -245,9 +296,17 @@ mod tests {
     #[test]
     fn frames_decode_incrementally() {
         let mut buf = Vec::new();
-        Frame::Snapshot { raw_len: 5, body: vec![9; 5] }.encode(&mut buf);
+        Frame::Snapshot {
+            raw_len: 5,
+            body: vec![9; 5],
+        }
+        .encode(&mut buf);
         Frame::Segment(seg(7)).encode(&mut buf);
-        Frame::End { seq: 7, hash: [3; 32] }.encode(&mut buf);
+        Frame::End {
+            seq: 7,
+            hash: [3; 32],
+        }
+        .encode(&mut buf);
         let mut got = Vec::new();
         let mut at = 0;
         for end in 1..=buf.len() {
@@ -257,7 +316,13 @@ mod tests {
             }
         }
         assert_eq!(got.len(), 3);
-        assert_eq!(got[2], Frame::End { seq: 7, hash: [3; 32] });
+        assert_eq!(
+            got[2],
+            Frame::End {
+                seq: 7,
+                hash: [3; 32]
+            }
+        );
         assert!(Frame::decode(b"Zxx").is_err());
     }
 }

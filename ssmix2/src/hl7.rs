@@ -7,7 +7,10 @@ use encoding_rs::ISO_2022_JP;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A byte that ISO-2022-JP never has: the file is another encoding, binary, or encrypted.
-    NotIso2022Jp { offset: usize, byte: u8 },
+    NotIso2022Jp {
+        offset: usize,
+        byte: u8,
+    },
     Empty,
     NoMsh(String),
     BadDelimiters,
@@ -50,7 +53,10 @@ pub fn decode(bytes: &[u8]) -> Result<(String, Vec<String>), Error> {
         return Err(Error::Empty);
     }
     if let Some(offset) = body.iter().position(|&b| b >= 0x80) {
-        return Err(Error::NotIso2022Jp { offset: offset + (body.as_ptr() as usize - bytes.as_ptr() as usize), byte: body[offset] });
+        return Err(Error::NotIso2022Jp {
+            offset: offset + (body.as_ptr() as usize - bytes.as_ptr() as usize),
+            byte: body[offset],
+        });
     }
     // Writers sometimes emit an escape sequence straight after another (`ESC ( B ESC $ B`), which
     // the WHATWG decoder reports as an error; only the last of a run of escapes matters.
@@ -153,14 +159,28 @@ impl Message {
             return Err(Error::NoMsh(segment_label(first)));
         }
         let mut chars = first[3..].chars();
-        let (Some(field), Some(component), Some(repetition), Some(escape), Some(subcomponent)) =
-            (chars.next(), chars.next(), chars.next(), chars.next(), chars.next())
-        else {
+        let (Some(field), Some(component), Some(repetition), Some(escape), Some(subcomponent)) = (
+            chars.next(),
+            chars.next(),
+            chars.next(),
+            chars.next(),
+            chars.next(),
+        ) else {
             return Err(Error::BadDelimiters);
         };
-        let d = Delims { field, component, repetition, escape, subcomponent };
+        let d = Delims {
+            field,
+            component,
+            repetition,
+            escape,
+            subcomponent,
+        };
         let distinct = [field, component, repetition, escape, subcomponent];
-        if distinct.iter().enumerate().any(|(i, c)| distinct[..i].contains(c) || c.is_alphanumeric()) {
+        if distinct
+            .iter()
+            .enumerate()
+            .any(|(i, c)| distinct[..i].contains(c) || c.is_alphanumeric())
+        {
             return Err(Error::BadDelimiters);
         }
         let mut segments = Vec::new();
@@ -170,17 +190,30 @@ impl Message {
         for (n, line) in lines {
             let name: String = line.split(field).next().unwrap_or("").to_owned();
             let valid_name = name.len() == 3
-                && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
             if !valid_name {
-                warnings.push(format!("line {}: not a segment ({}), skipped", n + 1, segment_label(line)));
+                warnings.push(format!(
+                    "line {}: not a segment ({}), skipped",
+                    n + 1,
+                    segment_label(line)
+                ));
                 continue;
             }
             if !line.contains(field) {
                 warnings.push(format!("line {}: segment {name} has no fields", n + 1));
             }
-            segments.push(Segment { fields: line.split(field).map(str::to_owned).collect(), d });
+            segments.push(Segment {
+                fields: line.split(field).map(str::to_owned).collect(),
+                d,
+            });
         }
-        Ok(Message { segments, delims: d, warnings })
+        Ok(Message {
+            segments,
+            delims: d,
+            warnings,
+        })
     }
 
     pub fn first(&self, name: &str) -> Option<&Segment> {
@@ -213,13 +246,21 @@ impl Segment {
     /// Number of repetitions field `n` has (0 when empty).
     pub fn reps(&self, n: usize) -> usize {
         let f = self.raw(n);
-        if f.is_empty() { 0 } else { f.split(self.d.repetition).count() }
+        if f.is_empty() {
+            0
+        } else {
+            f.split(self.d.repetition).count()
+        }
     }
 
     /// Component `c` (1-based) of repetition `r` of field `n`, unescaped; `None` when empty or `""`.
     pub fn comp_rep(&self, n: usize, r: usize, c: usize) -> Option<String> {
         let rep = self.rep(n, r);
-        let comp = if self.name() == "MSH" && n <= 2 { rep } else { rep.split(self.d.component).nth(c - 1).unwrap_or("") };
+        let comp = if self.name() == "MSH" && n <= 2 {
+            rep
+        } else {
+            rep.split(self.d.component).nth(c - 1).unwrap_or("")
+        };
         self.clean(comp)
     }
 
@@ -235,7 +276,11 @@ impl Segment {
 
     /// Subcomponent `s` of component `c` of the first repetition of field `n`.
     pub fn sub(&self, n: usize, c: usize, s: usize) -> Option<String> {
-        let comp = self.rep(n, 0).split(self.d.component).nth(c - 1).unwrap_or("");
+        let comp = self
+            .rep(n, 0)
+            .split(self.d.component)
+            .nth(c - 1)
+            .unwrap_or("");
         self.clean(comp.split(self.d.subcomponent).nth(s - 1).unwrap_or(""))
     }
 
@@ -249,7 +294,11 @@ impl Segment {
             return None;
         }
         let v = unescape(s, &self.d);
-        if v.is_empty() { None } else { Some(v) }
+        if v.is_empty() {
+            None
+        } else {
+            Some(v)
+        }
     }
 }
 
@@ -257,7 +306,11 @@ impl Segment {
 /// quotes other content: a broken line may hold a patient's name, and reasons reach the logs.
 fn segment_label(line: &str) -> String {
     let head: String = line.chars().take(3).collect();
-    if head.len() == 3 && head.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+    if head.len() == 3
+        && head
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
         format!("{head:?}")
     } else {
         "text that is not a segment name".to_owned()
@@ -292,14 +345,20 @@ pub fn unescape(s: &str, d: &Delims) -> String {
             _ if seq.starts_with('X') && seq.len() > 1 => {
                 let bytes: Option<Vec<u8>> = (1..seq.len())
                     .step_by(2)
-                    .map(|i| seq.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                    .map(|i| {
+                        seq.get(i..i + 2)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    })
                     .collect();
                 match bytes.and_then(|b| String::from_utf8(b).ok()) {
                     Some(t) => out.push_str(&t),
                     None => out.push_str(&rest[start..start + end + 2 * d.escape.len_utf8()]),
                 }
             }
-            _ if seq.starts_with('C') || seq.starts_with('M') || seq.starts_with('.') || seq.starts_with('Z') => {}
+            _ if seq.starts_with('C')
+                || seq.starts_with('M')
+                || seq.starts_with('.')
+                || seq.starts_with('Z') => {}
             _ => out.push_str(&rest[start..start + end + 2 * d.escape.len_utf8()]),
         }
         rest = &after[end + d.escape.len_utf8()..];
@@ -344,7 +403,13 @@ mod tests {
     #[test]
     fn rejects_eight_bit_bytes_with_their_offset() {
         let err = decode(b"MSH|^~\\&|\x82\xa0").unwrap_err();
-        assert_eq!(err, Error::NotIso2022Jp { offset: 9, byte: 0x82 });
+        assert_eq!(
+            err,
+            Error::NotIso2022Jp {
+                offset: 9,
+                byte: 0x82
+            }
+        );
         assert!(err.to_string().contains("0x82"));
     }
 
@@ -361,7 +426,13 @@ mod tests {
 
     #[test]
     fn unescapes_hl7_sequences() {
-        let d = Delims { field: '|', component: '^', repetition: '~', escape: '\\', subcomponent: '&' };
+        let d = Delims {
+            field: '|',
+            component: '^',
+            repetition: '~',
+            escape: '\\',
+            subcomponent: '&',
+        };
         assert_eq!(unescape(r"a\F\b\S\c\T\d\R\e\E\f", &d), r"a|b^c&d~e\f");
         assert_eq!(unescape(r"line1\.br\line2", &d), "line1\nline2");
         assert_eq!(unescape(r"\H\bold\N\ \X41\", &d), "bold A");
@@ -388,7 +459,10 @@ mod tests {
         let m = Message::parse("MSH|^~\\&|A\rAL1\rjunk here\rPID|1").unwrap();
         assert_eq!(m.segments.len(), 3);
         assert_eq!(m.warnings.len(), 2);
-        assert!(matches!(Message::parse("PID|1\rMSH|^~\\&"), Err(Error::NoMsh(_))));
+        assert!(matches!(
+            Message::parse("PID|1\rMSH|^~\\&"),
+            Err(Error::NoMsh(_))
+        ));
         assert_eq!(Message::parse("MSH|").unwrap_err(), Error::BadDelimiters);
     }
 }

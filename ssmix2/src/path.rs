@@ -76,7 +76,9 @@ pub fn parse(rel_path: &str) -> Result<StoredName, String> {
 fn check_folders(parts: &[&str]) -> Result<(), String> {
     let (l1, l2, pid) = (parts[0], parts[1], parts[2]);
     if pid.is_empty() || pid.len() > 15 || !pid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(format!("patient folder {pid:?} is not a patient ID (1 to 15 letters or digits)"));
+        return Err(format!(
+            "patient folder {pid:?} is not a patient ID (1 to 15 letters or digits)"
+        ));
     }
     let want1 = &pid[..pid.len().min(3)];
     let want2 = &pid[pid.len().min(3)..pid.len().min(6)];
@@ -124,10 +126,16 @@ fn split_name(name: &str, allow_six: bool) -> Result<NameFields<'_>, String> {
 
 fn check_name(n: &NameFields, parts: &[&str], warnings: &mut Vec<String>) -> Result<u8, String> {
     if n.pid != parts[2] {
-        return Err(format!("file names patient {:?} but sits in patient folder {:?}", n.pid, parts[2]));
+        return Err(format!(
+            "file names patient {:?} but sits in patient folder {:?}",
+            n.pid, parts[2]
+        ));
     }
     if n.date != parts[3] {
-        return Err(format!("file names date {:?} but sits in date folder {:?}", n.date, parts[3]));
+        return Err(format!(
+            "file names date {:?} but sits in date folder {:?}",
+            n.date, parts[3]
+        ));
     }
     let flag = match n.flag {
         "0" => 0,
@@ -135,25 +143,43 @@ fn check_name(n: &NameFields, parts: &[&str], warnings: &mut Vec<String>) -> Res
         "2" => 2,
         other => return Err(format!("condition flag {other:?} is not 0, 1 or 2")),
     };
-    if n.order.is_empty() || n.order.len() > 22 || !n.order.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(format!("order number {:?} is not 1 to 22 letters or digits", n.order));
+    if n.order.is_empty()
+        || n.order.len() > 22
+        || !n.order.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(format!(
+            "order number {:?} is not 1 to 22 letters or digits",
+            n.order
+        ));
     }
     if !n.time.bytes().all(|b| b.is_ascii_digit()) || n.time.len() < 8 {
         return Err(format!("time field {:?} is not YYYYMMDDHHMMSSfff", n.time));
     }
     if n.time.len() != 17 {
-        warnings.push(format!("time field {:?} has {} digits, expected 17", n.time, n.time.len()));
+        warnings.push(format!(
+            "time field {:?} has {} digits, expected 17",
+            n.time,
+            n.time.len()
+        ));
     }
     if let Some(d) = n.dept {
-        if d != "-" && (d.is_empty() || d.len() > 5 || !d.bytes().all(|b| b.is_ascii_alphanumeric())) {
-            return Err(format!("department field {d:?} is neither a department code nor '-'"));
+        if d != "-"
+            && (d.is_empty() || d.len() > 5 || !d.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(format!(
+                "department field {d:?} is neither a department code nor '-'"
+            ));
         }
     }
     Ok(flag)
 }
 
 fn opt(s: &str, none: &str) -> Option<String> {
-    if s == none { None } else { Some(s.to_owned()) }
+    if s == none {
+        None
+    } else {
+        Some(s.to_owned())
+    }
 }
 
 fn parse_standard(parts: &[&str]) -> Result<StoredName, String> {
@@ -161,16 +187,23 @@ fn parse_standard(parts: &[&str]) -> Result<StoredName, String> {
     let kind = parts[4];
     let valid_kind = kind.len() <= 10
         && kind.len() >= 3
-        && kind.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
     if !valid_kind {
-        return Err(format!("data-type folder {kind:?} is not an SS-MIX2 data type (ADT-00, OMP-01, OMD ...)"));
+        return Err(format!(
+            "data-type folder {kind:?} is not an SS-MIX2 data type (ADT-00, OMP-01, OMD ...)"
+        ));
     }
     let name = parts[5];
     let n = split_name(name, false)?;
     let mut warnings = Vec::new();
     let flag = check_name(&n, parts, &mut warnings)?;
     if n.kind != kind {
-        return Err(format!("file names data type {:?} but sits in data-type folder {kind:?}", n.kind));
+        return Err(format!(
+            "file names data type {:?} but sits in data-type folder {kind:?}",
+            n.kind
+        ));
     }
     Ok(StoredName {
         storage: Storage::Standard,
@@ -200,9 +233,19 @@ fn parse_extended(parts: &[&str]) -> Result<StoredName, String> {
     }
     let c: Vec<&str> = parts[4].split('^').collect();
     let part = |i: usize| c.get(i).filter(|s| !s.is_empty()).map(|s| s.to_string());
-    let doc_type = DocType { code: part(0), name: part(1), system: part(2), std_code: part(3), std_name: part(4), std_system: part(5) };
+    let doc_type = DocType {
+        code: part(0),
+        name: part(1),
+        system: part(2),
+        std_code: part(3),
+        std_name: part(4),
+        std_system: part(5),
+    };
     if doc_type.code.is_none() && doc_type.std_code.is_none() {
-        return Err(format!("document-type folder {:?} names neither a local nor a standard code", parts[4]));
+        return Err(format!(
+            "document-type folder {:?} names neither a local nor a standard code",
+            parts[4]
+        ));
     }
     Ok(StoredName {
         storage: Storage::Extended,
@@ -228,7 +271,16 @@ mod tests {
     fn check(path: &str, expect: Result<(&str, Option<&str>, &str, Option<&str>, u8), &str>) {
         match (parse(path), expect) {
             (Ok(n), Ok((pid, date, kind, order, flag))) => {
-                assert_eq!((n.patient_id.as_str(), n.care_date.as_deref(), n.data_type.as_str(), n.order_no.as_deref(), n.flag), (pid, date, kind, order, flag));
+                assert_eq!(
+                    (
+                        n.patient_id.as_str(),
+                        n.care_date.as_deref(),
+                        n.data_type.as_str(),
+                        n.order_no.as_deref(),
+                        n.flag
+                    ),
+                    (pid, date, kind, order, flag)
+                );
             }
             (Err(e), Err(want)) => assert!(e.contains(want), "{e:?} lacks {want:?}"),
             (got, want) => panic!("{path}: got {got:?}, want {want:?}"),
@@ -237,7 +289,10 @@ mod tests {
 
     #[test]
     fn standard_names() {
-        check("999/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1", Ok(("9999013", None, "ADT-00", None, 1)));
+        check(
+            "999/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1",
+            Ok(("9999013", None, "ADT-00", None, 1)),
+        );
         check("999/901/9999013/20110701/OMP-01/9999013_20110701_OMP-01_000000011000185_20110701224603984_01_2", Ok(("9999013", Some("20110701"), "OMP-01", Some("000000011000185"), 2)));
         check("999/901/9999013/20111220/OMG-11/9999013_20111220_OMG-11_2011122000300_20111220224447339_24_0", Ok(("9999013", Some("20111220"), "OMG-11", Some("2011122000300"), 0)));
         check("999/901/9999013/20111013/OMD/9999013_20111013_OMD_123456789012345_20111014232213000_01_1", Ok(("9999013", Some("20111013"), "OMD", Some("123456789012345"), 1)));
@@ -245,14 +300,23 @@ mod tests {
 
     #[test]
     fn misfiled_and_malformed_names() {
-        check("999/902/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1", Err("belongs under 999/901/"));
+        check(
+            "999/902/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1",
+            Err("belongs under 999/901/"),
+        );
         check("999/901/9999013/20110701/OMP-02/9999013_20110701_OMP-01_000000011000185_20110701224603984_01_1", Err("data-type folder"));
         check("999/901/9999013/20110702/OMP-01/9999013_20110701_OMP-01_000000011000185_20110701224603984_01_1", Err("date folder"));
         check("999/901/9999013/20110701/OMP-01/9999013_20110701_OMP-01_000000011000185_20110701224603984_01_3", Err("condition flag"));
-        check("999/901/9999013/20110701/OMP-01/9999013_20110701_OMP-01_000000011000185_01_1", Err("6 '_'-separated fields"));
+        check(
+            "999/901/9999013/20110701/OMP-01/9999013_20110701_OMP-01_000000011000185_01_1",
+            Err("6 '_'-separated fields"),
+        );
         check("999/901/9999013/2011-07/OMP-01/x", Err("date folder"));
         check("999/901/9999013/OMP-01/x", Err("5 folder levels"));
-        check("99/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1", Err("belongs under"));
+        check(
+            "99/901/9999013/-/ADT-00/9999013_-_ADT-00_999999999999999_20111220224447339_-_1",
+            Err("belongs under"),
+        );
     }
 
     #[test]

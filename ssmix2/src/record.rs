@@ -14,7 +14,10 @@ pub struct Row {
 
 impl Row {
     fn new(table: &'static str) -> Row {
-        Row { table, cols: Vec::with_capacity(24) }
+        Row {
+            table,
+            cols: Vec::with_capacity(24),
+        }
     }
 
     fn set(mut self, col: &'static str, v: Option<String>) -> Row {
@@ -31,7 +34,10 @@ impl Row {
 
     /// The value of a column, for tests and callers that look at what was mapped.
     pub fn get(&self, col: &str) -> Option<&str> {
-        self.cols.iter().find(|(c, _)| *c == col).and_then(|(_, v)| v.as_deref())
+        self.cols
+            .iter()
+            .find(|(c, _)| *c == col)
+            .and_then(|(_, v)| v.as_deref())
     }
 }
 
@@ -70,29 +76,37 @@ fn expected_message(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-const CANCEL_EVENTS: &[&str] = &["A11", "A12", "A13", "A23", "A25", "A26", "A27", "A52", "A53", "A55"];
+const CANCEL_EVENTS: &[&str] = &[
+    "A11", "A12", "A13", "A23", "A25", "A26", "A27", "A52", "A53", "A55",
+];
 
 /// Maps a standard-storage message. Unknown data types keep their raw file and get no rows.
 pub fn map(name: &StoredName, msg: &Message) -> Mapped {
     let mut out = Mapped::default();
     let msh = &msg.segments[0];
-    let msg_type = format!("{}^{}", msh.comp(9, 1).unwrap_or_default(), msh.comp(9, 2).unwrap_or_default());
+    let msg_type = format!(
+        "{}^{}",
+        msh.comp(9, 1).unwrap_or_default(),
+        msh.comp(9, 2).unwrap_or_default()
+    );
     match expected_message(&name.data_type) {
         Some(ok) if !ok.contains(&msg_type.as_str()) => out.warnings.push(format!(
             "data type {} is sent as {}, but MSH-9 says {msg_type}",
             name.data_type,
             ok.join(" or ")
         )),
-        None => out.warnings.push(format!("data type {} has no table; its raw file is kept", name.data_type)),
+        None => out.warnings.push(format!(
+            "data type {} has no table; its raw file is kept",
+            name.data_type
+        )),
         _ => {}
     }
     match name.data_type.as_str() {
         "ADT-00" => patient(msg, &mut out),
         "ADT-61" => allergies(msg, &mut out),
         "PPR-01" => diagnoses(msg, &mut out),
-        "ADT-12" | "ADT-21" | "ADT-22" | "ADT-31" | "ADT-32" | "ADT-41" | "ADT-42" | "ADT-51" | "ADT-52" => {
-            encounter(&name.data_type, msg, &mut out)
-        }
+        "ADT-12" | "ADT-21" | "ADT-22" | "ADT-31" | "ADT-32" | "ADT-41" | "ADT-42" | "ADT-51"
+        | "ADT-52" => encounter(&name.data_type, msg, &mut out),
         "OMP-01" => medication_orders("prescription", msg, &mut out),
         "OMP-02" => medication_orders("injection", msg, &mut out),
         "OMP-11" => administrations("prescription", msg, &mut out),
@@ -129,7 +143,10 @@ pub fn document(name: &StoredName, size: usize) -> Row {
 }
 
 fn media_type(file: &str) -> &'static str {
-    let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = file
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "hl7" => "x-application/hl7-v2+er7",
         "xml" => "application/xml",
@@ -164,7 +181,13 @@ fn join_name(family: Option<String>, given: Option<String>) -> Option<String> {
 }
 
 /// Picks the repetitions of an XPN field by their representation code: (ideographic, phonetic).
-fn names(s: &Segment, n: usize) -> ((Option<String>, Option<String>), (Option<String>, Option<String>)) {
+fn names(
+    s: &Segment,
+    n: usize,
+) -> (
+    (Option<String>, Option<String>),
+    (Option<String>, Option<String>),
+) {
     let mut kanji = None;
     let mut kana = None;
     for r in 0..s.reps(n) {
@@ -189,14 +212,19 @@ fn address(s: &Segment, n: usize) -> (Option<String>, Option<String>) {
     let postal = s.comp(n, 5);
     let text = s.comp(n, 8).or_else(|| {
         let parts: Vec<String> = [4, 3, 1, 2].iter().filter_map(|&c| s.comp(n, c)).collect();
-        if parts.is_empty() { None } else { Some(parts.concat()) }
+        if parts.is_empty() {
+            None
+        } else {
+            Some(parts.concat())
+        }
     });
     (postal, text)
 }
 
 fn patient(msg: &Message, out: &mut Mapped) {
     let Some(pid) = msg.first("PID") else {
-        out.warnings.push("ADT-00 without PID: no patient row".into());
+        out.warnings
+            .push("ADT-00 without PID: no patient row".into());
         return;
     };
     let ((fk, gk), (fp, gp)) = names(pid, 5);
@@ -267,7 +295,8 @@ fn patient(msg: &Message, out: &mut Mapped) {
         );
     }
     for al1 in msg.all("AL1") {
-        out.rows.push(allergy("AL1", al1).set("onset_date", al1.get(6)));
+        out.rows
+            .push(allergy("AL1", al1).set("onset_date", al1.get(6)));
     }
 }
 
@@ -321,7 +350,17 @@ fn diagnoses(msg: &Message, out: &mut Mapped) {
                     .set("onset_on", seg.get(16))
                     .set("display_name", seg.text(17))
                     .set("ranking", seg.comp(18, 2).or_else(|| seg.comp(18, 1)))
-                    .set("is_main", Some(if seg.comp(18, 1).as_deref() == Some("1") { "1" } else { "0" }.into())),
+                    .set(
+                        "is_main",
+                        Some(
+                            if seg.comp(18, 1).as_deref() == Some("1") {
+                                "1"
+                            } else {
+                                "0"
+                            }
+                            .into(),
+                        ),
+                    ),
             ),
             "ZPR" => {
                 if let Some(last) = out.rows.last_mut().filter(|r| r.table == "diagnosis") {
@@ -397,8 +436,14 @@ fn medication_orders(kind: &'static str, msg: &Message, out: &mut Mapped) {
         let find = |name: &str| g.iter().copied().find(|s| s.name() == name);
         let Some(rxe) = find("RXE") else {
             // A cancel (ORC-1 CA, DC, OC ...) names the order alone; anything else lost its drug.
-            if !matches!(orc.get(1).as_deref(), Some("CA" | "DC" | "OC" | "OD" | "CR" | "DR")) {
-                out.warnings.push(format!("ORC {} without RXE", orc.get(2).unwrap_or_default()));
+            if !matches!(
+                orc.get(1).as_deref(),
+                Some("CA" | "DC" | "OC" | "OD" | "CR" | "DR")
+            ) {
+                out.warnings.push(format!(
+                    "ORC {} without RXE",
+                    orc.get(2).unwrap_or_default()
+                ));
             }
             continue;
         };
@@ -420,18 +465,30 @@ fn medication_orders(kind: &'static str, msg: &Message, out: &mut Mapped) {
         base.put("dispense_unit", rxe.comp(11, 2).or_else(|| rxe.comp(11, 1)));
         base.put("rx_no", rxe.get(15));
         base.put("daily_dose", rxe.comp(19, 1));
-        base.put("daily_unit", rxe.sub(19, 2, 2).or_else(|| rxe.sub(19, 2, 1)));
+        base.put(
+            "daily_unit",
+            rxe.sub(19, 2, 2).or_else(|| rxe.sub(19, 2, 1)),
+        );
         base.put(
             "category",
-            Some((0..rxe.reps(21)).filter_map(|r| rxe.comp_rep(21, r, 2).or_else(|| rxe.comp_rep(21, r, 1))).collect::<Vec<_>>().join(" "))
-                .filter(|s| !s.is_empty()),
+            Some(
+                (0..rxe.reps(21))
+                    .filter_map(|r| rxe.comp_rep(21, r, 2).or_else(|| rxe.comp_rep(21, r, 1)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+            .filter(|s| !s.is_empty()),
         );
         base.put("rate", rxe.get(24));
         base.put("rate_unit", rxe.comp(25, 1));
         if let Some(tq1) = find("TQ1") {
             base.put("usage_code", tq1.sub(3, 1, 1));
             base.put("usage_text", tq1.sub(3, 1, 2));
-            if tq1.comp(6, 2).as_deref().is_none_or(|u| u == "d" || u == "D") {
+            if tq1
+                .comp(6, 2)
+                .as_deref()
+                .is_none_or(|u| u == "d" || u == "D")
+            {
                 base.put("days", tq1.comp(6, 1));
             }
             base.put("start_at", tq1.get(7));
@@ -459,7 +516,9 @@ fn medication_orders(kind: &'static str, msg: &Message, out: &mut Mapped) {
             }
         } else {
             out.rows.push(
-                base.set("drug_code", rxe.comp(2, 1)).set("drug_name", rxe.comp(2, 2)).set("drug_system", rxe.comp(2, 3)),
+                base.set("drug_code", rxe.comp(2, 1))
+                    .set("drug_name", rxe.comp(2, 2))
+                    .set("drug_system", rxe.comp(2, 3)),
             );
         }
     }
@@ -485,7 +544,17 @@ fn administrations(kind: &'static str, msg: &Message, out: &mut Mapped) {
                         .set("unit", seg.comp(7, 2))
                         .set("note", seg.comp(9, 2).or_else(|| seg.comp(9, 1)))
                         .set("performer", person(seg, 10))
-                        .set("location", Some([1, 2, 3].iter().filter_map(|&c| seg.comp(11, c)).collect::<Vec<_>>().join("-")).filter(|s| !s.is_empty()))
+                        .set(
+                            "location",
+                            Some(
+                                [1, 2, 3]
+                                    .iter()
+                                    .filter_map(|&c| seg.comp(11, c))
+                                    .collect::<Vec<_>>()
+                                    .join("-"),
+                            )
+                            .filter(|s| !s.is_empty()),
+                        )
                         .set("rate", seg.get(12))
                         .set("completion", seg.get(20))
                         .set("entered_at", seg.get(22)),
@@ -534,7 +603,8 @@ fn observation(table: &'static str, obx: &Segment) -> Row {
 }
 
 fn lab_results(msg: &Message, out: &mut Mapped) {
-    let (mut spm, mut obr, mut orc): (Option<&Segment>, Option<&Segment>, Option<&Segment>) = (None, None, None);
+    let (mut spm, mut obr, mut orc): (Option<&Segment>, Option<&Segment>, Option<&Segment>) =
+        (None, None, None);
     for seg in &msg.segments {
         match seg.name() {
             "SPM" => (spm, obr, orc) = (Some(seg), None, None),
@@ -542,7 +612,11 @@ fn lab_results(msg: &Message, out: &mut Mapped) {
             "ORC" => orc = Some(seg),
             "OBX" => {
                 let mut row = observation("lab_result", seg);
-                row.put("order_no", orc.and_then(|o| o.get(2)).or_else(|| obr.and_then(|o| o.get(2))));
+                row.put(
+                    "order_no",
+                    orc.and_then(|o| o.get(2))
+                        .or_else(|| obr.and_then(|o| o.get(2))),
+                );
                 if let Some(s) = spm {
                     row.put("specimen_id", s.get(2));
                     row.put("specimen_code", s.comp(4, 1));
@@ -596,7 +670,9 @@ fn lab_orders(msg: &Message, out: &mut Mapped) {
                 // A test requested under the current OBR; OBX under SPM alone describe the specimen.
                 let base = match (&pending, out.rows.last()) {
                     (Some(p), _) => Some(p.clone()),
-                    (None, Some(last)) if last.table == "lab_order" && orc.is_some() => Some(last.clone()),
+                    (None, Some(last)) if last.table == "lab_order" && orc.is_some() => {
+                        Some(last.clone())
+                    }
                     _ => None,
                 };
                 if let Some(base) = base {
@@ -644,7 +720,11 @@ fn exam_orders(kind: &'static str, msg: &Message, out: &mut Mapped) {
                 current_order = row.get("order_no").map(str::to_owned);
                 out.rows.push(row);
             }
-            "OBX" => out.rows.push(observation("exam_observation", seg).set("kind", Some(kind.into())).set("order_no", current_order.clone())),
+            "OBX" => out.rows.push(
+                observation("exam_observation", seg)
+                    .set("kind", Some(kind.into()))
+                    .set("order_no", current_order.clone()),
+            ),
             _ => {}
         }
     }
@@ -685,7 +765,11 @@ fn exam_reports(kind: &'static str, msg: &Message, out: &mut Mapped) {
                     r.put("modality", seg.comp(5, 1));
                 }
             }
-            "OBX" => out.rows.push(observation("exam_observation", seg).set("kind", Some(kind.into())).set("order_no", current_order.clone())),
+            "OBX" => out.rows.push(
+                observation("exam_observation", seg)
+                    .set("kind", Some(kind.into()))
+                    .set("order_no", current_order.clone()),
+            ),
             _ => {}
         }
     }
@@ -716,8 +800,8 @@ fn diet_orders(msg: &Message, out: &mut Mapped) {
 
 #[cfg(test)]
 mod tests {
-    use crate::path;
     use super::*;
+    use crate::path;
 
     fn mapped(rel: &str, text: &str) -> Mapped {
         let name = path::parse(rel).unwrap();
@@ -746,7 +830,11 @@ mod tests {
             "MSH|^~\\&|H|S|GW|R|20110701||ADT^A03^ADT_A03|1|P|2.5\rPV1|0001|I|32^302^1",
         );
         assert_eq!(m.rows.len(), 1);
-        assert!(m.warnings[0].contains("MSH-9 says ADT^A03"), "{:?}", m.warnings);
+        assert!(
+            m.warnings[0].contains("MSH-9 says ADT^A03"),
+            "{:?}",
+            m.warnings
+        );
     }
 
     #[test]

@@ -33,20 +33,63 @@ impl Rng {
 }
 
 const FAMILY: &[(&str, &str)] = &[
-    ("佐藤", "サトウ"), ("鈴木", "スズキ"), ("高橋", "タカハシ"), ("田中", "タナカ"), ("伊藤", "イトウ"),
-    ("渡辺", "ワタナベ"), ("山本", "ヤマモト"), ("中村", "ナカムラ"), ("小林", "コバヤシ"), ("加藤", "カトウ"),
-    ("吉田", "ヨシダ"), ("山田", "ヤマダ"), ("佐々木", "ササキ"), ("山口", "ヤマグチ"), ("松本", "マツモト"),
-    ("井上", "イノウエ"), ("木村", "キムラ"), ("林", "ハヤシ"), ("斎藤", "サイトウ"), ("清水", "シミズ"),
+    ("佐藤", "サトウ"),
+    ("鈴木", "スズキ"),
+    ("高橋", "タカハシ"),
+    ("田中", "タナカ"),
+    ("伊藤", "イトウ"),
+    ("渡辺", "ワタナベ"),
+    ("山本", "ヤマモト"),
+    ("中村", "ナカムラ"),
+    ("小林", "コバヤシ"),
+    ("加藤", "カトウ"),
+    ("吉田", "ヨシダ"),
+    ("山田", "ヤマダ"),
+    ("佐々木", "ササキ"),
+    ("山口", "ヤマグチ"),
+    ("松本", "マツモト"),
+    ("井上", "イノウエ"),
+    ("木村", "キムラ"),
+    ("林", "ハヤシ"),
+    ("斎藤", "サイトウ"),
+    ("清水", "シミズ"),
 ];
-const GIVEN_M: &[(&str, &str)] = &[("太郎", "タロウ"), ("一郎", "イチロウ"), ("健太", "ケンタ"), ("翔", "ショウ"), ("大輔", "ダイスケ"), ("浩", "ヒロシ"), ("誠", "マコト")];
-const GIVEN_F: &[(&str, &str)] = &[("花子", "ハナコ"), ("美咲", "ミサキ"), ("陽子", "ヨウコ"), ("結衣", "ユイ"), ("恵子", "ケイコ"), ("直美", "ナオミ"), ("愛", "アイ")];
-const TOWNS: &[&str] = &["香川県高松市番町１−２−３", "香川県丸亀市大手町２−４−１", "香川県坂出市京町１−１−１", "香川県善通寺市文京町３−１", "香川県観音寺市坂本町１−１−１"];
+const GIVEN_M: &[(&str, &str)] = &[
+    ("太郎", "タロウ"),
+    ("一郎", "イチロウ"),
+    ("健太", "ケンタ"),
+    ("翔", "ショウ"),
+    ("大輔", "ダイスケ"),
+    ("浩", "ヒロシ"),
+    ("誠", "マコト"),
+];
+const GIVEN_F: &[(&str, &str)] = &[
+    ("花子", "ハナコ"),
+    ("美咲", "ミサキ"),
+    ("陽子", "ヨウコ"),
+    ("結衣", "ユイ"),
+    ("恵子", "ケイコ"),
+    ("直美", "ナオミ"),
+    ("愛", "アイ"),
+];
+const TOWNS: &[&str] = &[
+    "香川県高松市番町１−２−３",
+    "香川県丸亀市大手町２−４−１",
+    "香川県坂出市京町１−１−１",
+    "香川県善通寺市文京町３−１",
+    "香川県観音寺市坂本町１−１−１",
+];
 
 /// (HOT9 code, name, unit code, unit name): synthetic but shaped like the real master.
 const DRUGS: &[(&str, &str, &str, &str)] = &[
     ("108665201", "ダーゼン錠（５ｍｇ）", "TAB", "錠"),
     ("110626901", "パンスポリンＴ錠（１００ｍｇ）", "TAB", "錠"),
-    ("103835401", "ロキソプロフェンナトリウム錠６０ｍｇ", "TAB", "錠"),
+    (
+        "103835401",
+        "ロキソプロフェンナトリウム錠６０ｍｇ",
+        "TAB",
+        "錠",
+    ),
     ("111275701", "アムロジピン錠５ｍｇ", "TAB", "錠"),
     ("105271807", "カルボシステイン錠２５０ｍｇ", "TAB", "錠"),
     ("107762601", "メトホルミン塩酸塩錠２５０ｍｇ", "TAB", "錠"),
@@ -103,13 +146,34 @@ pub struct Spec {
 
 impl Spec {
     pub fn clinic_year() -> Spec {
-        Spec { patients: 2_000, days: 365, visits: 6, seed: 1, malformed: 0, start_day: 20_179 }
+        Spec {
+            patients: 2_000,
+            days: 365,
+            visits: 6,
+            seed: 1,
+            malformed: 0,
+            start_day: 20_179,
+        }
     }
     pub fn hospital() -> Spec {
-        Spec { patients: 50_000, days: 365, visits: 1, seed: 2, malformed: 0, start_day: 20_179 }
+        Spec {
+            patients: 50_000,
+            days: 365,
+            visits: 1,
+            seed: 2,
+            malformed: 0,
+            start_day: 20_179,
+        }
     }
     pub fn small(seed: u64) -> Spec {
-        Spec { patients: 12, days: 30, visits: 3, seed, malformed: 0, start_day: 20_179 }
+        Spec {
+            patients: 12,
+            days: 30,
+            visits: 3,
+            seed,
+            malformed: 0,
+            start_day: 20_179,
+        }
     }
 }
 
@@ -162,7 +226,8 @@ struct Writer {
     counter: u64,
 }
 
-const MSH_TAIL: &str = "P|2.5||||||~ISO IR87||ISO2022-1994|SS-MIX2_1.20^SS-MIX2^1.2.392.200250.2.1.100.1.2.120^ISO";
+const MSH_TAIL: &str =
+    "P|2.5||||||~ISO IR87||ISO2022-1994|SS-MIX2_1.20^SS-MIX2^1.2.392.200250.2.1.100.1.2.120^ISO";
 
 impl Writer {
     fn encode(&mut self, segments: &[String]) -> Vec<u8> {
@@ -185,8 +250,24 @@ impl Writer {
         b
     }
 
-    fn write(&mut self, pid: &str, date: &str, kind: &str, order: &str, time: &str, dept: &str, flag: u8, bytes: &[u8]) -> PathBuf {
-        let dir = self.standard.join(&pid[..3]).join(&pid[3..6]).join(pid).join(date).join(kind);
+    fn write(
+        &mut self,
+        pid: &str,
+        date: &str,
+        kind: &str,
+        order: &str,
+        time: &str,
+        dept: &str,
+        flag: u8,
+        bytes: &[u8],
+    ) -> PathBuf {
+        let dir = self
+            .standard
+            .join(&pid[..3])
+            .join(&pid[3..6])
+            .join(pid)
+            .join(date)
+            .join(kind);
         std::fs::create_dir_all(&dir).expect("create folder");
         let p = dir.join(format!("{pid}_{date}_{kind}_{order}_{time}_{dept}_{flag}"));
         std::fs::write(&p, bytes).expect("write file");
@@ -204,7 +285,10 @@ impl Writer {
         let m = self.rng.below(60);
         let s = self.rng.below(60);
         let ms = self.rng.below(1000);
-        (format!("{date}{hour:02}{m:02}{s:02}{ms:03}"), format!("{date}{hour:02}{m:02}{s:02}.{ms:03}"))
+        (
+            format!("{date}{hour:02}{m:02}{s:02}{ms:03}"),
+            format!("{date}{hour:02}{m:02}{s:02}.{ms:03}"),
+        )
     }
 }
 
@@ -227,7 +311,13 @@ pub fn generate(spec: &Spec, out: &Path) -> Written {
 /// Writes a tree with `people` in it besides the spec's random patients: the way to put one
 /// person into several facilities' trees under each facility's own patient ID.
 pub fn generate_with(spec: &Spec, out: &Path, people: &[Patient]) -> Written {
-    let mut w = Writer { standard: out.join("standard"), extended: out.join("extended"), out: Written::default(), rng: Rng::new(spec.seed), counter: 0 };
+    let mut w = Writer {
+        standard: out.join("standard"),
+        extended: out.join("extended"),
+        out: Written::default(),
+        rng: Rng::new(spec.seed),
+        counter: 0,
+    };
     std::fs::create_dir_all(&w.standard).expect("create standard root");
     std::fs::create_dir_all(&w.extended).expect("create extended root");
     for i in 0..spec.patients {
@@ -257,10 +347,14 @@ fn person(w: &mut Writer, p: &Patient, spec: &Spec) {
     // One reception a day at most: ADT-12 has no order number, so a second one the same day
     // would be a new version of the first, not a second visit.
     let days: std::collections::BTreeSet<i64> = match p.visits {
-        Some(n) => (0..n).map(|k| spec.start_day + (k * spec.days / n.max(1)) as i64).collect(),
+        Some(n) => (0..n)
+            .map(|k| spec.start_day + (k * spec.days / n.max(1)) as i64)
+            .collect(),
         None => {
             let visits = 1 + w.rng.below(spec.visits * 2);
-            (0..visits).map(|_| spec.start_day + w.rng.below(spec.days) as i64).collect()
+            (0..visits)
+                .map(|_| spec.start_day + w.rng.below(spec.days) as i64)
+                .collect()
         }
     };
     for day in days {
@@ -281,12 +375,29 @@ fn patient_master(w: &mut Writer, p: &Patient, spec: &Spec) {
         format!("EVN||{}", &t[..12]),
         format!(
             "{}|||^^^^760-{:04}^JPN^H^{}||^PRN^PH^^^^^^^^^087-{:03}-{:04}|||||||||||||||||||{}",
-            pid_seg(p), w.rng.below(10_000), town, w.rng.below(1000), w.rng.below(10_000), &t[..14]
+            pid_seg(p),
+            w.rng.below(10_000),
+            town,
+            w.rng.below(1000),
+            w.rng.below(10_000),
+            &t[..14]
         ),
         "PV1|0001|O".into(),
-        format!("OBX|1|NM|9N001000000000001^身長^JC10||{}.{}|cm^cm^ISO+|||||F", 145 + w.rng.below(40), w.rng.below(10)),
-        format!("OBX|2|NM|9N006000000000001^体重^JC10||{}.{}|kg^kg^ISO+|||||F", 40 + w.rng.below(50), w.rng.below(10)),
-        format!("IN1|1|06^組合管掌健康保険^JHSD0001|{:08}|||||||||{}|||||SEL^本人^HL70063", 6_370_000 + w.rng.below(9999), date),
+        format!(
+            "OBX|1|NM|9N001000000000001^身長^JC10||{}.{}|cm^cm^ISO+|||||F",
+            145 + w.rng.below(40),
+            w.rng.below(10)
+        ),
+        format!(
+            "OBX|2|NM|9N006000000000001^体重^JC10||{}.{}|kg^kg^ISO+|||||F",
+            40 + w.rng.below(50),
+            w.rng.below(10)
+        ),
+        format!(
+            "IN1|1|06^組合管掌健康保険^JHSD0001|{:08}|||||||||{}|||||SEL^本人^HL70063",
+            6_370_000 + w.rng.below(9999),
+            date
+        ),
     ];
     if w.rng.chance(20) {
         segs.push("AL1|1|DA^薬剤アレルギー^HL70127|1^ペニシリン^99XYZ".into());
@@ -301,7 +412,10 @@ fn patient_master(w: &mut Writer, p: &Patient, spec: &Spec) {
             msh("ADT^A60^ADT_A60", &ts, w.counter),
             format!("EVN||{}", &t[..14]),
             pid_seg(p),
-            format!("IAM|1|{}^{}^HL70127|{}^{}^JC10|MI^軽度^HL70128|発疹|A^追加^HL70323", a.0, a.1, a.2, a.3),
+            format!(
+                "IAM|1|{}^{}^HL70127|{}^{}^JC10|MI^軽度^HL70128|発疹|A^追加^HL70323",
+                a.0, a.1, a.2, a.3
+            ),
         ];
         let b = w.encode(&segs);
         w.write(&p.pid, "-", "ADT-61", "999999999999999", &t, "-", 1, &b);
@@ -314,7 +428,8 @@ fn patient_master(w: &mut Writer, p: &Patient, spec: &Spec) {
         let (t, ts) = w.stamp(&ymd(spec.start_day + 1 + v), 10);
         let mut segs = vec![msh("PPR^ZD1^PPR_ZD1", &ts, w.counter), pid_seg(p)];
         for k in 0..n + v as u64 {
-            let d = DISEASES[((p.pid.len() as u64 + k * 3 + w.rng.below(2)) % DISEASES.len() as u64) as usize];
+            let d = DISEASES
+                [((p.pid.len() as u64 + k * 3 + w.rng.below(2)) % DISEASES.len() as u64) as usize];
             segs.push(format!(
                 "PRB|AD|{}|{}^{}^MDCDX2|{:015}|||{}||||{}^^I10^O^外来時^JHSD0004||||N^回復せず^HL70241|||{}|{}^{}^JHSD0007",
                 &t[..8], d.0, d.1, k + 1, &t[..8], d.2, d.1, if k == 0 { 1 } else { 2 }, if k == 0 { "主診断" } else { "副診断" }
@@ -367,7 +482,10 @@ fn prescription(w: &mut Writer, p: &Patient, date: &str) {
             "RXE||{}^{}^HOT9|{dose}||{}^{}^MR9P|||||{}|{}^{}^MR9P||||{order}||||{}^{}&{}&MR9P||OHP^外来処方^MR9P",
             d.0, d.1, d.2, d.3, dose * u64::from(u.2) * days, d.2, d.3, dose * u64::from(u.2), d.2, d.3
         ));
-        body.push(format!("TQ1|1||{}&{}&JAMISDP01|||{days}^d|{date}", u.0, u.1));
+        body.push(format!(
+            "TQ1|1||{}&{}&JAMISDP01|||{days}^d|{date}",
+            u.0, u.1
+        ));
         body.push("RXR|PO^口^HL70162".into());
     }
     let mut versions = vec![(body.clone(), 1u8)];
@@ -381,7 +499,11 @@ fn prescription(w: &mut Writer, p: &Patient, date: &str) {
     let n = versions.len();
     for (i, (b, flag)) in versions.into_iter().enumerate() {
         let (t, ts) = w.stamp(date, 11 + i as u64);
-        let mut segs = vec![msh("RDE^O11^RDE_O11", &ts, w.counter), pid_seg(p), "PV1|0001|O|01^^^^^C||||110^医師^一郎^^^^^^^L^^^^^I|||01".into()];
+        let mut segs = vec![
+            msh("RDE^O11^RDE_O11", &ts, w.counter),
+            pid_seg(p),
+            "PV1|0001|O|01^^^^^C||||110^医師^一郎^^^^^^^L^^^^^I|||01".into(),
+        ];
         segs.extend(b);
         let bytes = w.encode(&segs);
         let flag = if cancel { 0 } else { flag };
@@ -391,7 +513,11 @@ fn prescription(w: &mut Writer, p: &Patient, date: &str) {
         if cancel && i + 1 == n {
             // The cancel message itself, written as a flag-0 tombstone.
             let (t, ts) = w.stamp(date, 16);
-            let segs = vec![msh("RDE^O11^RDE_O11", &ts, w.counter), pid_seg(p), format!("ORC|CA|{order}|||||||{date}1600")];
+            let segs = vec![
+                msh("RDE^O11^RDE_O11", &ts, w.counter),
+                pid_seg(p),
+                format!("ORC|CA|{order}|||||||{date}1600"),
+            ];
             let bytes = w.encode(&segs);
             w.out.deleted += 1;
             w.write(&p.pid, date, "OMP-01", &order, &t, "01", 0, &bytes);
@@ -423,16 +549,35 @@ fn lab(w: &mut Writer, p: &Patient, date: &str) {
         pid_seg(p),
         "PV1|0001|O|01^^^^^C".into(),
         format!("SPM|1|{order}||023^血清^JC10|||||||||||||{date}0930"),
-        format!("OBR|1|{order}||E001^生化学的検査^99O03|||{date}0930||||||||||||||||{}", &t[..14]),
-        format!("ORC|SC|{order}|||CM||||{date}0900|||110^医師^一郎^^^^^^^L^^^^^I|||||01^内科^99XY1"),
+        format!(
+            "OBR|1|{order}||E001^生化学的検査^99O03|||{date}0930||||||||||||||||{}",
+            &t[..14]
+        ),
+        format!(
+            "ORC|SC|{order}|||CM||||{date}0900|||110^医師^一郎^^^^^^^L^^^^^I|||||01^内科^99XY1"
+        ),
     ];
     for (k, l) in tests.iter().enumerate() {
         let span = l.4 - l.3;
         let v = l.3 - span * 0.2 + span * 1.4 * (w.rng.below(1000) as f64 / 1000.0);
-        let flag = if v < l.3 { "L" } else if v > l.4 { "H" } else { "" };
+        let flag = if v < l.3 {
+            "L"
+        } else if v > l.4 {
+            "H"
+        } else {
+            ""
+        };
         segs.push(format!(
             "OBX|{}|NM|{}^{}^JC10||{:.*}|{}^{}^99XYZ|{}-{}|{flag}|||F|||{date}0930",
-            k + 1, l.0, l.1, l.5 as usize, v, l.2, l.2, l.3, l.4
+            k + 1,
+            l.0,
+            l.1,
+            l.5 as usize,
+            v,
+            l.2,
+            l.2,
+            l.3,
+            l.4
         ));
     }
     let b = w.encode(&segs);
@@ -442,8 +587,18 @@ fn lab(w: &mut Writer, p: &Patient, date: &str) {
 fn exam(w: &mut Writer, p: &Patient, date: &str) {
     let order = w.order_no();
     let (kind_o, kind_r, item, modality) = *w.rng.pick(&[
-        ("OMG-01", "OMG-11", "10000002000102000000010000000000^胸部.Ｘ線単純撮影.立位正面^JJ1017", "CR"),
-        ("OMG-02", "OMG-12", "11000001000^検査.上部.−.−.上部通常内視鏡.−^LENDO", "ES"),
+        (
+            "OMG-01",
+            "OMG-11",
+            "10000002000102000000010000000000^胸部.Ｘ線単純撮影.立位正面^JJ1017",
+            "CR",
+        ),
+        (
+            "OMG-02",
+            "OMG-12",
+            "11000001000^検査.上部.−.−.上部通常内視鏡.−^LENDO",
+            "ES",
+        ),
         ("OMG-03", "OMG-13", "9A110^標準１２誘導心電図^JC10", "ECG"),
     ]);
     let (t, ts) = w.stamp(date, 10);
@@ -460,14 +615,28 @@ fn exam(w: &mut Writer, p: &Patient, date: &str) {
     w.write(&p.pid, date, kind_o, &order, &t, "01", 1, &b);
     let (t, ts) = w.stamp(date, 14);
     let mut segs = if kind_r == "OMG-13" {
-        vec![msh("ORU^R01^ORU_R01", &ts, w.counter), pid_seg(p), "PV1|0001|O".into()]
+        vec![
+            msh("ORU^R01^ORU_R01", &ts, w.counter),
+            pid_seg(p),
+            "PV1|0001|O".into(),
+        ]
     } else {
-        vec![msh("OMI^Z23^OMI_Z23", &ts, w.counter), pid_seg(p), "PV1|0001|O".into(), format!("ORC|SC|{order}|||CM||||{date}1000")]
+        vec![
+            msh("OMI^Z23^OMI_Z23", &ts, w.counter),
+            pid_seg(p),
+            "PV1|0001|O".into(),
+            format!("ORC|SC|{order}|||CM||||{date}1000"),
+        ]
     };
-    segs.push(format!("OBR|1|{order}||{item}|||{date}1100|||||||||||||||{}|||F", &t[..14]));
+    segs.push(format!(
+        "OBR|1|{order}||{item}|||{date}1100|||||||||||||||{}|||F",
+        &t[..14]
+    ));
     segs.push("OBX|1|TX|IMP^所見^JSHR||特記すべき異常所見なし||||||F".into());
     if kind_r != "OMG-13" {
-        segs.push(format!("IPC|A{order}|P{order}|1.2.392.200036.9999.{order}||{modality}^^DCM"));
+        segs.push(format!(
+            "IPC|A{order}|P{order}|1.2.392.200036.9999.{order}||{modality}^^DCM"
+        ));
     }
     let b = w.encode(&segs);
     w.write(&p.pid, date, kind_r, &order, &t, "01", 1, &b);
@@ -545,7 +714,14 @@ fn document(w: &mut Writer, p: &Patient, date: &str) {
     let (t, _) = w.stamp(date, 16);
     let folder = "^診療情報提供書^^MD0020730^診療情報提供書^JHSD";
     let content = format!("{}_{date}_MD0020730_{key}_{t}_01_1", p.pid);
-    let dir = w.extended.join(&p.pid[..3]).join(&p.pid[3..6]).join(&p.pid).join(date).join(folder).join(content);
+    let dir = w
+        .extended
+        .join(&p.pid[..3])
+        .join(&p.pid[3..6])
+        .join(&p.pid)
+        .join(date)
+        .join(folder)
+        .join(content);
     std::fs::create_dir_all(&dir).expect("create content folder");
     let mut pdf = b"%PDF-1.4\n% synthetic referral letter\n".to_vec();
     pdf.extend((0..200 + w.rng.below(2000)).map(|_| (w.rng.next() & 0xFF) as u8));
@@ -564,9 +740,18 @@ fn malformed(w: &mut Writer, k: u64) {
     let time = format!("20250501120000{:03}", k % 1000);
     let (kind, bytes): (&str, Vec<u8>) = match k % 5 {
         // Shift_JIS bytes where ISO-2022-JP belongs.
-        0 => ("OMP-01", encoding_rs::SHIFT_JIS.encode("MSH|^~\\&|HIS\rPID|0001||1||患者^太郎\r").0.into_owned()),
+        0 => (
+            "OMP-01",
+            encoding_rs::SHIFT_JIS
+                .encode("MSH|^~\\&|HIS\rPID|0001||1||患者^太郎\r")
+                .0
+                .into_owned(),
+        ),
         // Random bytes, as ransomware leaves them.
-        1 => ("OMP-01", (0..512).map(|_| (w.rng.next() & 0xFF) as u8).collect()),
+        1 => (
+            "OMP-01",
+            (0..512).map(|_| (w.rng.next() & 0xFF) as u8).collect(),
+        ),
         // No MSH.
         2 => ("OMP-01", b"PID|0001||1\rORC|NW|1\r".to_vec()),
         // Empty.
@@ -575,9 +760,19 @@ fn malformed(w: &mut Writer, k: u64) {
         _ => ("OMP-01", b"MSH|^~\\&|HIS\rPID|1\r".to_vec()),
     };
     let folder_kind = if k % 5 == 4 { "OML-11" } else { kind };
-    let dir = w.standard.join(&pid[..3]).join(&pid[3..6]).join(&pid).join(date).join(folder_kind);
+    let dir = w
+        .standard
+        .join(&pid[..3])
+        .join(&pid[3..6])
+        .join(&pid)
+        .join(date)
+        .join(folder_kind);
     std::fs::create_dir_all(&dir).expect("create folder");
-    std::fs::write(dir.join(format!("{pid}_{date}_{kind}_{order}_{time}_01_1")), &bytes).expect("write");
+    std::fs::write(
+        dir.join(format!("{pid}_{date}_{kind}_{order}_{time}_01_1")),
+        &bytes,
+    )
+    .expect("write");
     w.out.files += 1;
     w.out.bytes += bytes.len() as u64;
     w.out.malformed += 1;
@@ -600,7 +795,12 @@ mod tests {
         let wa = generate(&Spec::small(5), a.path());
         let wb = generate(&Spec::small(5), b.path());
         assert_eq!(wa, wb);
-        let st = std::process::Command::new("diff").arg("-r").arg(a.path()).arg(b.path()).status().unwrap();
+        let st = std::process::Command::new("diff")
+            .arg("-r")
+            .arg(a.path())
+            .arg(b.path())
+            .status()
+            .unwrap();
         assert!(st.success());
         assert!(wa.files > 12 * 3);
     }

@@ -16,26 +16,40 @@ pub fn bin_dir() -> PathBuf {
 /// The path of a workspace binary, which must have been built (`cargo build --workspace`).
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is not built: run `cargo build --workspace --all-targets` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --all-targets` first",
+        p.display()
+    );
     p
 }
 
 /// The text a hub's Prometheus listener serves at /metrics (empty when it does not answer).
 pub fn metrics(addr: &str) -> String {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return String::new();
     }
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// One sample's value (`name{labels}`) in Prometheus' text.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// The real files nobody here wrote (the NHO SS-MIX2 sample, a receipt file with master

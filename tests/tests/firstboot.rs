@@ -10,7 +10,11 @@ use std::process::Command;
 use common::net::{free_port, wait_for, Appliance, Hub, FACILITY};
 
 fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl").args(["-s", "--max-time", "60", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "60", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
     (body.to_string(), code.to_string())
@@ -36,46 +40,115 @@ fn a_new_box_shows_its_enrolment_page_enrols_restores_the_facility_and_serves() 
     let runtime = tempfile::tempdir().unwrap();
     new.start(&[("RUNTIME_DIRECTORY", runtime.path().to_str().unwrap())]);
     let page = format!("http://127.0.0.2:{plain}/");
-    wait_for(30, "the enrolment page", || std::net::TcpStream::connect(("127.0.0.2", plain)).is_ok());
+    wait_for(30, "the enrolment page", || {
+        std::net::TcpStream::connect(("127.0.0.2", plain)).is_ok()
+    });
 
     let (body, code) = curl(&[&page]);
     assert_eq!(code, "200");
-    assert!(body.contains("tsunagi 機器の登録") && body.contains(&hub.fingerprint), "{body}");
+    assert!(
+        body.contains("tsunagi 機器の登録") && body.contains(&hub.fingerprint),
+        "{body}"
+    );
     // The name the browser used is offered as the box's LAN name.
     assert!(body.contains("value=\"127.0.0.2\""), "{body}");
     let console = std::fs::read_to_string(runtime.path().join("console.issue")).unwrap();
-    assert!(console.contains("not enrolled yet") && console.contains(&format!("http://\\4:{plain}/")), "{console}");
+    assert!(
+        console.contains("not enrolled yet") && console.contains(&format!("http://\\4:{plain}/")),
+        "{console}"
+    );
 
     let enrol = format!("{page}enrol");
     // Another site's page cannot submit a token to the box.
     let token = hub.token(FACILITY, "1d");
-    let (body, code) = curl(&["-H", "Origin: http://evil.example", "--data-urlencode", &format!("token={token}"), "--data-urlencode", "name=127.0.0.2", &enrol]);
+    let (body, code) = curl(&[
+        "-H",
+        "Origin: http://evil.example",
+        "--data-urlencode",
+        &format!("token={token}"),
+        "--data-urlencode",
+        "name=127.0.0.2",
+        &enrol,
+    ]);
     assert_eq!(code, "403", "{body}");
     // A wrong token: the hub's reason, and nothing written.
-    let (body, code) = curl(&["--data-urlencode", "token=not-a-token", "--data-urlencode", "name=127.0.0.2", &enrol]);
+    let (body, code) = curl(&[
+        "--data-urlencode",
+        "token=not-a-token",
+        "--data-urlencode",
+        "name=127.0.0.2",
+        &enrol,
+    ]);
     assert_eq!(code, "400");
     assert!(body.contains("登録できませんでした"), "{body}");
     assert!(!new.dir.path().join("identity/identity.pem").exists());
-    assert!(std::fs::read_to_string(runtime.path().join("console.issue")).unwrap().contains("last attempt"));
+    assert!(
+        std::fs::read_to_string(runtime.path().join("console.issue"))
+            .unwrap()
+            .contains("last attempt")
+    );
     // The hub's own address: refused by the hub, the page says what to use, the token is kept.
-    let (body, code) = curl(&["--data-urlencode", &format!("token={token}"), "--data-urlencode", "name=127.0.0.1", &enrol]);
+    let (body, code) = curl(&[
+        "--data-urlencode",
+        &format!("token={token}"),
+        "--data-urlencode",
+        "name=127.0.0.1",
+        &enrol,
+    ]);
     assert_eq!(code, "400");
-    assert!(body.contains("登録できませんでした") && body.contains("private"), "{body}");
+    assert!(
+        body.contains("登録できませんでした") && body.contains("private"),
+        "{body}"
+    );
     // No name: refused before anything is sent to the hub.
-    let (_, code) = curl(&["--data-urlencode", &format!("token={token}"), "--data-urlencode", "name=", &enrol]);
+    let (_, code) = curl(&[
+        "--data-urlencode",
+        &format!("token={token}"),
+        "--data-urlencode",
+        "name=",
+        &enrol,
+    ]);
     assert_eq!(code, "400");
 
-    let (body, code) = curl(&["--data-urlencode", &format!("token={token}"), "--data-urlencode", "name=127.0.0.2", "--data-urlencode", "appliance=new-box", &enrol]);
+    let (body, code) = curl(&[
+        "--data-urlencode",
+        &format!("token={token}"),
+        "--data-urlencode",
+        "name=127.0.0.2",
+        "--data-urlencode",
+        "appliance=new-box",
+        &enrol,
+    ]);
     assert_eq!(code, "200", "{body}");
-    assert!(body.contains("登録しました") && body.contains("https://127.0.0.2/"), "{body}");
+    assert!(
+        body.contains("登録しました") && body.contains("https://127.0.0.2/"),
+        "{body}"
+    );
 
     // It restores the facility's copy, then serves the portal over its new LAN certificate.
-    wait_for(60, "the LAN proxy after enrolment", || std::net::TcpStream::connect(("127.0.0.2", https)).is_ok());
+    wait_for(60, "the LAN proxy after enrolment", || {
+        std::net::TcpStream::connect(("127.0.0.2", https)).is_ok()
+    });
     let log = std::fs::read_to_string(new.log_path()).unwrap();
-    assert!(log.contains("restored the facility's copy") && log.contains(&format!("seq={held}")), "{log}");
-    assert_eq!(new.status()["hub"]["seq"].as_u64(), Some(held), "the new box starts where the hub's copy is");
-    let (_, code) = curl(&["--cacert", hub.data().join("ca/root.crt").to_str().unwrap(), &format!("https://127.0.0.2:{https}/")]);
+    assert!(
+        log.contains("restored the facility's copy") && log.contains(&format!("seq={held}")),
+        "{log}"
+    );
+    assert_eq!(
+        new.status()["hub"]["seq"].as_u64(),
+        Some(held),
+        "the new box starts where the hub's copy is"
+    );
+    let (_, code) = curl(&[
+        "--cacert",
+        hub.data().join("ca/root.crt").to_str().unwrap(),
+        &format!("https://127.0.0.2:{https}/"),
+    ]);
     assert!(code == "303" || code == "200", "{code}");
-    assert!(std::fs::read_to_string(runtime.path().join("console.issue")).unwrap().contains("enrolled for facility"));
+    assert!(
+        std::fs::read_to_string(runtime.path().join("console.issue"))
+            .unwrap()
+            .contains("enrolled for facility")
+    );
     new.kill();
 }

@@ -22,7 +22,14 @@ const NEW: &str = "Chosen-pass2";
 
 /// The person both facilities have seen, under each facility's own patient ID.
 fn shared_person(pid: &str) -> Patient {
-    Patient { pid: pid.into(), family: ("山田", "ﾔﾏﾀﾞ"), given: ("太郎", "ﾀﾛｳ"), birth: "19580412".into(), sex: "M", visits: Some(6) }
+    Patient {
+        pid: pid.into(),
+        family: ("山田", "ﾔﾏﾀﾞ"),
+        given: ("太郎", "ﾀﾛｳ"),
+        birth: "19580412".into(),
+        sex: "M",
+        visits: Some(6),
+    }
 }
 
 /// A hub with facilities A and B, each with its own appliance that ingested and synced a small
@@ -31,20 +38,30 @@ fn shared_person(pid: &str) -> Patient {
 fn region() -> (Hub, Vec<(tempfile::TempDir, Appliance)>) {
     let hub = Hub::start(&[]);
     let mut boxes = Vec::new();
-    for (facility, name, pid, seed) in [(A, A_NAME, "0000770001", 11), (B, B_NAME, "0000880002", 12)] {
+    for (facility, name, pid, seed) in
+        [(A, A_NAME, "0000770001", 11), (B, B_NAME, "0000880002", 12)]
+    {
         let tree = tempfile::tempdir().unwrap();
         let mut spec = Spec::small(seed);
         spec.days = 60;
         gen::generate_with(&spec, tree.path(), &[shared_person(pid)]);
         let roots = [tree.path().join("standard"), tree.path().join("extended")];
         let root_refs: Vec<&Path> = roots.iter().map(|p| p.as_path()).collect();
-        let edge = Appliance::with_proxy(&hub, &root_refs, facility, name, &format!("box-{seed}"), "");
+        let edge =
+            Appliance::with_proxy(&hub, &root_refs, facility, name, &format!("box-{seed}"), "");
         edge.ingest(&root_refs);
         let out = edge.sync();
-        assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sync: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         boxes.push((tree, edge));
     }
-    boxes.push((tempfile::tempdir().unwrap(), Appliance::with_proxy(&hub, &[], C, "高松救命センター", "box-13", "")));
+    boxes.push((
+        tempfile::tempdir().unwrap(),
+        Appliance::with_proxy(&hub, &[], C, "高松救命センター", "box-13", ""),
+    ));
     for (_, edge) in boxes.iter_mut() {
         edge.start(&[]);
     }
@@ -53,7 +70,14 @@ fn region() -> (Hub, Vec<(tempfile::TempDir, Appliance)>) {
     }
     let db = hub.region();
     wait_for(60, "the index to take in both facilities", || {
-        let n = |f: &str| db.query_row("SELECT count(*) FROM patient WHERE facility = ?1", [f], |r| r.get::<_, i64>(0)).unwrap();
+        let n = |f: &str| {
+            db.query_row(
+                "SELECT count(*) FROM patient WHERE facility = ?1",
+                [f],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+        };
         n(A) == 13 && n(B) == 13
     });
     (hub, boxes)
@@ -69,7 +93,11 @@ fn login(b: &mut Browser, base: &str, user: &str, password: &str) {
 /// The first login: the portal sends the person to the password change before anything else.
 fn first_login(b: &mut Browser, base: &str, user: &str, shot: Option<&str>) {
     login(b, base, user, FIRST);
-    assert_eq!(b.path(), "/password", "{user}: first login must go to the password change");
+    assert_eq!(
+        b.path(),
+        "/password",
+        "{user}: first login must go to the password change"
+    );
     assert!(b.text("#forced").contains("初回ログイン"));
     // Nothing else is reachable until the password is changed.
     b.goto(&format!("{base}/search?name=x"));
@@ -79,12 +107,20 @@ fn first_login(b: &mut Browser, base: &str, user: &str, shot: Option<&str>) {
     b.fill("#new", FIRST);
     b.fill("#again", FIRST);
     b.click("#submit");
-    assert!(b.text("#message").contains("前回"), "reuse refused: {}", b.text("#message"));
+    assert!(
+        b.text("#message").contains("前回"),
+        "reuse refused: {}",
+        b.text("#message")
+    );
     b.fill("#current", FIRST);
     b.fill("#new", "onlyletters");
     b.fill("#again", "onlyletters");
     b.click("#submit");
-    assert!(b.text("#message").contains("数字"), "{}", b.text("#message"));
+    assert!(
+        b.text("#message").contains("数字"),
+        "{}",
+        b.text("#message")
+    );
     b.fill("#current", FIRST);
     b.fill("#new", NEW);
     b.fill("#again", NEW);
@@ -110,16 +146,32 @@ fn search(b: &mut Browser, base: &str, field: &str, value: &str) -> Vec<String> 
 #[test]
 fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     let (hub, boxes) = region();
-    let (a, b, c, op) = (boxes[0].1.proxy_url(), boxes[1].1.proxy_url(), boxes[2].1.proxy_url(), hub.operator_url());
+    let (a, b, c, op) = (
+        boxes[0].1.proxy_url(),
+        boxes[1].1.proxy_url(),
+        boxes[2].1.proxy_url(),
+        hub.operator_url(),
+    );
     hub.user("office1", "office", "", FIRST);
     hub.user("dr-a", "doctor", A, FIRST);
     hub.user("adm-a", "facility-admin", A, FIRST);
     hub.user("adm-b", "facility-admin", B, FIRST);
     hub.user("dr-c", "doctor", C, FIRST);
     hub.user("ns-c", "nurse", C, FIRST);
-    assert!(hub.cmd("facility").args(["core", "--facility", C]).status().unwrap().success());
+    assert!(hub
+        .cmd("facility")
+        .args(["core", "--facility", C])
+        .status()
+        .unwrap()
+        .success());
     let dir = artefacts("portal");
-    let pin = [hub.spki_pin(), boxes[0].1.lan_spki_pin(), boxes[1].1.lan_spki_pin(), boxes[2].1.lan_spki_pin()].join(",");
+    let pin = [
+        hub.spki_pin(),
+        boxes[0].1.lan_spki_pin(),
+        boxes[1].1.lan_spki_pin(),
+        boxes[2].1.lan_spki_pin(),
+    ]
+    .join(",");
     let mut doc = Browser::start(dir.clone(), &pin);
     let mut office = Browser::start(dir.clone(), &pin);
 
@@ -131,14 +183,31 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     // listener, the office is refused at an appliance, and the hub without a client certificate
     // serves no portal at all. A right password at the wrong entrance reads exactly like a wrong
     // one, so a stolen password is not confirmed there.
-    for (base, user, password) in [(&b, "dr-a", NEW), (&op, "dr-a", NEW), (&a, "office1", FIRST), (&b, "dr-a", "Wrong-pass9"), (&b, "nobody", NEW)] {
+    for (base, user, password) in [
+        (&b, "dr-a", NEW),
+        (&op, "dr-a", NEW),
+        (&a, "office1", FIRST),
+        (&b, "dr-a", "Wrong-pass9"),
+        (&b, "nobody", NEW),
+    ] {
         login(&mut office, base, user, password);
-        assert_eq!(office.text("#message"), "IDまたはパスワードが違います。", "{user} at {base}");
+        assert_eq!(
+            office.text("#message"),
+            "IDまたはパスワードが違います。",
+            "{user} at {base}"
+        );
     }
     office.goto(&format!("{}/login", hub.url()));
     assert_eq!(office.text("#error-title"), "アクセスできません");
     assert!(office.text("#error-message").contains("アプライアンス経由"));
-    let refused: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'wrong-entrance'", [], |r| r.get(0)).unwrap();
+    let refused: i64 = hub
+        .region()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'wrong-entrance'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(refused, 4, "the audit log still says what happened");
     let hits = search(&mut doc, &a, "name", "山田 太郎");
     assert_eq!(hits.len(), 1, "{hits:?}");
@@ -151,9 +220,22 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 
     // The tabs: each shows its rows, with the source facility on every row.
     let mut seen_rows = 0;
-    for tab in ["visits", "allergy", "diagnosis", "prescription", "injection", "lab", "documents"] {
+    for tab in [
+        "visits",
+        "allergy",
+        "diagnosis",
+        "prescription",
+        "injection",
+        "lab",
+        "documents",
+    ] {
         doc.click(&format!("#tab-{tab}"));
-        assert!(doc.eval(&format!("document.querySelector('#tab-{tab}').classList.contains('active')")).as_bool().unwrap());
+        assert!(doc
+            .eval(&format!(
+                "document.querySelector('#tab-{tab}').classList.contains('active')"
+            ))
+            .as_bool()
+            .unwrap());
         let sources = doc.texts("#records td.source");
         assert!(sources.iter().all(|s| s == A_NAME), "{tab}: {sources:?}");
         seen_rows += sources.len();
@@ -166,23 +248,46 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 
     // The calendar, on the month of the first visit, then that week.
     doc.click("#tab-visits");
-    let first_visit = doc.texts("#records tr.record td:nth-child(2)").last().cloned().unwrap();
+    let first_visit = doc
+        .texts("#records tr.record td:nth-child(2)")
+        .last()
+        .cloned()
+        .unwrap();
     let day = first_visit[..10].replace('/', "-");
-    doc.goto(&format!("{a}/patient/{rid_a}/calendar?view=month&date={day}"));
+    doc.goto(&format!(
+        "{a}/patient/{rid_a}/calendar?view=month&date={day}"
+    ));
     let events = doc.texts("#calendar .event");
-    assert!(events.iter().any(|e| e.contains(A_NAME) && e.contains("受診")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains(A_NAME) && e.contains("受診")),
+        "{events:?}"
+    );
     doc.screenshot("05-calendar-month");
     doc.click("#view-week");
     assert_eq!(doc.count("#calendar tbody td"), 7);
-    assert!(doc.texts("#calendar .event").iter().any(|e| e.contains("受診")));
+    assert!(doc
+        .texts("#calendar .event")
+        .iter()
+        .any(|e| e.contains("受診")));
     doc.screenshot("06-calendar-week");
 
     // The office finds both facilities' entries of the person.
     first_login(&mut office, &op, "office1", None);
-    office.goto(&format!("{op}/search?name=%E3%83%A4%E3%83%9E%E3%83%80&birth_date=1958-04-12"));
+    office.goto(&format!(
+        "{op}/search?name=%E3%83%A4%E3%83%9E%E3%83%80&birth_date=1958-04-12"
+    ));
     let rows = office.texts("#results tbody tr");
     assert_eq!(rows.len(), 2, "{rows:?}");
-    let rid_b = rows.iter().find(|r| r.contains("0000880002")).unwrap().split_whitespace().next().unwrap().to_string();
+    let rid_b = rows
+        .iter()
+        .find(|r| r.contains("0000880002"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     assert_ne!(rid_a, rid_b);
 
     // Refused: A's doctor editing the URL to B's patient.
@@ -217,17 +322,27 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     office.fill("#form_ref", "同意書-2026-0042");
     office.screenshot("07-consent");
     office.click("#save");
-    assert!(office.text("#message").contains("1施設に通知"), "{}", office.text("#message"));
+    assert!(
+        office.text("#message").contains("1施設に通知"),
+        "{}",
+        office.text("#message")
+    );
     assert!(office.text("#published").starts_with("20"));
 
     // A's doctor now sees B's data beside A's, each row with its source, and the notice in the inbox.
     doc.goto(&format!("{a}/patient/{rid}?tab=prescription"));
     assert_eq!(doc.count("#holders tr.holder"), 2);
     let sources = doc.texts("#records td.source");
-    assert!(sources.iter().any(|s| s == B_NAME) && sources.iter().any(|s| s == A_NAME), "{sources:?}");
+    assert!(
+        sources.iter().any(|s| s == B_NAME) && sources.iter().any(|s| s == A_NAME),
+        "{sources:?}"
+    );
     doc.screenshot("08-other-facility");
     doc.goto(&format!("{a}/inbox"));
-    assert!(doc.texts("#messages .subject").iter().any(|s| s.contains(B_NAME)));
+    assert!(doc
+        .texts("#messages .subject")
+        .iter()
+        .any(|s| s.contains(B_NAME)));
 
     // A lab trend across both facilities.
     doc.goto(&format!("{a}/patient/{rid}?tab=lab"));
@@ -236,9 +351,16 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     for l in links.as_array().unwrap() {
         *by_test.entry(l.as_str().unwrap().to_string()).or_default() += 1;
     }
-    let (href, n) = by_test.into_iter().max_by_key(|(_, n)| *n).expect("lab rows with trend links");
+    let (href, n) = by_test
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .expect("lab rows with trend links");
     doc.goto(&format!("{a}{href}"));
-    assert_eq!(doc.count("#chart circle.dot"), n, "one point per result of {href}");
+    assert_eq!(
+        doc.count("#chart circle.dot"),
+        n,
+        "one point per result of {href}"
+    );
     assert_eq!(doc.count("#values tbody tr"), n);
     assert!(!doc.text("#test-name").is_empty());
     doc.screenshot("09-trend");
@@ -262,10 +384,21 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     assert_eq!(state, "public");
 
     // Search input that tries SQL or HTML comes back as plain text.
-    for evil in ["<script>alert(1)</script>", "' OR '1'='1' --", "%", "\"><img src=x onerror=alert(1)>"] {
+    for evil in [
+        "<script>alert(1)</script>",
+        "' OR '1'='1' --",
+        "%",
+        "\"><img src=x onerror=alert(1)>",
+    ] {
         let hits = search(&mut office, &a, "name", evil);
         assert!(hits.is_empty(), "{evil}: {hits:?}");
-        assert_eq!(office.eval("document.querySelector('#name').value").as_str().unwrap(), evil);
+        assert_eq!(
+            office
+                .eval("document.querySelector('#name').value")
+                .as_str()
+                .unwrap(),
+            evil
+        );
         assert_eq!(office.count("script"), 0);
         assert_eq!(office.count("img"), 0);
     }
@@ -277,10 +410,17 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     first_login(&mut office, &b, "adm-b", None);
     office.goto(&format!("{b}/history?view=ours"));
     let ours = office.texts("#history tr.event");
-    assert!(ours.iter().any(|r| r.contains("dr-a") && r.contains("閲覧") && r.contains(&rid)), "{ours:?}");
+    assert!(
+        ours.iter()
+            .any(|r| r.contains("dr-a") && r.contains("閲覧") && r.contains(&rid)),
+        "{ours:?}"
+    );
     office.screenshot("10-history-ours");
     office.goto(&format!("{b}/history?view=staff"));
-    assert!(office.texts("#history tr.event").iter().any(|r| r.contains("adm-b") && r.contains("ログイン")));
+    assert!(office
+        .texts("#history tr.event")
+        .iter()
+        .any(|r| r.contains("adm-b") && r.contains("ログイン")));
     // A doctor sees only their own history, not who saw the facility's records.
     doc.goto(&format!("{a}/history?view=ours"));
     assert_eq!(doc.text("#error-title"), "アクセスできません");
@@ -289,27 +429,56 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     doc.goto(&format!("{a}/history"));
     let csv = doc.download("#csv-month");
     let text = std::fs::read_to_string(&csv).unwrap();
-    let text = text.strip_prefix('\u{feff}').expect("a byte-order mark for Excel");
+    let text = text
+        .strip_prefix('\u{feff}')
+        .expect("a byte-order mark for Excel");
     let mut lines = text.lines();
     assert_eq!(lines.next().unwrap(), hub::portal::CSV_HEADER);
-    let rows: Vec<Vec<String>> = lines.map(|l| l.split("\",\"").map(|c| c.trim_matches('"').to_string()).collect()).collect();
-    assert!(rows.iter().all(|r| r.len() == 10 && r[1] == "dr-a" && r[2] == A), "a doctor's history is their own");
-    let views_of_b: Vec<_> = rows.iter().filter(|r| r[1] == "dr-a" && r[4] == "閲覧" && r[5] == rid && r[6].contains(B)).collect();
-    assert!(views_of_b.len() >= 2, "views of B's records: {views_of_b:?}");
-    assert!(rows.iter().any(|r| r[4] == "閲覧" && r[9] == "denied" && r[5] == rid_b), "the refused URL edit is in the log");
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| {
+            l.split("\",\"")
+                .map(|c| c.trim_matches('"').to_string())
+                .collect()
+        })
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|r| r.len() == 10 && r[1] == "dr-a" && r[2] == A),
+        "a doctor's history is their own"
+    );
+    let views_of_b: Vec<_> = rows
+        .iter()
+        .filter(|r| r[1] == "dr-a" && r[4] == "閲覧" && r[5] == rid && r[6].contains(B))
+        .collect();
+    assert!(
+        views_of_b.len() >= 2,
+        "views of B's records: {views_of_b:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[4] == "閲覧" && r[9] == "denied" && r[5] == rid_b),
+        "the refused URL edit is in the log"
+    );
     assert!(rows.iter().any(|r| r[4] == "検索"));
     // And by patient: every row is that patient.
     doc.goto(&format!("{a}/history?view=mine&patient={rid}"));
     let csv = doc.download("#csv-patient");
     let text = std::fs::read_to_string(&csv).unwrap();
     let by_patient: Vec<&str> = text.lines().skip(1).collect();
-    assert!(!by_patient.is_empty() && by_patient.iter().all(|l| l.contains(&format!("\"{rid}\""))), "{by_patient:?}");
+    assert!(
+        !by_patient.is_empty() && by_patient.iter().all(|l| l.contains(&format!("\"{rid}\""))),
+        "{by_patient:?}"
+    );
 
     // Emergency access by a core hospital's doctor: time-boxed, bannered, reported to A and B.
     let mut er = Browser::start(dir.clone(), &pin);
     first_login(&mut er, &c, "dr-c", None);
     er.goto(&format!("{c}/patient/{rid}"));
-    assert_eq!(er.text("#error-title"), "アクセスできません", "no consent, no emergency yet");
+    assert_eq!(
+        er.text("#error-title"),
+        "アクセスできません",
+        "no consent, no emergency yet"
+    );
     er.goto(&format!("{c}/emergency"));
     er.fill("#regional_id", &rid);
     er.fill("#reason", "意識障害で救急搬送、服薬歴の確認");
@@ -318,12 +487,19 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     assert_eq!(er.count("#holders tr.holder"), 2);
     er.screenshot("11-emergency");
     office.goto(&format!("{b}/inbox"));
-    assert!(office.texts("#messages .subject").iter().any(|s| s.contains("緊急閲覧")));
+    assert!(office
+        .texts("#messages .subject")
+        .iter()
+        .any(|s| s.contains("緊急閲覧")));
     // The access is the doctor's own: a nurse of the same hospital, meanwhile, sees nothing.
     let mut ns = Browser::start(dir.clone(), &pin);
     first_login(&mut ns, &c, "ns-c", None);
     ns.goto(&format!("{c}/patient/{rid}"));
-    assert_eq!(ns.text("#error-title"), "アクセスできません", "a colleague does not ride on the doctor's emergency access");
+    assert_eq!(
+        ns.text("#error-title"),
+        "アクセスできません",
+        "a colleague does not ride on the doctor's emergency access"
+    );
     ns.screenshot("12-emergency-colleague-refused");
     drop(ns);
     // Ended early by the doctor: the record closes at once, and the stop is audited.
@@ -364,34 +540,64 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     assert_eq!(er.texts("#refused li"), vec![B_NAME.to_string()]);
     er.screenshot("13-emergency-refusal");
     er.click("#start-life");
-    assert!(er.text("#message").contains("チェック"), "the statement must be ticked: {}", er.text("#message"));
+    assert!(
+        er.text("#message").contains("チェック"),
+        "the statement must be ticked: {}",
+        er.text("#message")
+    );
     assert_eq!(er.count("#holders"), 0, "nothing opened without it");
     er.click("#start-without");
-    assert_eq!(er.count("#holders tr.holder"), 1, "the refusal holds in an ordinary emergency");
+    assert_eq!(
+        er.count("#holders tr.holder"),
+        1,
+        "the refusal holds in an ordinary emergency"
+    );
     assert!(er.texts("#records td.source").iter().all(|s| s == A_NAME));
     er.click("#emergency-end");
     start(&mut er, "心肺停止で搬送、既往歴と服薬の確認");
     er.eval("document.querySelector('#life').checked = true");
     er.click("#start-life");
     assert_eq!(er.count("#holders tr.holder"), 2);
-    assert!(er.texts(".notice").iter().any(|n| n.contains(B_NAME) && n.contains("非公開")), "{:?}", er.texts(".notice"));
+    assert!(
+        er.texts(".notice")
+            .iter()
+            .any(|n| n.contains(B_NAME) && n.contains("非公開")),
+        "{:?}",
+        er.texts(".notice")
+    );
     er.screenshot("14-emergency-life-at-stake");
     office.goto(&format!("{b}/inbox"));
-    assert!(office.texts("#messages .subject").iter().any(|s| s.contains("非公開") && s.contains("生命の危険")));
+    assert!(office
+        .texts("#messages .subject")
+        .iter()
+        .any(|s| s.contains("非公開") && s.contains("生命の危険")));
     logout(&mut office);
     login(&mut office, &op, "office1", NEW);
     office.goto(&format!("{op}/inbox"));
     let told = office.texts("#messages tr.message");
-    assert!(told.iter().any(|m| m.contains("生命の危険") && m.contains("dr-c") && m.contains(&format!("{B_NAME}（{B}）"))), "the office is told which facility, by name: {told:?}");
+    assert!(
+        told.iter().any(|m| m.contains("生命の危険")
+            && m.contains("dr-c")
+            && m.contains(&format!("{B_NAME}（{B}）"))),
+        "the office is told which facility, by name: {told:?}"
+    );
     office.screenshot("15-office-inbox");
     let detail: String = hub.region().query_row("SELECT detail FROM audit WHERE action = 'emergency-start' AND login = 'dr-c' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();
-    assert!(detail.contains("life at stake") && detail.contains(B), "{detail}");
+    assert!(
+        detail.contains("life at stake") && detail.contains(B),
+        "{detail}"
+    );
     let view: String = hub.region().query_row("SELECT reason FROM audit WHERE action = 'view' AND login = 'dr-c' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();
     assert!(view.contains("life at stake"), "{view}");
     er.click("#emergency-end");
 
     // A disabled user is out at the next click and cannot log in again.
-    assert!(hub.cmd("user").args(["disable", "--login", "dr-a"]).status().unwrap().success());
+    assert!(hub
+        .cmd("user")
+        .args(["disable", "--login", "dr-a"])
+        .status()
+        .unwrap()
+        .success());
     doc.goto(&format!("{a}/search"));
     assert_eq!(doc.path(), "/login");
     assert!(doc.text("#message").contains("無効"));
@@ -404,7 +610,10 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 
     // The hub logged what happened, and no patient's name.
     let log = std::fs::read_to_string(hub.log_path()).unwrap();
-    assert!(log.contains("logged in") && log.contains("emergency access started"), "{log}");
+    assert!(
+        log.contains("logged in") && log.contains("emergency access started"),
+        "{log}"
+    );
     for name in ["山田", "ヤマダ", "ﾔﾏﾀﾞ", "太郎", "タロウ"] {
         assert!(!log.contains(name), "the hub's log names a patient: {name}");
     }
@@ -412,11 +621,24 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     // The audit chain verifies, then a row edited behind the hub's back is found.
     let out = hub.cmd("audit").arg("verify").output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && said.contains("head: row "), "{said}");
+    assert!(
+        out.status.success() && said.contains("head: row "),
+        "{said}"
+    );
     let db = hub.region();
     db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
-    let seq: i64 = db.query_row("SELECT min(seq) FROM audit WHERE action = 'view' AND login = 'dr-a'", [], |r| r.get(0)).unwrap();
-    db.execute("UPDATE audit SET login = 'someone-else' WHERE seq = ?1", [seq]).unwrap();
+    let seq: i64 = db
+        .query_row(
+            "SELECT min(seq) FROM audit WHERE action = 'view' AND login = 'dr-a'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    db.execute(
+        "UPDATE audit SET login = 'someone-else' WHERE seq = ?1",
+        [seq],
+    )
+    .unwrap();
     let out = hub.cmd("audit").arg("verify").output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
@@ -433,7 +655,11 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
     std::thread::sleep(std::time::Duration::from_millis(2500));
     b.goto(&format!("{op}/search"));
     assert_eq!(b.path(), "/login");
-    assert!(b.text("#message").contains("一定時間"), "{}", b.text("#message"));
+    assert!(
+        b.text("#message").contains("一定時間"),
+        "{}",
+        b.text("#message")
+    );
     b.screenshot("expired");
     // A login posted with a forged token is refused, whatever the password.
     b.goto(&format!("{op}/login"));
@@ -446,15 +672,40 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
     for _ in 0..hub::account::LOCK_AFTER {
         login(&mut b, &op, "office1", "wrong-pass9");
     }
-    assert!(b.text("#message").contains("ロック"), "{}", b.text("#message"));
+    assert!(
+        b.text("#message").contains("ロック"),
+        "{}",
+        b.text("#message")
+    );
     login(&mut b, &op, "office1", NEW);
-    assert!(b.text("#message").contains("ロック"), "the right password is refused while locked");
-    let locked: i64 = hub.region().query_row("SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'locked'", [], |r| r.get(0)).unwrap();
+    assert!(
+        b.text("#message").contains("ロック"),
+        "the right password is refused while locked"
+    );
+    let locked: i64 = hub
+        .region()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action = 'login' AND outcome = 'locked'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert!(locked >= 2);
     // The office lifts the lock with a reset; the new temporary password must be changed.
-    let out = hub.cmd("user").args(["reset", "--login", "office1"]).output().unwrap();
+    let out = hub
+        .cmd("user")
+        .args(["reset", "--login", "office1"])
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    let temp = said.split("temporary password: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let temp = said
+        .split("temporary password: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     login(&mut b, &op, "office1", &temp);
     assert_eq!(b.path(), "/password");
 }

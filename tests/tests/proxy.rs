@@ -29,7 +29,14 @@ fn clinic(hub: &Hub, proxy: &str) -> (tempfile::TempDir, Appliance) {
     let tree = tempfile::tempdir().unwrap();
     let mut spec = Spec::small(21);
     spec.days = 60;
-    let me = Patient { pid: PID.into(), family: ("山田", "ﾔﾏﾀﾞ"), given: ("太郎", "ﾀﾛｳ"), birth: "19580412".into(), sex: "M", visits: Some(6) };
+    let me = Patient {
+        pid: PID.into(),
+        family: ("山田", "ﾔﾏﾀﾞ"),
+        given: ("太郎", "ﾀﾛｳ"),
+        birth: "19580412".into(),
+        sex: "M",
+        visits: Some(6),
+    };
     gen::generate_with(&spec, tree.path(), &[me]);
     let roots = [tree.path().join("standard"), tree.path().join("extended")];
     let refs: Vec<&Path> = roots.iter().map(|p| p.as_path()).collect();
@@ -59,19 +66,36 @@ fn through_the_proxy_then_offline_and_back() {
     let (tree, edge) = clinic(&hub, "");
     hub.user("dr-a", "doctor", A, FIRST);
     let db = hub.region();
-    wait_for(60, "the index to take in the clinic", || db.query_row("SELECT count(*) FROM patient WHERE facility = ?1", [A], |r| r.get::<_, i64>(0)).unwrap() == 13);
+    wait_for(60, "the index to take in the clinic", || {
+        db.query_row(
+            "SELECT count(*) FROM patient WHERE facility = ?1",
+            [A],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 13
+    });
     let base = edge.proxy_url();
     let pin = [hub.spki_pin(), edge.lan_spki_pin()].join(",");
     let dir = artefacts("proxy");
     let mut b = Browser::start(dir, &pin);
     // This terminal forges identity headers on every request; none may reach the hub.
-    b.extra_headers(&[("X-Tsunagi-Terminal", "forged-terminal"), ("X-Forwarded-For", "203.0.113.9"), ("X-Tsunagi-Facility", "3710000002"), ("Forwarded", "for=203.0.113.9")]);
+    b.extra_headers(&[
+        ("X-Tsunagi-Terminal", "forged-terminal"),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Tsunagi-Facility", "3710000002"),
+        ("Forwarded", "for=203.0.113.9"),
+    ]);
 
     // Online, through the proxy: log in, search, open the patient.
     first_login(&mut b, &base, "dr-a");
     // The appliance API typed into the browser stops at the proxy, with a page that says what to do.
     b.goto(&format!("{base}/v1/restore"));
-    assert!(b.text("body").contains("このページはありません"), "{}", b.text("body"));
+    assert!(
+        b.text("body").contains("このページはありません"),
+        "{}",
+        b.text("body")
+    );
     b.screenshot("00-api-stops-at-the-proxy");
     b.goto(&format!("{base}/search"));
     b.fill("#name", "山田 太郎");
@@ -89,8 +113,16 @@ fn through_the_proxy_then_offline_and_back() {
     b.screenshot("02-online-patient");
 
     // A document, downloaded through the proxy (the hub streams it from the copy), byte for byte.
-    let letter = find(&tree.path().join("extended"), "referral.pdf").expect("the generated clinic has a referral letter");
-    let owner = letter.strip_prefix(tree.path().join("extended")).unwrap().iter().nth(2).unwrap().to_string_lossy().into_owned();
+    let letter = find(&tree.path().join("extended"), "referral.pdf")
+        .expect("the generated clinic has a referral letter");
+    let owner = letter
+        .strip_prefix(tree.path().join("extended"))
+        .unwrap()
+        .iter()
+        .nth(2)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     b.goto(&format!("{base}/search?patient_id={owner}"));
     b.click("#results a.patient-link");
     b.click("#tab-documents");
@@ -101,24 +133,52 @@ fn through_the_proxy_then_offline_and_back() {
         let file = b.download_nth("#records a.download-link", i);
         got.push(std::fs::read(file).unwrap());
     }
-    assert!(got.iter().any(|g| *g == wanted), "the letter came through byte for byte ({} downloads)", got.len());
+    assert!(
+        got.iter().any(|g| *g == wanted),
+        "the letter came through byte for byte ({} downloads)",
+        got.len()
+    );
 
     // The hub's audit names the appliance and the terminal it saw, never what the terminal claimed.
-    let terminals: Vec<String> = hub.region().prepare("SELECT DISTINCT terminal FROM audit WHERE login = 'dr-a'").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    let terminals: Vec<String> = hub
+        .region()
+        .prepare("SELECT DISTINCT terminal FROM audit WHERE login = 'dr-a'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert!(!terminals.is_empty());
     for t in &terminals {
-        assert!(t.starts_with("box-1/t-") && t.ends_with("@127.0.0.1"), "{t}");
+        assert!(
+            t.starts_with("box-1/t-") && t.ends_with("@127.0.0.1"),
+            "{t}"
+        );
         assert!(!t.contains("forged") && !t.contains("203.0.113.9"), "{t}");
     }
-    let facilities: Vec<String> = hub.region().prepare("SELECT DISTINCT facility FROM audit WHERE login = 'dr-a'").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    let facilities: Vec<String> = hub
+        .region()
+        .prepare("SELECT DISTINCT facility FROM audit WHERE login = 'dr-a'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(facilities, vec![A.to_string()]);
     let log = std::fs::read_to_string(edge.log_path()).unwrap();
-    assert!(log.contains("identity headers from the LAN stripped"), "the appliance logs the forgery");
+    assert!(
+        log.contains("identity headers from the LAN stripped"),
+        "the appliance logs the forgery"
+    );
 
     // The hub hands the appliance dr-a's verifier (after the password change), and only it.
     let start = std::time::Instant::now();
     while edge.offline().verifier("dr-a").unwrap().is_none() {
-        assert!(start.elapsed().as_secs() < 40, "dr-a's verifier never reached the appliance:\n{}", std::fs::read_to_string(edge.log_path()).unwrap());
+        assert!(
+            start.elapsed().as_secs() < 40,
+            "dr-a's verifier never reached the appliance:\n{}",
+            std::fs::read_to_string(edge.log_path()).unwrap()
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(edge.offline().verifier_count().unwrap(), 1);
@@ -128,7 +188,10 @@ fn through_the_proxy_then_offline_and_back() {
     b.goto(&format!("{base}/search"));
     assert_eq!(b.path(), "/offline/login");
     let banner = b.text("#offline-banner");
-    assert!(banner.contains("接続できません") && banner.contains("から"), "{banner}");
+    assert!(
+        banner.contains("接続できません") && banner.contains("から"),
+        "{banner}"
+    );
     b.screenshot("03-offline-login");
     login_offline(&mut b, "dr-a", "wrong-pass9");
     assert!(b.text("#message").contains("違います"));
@@ -141,9 +204,17 @@ fn through_the_proxy_then_offline_and_back() {
     b.click("#results a.patient-link");
     assert_eq!(b.text("#patient-id"), PID);
     assert!(b.text("#name-kanji").contains("山田"));
-    assert!(b.text("#holders").contains("ヤマダ タロウ"), "kana shown as the portal shows it: {}", b.text("#holders"));
+    assert!(
+        b.text("#holders").contains("ヤマダ タロウ"),
+        "kana shown as the portal shows it: {}",
+        b.text("#holders")
+    );
     b.click("#tab-prescription");
-    assert_eq!(first_cells(&mut b), online, "offline shows the same prescriptions as the portal did");
+    assert_eq!(
+        first_cells(&mut b),
+        online,
+        "offline shows the same prescriptions as the portal did"
+    );
     assert!(b.texts("#records td.source").iter().all(|s| s == A_NAME));
     assert!(b.text("#offline-banner").contains("接続できません"));
     b.screenshot("04-offline-patient");
@@ -162,7 +233,13 @@ fn through_the_proxy_then_offline_and_back() {
     b.screenshot("05-back-online");
     let db = hub.region();
     wait_for(30, "the offline accesses in the hub's audit log", || {
-        db.query_row("SELECT count(*) FROM audit WHERE login = 'dr-a' AND action = 'offline-view'", [], |r| r.get::<_, i64>(0)).unwrap() >= 2
+        db.query_row(
+            "SELECT count(*) FROM audit WHERE login = 'dr-a' AND action = 'offline-view'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            >= 2
     });
     let rows: Vec<(String, String, String, String, String)> = db
         .prepare("SELECT action, outcome, patient, terminal, facility FROM audit WHERE action LIKE 'offline-%' ORDER BY seq")
@@ -172,19 +249,42 @@ fn through_the_proxy_then_offline_and_back() {
         .collect::<Result<_, _>>()
         .unwrap();
     let has = |action: &str, outcome: &str| rows.iter().any(|r| r.0 == action && r.1 == outcome);
-    assert!(has("offline-login", "wrong-password") && has("offline-login", "ok") && has("offline-search", "ok"), "{rows:?}");
-    assert!(rows.iter().any(|r| r.0 == "offline-view" && r.2 == rid), "the offline view is recorded under the regional ID: {rows:?}");
-    assert!(rows.iter().all(|r| r.3.starts_with("box-1/t-") && r.3.ends_with("(offline)") && r.4 == A), "{rows:?}");
+    assert!(
+        has("offline-login", "wrong-password")
+            && has("offline-login", "ok")
+            && has("offline-search", "ok"),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.0 == "offline-view" && r.2 == rid),
+        "the offline view is recorded under the regional ID: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.3.starts_with("box-1/t-") && r.3.ends_with("(offline)") && r.4 == A),
+        "{rows:?}"
+    );
     // Handed over once: waiting longer adds nothing.
     let n = rows.len();
     std::thread::sleep(std::time::Duration::from_secs(6));
-    let again: i64 = db.query_row("SELECT count(*) FROM audit WHERE action LIKE 'offline-%'", [], |r| r.get(0)).unwrap();
+    let again: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit WHERE action LIKE 'offline-%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(again as usize, n);
     let out = hub.cmd("audit").arg("verify").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // No patient's name in either side's log.
-    let logs = std::fs::read_to_string(edge.log_path()).unwrap() + &std::fs::read_to_string(hub.log_path()).unwrap();
+    let logs = std::fs::read_to_string(edge.log_path()).unwrap()
+        + &std::fs::read_to_string(hub.log_path()).unwrap();
     for name in ["山田", "ヤマダ", "ﾔﾏﾀﾞ", "太郎"] {
         assert!(!logs.contains(name), "a log names the patient: {name}");
     }
@@ -202,7 +302,14 @@ fn login_offline(b: &mut Browser, user: &str, password: &str) {
 
 /// `openssl s_client` against `addr` with `args`; true when a session was established.
 fn handshake(addr: &str, args: &[&str]) -> bool {
-    let out = Command::new("openssl").arg("s_client").arg("-connect").arg(addr).args(args).stdin(Stdio::null()).output().expect("openssl (install it with ./scripts/setup.sh)");
+    let out = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl (install it with ./scripts/setup.sh)");
     let text = String::from_utf8_lossy(&out.stdout);
     out.status.success() && !text.contains("Cipher is (NONE)")
 }
@@ -216,9 +323,18 @@ fn tls_get_status(addr: &str, path: &str) -> String {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    write!(child.stdin.take().unwrap(), "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        child.stdin.take().unwrap(),
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     child.wait().unwrap();
     out.lines().next().unwrap_or("").to_string()
 }
@@ -226,7 +342,11 @@ fn tls_get_status(addr: &str, path: &str) -> String {
 /// A plain HTTP GET: the status code and the body.
 fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
@@ -247,19 +367,85 @@ fn tls_entrances_the_root_page_and_the_proxys_idle_limit() {
 
     // TLS below 1.2 and weak ciphers are refused everywhere; strong TLS 1.2 and 1.3 verify to the
     // network root (and, at the proxy, to the LAN name).
-    for addr in [hub.addr.as_str(), hub.operator_addr.as_str(), proxy.as_str()] {
-        assert!(!handshake(addr, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]), "{addr}: TLS 1.1 accepted");
-        assert!(!handshake(addr, &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]), "{addr}: TLS 1.0 accepted");
+    for addr in [
+        hub.addr.as_str(),
+        hub.operator_addr.as_str(),
+        proxy.as_str(),
+    ] {
+        assert!(
+            !handshake(addr, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]),
+            "{addr}: TLS 1.1 accepted"
+        );
+        assert!(
+            !handshake(addr, &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]),
+            "{addr}: TLS 1.0 accepted"
+        );
         assert!(!handshake(addr, &["-tls1_2", "-cipher", "AES128-SHA:AES256-SHA:DES-CBC3-SHA:ECDHE-ECDSA-AES128-SHA:AES128-GCM-SHA256:@SECLEVEL=0"]), "{addr}: a weak or non-forward-secret cipher accepted");
-        assert!(handshake(addr, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-CAfile", root, "-verify_return_error"]), "{addr}: TLS 1.2 with a strong cipher refused");
-        assert!(handshake(addr, &["-tls1_3", "-CAfile", root, "-verify_return_error"]), "{addr}: TLS 1.3 refused");
+        assert!(
+            handshake(
+                addr,
+                &[
+                    "-tls1_2",
+                    "-cipher",
+                    "ECDHE-ECDSA-AES128-GCM-SHA256",
+                    "-CAfile",
+                    root,
+                    "-verify_return_error"
+                ]
+            ),
+            "{addr}: TLS 1.2 with a strong cipher refused"
+        );
+        assert!(
+            handshake(addr, &["-tls1_3", "-CAfile", root, "-verify_return_error"]),
+            "{addr}: TLS 1.3 refused"
+        );
     }
-    assert!(handshake(&proxy, &["-tls1_3", "-CAfile", root, "-verify_return_error", "-verify_ip", &edge.lan_ip()]), "the LAN certificate names the appliance");
-    assert!(!handshake(&proxy, &["-tls1_3", "-CAfile", root, "-verify_return_error", "-verify_hostname", "localhost"]), "and never the hub's names");
-    assert!(!handshake(&proxy, &["-tls1_3", "-CAfile", root, "-verify_return_error", "-verify_hostname", "www.example.com"]));
+    assert!(
+        handshake(
+            &proxy,
+            &[
+                "-tls1_3",
+                "-CAfile",
+                root,
+                "-verify_return_error",
+                "-verify_ip",
+                &edge.lan_ip()
+            ]
+        ),
+        "the LAN certificate names the appliance"
+    );
+    assert!(
+        !handshake(
+            &proxy,
+            &[
+                "-tls1_3",
+                "-CAfile",
+                root,
+                "-verify_return_error",
+                "-verify_hostname",
+                "localhost"
+            ]
+        ),
+        "and never the hub's names"
+    );
+    assert!(!handshake(
+        &proxy,
+        &[
+            "-tls1_3",
+            "-CAfile",
+            root,
+            "-verify_return_error",
+            "-verify_hostname",
+            "www.example.com"
+        ]
+    ));
 
     // The hub's portal without a client certificate: refused. Through the proxy: served.
-    assert!(tls_get_status(&hub.addr, "/login").starts_with("HTTP/1.1 403"), "{}", tls_get_status(&hub.addr, "/login"));
+    assert!(
+        tls_get_status(&hub.addr, "/login").starts_with("HTTP/1.1 403"),
+        "{}",
+        tls_get_status(&hub.addr, "/login")
+    );
     assert!(tls_get_status(&proxy, "/login").starts_with("HTTP/1.1 200"));
     assert!(tls_get_status(&hub.operator_addr, "/login").starts_with("HTTP/1.1 200"));
     // The operators' listener serves no appliance API.
@@ -269,30 +455,77 @@ fn tls_entrances_the_root_page_and_the_proxys_idle_limit() {
     let (status, body) = http_get(&edge.plain_addr(), "/");
     let page = String::from_utf8(body).unwrap();
     assert_eq!(status, 200);
-    assert!(page.contains(&hub.fingerprint) && page.contains("/root.crt") && page.contains(&format!("https://{}:{}/", edge.lan_ip(), proxy.rsplit(':').next().unwrap())), "{page}");
+    assert!(
+        page.contains(&hub.fingerprint)
+            && page.contains("/root.crt")
+            && page.contains(&format!(
+                "https://{}:{}/",
+                edge.lan_ip(),
+                proxy.rsplit(':').next().unwrap()
+            )),
+        "{page}"
+    );
     let (status, body) = http_get(&edge.plain_addr(), "/root.crt");
     assert_eq!((status, body), (200, std::fs::read(root).unwrap()));
     for path in ["/login", "/search?name=x", "/offline/", "/v1/position"] {
-        assert_eq!(http_get(&edge.plain_addr(), path).0, 404, "{path} over plain HTTP");
+        assert_eq!(
+            http_get(&edge.plain_addr(), path).0,
+            404,
+            "{path} over plain HTTP"
+        );
     }
 
     // The facility administrator enrols a terminal with a one-time code; the code works once.
-    let mut b = Browser::start(artefacts("proxy-idle"), &[hub.spki_pin(), edge.lan_spki_pin()].join(","));
-    let out = Command::new(tests::run::bin("tsunagi-edge")).args(["terminal", "code", "--config"]).arg(&edge.config).args(["--name", "受付PC1"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut b = Browser::start(
+        artefacts("proxy-idle"),
+        &[hub.spki_pin(), edge.lan_spki_pin()].join(","),
+    );
+    let out = Command::new(tests::run::bin("tsunagi-edge"))
+        .args(["terminal", "code", "--config"])
+        .arg(&edge.config)
+        .args(["--name", "受付PC1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stdout);
-    let code = said.lines().find_map(|l| l.strip_prefix("code: ")).unwrap().trim().to_string();
+    let code = said
+        .lines()
+        .find_map(|l| l.strip_prefix("code: "))
+        .unwrap()
+        .trim()
+        .to_string();
     b.goto(&format!("{}/_tsunagi/terminal", edge.proxy_url()));
     assert!(b.text("#message").contains("まだ登録されていません"));
     b.fill("#code", &code);
     b.click("#submit");
-    assert!(b.text("#message").contains("「受付PC1」として登録しました"), "{}", b.text("#message"));
+    assert!(
+        b.text("#message").contains("「受付PC1」として登録しました"),
+        "{}",
+        b.text("#message")
+    );
     b.goto(&format!("{}/_tsunagi/terminal", edge.proxy_url()));
-    assert!(b.text("#message").contains("「受付PC1」として登録されています"), "{}", b.text("#message"));
+    assert!(
+        b.text("#message")
+            .contains("「受付PC1」として登録されています"),
+        "{}",
+        b.text("#message")
+    );
     b.fill("#code", &code);
     b.click("#submit");
-    assert!(b.text("#message").contains("使用済み"), "{}", b.text("#message"));
-    let listed = Command::new(tests::run::bin("tsunagi-edge")).args(["terminal", "list", "--config"]).arg(&edge.config).output().unwrap();
+    assert!(
+        b.text("#message").contains("使用済み"),
+        "{}",
+        b.text("#message")
+    );
+    let listed = Command::new(tests::run::bin("tsunagi-edge"))
+        .args(["terminal", "list", "--config"])
+        .arg(&edge.config)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&listed.stdout).contains("受付PC1"));
 
     // The proxy ends a session idle for longer than its own limit (3 s here), though the hub's
@@ -304,8 +537,14 @@ fn tls_entrances_the_root_page_and_the_proxys_idle_limit() {
     std::thread::sleep(std::time::Duration::from_millis(3500));
     b.goto(&format!("{}/search", edge.proxy_url()));
     assert_eq!(b.path(), "/login");
-    assert!(b.text("#message").contains("一定時間"), "{}", b.text("#message"));
-    assert!(std::fs::read_to_string(edge.log_path()).unwrap().contains("session ended at the proxy"));
+    assert!(
+        b.text("#message").contains("一定時間"),
+        "{}",
+        b.text("#message")
+    );
+    assert!(std::fs::read_to_string(edge.log_path())
+        .unwrap()
+        .contains("session ended at the proxy"));
 }
 
 fn find(dir: &Path, name: &str) -> Option<std::path::PathBuf> {

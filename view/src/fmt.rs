@@ -31,4 +31,3 @@ pub fn sex_label(s: &str) -> &'static str {
         _ => "不明",
     }
 }
-

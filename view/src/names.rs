@@ -25,7 +25,11 @@ pub fn kana_norm(s: &str) -> String {
                 }
             }
             0x3041..=0x3096 => out.push(char::from_u32(u + 0x60).unwrap_or(ch)),
-            0xFF21..=0xFF3A | 0xFF41..=0xFF5A | 0xFF10..=0xFF19 => out.push(char::from_u32(u - 0xFEE0).unwrap_or(ch).to_ascii_uppercase()),
+            0xFF21..=0xFF3A | 0xFF41..=0xFF5A | 0xFF10..=0xFF19 => out.push(
+                char::from_u32(u - 0xFEE0)
+                    .unwrap_or(ch)
+                    .to_ascii_uppercase(),
+            ),
             _ if ch.is_whitespace() || ch == '\u{3000}' || ch == '・' || ch == '･' => {}
             _ => out.push(ch.to_ascii_uppercase()),
         }
@@ -37,7 +41,11 @@ fn voiced(k: char, mark: u32) -> char {
     if k == 'ウ' && mark == 1 {
         return 'ヴ';
     }
-    let takes = if mark == 1 { "カキクケコサシスセソタチツテトハヒフヘホ" } else { "ハヒフヘホ" };
+    let takes = if mark == 1 {
+        "カキクケコサシスセソタチツテトハヒフヘホ"
+    } else {
+        "ハヒフヘホ"
+    };
     if takes.contains(k) {
         char::from_u32(k as u32 + mark).unwrap_or(k)
     } else {
@@ -47,6 +55,7 @@ fn voiced(k: char, mark: u32) -> char {
 
 /// Normalizes a kanji name: spaces removed.
 pub fn kanji_norm(s: &str) -> String {
-    s.chars().filter(|c| !c.is_whitespace() && *c != '\u{3000}').collect()
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != '\u{3000}')
+        .collect()
 }
-

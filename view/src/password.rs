@@ -13,14 +13,22 @@ fn argon(m: u32, t: u32) -> argon2::Argon2<'static> {
 /// A verifier for `password` with a 16-byte random `salt`.
 pub fn hash(password: &str, salt: &[u8; 16]) -> String {
     let mut out = [0u8; 32];
-    argon(M_COST, T_COST).hash_password_into(password.as_bytes(), salt, &mut out).expect("argon2 with a 16-byte salt");
-    format!("argon2id$m={M_COST},t={T_COST}${}${}", shared::chain::hex(salt), shared::chain::hex(&out))
+    argon(M_COST, T_COST)
+        .hash_password_into(password.as_bytes(), salt, &mut out)
+        .expect("argon2 with a 16-byte salt");
+    format!(
+        "argon2id$m={M_COST},t={T_COST}${}${}",
+        shared::chain::hex(salt),
+        shared::chain::hex(&out)
+    )
 }
 
 /// Whether `password` matches `verifier`, in time independent of where they differ.
 pub fn verify(verifier: &str, password: &str) -> bool {
     let parts: Vec<&str> = verifier.split('$').collect();
-    let [alg, params, salt, want] = parts[..] else { return false };
+    let [alg, params, salt, want] = parts[..] else {
+        return false;
+    };
     if alg != "argon2id" {
         return false;
     }
@@ -33,13 +41,18 @@ pub fn verify(verifier: &str, password: &str) -> bool {
             _ => return false,
         }
     }
-    let (Some(salt), Some(want)) = (shared::chain::unhex(salt), shared::chain::unhex(want)) else { return false };
+    let (Some(salt), Some(want)) = (shared::chain::unhex(salt), shared::chain::unhex(want)) else {
+        return false;
+    };
     // Refuse parameters too weak to be ours, and ones so large they would exhaust memory.
     if !(8..=256 * 1024).contains(&m) || !(1..=16).contains(&t) || want.len() != 32 {
         return false;
     }
     let mut out = [0u8; 32];
-    if argon(m, t).hash_password_into(password.as_bytes(), &salt, &mut out).is_err() {
+    if argon(m, t)
+        .hash_password_into(password.as_bytes(), &salt, &mut out)
+        .is_err()
+    {
         return false;
     }
     same_bytes(&out, &want)
@@ -61,7 +74,10 @@ mod tests {
         assert!(verify(&v, "Pass-word1"));
         assert!(!verify(&v, "Pass-word2"));
         assert!(!verify(&v.replace("t=2", "t=1"), "Pass-word1"));
-        assert!(!verify(&v.replace("m=19456", "m=99999999"), "Pass-word1"), "absurd memory is refused, not attempted");
+        assert!(
+            !verify(&v.replace("m=19456", "m=99999999"), "Pass-word1"),
+            "absurd memory is refused, not attempted"
+        );
         assert!(!verify("plain", "plain"));
     }
 }

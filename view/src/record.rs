@@ -17,7 +17,15 @@ pub enum Tab {
 }
 
 impl Tab {
-    pub const ALL: [Tab; 7] = [Tab::Visits, Tab::Allergy, Tab::Diagnosis, Tab::Prescription, Tab::Injection, Tab::Lab, Tab::Documents];
+    pub const ALL: [Tab; 7] = [
+        Tab::Visits,
+        Tab::Allergy,
+        Tab::Diagnosis,
+        Tab::Prescription,
+        Tab::Injection,
+        Tab::Lab,
+        Tab::Documents,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -128,16 +136,27 @@ const ENCOUNTER_LABELS: &[(&str, &str)] = &[
 ];
 
 /// The rows of `tab` for one patient of one copy, newest first, at most `limit`.
-pub fn tab(copy: &Connection, tab: Tab, patient_id: &str, limit: usize) -> rusqlite::Result<Vec<Line>> {
+pub fn tab(
+    copy: &Connection,
+    tab: Tab,
+    patient_id: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<Line>> {
     let mut st = copy.prepare_cached(tab.sql())?;
     let mut rows = st.query(params![patient_id])?;
     let ncols = tab.columns().len();
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let mut cells: Vec<String> = (1..=ncols).map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default)).collect::<rusqlite::Result<_>>()?;
+        let mut cells: Vec<String> = (1..=ncols)
+            .map(|i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default))
+            .collect::<rusqlite::Result<_>>()?;
         if tab == Tab::Visits {
             // The event's name (with a cancel mark) and the patient class, as people read them.
-            let kind = ENCOUNTER_LABELS.iter().find(|(c, _)| *c == cells[0]).map(|(_, l)| *l).unwrap_or(cells[0].as_str());
+            let kind = ENCOUNTER_LABELS
+                .iter()
+                .find(|(c, _)| *c == cells[0])
+                .map(|(_, l)| *l)
+                .unwrap_or(cells[0].as_str());
             cells[0] = format!("{kind}{}", r.get::<_, String>(7)?);
             cells[1] = match cells[1].as_str() {
                 "I" => "入院".into(),
@@ -145,9 +164,22 @@ pub fn tab(copy: &Connection, tab: Tab, patient_id: &str, limit: usize) -> rusql
                 x => x.into(),
             };
         }
-        let code = if tab == Tab::Lab { r.get::<_, String>(7)? } else { String::new() };
-        let file_id = if tab == Tab::Documents { r.get::<_, Option<i64>>(8).ok().flatten() } else { None };
-        out.push(Line { at: r.get(0)?, cells, code, file_id });
+        let code = if tab == Tab::Lab {
+            r.get::<_, String>(7)?
+        } else {
+            String::new()
+        };
+        let file_id = if tab == Tab::Documents {
+            r.get::<_, Option<i64>>(8).ok().flatten()
+        } else {
+            None
+        };
+        out.push(Line {
+            at: r.get(0)?,
+            cells,
+            code,
+            file_id,
+        });
     }
     out.sort_by(|a, b| b.at.cmp(&a.at));
     out.truncate(limit);
@@ -168,7 +200,11 @@ pub fn basic(copy: &Connection, patient_id: &str) -> rusqlite::Result<Vec<(&'sta
         .optional()?;
     let Some(v) = row else { return Ok(vec![]) };
     let labels = ["郵便番号", "住所", "電話", "血液型", "身長", "体重", "更新"];
-    Ok(labels.into_iter().zip(v).filter(|(_, v)| !v.is_empty()).collect())
+    Ok(labels
+        .into_iter()
+        .zip(v)
+        .filter(|(_, v)| !v.is_empty())
+        .collect())
 }
 
 /// An event on the calendar: the day (YYYYMMDD) and what happened.
@@ -180,7 +216,12 @@ pub struct Event {
 }
 
 /// The patient's events from `from` to `to` (YYYYMMDD, inclusive), one per day and kind.
-pub fn events(copy: &Connection, patient_id: &str, from: &str, to: &str) -> rusqlite::Result<Vec<Event>> {
+pub fn events(
+    copy: &Connection,
+    patient_id: &str,
+    from: &str,
+    to: &str,
+) -> rusqlite::Result<Vec<Event>> {
     let mut st = copy.prepare_cached(
         "SELECT d, what, count(*) FROM (
             SELECT substr(coalesce(event_at, admit_at, recorded_at), 1, 8) d,
@@ -192,7 +233,13 @@ pub fn events(copy: &Connection, patient_id: &str, from: &str, to: &str) -> rusq
             UNION ALL SELECT substr(coalesce(observed_at, reported_at), 1, 8), '画像・文書' FROM exam_report WHERE patient_id = ?1
          ) WHERE d BETWEEN ?2 AND ?3 GROUP BY d, what ORDER BY d, what",
     )?;
-    let rows = st.query_map(params![patient_id, from, to], |r| Ok(Event { day: r.get(0)?, what: r.get(1)?, count: r.get(2)? }))?;
+    let rows = st.query_map(params![patient_id, from, to], |r| {
+        Ok(Event {
+            day: r.get(0)?,
+            what: r.get(1)?,
+            count: r.get(2)?,
+        })
+    })?;
     rows.collect()
 }
 
@@ -212,19 +259,36 @@ pub fn trend(copy: &Connection, patient_id: &str, code: &str) -> rusqlite::Resul
         "SELECT coalesce(collected_at, observed_at, reported_at, ''), coalesce(value, ''), coalesce(unit, ''), coalesce(name, local_name, '')
          FROM lab_result WHERE patient_id = ?1 AND coalesce(code, local_code) = ?2 ORDER BY 1",
     )?;
-    let rows = st.query_map(params![patient_id, code], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?;
+    let rows = st.query_map(params![patient_id, code], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
     let mut out = Vec::new();
     for row in rows {
         let (at, text, unit, name) = row?;
         if let Ok(value) = text.trim().parse::<f64>() {
-            out.push(Point { at, value, text, unit, name });
+            out.push(Point {
+                at,
+                value,
+                text,
+                unit,
+                name,
+            });
         }
     }
     Ok(out)
 }
 
 /// A document's file name, media type and size, if the copy holds it for this patient.
-pub fn document(copy: &Connection, patient_id: &str, file_id: i64) -> rusqlite::Result<Option<(String, String, i64)>> {
+pub fn document(
+    copy: &Connection,
+    patient_id: &str,
+    file_id: i64,
+) -> rusqlite::Result<Option<(String, String, i64)>> {
     copy.query_row(
         "SELECT d.file_name, coalesce(d.media_type, 'application/octet-stream'), length(s.raw) FROM document d JOIN source_file s ON s.id = d.file_id
          WHERE d.patient_id = ?1 AND d.file_id = ?2 LIMIT 1",
@@ -236,7 +300,12 @@ pub fn document(copy: &Connection, patient_id: &str, file_id: i64) -> rusqlite::
 
 /// Streams a stored file's bytes in chunks of `chunk` bytes to `send`, with SQLite's incremental
 /// blob I/O, so a large document is never held whole. Stops early (Ok) when `send` says false.
-pub fn stream_file(copy: &Connection, file_id: i64, chunk: usize, mut send: impl FnMut(Vec<u8>) -> bool) -> rusqlite::Result<()> {
+pub fn stream_file(
+    copy: &Connection,
+    file_id: i64,
+    chunk: usize,
+    mut send: impl FnMut(Vec<u8>) -> bool,
+) -> rusqlite::Result<()> {
     let blob = copy.blob_open(rusqlite::MAIN_DB, "source_file", "raw", file_id, true)?;
     let size = blob.len();
     let mut at = 0;

@@ -27,7 +27,10 @@ pub fn derive(name: &path::StoredName, raw: &[u8]) -> Result<Derived, String> {
     let mut warnings = name.warnings.clone();
     if name.storage == path::Storage::Extended {
         return Ok(Derived {
-            header: Header { warnings: join(&warnings), ..Header::default() },
+            header: Header {
+                warnings: join(&warnings),
+                ..Header::default()
+            },
             rows: vec![record::document(name, raw.len())],
         });
     }
@@ -38,15 +41,31 @@ pub fn derive(name: &path::StoredName, raw: &[u8]) -> Result<Derived, String> {
     let mapped = record::map(name, &msg);
     warnings.extend(mapped.warnings);
     let msh = &msg.segments[0];
-    let message_type = Some([1, 2, 3].iter().filter_map(|&c| msh.comp(9, c)).collect::<Vec<_>>().join("^")).filter(|s| !s.is_empty());
+    let message_type = Some(
+        [1, 2, 3]
+            .iter()
+            .filter_map(|&c| msh.comp(9, c))
+            .collect::<Vec<_>>()
+            .join("^"),
+    )
+    .filter(|s| !s.is_empty());
     Ok(Derived {
-        header: Header { message_type, message_id: msh.get(10), sent_at: msh.get(7), warnings: join(&warnings) },
+        header: Header {
+            message_type,
+            message_id: msh.get(10),
+            sent_at: msh.get(7),
+            warnings: join(&warnings),
+        },
         rows: mapped.rows,
     })
 }
 
 fn join(w: &[String]) -> Option<String> {
-    if w.is_empty() { None } else { Some(w.join("\n")) }
+    if w.is_empty() {
+        None
+    } else {
+        Some(w.join("\n"))
+    }
 }
 
 pub(crate) fn now() -> String {
@@ -55,5 +74,8 @@ pub(crate) fn now() -> String {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -84,9 +84,22 @@ struct Found {
 
 enum Work {
     /// New or changed bytes that parsed.
-    Content { rel: String, name: StoredName, stat: Stat, raw: Vec<u8>, derived: Derived },
+    Content {
+        rel: String,
+        name: StoredName,
+        stat: Stat,
+        raw: Vec<u8>,
+        derived: Derived,
+    },
     /// Bytes that cannot be taken in.
-    Bad { rel: String, root: String, size: i64, mtime_ns: i64, raw: Option<Vec<u8>>, reason: String },
+    Bad {
+        rel: String,
+        root: String,
+        size: i64,
+        mtime_ns: i64,
+        raw: Option<Vec<u8>>,
+        reason: String,
+    },
     /// Same bytes as stored, back after being missing, or seen with a new inode or time.
     Restat { rel: String, stat: Stat },
     /// Stored, no longer in the tree.
@@ -106,7 +119,10 @@ impl Work {
 }
 
 fn root_key(root: &Path) -> String {
-    root.canonicalize().unwrap_or_else(|_| root.to_owned()).to_string_lossy().into_owned()
+    root.canonicalize()
+        .unwrap_or_else(|_| root.to_owned())
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Scans `scope` of the roots and brings the store in line with it.
@@ -118,7 +134,11 @@ pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, st
         Scope::Dirs(d) => {
             // A folder below another one in the list is scanned with it.
             d.iter()
-                .filter(|(i, x)| !d.iter().any(|(j, p)| i == j && p != x && (p.is_empty() || x.starts_with(&format!("{p}/")))))
+                .filter(|(i, x)| {
+                    !d.iter().any(|(j, p)| {
+                        i == j && p != x && (p.is_empty() || x.starts_with(&format!("{p}/")))
+                    })
+                })
                 .cloned()
                 .collect()
         }
@@ -129,7 +149,11 @@ pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, st
     let mut unscanned: Vec<(usize, String)> = Vec::new();
     for (i, dir) in &dirs {
         let root = &opts.roots[*i];
-        let top = if dir.is_empty() { root.clone() } else { root.join(dir) };
+        let top = if dir.is_empty() {
+            root.clone()
+        } else {
+            root.join(dir)
+        };
         if dir.is_empty() && !top.is_dir() {
             summary.alarms.push(format!("root {} is not a readable folder: nothing under it was scanned or marked missing (is the share mounted?)", root.display()));
             unscanned.push((*i, String::new()));
@@ -140,7 +164,10 @@ pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, st
     summary.seen = found.len() as u64;
 
     // Compare with what the store saw.
-    let prefixes: Vec<Option<String>> = dirs.iter().map(|(_, d)| (!d.is_empty()).then(|| d.clone())).collect();
+    let prefixes: Vec<Option<String>> = dirs
+        .iter()
+        .map(|(_, d)| (!d.is_empty()).then(|| d.clone()))
+        .collect();
     let (known, quarantined, missing) = store.call(move |c| -> rusqlite::Result<_> {
         let (mut k, mut q, mut m) = (HashMap::new(), HashMap::new(), HashSet::new());
         for p in &prefixes {
@@ -165,22 +192,34 @@ pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, st
         }
     }
     let is_unscanned = |rel: &str, root: &str| {
-        unscanned.iter().any(|(i, d)| keys[*i] == root && (d.is_empty() || rel.starts_with(&format!("{d}/"))))
+        unscanned
+            .iter()
+            .any(|(i, d)| keys[*i] == root && (d.is_empty() || rel.starts_with(&format!("{d}/"))))
     };
 
     let mut work: Vec<Work> = Vec::new();
     let mut to_read: Vec<(&String, &Found)> = Vec::new();
     for (rel, f) in &found {
         match known.get(rel) {
-            Some(k) if k.size == f.size && k.mtime_ns == f.mtime_ns && k.inode == f.inode && k.root == keys[f.root] => {
+            Some(k)
+                if k.size == f.size
+                    && k.mtime_ns == f.mtime_ns
+                    && k.inode == f.inode
+                    && k.root == keys[f.root] =>
+            {
                 if missing.contains(rel) {
-                    work.push(Work::Restat { rel: rel.clone(), stat: k.clone() });
+                    work.push(Work::Restat {
+                        rel: rel.clone(),
+                        stat: k.clone(),
+                    });
                 } else {
                     summary.unchanged += 1;
                 }
             }
             _ => match quarantined.get(rel) {
-                Some(&(size, mtime)) if size == f.size && mtime == f.mtime_ns => summary.still_quarantined += 1,
+                Some(&(size, mtime)) if size == f.size && mtime == f.mtime_ns => {
+                    summary.still_quarantined += 1
+                }
                 _ => to_read.push((rel, f)),
             },
         }
@@ -191,7 +230,9 @@ pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, st
         .map(|(rel, _)| rel.clone())
         .collect();
     let known_count = known.len().max(1);
-    if gone.len() >= opts.mass_missing_min && gone.len() as f64 >= opts.mass_missing_ratio * known_count as f64 {
+    if gone.len() >= opts.mass_missing_min
+        && gone.len() as f64 >= opts.mass_missing_ratio * known_count as f64
+    {
         summary.alarms.push(format!(
             "mass disappearance: {} of {} stored files vanished from the source in one scan; they stay in the store, marked missing (check the EMR export and the share for ransomware or a failed volume)",
             gone.len(),
@@ -204,20 +245,38 @@ pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, st
     let mut pending: Option<mpsc::Receiver<Result<Outcome, store::Error>>> = None;
     let mut batch: Vec<Work> = Vec::new();
     let mut batch_bytes = 0usize;
-    let flush = |batch: Vec<Work>, pending: &mut Option<mpsc::Receiver<Result<Outcome, store::Error>>>, summary: &mut Summary| -> Result<(), store::Error> {
+    let flush = |batch: Vec<Work>,
+                 pending: &mut Option<mpsc::Receiver<Result<Outcome, store::Error>>>,
+                 summary: &mut Summary|
+     -> Result<(), store::Error> {
         if let Some(rx) = pending.take() {
-            rx.recv().map_err(|_| store::Error::Gone("the store thread ended".into()))??.add_to(summary);
+            rx.recv()
+                .map_err(|_| store::Error::Gone("the store thread ended".into()))??
+                .add_to(summary);
         }
         if !batch.is_empty() {
             let present = Arc::clone(&found_paths);
             let path = store.path.clone();
-            *pending = Some(store.submit(move |c| apply(c, batch, &present).map_err(|e| store::Error::classify(e, &path))));
+            *pending = Some(store.submit(move |c| {
+                apply(c, batch, &present).map_err(|e| store::Error::classify(e, &path))
+            }));
         }
         Ok(())
     };
-    let items = to_read.into_iter().map(|(rel, f)| read(rel, f, &opts.roots[f.root], &keys[f.root], opts.max_file_bytes));
+    let items = to_read.into_iter().map(|(rel, f)| {
+        read(
+            rel,
+            f,
+            &opts.roots[f.root],
+            &keys[f.root],
+            opts.max_file_bytes,
+        )
+    });
     let rest = gone.into_iter().map(|rel| Work::Gone { rel }).chain(
-        quarantined.keys().filter(|r| !found.contains_key(*r)).map(|rel| Work::Unquarantine { rel: rel.clone() }),
+        quarantined
+            .keys()
+            .filter(|r| !found.contains_key(*r))
+            .map(|rel| Work::Unquarantine { rel: rel.clone() }),
     );
     for w in work.drain(..).chain(items).chain(rest) {
         batch_bytes += w.bytes();
@@ -255,10 +314,21 @@ pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, st
 }
 
 /// Walks `dir` below `root`, recording regular files by their path below the root.
-fn walk(ri: usize, root: &Path, dir: &str, found: &mut BTreeMap<String, Found>, unscanned: &mut Vec<(usize, String)>, summary: &mut Summary) {
+fn walk(
+    ri: usize,
+    root: &Path,
+    dir: &str,
+    found: &mut BTreeMap<String, Found>,
+    unscanned: &mut Vec<(usize, String)>,
+    summary: &mut Summary,
+) {
     let mut stack = vec![dir.to_owned()];
     while let Some(rel_dir) = stack.pop() {
-        let abs = if rel_dir.is_empty() { root.to_owned() } else { root.join(&rel_dir) };
+        let abs = if rel_dir.is_empty() {
+            root.to_owned()
+        } else {
+            root.join(&rel_dir)
+        };
         let entries = match std::fs::read_dir(&abs) {
             Ok(e) => e,
             Err(e) => {
@@ -270,7 +340,10 @@ fn walk(ri: usize, root: &Path, dir: &str, found: &mut BTreeMap<String, Found>, 
             }
         };
         for entry in entries {
-            let Ok(entry) = entry else { unscanned.push((ri, rel_dir.clone())); continue };
+            let Ok(entry) = entry else {
+                unscanned.push((ri, rel_dir.clone()));
+                continue;
+            };
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
                 summary.ignored += 1;
@@ -280,7 +353,11 @@ fn walk(ri: usize, root: &Path, dir: &str, found: &mut BTreeMap<String, Found>, 
             if name.starts_with('.') {
                 continue;
             }
-            let rel = if rel_dir.is_empty() { name.to_owned() } else { format!("{rel_dir}/{name}") };
+            let rel = if rel_dir.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel_dir}/{name}")
+            };
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 stack.push(rel);
@@ -290,7 +367,15 @@ fn walk(ri: usize, root: &Path, dir: &str, found: &mut BTreeMap<String, Found>, 
                     continue;
                 }
                 let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-                found.insert(rel, Found { root: ri, size: meta.size() as i64, mtime_ns, inode: meta.ino() as i64 });
+                found.insert(
+                    rel,
+                    Found {
+                        root: ri,
+                        size: meta.size() as i64,
+                        mtime_ns,
+                        inode: meta.ino() as i64,
+                    },
+                );
             } else {
                 // Files at the top of a root (index files, notices) and links are not storage.
                 summary.ignored += 1;
@@ -300,9 +385,22 @@ fn walk(ri: usize, root: &Path, dir: &str, found: &mut BTreeMap<String, Found>, 
 }
 
 fn read(rel: &str, f: &Found, root: &Path, root_key: &str, max: u64) -> Work {
-    let bad = |reason: String, raw: Option<Vec<u8>>| Work::Bad { rel: rel.to_owned(), root: root_key.to_owned(), size: f.size, mtime_ns: f.mtime_ns, raw, reason };
+    let bad = |reason: String, raw: Option<Vec<u8>>| Work::Bad {
+        rel: rel.to_owned(),
+        root: root_key.to_owned(),
+        size: f.size,
+        mtime_ns: f.mtime_ns,
+        raw,
+        reason,
+    };
     if f.size as u64 > max {
-        return bad(format!("the file is {} bytes, more than the {} byte limit (max_file_bytes)", f.size, max), None);
+        return bad(
+            format!(
+                "the file is {} bytes, more than the {} byte limit (max_file_bytes)",
+                f.size, max
+            ),
+            None,
+        );
     }
     let raw = match std::fs::read(root.join(rel)) {
         Ok(r) => r,
@@ -315,8 +413,20 @@ fn read(rel: &str, f: &Found, root: &Path, root_key: &str, max: u64) -> Work {
     match derive(&name, &raw) {
         Ok(derived) => {
             let sha256 = shared::chain::content_hash(&raw).to_vec();
-            let stat = Stat { root: root_key.to_owned(), size: raw.len() as i64, mtime_ns: f.mtime_ns, inode: f.inode, sha256 };
-            Work::Content { rel: rel.to_owned(), name, stat, raw, derived }
+            let stat = Stat {
+                root: root_key.to_owned(),
+                size: raw.len() as i64,
+                mtime_ns: f.mtime_ns,
+                inode: f.inode,
+                sha256,
+            };
+            Work::Content {
+                rel: rel.to_owned(),
+                name,
+                stat,
+                raw,
+                derived,
+            }
         }
         Err(reason) => bad(reason, Some(raw)),
     }
@@ -351,7 +461,11 @@ impl Outcome {
 }
 
 /// Applies one batch in one transaction, captured into one outbox segment.
-fn apply(conn: &Connection, batch: Vec<Work>, present: &HashSet<String>) -> rusqlite::Result<Outcome> {
+fn apply(
+    conn: &Connection,
+    batch: Vec<Work>,
+    present: &HashSet<String>,
+) -> rusqlite::Result<Outcome> {
     let t = now();
     let files = batch.len() as u64;
     let (mut out, seq) = outbox::capture(conn, files, &t, |c| -> rusqlite::Result<Outcome> {
@@ -360,7 +474,13 @@ fn apply(conn: &Connection, batch: Vec<Work>, present: &HashSet<String>) -> rusq
         let mut fresh: HashMap<String, Derived> = HashMap::new();
         for w in batch {
             match w {
-                Work::Content { rel, name, stat, raw, derived } => {
+                Work::Content {
+                    rel,
+                    name,
+                    stat,
+                    raw,
+                    derived,
+                } => {
                     sql::unquarantine(c, &rel)?;
                     match sql::file_by_path(c, &rel)? {
                         Some(old) if old.sha256 == stat.sha256 => {
@@ -375,12 +495,20 @@ fn apply(conn: &Connection, batch: Vec<Work>, present: &HashSet<String>) -> rusq
                             out.ingested += 1;
                         }
                         None => {
-                            if let Some(from) = renamed_from(c, &rel, &name, &stat.sha256, present)? {
+                            if let Some(from) = renamed_from(c, &rel, &name, &stat.sha256, present)?
+                            {
                                 sql::rename_file(c, from.id, &rel, &name)?;
                                 sql::delete_stat(c, &from.rel_path)?;
                                 out.renamed += 1;
                             } else {
-                                sql::insert_file(c, &rel, &name, &raw, &stat.sha256, &derived.header)?;
+                                sql::insert_file(
+                                    c,
+                                    &rel,
+                                    &name,
+                                    &raw,
+                                    &stat.sha256,
+                                    &derived.header,
+                                )?;
                                 out.ingested += 1;
                             }
                             match name.flag {
@@ -394,7 +522,14 @@ fn apply(conn: &Connection, batch: Vec<Work>, present: &HashSet<String>) -> rusq
                     }
                     sql::put_stat(c, &rel, &stat)?;
                 }
-                Work::Bad { rel, root, size, mtime_ns, raw, reason } => {
+                Work::Bad {
+                    rel,
+                    root,
+                    size,
+                    mtime_ns,
+                    raw,
+                    reason,
+                } => {
                     let reason = match sql::file_by_path(c, &rel)? {
                         Some(_) => {
                             out.rewritten_bad += 1;
@@ -435,7 +570,12 @@ fn apply(conn: &Connection, batch: Vec<Work>, present: &HashSet<String>) -> rusq
 /// The logical record a file is a version of.
 fn key_of(n: &StoredName) -> String {
     if n.is_snapshot() {
-        format!("{}\u{1}{}\u{1}{}", n.storage.as_str(), n.patient_id, n.data_type)
+        format!(
+            "{}\u{1}{}\u{1}{}",
+            n.storage.as_str(),
+            n.patient_id,
+            n.data_type
+        )
     } else {
         format!(
             "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}",
@@ -450,7 +590,13 @@ fn key_of(n: &StoredName) -> String {
 
 /// SS-MIX2 supersedes and deletes by renaming a file's flag. A new path whose bytes equal a stored
 /// file that differs only in the flag, and that is no longer in the tree, is that file renamed.
-fn renamed_from(c: &Connection, rel: &str, n: &StoredName, sha: &[u8], present: &HashSet<String>) -> rusqlite::Result<Option<sql::StoredFile>> {
+fn renamed_from(
+    c: &Connection,
+    rel: &str,
+    n: &StoredName,
+    sha: &[u8],
+    present: &HashSet<String>,
+) -> rusqlite::Result<Option<sql::StoredFile>> {
     let flag_at = match n.storage {
         path::Storage::Standard => rel.len() - 1,
         path::Storage::Extended => n.version_path.len() - 1,
@@ -475,10 +621,19 @@ fn renamed_from(c: &Connection, rel: &str, n: &StoredName, sha: &[u8], present: 
 }
 
 /// Makes the newest flag-1 version of a record the one whose rows are in the clinical tables.
-fn refresh(c: &Connection, name: &StoredName, fresh: &mut HashMap<String, Derived>) -> rusqlite::Result<()> {
+fn refresh(
+    c: &Connection,
+    name: &StoredName,
+    fresh: &mut HashMap<String, Derived>,
+) -> rusqlite::Result<()> {
     let versions = sql::versions(c, name)?;
-    let winner = versions.iter().filter(|v| v.flag == 1).max_by(|a, b| (&a.issued_at, &a.version_path).cmp(&(&b.issued_at, &b.version_path)));
-    let should = |v: &sql::StoredFile| winner.is_some_and(|w| v.flag == 1 && v.version_path == w.version_path);
+    let winner = versions
+        .iter()
+        .filter(|v| v.flag == 1)
+        .max_by(|a, b| (&a.issued_at, &a.version_path).cmp(&(&b.issued_at, &b.version_path)));
+    let should = |v: &sql::StoredFile| {
+        winner.is_some_and(|w| v.flag == 1 && v.version_path == w.version_path)
+    };
     for v in versions.iter().filter(|v| v.is_current && !should(v)) {
         sql::delete_rows(c, v.id)?;
         sql::set_current(c, v.id, false)?;
@@ -488,7 +643,9 @@ fn refresh(c: &Connection, name: &StoredName, fresh: &mut HashMap<String, Derive
             Some(d) => Some(d),
             None => {
                 let raw = sql::raw(c, v.id)?;
-                path::parse(&v.rel_path).ok().and_then(|n| derive(&n, &raw).ok())
+                path::parse(&v.rel_path)
+                    .ok()
+                    .and_then(|n| derive(&n, &raw).ok())
             }
         };
         if let Some(d) = derived {

@@ -26,7 +26,11 @@ pub struct Pace {
 
 impl Default for Pace {
     fn default() -> Pace {
-        Pace { rescan: Duration::from_secs(300), settle: Duration::from_millis(300), max_wait: Duration::from_secs(2) }
+        Pace {
+            rescan: Duration::from_secs(300),
+            settle: Duration::from_millis(300),
+            max_wait: Duration::from_secs(2),
+        }
     }
 }
 
@@ -48,7 +52,11 @@ impl Watches {
     fn add_tree(&mut self, root_idx: usize, root: &Path, rel: &str) {
         let mut stack = vec![rel.to_owned()];
         while let Some(rel) = stack.pop() {
-            let abs: PathBuf = if rel.is_empty() { root.to_owned() } else { root.join(&rel) };
+            let abs: PathBuf = if rel.is_empty() {
+                root.to_owned()
+            } else {
+                root.join(&rel)
+            };
             match self.ino.add_watch(&abs, MASK) {
                 Ok(wd) => {
                     self.dirs.insert(wd, (root_idx, rel.clone()));
@@ -66,7 +74,11 @@ impl Watches {
                 for e in entries.flatten() {
                     if e.file_type().is_ok_and(|t| t.is_dir()) {
                         if let Some(n) = e.file_name().to_str().filter(|n| !n.starts_with('.')) {
-                            stack.push(if rel.is_empty() { n.to_owned() } else { format!("{rel}/{n}") });
+                            stack.push(if rel.is_empty() {
+                                n.to_owned()
+                            } else {
+                                format!("{rel}/{n}")
+                            });
                         }
                     }
                 }
@@ -76,9 +88,20 @@ impl Watches {
 }
 
 /// Scans everything, then follows changes until `stop` says so; `report` sees every scan's summary.
-pub fn run(store: &Handle, opts: &Options, pace: &Pace, mut stop: impl FnMut() -> bool, mut report: impl FnMut(&Summary)) -> Result<(), store::Error> {
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| store::Error::Gone(format!("inotify: {e}")))?;
-    let mut w = Watches { ino, dirs: HashMap::new(), exhausted: false };
+pub fn run(
+    store: &Handle,
+    opts: &Options,
+    pace: &Pace,
+    mut stop: impl FnMut() -> bool,
+    mut report: impl FnMut(&Summary),
+) -> Result<(), store::Error> {
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| store::Error::Gone(format!("inotify: {e}")))?;
+    let mut w = Watches {
+        ino,
+        dirs: HashMap::new(),
+        exhausted: false,
+    };
     for (i, root) in opts.roots.iter().enumerate() {
         w.add_tree(i, root, "");
     }
@@ -90,7 +113,11 @@ pub fn run(store: &Handle, opts: &Options, pace: &Pace, mut stop: impl FnMut() -
             report(&scan(store, opts, &Scope::Full)?);
             last_full = Instant::now();
         } else if !dirty.is_empty() {
-            report(&scan(store, opts, &Scope::Dirs(dirty.into_iter().collect()))?);
+            report(&scan(
+                store,
+                opts,
+                &Scope::Dirs(dirty.into_iter().collect()),
+            )?);
         }
     }
     Ok(())
@@ -98,14 +125,23 @@ pub fn run(store: &Handle, opts: &Options, pace: &Pace, mut stop: impl FnMut() -
 
 /// Waits up to `first` for an event, then gathers events until the tree settles. Returns the
 /// folders to rescan: the parent of every file event, and every new folder (watched from now on).
-fn gather(w: &mut Watches, opts: &Options, pace: &Pace, first: Duration) -> BTreeSet<(usize, String)> {
+fn gather(
+    w: &mut Watches,
+    opts: &Options,
+    pace: &Pace,
+    first: Duration,
+) -> BTreeSet<(usize, String)> {
     let mut dirty = BTreeSet::new();
     let start = Instant::now();
     let mut timeout = first;
     loop {
         let ready = {
             let mut fds = [PollFd::new(w.ino.as_fd(), PollFlags::POLLIN)];
-            poll(&mut fds, PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::NONE)).unwrap_or(0)
+            poll(
+                &mut fds,
+                PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::NONE),
+            )
+            .unwrap_or(0)
         };
         if ready == 0 {
             return dirty;
@@ -117,15 +153,28 @@ fn gather(w: &mut Watches, opts: &Options, pace: &Pace, first: Duration) -> BTre
                 dirty.extend((0..opts.roots.len()).map(|i| (i, String::new())));
                 continue;
             }
-            let Some((ri, dir)) = w.dirs.get(&ev.wd).cloned() else { continue };
-            if ev.mask.contains(AddWatchFlags::IN_IGNORED) || ev.mask.contains(AddWatchFlags::IN_DELETE_SELF) {
+            let Some((ri, dir)) = w.dirs.get(&ev.wd).cloned() else {
+                continue;
+            };
+            if ev.mask.contains(AddWatchFlags::IN_IGNORED)
+                || ev.mask.contains(AddWatchFlags::IN_DELETE_SELF)
+            {
                 w.dirs.remove(&ev.wd);
             }
             let name = ev.name.as_ref().and_then(|n| n.to_str()).map(str::to_owned);
-            let child = name.as_ref().map(|n| if dir.is_empty() { n.clone() } else { format!("{dir}/{n}") });
+            let child = name.as_ref().map(|n| {
+                if dir.is_empty() {
+                    n.clone()
+                } else {
+                    format!("{dir}/{n}")
+                }
+            });
             if ev.mask.contains(AddWatchFlags::IN_ISDIR) {
                 if let Some(c) = &child {
-                    if ev.mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO) {
+                    if ev
+                        .mask
+                        .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                    {
                         w.add_tree(ri, &opts.roots[ri], c);
                     }
                 }

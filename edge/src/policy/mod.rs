@@ -88,11 +88,25 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn pass(summary: impl Into<String>) -> Outcome {
-        Outcome { status: Status::Pass, summary: summary.into(), remediation: String::new(), details: Vec::new() }
+        Outcome {
+            status: Status::Pass,
+            summary: summary.into(),
+            remediation: String::new(),
+            details: Vec::new(),
+        }
     }
 
-    pub fn new(status: Status, summary: impl Into<String>, remediation: impl Into<String>) -> Outcome {
-        Outcome { status, summary: summary.into(), remediation: remediation.into(), details: Vec::new() }
+    pub fn new(
+        status: Status,
+        summary: impl Into<String>,
+        remediation: impl Into<String>,
+    ) -> Outcome {
+        Outcome {
+            status,
+            summary: summary.into(),
+            remediation: remediation.into(),
+            details: Vec::new(),
+        }
     }
 
     pub fn error(summary: impl Into<String>, remediation: impl Into<String>) -> Outcome {
@@ -119,16 +133,37 @@ pub struct CheckState {
 }
 
 /// Gates an outcome: a failure is in grace until `grace` after it first failed.
-pub fn gate(check: &str, prev: Option<&CheckState>, outcome: Outcome, now: i64, expiry: Duration, grace: Duration) -> CheckState {
+pub fn gate(
+    check: &str,
+    prev: Option<&CheckState>,
+    outcome: Outcome,
+    now: i64,
+    expiry: Duration,
+    grace: Duration,
+) -> CheckState {
     let (state, failing_since) = match outcome.status {
         Status::Pass | Status::Warn => (State::Compliant, None),
         Status::Error => (State::Error, prev.and_then(|p| p.failing_since)),
         Status::Fail => {
             let since = prev.and_then(|p| p.failing_since).unwrap_or(now);
-            (if now - since < grace.as_secs() as i64 { State::InGrace } else { State::NonCompliant }, Some(since))
+            (
+                if now - since < grace.as_secs() as i64 {
+                    State::InGrace
+                } else {
+                    State::NonCompliant
+                },
+                Some(since),
+            )
         }
     };
-    CheckState { check: check.to_string(), state, outcome, checked_at: now, expires_at: now + expiry.as_secs() as i64, failing_since }
+    CheckState {
+        check: check.to_string(),
+        state,
+        outcome,
+        checked_at: now,
+        expires_at: now + expiry.as_secs() as i64,
+        failing_since,
+    }
 }
 
 /// The state as of `now`: an expired result is an error, and a failure whose grace ran out since
@@ -137,9 +172,16 @@ pub fn as_of(s: &CheckState, now: i64, grace: Duration) -> CheckState {
     let mut s = s.clone();
     if now > s.expires_at {
         s.state = State::Error;
-        s.outcome.summary = format!("no result since {} (the check did not run in time): {}", shared::time::rfc3339(s.checked_at), s.outcome.summary);
+        s.outcome.summary = format!(
+            "no result since {} (the check did not run in time): {}",
+            shared::time::rfc3339(s.checked_at),
+            s.outcome.summary
+        );
         s.outcome.remediation = "アプライアンスの点検が時間内に実行されていません。電源と時刻を確認し、直らなければネットワーク事務局に連絡してください。".into();
-    } else if s.state == State::InGrace && s.failing_since.is_some_and(|f| now - f >= grace.as_secs() as i64) {
+    } else if s.state == State::InGrace
+        && s.failing_since
+            .is_some_and(|f| now - f >= grace.as_secs() as i64)
+    {
         s.state = State::NonCompliant;
     }
     s
@@ -147,7 +189,11 @@ pub fn as_of(s: &CheckState, now: i64, grace: Duration) -> CheckState {
 
 /// The worst state among `states`; compliant when there are none.
 pub fn merge<'a>(states: impl IntoIterator<Item = &'a State>) -> State {
-    states.into_iter().copied().max().unwrap_or(State::Compliant)
+    states
+        .into_iter()
+        .copied()
+        .max()
+        .unwrap_or(State::Compliant)
 }
 
 /// Everything a check may look at: the settings, the appliance's folders, how to run commands.
@@ -183,7 +229,13 @@ impl Probe {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let code = out.status.code().unwrap_or(-1);
-            let err: String = err.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect();
+            let err: String = err
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(300)
+                .collect();
             return Err(format!("`{}` exited with {code}: {err}", cmd.join(" ")));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -199,13 +251,41 @@ pub struct Check {
 
 /// The appliance's own checks, in the order they are shown.
 pub const CHECKS: &[Check] = &[
-    Check { name: "wifi", every: 1, run: system::wifi },
-    Check { name: "disk-encryption", every: 6, run: system::disk_encryption },
-    Check { name: "firewall", every: 1, run: system::firewall },
-    Check { name: "time-sync", every: 2, run: system::time_sync },
-    Check { name: "updates", every: 12, run: system::updates },
-    Check { name: "listening", every: 1, run: system::listening },
-    Check { name: "certificate", every: 12, run: system::certificate },
+    Check {
+        name: "wifi",
+        every: 1,
+        run: system::wifi,
+    },
+    Check {
+        name: "disk-encryption",
+        every: 6,
+        run: system::disk_encryption,
+    },
+    Check {
+        name: "firewall",
+        every: 1,
+        run: system::firewall,
+    },
+    Check {
+        name: "time-sync",
+        every: 2,
+        run: system::time_sync,
+    },
+    Check {
+        name: "updates",
+        every: 12,
+        run: system::updates,
+    },
+    Check {
+        name: "listening",
+        every: 1,
+        run: system::listening,
+    },
+    Check {
+        name: "certificate",
+        every: 12,
+        run: system::certificate,
+    },
 ];
 
 /// A result expires after three of its runs were missed.
@@ -289,8 +369,12 @@ impl Local {
     pub fn check_states(&self) -> anyhow::Result<HashMap<String, CheckState>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT name, state FROM posture_check")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            Ok(rows.filter_map(Result::ok).filter_map(|(n, j)| Some((n, serde_json::from_str(&j).ok()?))).collect())
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows
+                .filter_map(Result::ok)
+                .filter_map(|(n, j)| Some((n, serde_json::from_str(&j).ok()?)))
+                .collect())
         })
     }
 
@@ -306,7 +390,14 @@ impl Local {
         })
     }
 
-    pub fn record_event(&self, at: i64, subject: &str, from: Option<State>, to: State, summary: &str) -> anyhow::Result<Event> {
+    pub fn record_event(
+        &self,
+        at: i64,
+        subject: &str,
+        from: Option<State>,
+        to: State,
+        summary: &str,
+    ) -> anyhow::Result<Event> {
         self.with(|c| insert_event(c, at, subject, from, to, summary))
     }
 
@@ -326,7 +417,10 @@ impl Local {
     }
 
     pub fn events_sent(&self, upto: i64) -> anyhow::Result<()> {
-        self.with(|c| c.execute("UPDATE posture_event SET sent = 1 WHERE seq <= ?1", [upto]).map(|_| ()))
+        self.with(|c| {
+            c.execute("UPDATE posture_event SET sent = 1 WHERE seq <= ?1", [upto])
+                .map(|_| ())
+        })
     }
 
     /// The most recent events, newest first (for `tsunagi-edge check`).
@@ -336,16 +430,39 @@ impl Local {
 
     /// Takes a terminal's one-time code (the same codes browsers use) for a screen-lock reporter,
     /// and stores the hash of the reporter's new token. Returns the terminal's name.
-    pub fn enrol_reporter(&self, code: &str, token_hash: &[u8; 32], now: i64) -> anyhow::Result<Option<String>> {
-        self.take_terminal_code(code, now, |tx, name| tx.execute("INSERT INTO reporter (token, name, enrolled_at) VALUES (?1, ?2, ?3)", params![&token_hash[..], name, now]).map(|_| ()))
+    pub fn enrol_reporter(
+        &self,
+        code: &str,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> anyhow::Result<Option<String>> {
+        self.take_terminal_code(code, now, |tx, name| {
+            tx.execute(
+                "INSERT INTO reporter (token, name, enrolled_at) VALUES (?1, ?2, ?3)",
+                params![&token_hash[..], name, now],
+            )
+            .map(|_| ())
+        })
     }
 
     pub fn reporter_name(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<String>> {
-        self.with(|c| c.query_row("SELECT name FROM reporter WHERE token = ?1", [&token_hash[..]], |r| r.get(0)).optional())
+        self.with(|c| {
+            c.query_row(
+                "SELECT name FROM reporter WHERE token = ?1",
+                [&token_hash[..]],
+                |r| r.get(0),
+            )
+            .optional()
+        })
     }
 
     /// Keeps a terminal's report (its failing-since carried over while it keeps failing).
-    pub fn keep_report(&self, name: &str, at: i64, o: &screenlock::Report) -> anyhow::Result<Option<i64>> {
+    pub fn keep_report(
+        &self,
+        name: &str,
+        at: i64,
+        o: &screenlock::Report,
+    ) -> anyhow::Result<Option<i64>> {
         self.with(|c| {
             let tx = c.transaction()?;
             let prev: Option<Option<i64>> = tx.query_row("SELECT failing_since FROM terminal_report WHERE name = ?1", [name], |r| r.get(0)).optional()?;
@@ -364,7 +481,9 @@ impl Local {
     }
 
     /// Every terminal the facility enrolled (by browser or reporter), with its last report.
-    pub fn terminal_reports(&self) -> anyhow::Result<Vec<(String, Option<(i64, Status, String, String, Option<i64>)>)>> {
+    pub fn terminal_reports(
+        &self,
+    ) -> anyhow::Result<Vec<(String, Option<(i64, Status, String, String, Option<i64>)>)>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT n.name, r.at, r.status, r.summary, r.remediation, r.failing_since FROM
@@ -386,16 +505,35 @@ impl Local {
     }
 }
 
-fn insert_event(c: &rusqlite::Connection, at: i64, subject: &str, from: Option<State>, to: State, summary: &str) -> rusqlite::Result<Event> {
+fn insert_event(
+    c: &rusqlite::Connection,
+    at: i64,
+    subject: &str,
+    from: Option<State>,
+    to: State,
+    summary: &str,
+) -> rusqlite::Result<Event> {
     c.execute(
         "INSERT INTO posture_event (at, subject, from_state, to_state, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![at, subject, from.map(State::code), to.code(), summary],
     )?;
-    Ok(Event { seq: c.last_insert_rowid(), at, subject: subject.to_string(), from, to, summary: summary.to_string() })
+    Ok(Event {
+        seq: c.last_insert_rowid(),
+        at,
+        subject: subject.to_string(),
+        from,
+        to,
+        summary: summary.to_string(),
+    })
 }
 
 /// A terminal's state from its last report, as of `now`.
-pub fn terminal_state(name: &str, report: Option<&(i64, Status, String, String, Option<i64>)>, now: i64, s: &PolicySettings) -> TerminalState {
+pub fn terminal_state(
+    name: &str,
+    report: Option<&(i64, Status, String, String, Option<i64>)>,
+    now: i64,
+    s: &PolicySettings,
+) -> TerminalState {
     match report {
         Some((at, status, summary, remediation, since)) if now - at <= s.report_expiry.as_secs() as i64 => {
             let state = match status {
@@ -428,7 +566,12 @@ pub fn terminal_state(name: &str, report: Option<&(i64, Status, String, String, 
 
 /// Runs the checks that are due (all of them when `all`), keeps and audits their states, and
 /// returns the posture as of now with the events it wrote.
-pub fn run_due(ctx: &Context, local: &Local, now: i64, all: bool) -> anyhow::Result<(Posture, Vec<Event>)> {
+pub fn run_due(
+    ctx: &Context,
+    local: &Local,
+    now: i64,
+    all: bool,
+) -> anyhow::Result<(Posture, Vec<Event>)> {
     let prev = local.check_states()?;
     let mut events = Vec::new();
     let mut checks = Vec::new();
@@ -439,11 +582,21 @@ pub fn run_due(ctx: &Context, local: &Local, now: i64, all: bool) -> anyhow::Res
         let due = all
             || p.is_none_or(|p| {
                 let age = now - p.checked_at;
-                age >= (ctx.settings.interval * c.every).as_secs() as i64 || (p.state == State::Error && age >= ctx.settings.interval.min(Duration::from_secs(60)).as_secs() as i64)
+                age >= (ctx.settings.interval * c.every).as_secs() as i64
+                    || (p.state == State::Error
+                        && age
+                            >= ctx.settings.interval.min(Duration::from_secs(60)).as_secs() as i64)
             });
         let s = if due {
             let outcome = (c.run)(ctx);
-            let s = gate(c.name, p, outcome, now, expiry_of(c, ctx.settings.interval), ctx.settings.grace);
+            let s = gate(
+                c.name,
+                p,
+                outcome,
+                now,
+                expiry_of(c, ctx.settings.interval),
+                ctx.settings.grace,
+            );
             let before = p.map(|p| as_of(p, now, ctx.settings.grace).state);
             if before != Some(s.state) {
                 tracing::info!(check = c.name, from = before.map(State::code).unwrap_or("-"), to = s.state.code(), summary = %s.outcome.summary, "posture check changed state");
@@ -471,7 +624,10 @@ pub fn current(local: &Local, now: i64, s: &PolicySettings) -> anyhow::Result<Po
             None => CheckState {
                 check: c.name.into(),
                 state: State::Error,
-                outcome: Outcome::error("not run yet", "点検がまだ実行されていません。`tsunagi-edge check` を実行してください。"),
+                outcome: Outcome::error(
+                    "not run yet",
+                    "点検がまだ実行されていません。`tsunagi-edge check` を実行してください。",
+                ),
                 checked_at: 0,
                 expires_at: 0,
                 failing_since: None,
@@ -481,11 +637,25 @@ pub fn current(local: &Local, now: i64, s: &PolicySettings) -> anyhow::Result<Po
     posture_of(checks, local, now, s)
 }
 
-fn posture_of(checks: Vec<CheckState>, local: &Local, now: i64, s: &PolicySettings) -> anyhow::Result<Posture> {
-    let terminals: Vec<TerminalState> = local.terminal_reports()?.iter().map(|(n, r)| terminal_state(n, r.as_ref(), now, s)).collect();
+fn posture_of(
+    checks: Vec<CheckState>,
+    local: &Local,
+    now: i64,
+    s: &PolicySettings,
+) -> anyhow::Result<Posture> {
+    let terminals: Vec<TerminalState> = local
+        .terminal_reports()?
+        .iter()
+        .map(|(n, r)| terminal_state(n, r.as_ref(), now, s))
+        .collect();
     // The appliance's own state is its checks'; terminals are enforced one by one at the proxy.
     let state = merge(checks.iter().map(|c| &c.state));
-    Ok(Posture { state, checks, terminals, at: now })
+    Ok(Posture {
+        state,
+        checks,
+        terminals,
+        at: now,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,7 +680,12 @@ impl TerminalGate {
             let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             Ok(rows.filter_map(Result::ok).filter_map(|(s, t)| Some((s.strip_prefix("terminal:")?.to_string(), state_from(&t)?))).collect::<HashMap<_, _>>())
         })?;
-        let g = TerminalGate { settings, reports: RwLock::new(HashMap::new()), seen: RwLock::new(seen), local };
+        let g = TerminalGate {
+            settings,
+            reports: RwLock::new(HashMap::new()),
+            seen: RwLock::new(seen),
+            local,
+        };
         g.reload()?;
         Ok(g)
     }
@@ -526,7 +701,13 @@ impl TerminalGate {
             let st = terminal_state(&name, r.as_ref(), now, &self.settings);
             let before = seen.get(&name).copied();
             if before != Some(st.state) {
-                self.local.record_event(now, &format!("terminal:{name}"), before, st.state, &st.summary)?;
+                self.local.record_event(
+                    now,
+                    &format!("terminal:{name}"),
+                    before,
+                    st.state,
+                    &st.summary,
+                )?;
                 seen.insert(name.clone(), st.state);
             }
             if let Some(r) = r {
@@ -563,7 +744,15 @@ impl TerminalPolicy for TerminalGate {
             (true, State::NonCompliant) => self.settings.noncompliant_terminal,
             _ => self.settings.unknown_terminal,
         };
-        let why = format!("{} {}", st.state.label(), if st.remediation.is_empty() { &st.summary } else { &st.remediation });
+        let why = format!(
+            "{} {}",
+            st.state.label(),
+            if st.remediation.is_empty() {
+                &st.summary
+            } else {
+                &st.remediation
+            }
+        );
         match what {
             Enforce::Allow => Verdict::Allow,
             Enforce::Warn => Verdict::Warn(why),
@@ -584,7 +773,9 @@ impl TerminalPolicy for TerminalGate {
         TerminalGate::reload(self)?;
         let st = self.state_of(Some(name));
         tracing::info!(terminal = %name, status = ?r.outcome.status, lock_secs = r.lock_secs.unwrap_or(0), state = st.state.code(), "screen-lock report");
-        Ok(serde_json::json!({"terminal": name, "state": st.state.code(), "label": st.state.label(), "summary": r.outcome.summary, "remediation": r.outcome.remediation, "lock_secs": r.lock_secs}))
+        Ok(
+            serde_json::json!({"terminal": name, "state": st.state.code(), "label": st.state.label(), "summary": r.outcome.summary, "remediation": r.outcome.remediation, "lock_secs": r.lock_secs}),
+        )
     }
 }
 
@@ -600,38 +791,102 @@ mod tests {
         let a = gate("c", None, fail(), 1000, exp, grace);
         assert_eq!((a.state, a.failing_since), (State::InGrace, Some(1000)));
         let b = gate("c", Some(&a), fail(), 1099, exp, grace);
-        assert_eq!(b.state, State::InGrace, "the grace period runs from the first failure");
+        assert_eq!(
+            b.state,
+            State::InGrace,
+            "the grace period runs from the first failure"
+        );
         let c = gate("c", Some(&b), fail(), 1100, exp, grace);
         assert_eq!(c.state, State::NonCompliant);
         let d = gate("c", Some(&c), Outcome::pass("ok"), 1101, exp, grace);
         assert_eq!((d.state, d.failing_since), (State::Compliant, None));
         let e = gate("c", Some(&d), fail(), 1102, exp, grace);
-        assert_eq!(e.failing_since, Some(1102), "a new failure starts a new grace period");
-        let w = gate("c", None, Outcome::new(Status::Warn, "tkip group", "r"), 1, exp, grace);
-        assert_eq!(w.state, State::Compliant, "a warning is compliant, and reported");
-        assert_eq!(as_of(&b, 1100, grace).state, State::NonCompliant, "grace runs out between runs");
-        assert_eq!(as_of(&d, 1101 + 51, grace).state, State::Error, "an expired result is an error, not the last good answer");
+        assert_eq!(
+            e.failing_since,
+            Some(1102),
+            "a new failure starts a new grace period"
+        );
+        let w = gate(
+            "c",
+            None,
+            Outcome::new(Status::Warn, "tkip group", "r"),
+            1,
+            exp,
+            grace,
+        );
+        assert_eq!(
+            w.state,
+            State::Compliant,
+            "a warning is compliant, and reported"
+        );
+        assert_eq!(
+            as_of(&b, 1100, grace).state,
+            State::NonCompliant,
+            "grace runs out between runs"
+        );
+        assert_eq!(
+            as_of(&d, 1101 + 51, grace).state,
+            State::Error,
+            "an expired result is an error, not the last good answer"
+        );
         assert_eq!(merge(&[State::Compliant, State::InGrace]), State::InGrace);
-        assert_eq!(merge(&[State::NonCompliant, State::Error, State::Compliant]), State::Error);
-        assert_eq!(merge(&[State::NonCompliant, State::InGrace]), State::NonCompliant);
+        assert_eq!(
+            merge(&[State::NonCompliant, State::Error, State::Compliant]),
+            State::Error
+        );
+        assert_eq!(
+            merge(&[State::NonCompliant, State::InGrace]),
+            State::NonCompliant
+        );
         assert_eq!(merge(&[]), State::Compliant);
     }
 
     fn settings() -> PolicySettings {
-        PolicySettings { grace: Duration::from_secs(100), report_expiry: Duration::from_secs(60), ..Default::default() }
+        PolicySettings {
+            grace: Duration::from_secs(100),
+            report_expiry: Duration::from_secs(60),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn checks_are_kept_and_every_change_is_audited() {
         let dir = tempfile::tempdir().unwrap();
         let local = Local::open(dir.path(), &crate::store::Key::from_bytes([3; 32])).unwrap();
-        let s = gate("firewall", None, Outcome::new(Status::Fail, "no drop", "r"), 10, Duration::from_secs(60), Duration::from_secs(100));
+        let s = gate(
+            "firewall",
+            None,
+            Outcome::new(Status::Fail, "no drop", "r"),
+            10,
+            Duration::from_secs(60),
+            Duration::from_secs(100),
+        );
         assert!(local.keep_check(&s, None).unwrap().is_some());
-        let s2 = gate("firewall", Some(&s), Outcome::new(Status::Fail, "no drop", "r"), 20, Duration::from_secs(60), Duration::from_secs(100));
-        assert!(local.keep_check(&s2, Some(s.state)).unwrap().is_none(), "the same state is not a change");
-        let s3 = gate("firewall", Some(&s2), Outcome::pass("drop"), 30, Duration::from_secs(60), Duration::from_secs(100));
+        let s2 = gate(
+            "firewall",
+            Some(&s),
+            Outcome::new(Status::Fail, "no drop", "r"),
+            20,
+            Duration::from_secs(60),
+            Duration::from_secs(100),
+        );
+        assert!(
+            local.keep_check(&s2, Some(s.state)).unwrap().is_none(),
+            "the same state is not a change"
+        );
+        let s3 = gate(
+            "firewall",
+            Some(&s2),
+            Outcome::pass("drop"),
+            30,
+            Duration::from_secs(60),
+            Duration::from_secs(100),
+        );
         let ev = local.keep_check(&s3, Some(s2.state)).unwrap().unwrap();
-        assert_eq!((ev.from, ev.to, ev.subject.as_str()), (Some(State::InGrace), State::Compliant, "check:firewall"));
+        assert_eq!(
+            (ev.from, ev.to, ev.subject.as_str()),
+            (Some(State::InGrace), State::Compliant, "check:firewall")
+        );
         assert_eq!(local.check_states().unwrap()["firewall"], s3);
         let unsent = local.unsent_events(10).unwrap();
         assert_eq!(unsent.len(), 2);
@@ -642,37 +897,92 @@ mod tests {
     #[test]
     fn terminals_are_unknown_until_they_report_and_after_their_report_expires() {
         let dir = tempfile::tempdir().unwrap();
-        let local = Arc::new(Local::open(dir.path(), &crate::store::Key::from_bytes([4; 32])).unwrap());
+        let local =
+            Arc::new(Local::open(dir.path(), &crate::store::Key::from_bytes([4; 32])).unwrap());
         let s = settings();
         let code = local.terminal_code("受付PC1", 0, i64::MAX).unwrap();
         let token = [7u8; 32];
-        assert_eq!(local.enrol_reporter(&code, &token, 1).unwrap().as_deref(), Some("受付PC1"));
-        assert_eq!(local.enrol_reporter(&code, &[8; 32], 1).unwrap(), None, "a code works once");
+        assert_eq!(
+            local.enrol_reporter(&code, &token, 1).unwrap().as_deref(),
+            Some("受付PC1")
+        );
+        assert_eq!(
+            local.enrol_reporter(&code, &[8; 32], 1).unwrap(),
+            None,
+            "a code works once"
+        );
         let gate = TerminalGate::new(s.clone(), local.clone()).unwrap();
-        let t = Terminal { id: "a".repeat(64), addr: "192.168.1.5".parse().unwrap(), new: false, enrolled: Some("受付PC1".into()), warned: false };
-        assert!(matches!(gate.check(&t), Verdict::Warn(_)), "unknown terminals are warned by default");
+        let t = Terminal {
+            id: "a".repeat(64),
+            addr: "192.168.1.5".parse().unwrap(),
+            new: false,
+            enrolled: Some("受付PC1".into()),
+            warned: false,
+        };
+        assert!(
+            matches!(gate.check(&t), Verdict::Warn(_)),
+            "unknown terminals are warned by default"
+        );
         let now = crate::sync::now();
-        let bad = screenlock::Report { outcome: Outcome::new(Status::Fail, "lock after 900 s", "r"), lock_secs: Some(900) };
+        let bad = screenlock::Report {
+            outcome: Outcome::new(Status::Fail, "lock after 900 s", "r"),
+            lock_secs: Some(900),
+        };
         assert_eq!(local.keep_report("受付PC1", now, &bad).unwrap(), Some(now));
         gate.reload().unwrap();
-        assert!(matches!(gate.check(&t), Verdict::Warn(_)), "in grace: warned");
-        assert_eq!(local.keep_report("受付PC1", now + 1, &bad).unwrap(), Some(now), "failing since the first failing report");
-        let s_strict = PolicySettings { grace: Duration::ZERO, ..settings() };
+        assert!(
+            matches!(gate.check(&t), Verdict::Warn(_)),
+            "in grace: warned"
+        );
+        assert_eq!(
+            local.keep_report("受付PC1", now + 1, &bad).unwrap(),
+            Some(now),
+            "failing since the first failing report"
+        );
+        let s_strict = PolicySettings {
+            grace: Duration::ZERO,
+            ..settings()
+        };
         let strict = TerminalGate::new(s_strict, local.clone()).unwrap();
-        assert!(matches!(strict.check(&t), Verdict::Refuse(_)), "non-compliant after grace: refused");
-        let good = screenlock::Report { outcome: Outcome::pass("lock after 300 s"), lock_secs: Some(300) };
+        assert!(
+            matches!(strict.check(&t), Verdict::Refuse(_)),
+            "non-compliant after grace: refused"
+        );
+        let good = screenlock::Report {
+            outcome: Outcome::pass("lock after 300 s"),
+            lock_secs: Some(300),
+        };
         local.keep_report("受付PC1", now + 2, &good).unwrap();
         strict.reload().unwrap();
         assert_eq!(strict.check(&t), Verdict::Allow);
         local.keep_report("受付PC1", now - 61, &good).unwrap();
         strict.reload().unwrap();
-        assert!(matches!(strict.check(&t), Verdict::Warn(_)), "a stale report is unknown again");
-        let nobody = Terminal { enrolled: None, ..t.clone() };
+        assert!(
+            matches!(strict.check(&t), Verdict::Warn(_)),
+            "a stale report is unknown again"
+        );
+        let nobody = Terminal {
+            enrolled: None,
+            ..t.clone()
+        };
         assert!(matches!(strict.check(&nobody), Verdict::Warn(_)));
-        let changes: Vec<_> = local.recent_events(20).unwrap().into_iter().filter(|e| e.subject == "terminal:受付PC1").map(|e| e.to).collect();
-        assert!(changes.contains(&State::Compliant) && changes.contains(&State::NonCompliant), "{changes:?}");
+        let changes: Vec<_> = local
+            .recent_events(20)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.subject == "terminal:受付PC1")
+            .map(|e| e.to)
+            .collect();
+        assert!(
+            changes.contains(&State::Compliant) && changes.contains(&State::NonCompliant),
+            "{changes:?}"
+        );
         let before = local.recent_events(100).unwrap().len();
         TerminalGate::new(settings(), local.clone()).unwrap();
-        assert_eq!(local.recent_events(100).unwrap().len(), before, "a restart audits no change that did not happen");
+        assert_eq!(
+            local.recent_events(100).unwrap().len(),
+            before,
+            "a restart audits no change that did not happen"
+        );
     }
 }

@@ -69,9 +69,22 @@ pub fn gsettings_number(text: &str) -> Option<u64> {
 
 fn judge(lock: Option<u64>, max: u64, how: String, fix: &str) -> Report {
     match lock {
-        None => Report { outcome: Outcome::new(Status::Fail, format!("no screen lock: {how}"), fix), lock_secs: None },
-        Some(s) if s > max => Report { outcome: Outcome::new(Status::Fail, format!("locks after {s} s idle, more than {max} s ({how})"), fix), lock_secs: Some(s) },
-        Some(s) => Report { outcome: Outcome::pass(format!("locks after {s} s idle ({how})")), lock_secs: Some(s) },
+        None => Report {
+            outcome: Outcome::new(Status::Fail, format!("no screen lock: {how}"), fix),
+            lock_secs: None,
+        },
+        Some(s) if s > max => Report {
+            outcome: Outcome::new(
+                Status::Fail,
+                format!("locks after {s} s idle, more than {max} s ({how})"),
+                fix,
+            ),
+            lock_secs: Some(s),
+        },
+        Some(s) => Report {
+            outcome: Outcome::pass(format!("locks after {s} s idle ({how})")),
+            lock_secs: Some(s),
+        },
     }
 }
 
@@ -83,7 +96,9 @@ pub fn windows(machine: &str, user: &str, max: u64) -> Report {
     let lock = [inactivity, saver].into_iter().flatten().min();
     let how = format!(
         "InactivityTimeoutSecs {}, screensaver {}",
-        inactivity.map(|s| s.to_string()).unwrap_or_else(|| "off".into()),
+        inactivity
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "off".into()),
         match (active, secure, reg_value(user, "ScreenSaveTimeOut")) {
             (true, true, Some(t)) => format!("{t} s with password"),
             (true, false, _) => "without password".into(),
@@ -104,7 +119,11 @@ pub fn gnome(idle_delay: &str, lock_enabled: &str, lock_delay: &str, max: u64) -
         (Some(i), true) if i > 0 => Some(i + delay),
         _ => None,
     };
-    let how = format!("idle-delay {}, lock-enabled {}, lock-delay {delay}", idle.map(|i| i.to_string()).unwrap_or_else(|| "?".into()), enabled);
+    let how = format!(
+        "idle-delay {}, lock-enabled {}, lock-delay {delay}",
+        idle.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
+        enabled
+    );
     let fix = format!(
         "この端末は {max} 秒以内に画面がロックされません。設定 → プライバシー → 画面ロック で「自動画面ロック」をオンにし、「ブランクスクリーンの遅延」と「自動画面ロックの遅延」の合計を {max} 秒以下にしてください。"
     );
@@ -126,7 +145,12 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/screenlock").join(name)).unwrap()
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/screenlock")
+                .join(name),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -138,19 +162,45 @@ mod tests {
         let u_insecure = fixture("reg-user-saver-insecure.txt");
         assert_eq!(reg_value(&m300, "InactivityTimeoutSecs"), Some(300));
         let r = windows(&m300, "", 300);
-        assert_eq!((r.outcome.status, r.lock_secs), (Status::Pass, Some(300)), "{r:?}");
+        assert_eq!(
+            (r.outcome.status, r.lock_secs),
+            (Status::Pass, Some(300)),
+            "{r:?}"
+        );
         let r = windows(&m0, &u_secure_600, 300);
-        assert_eq!((r.outcome.status, r.lock_secs), (Status::Fail, Some(600)), "0 is off, and 600 s is too long: {r:?}");
+        assert_eq!(
+            (r.outcome.status, r.lock_secs),
+            (Status::Fail, Some(600)),
+            "0 is off, and 600 s is too long: {r:?}"
+        );
         let r = windows(&m0, &u_secure_240, 300);
-        assert_eq!((r.outcome.status, r.lock_secs), (Status::Pass, Some(240)), "{r:?}");
+        assert_eq!(
+            (r.outcome.status, r.lock_secs),
+            (Status::Pass, Some(240)),
+            "{r:?}"
+        );
         let r = windows(&m0, &u_insecure, 300);
-        assert_eq!((r.outcome.status, r.lock_secs), (Status::Fail, None), "a screensaver without a password is no lock: {r:?}");
+        assert_eq!(
+            (r.outcome.status, r.lock_secs),
+            (Status::Fail, None),
+            "a screensaver without a password is no lock: {r:?}"
+        );
         assert!(r.outcome.remediation.contains("300 秒以下"));
         let r = windows("", "", 300);
         assert_eq!(r.outcome.status, Status::Fail, "no policy at all: {r:?}");
         let r = windows(&fixture("reg-machine-900.txt"), &u_secure_240, 300);
-        assert_eq!(r.lock_secs, Some(240), "the earlier of the two locks counts");
-        assert_eq!(windows(&fixture("reg-machine-900.txt"), "", 900).outcome.status, Status::Pass, "the limit is configurable (CIS uses 900 s)");
+        assert_eq!(
+            r.lock_secs,
+            Some(240),
+            "the earlier of the two locks counts"
+        );
+        assert_eq!(
+            windows(&fixture("reg-machine-900.txt"), "", 900)
+                .outcome
+                .status,
+            Status::Pass,
+            "the limit is configurable (CIS uses 900 s)"
+        );
     }
 
     #[test]
@@ -158,15 +208,53 @@ mod tests {
         let r = gnome("uint32 300", "true", "uint32 0", 300);
         assert_eq!((r.outcome.status, r.lock_secs), (Status::Pass, Some(300)));
         let r = gnome("uint32 240", "true", "uint32 120", 300);
-        assert_eq!((r.outcome.status, r.lock_secs), (Status::Fail, Some(360)), "blanking plus the lock delay: {r:?}");
+        assert_eq!(
+            (r.outcome.status, r.lock_secs),
+            (Status::Fail, Some(360)),
+            "blanking plus the lock delay: {r:?}"
+        );
         let r = gnome("uint32 0", "true", "uint32 0", 300);
-        assert_eq!((r.outcome.status, r.lock_secs), (Status::Fail, None), "idle-delay 0 never blanks");
+        assert_eq!(
+            (r.outcome.status, r.lock_secs),
+            (Status::Fail, None),
+            "idle-delay 0 never blanks"
+        );
         let r = gnome("uint32 120", "false", "uint32 0", 300);
-        assert_eq!(r.outcome.status, Status::Fail, "blanking without a lock is no lock");
+        assert_eq!(
+            r.outcome.status,
+            Status::Fail,
+            "blanking without a lock is no lock"
+        );
         let p: Posted = serde_json::from_str(&fixture("gsettings-report.json")).unwrap();
         let r = classify(&p, 300);
-        assert_eq!((r.outcome.status, r.lock_secs), (Status::Pass, Some(180)), "{r:?}");
-        assert_eq!(classify(&Posted { os: "linux".into(), ..Default::default() }, 300).outcome.status, Status::Error);
-        assert_eq!(classify(&Posted { os: "beos".into(), ..Default::default() }, 300).outcome.status, Status::Error);
+        assert_eq!(
+            (r.outcome.status, r.lock_secs),
+            (Status::Pass, Some(180)),
+            "{r:?}"
+        );
+        assert_eq!(
+            classify(
+                &Posted {
+                    os: "linux".into(),
+                    ..Default::default()
+                },
+                300
+            )
+            .outcome
+            .status,
+            Status::Error
+        );
+        assert_eq!(
+            classify(
+                &Posted {
+                    os: "beos".into(),
+                    ..Default::default()
+                },
+                300
+            )
+            .outcome
+            .status,
+            Status::Error
+        );
     }
 }

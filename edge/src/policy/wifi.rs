@@ -63,7 +63,12 @@ pub struct Finding {
 }
 
 fn cipher_list(line: &str) -> Vec<String> {
-    line.split(':').nth(1).unwrap_or("").split_whitespace().map(str::to_ascii_uppercase).collect()
+    line.split(':')
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect()
 }
 
 /// Parses `iw dev <if> scan` output.
@@ -80,7 +85,9 @@ pub fn parse_iw_scan(text: &str) -> Vec<Network> {
         let (security, tkip_group, transition) = match &a.rsn {
             Some((group, pairwise, auth)) => {
                 let sae = auth.iter().any(|s| s.contains("SAE"));
-                let psk = auth.iter().any(|s| s == "PSK" || s == "FT/PSK" || s.contains("PSK/SHA"));
+                let psk = auth
+                    .iter()
+                    .any(|s| s == "PSK" || s == "FT/PSK" || s.contains("PSK/SHA"));
                 let owe = auth.iter().any(|s| s == "OWE");
                 let sec = if pairwise.iter().any(|c| c == "TKIP") {
                     Security::Wpa2Tkip
@@ -97,7 +104,14 @@ pub fn parse_iw_scan(text: &str) -> Vec<Network> {
             None if a.privacy => (Security::Wep, false, false),
             None => (Security::Open, false, false),
         };
-        Network { ssid: a.ssid, bssid: a.bssid, in_use: a.in_use, security, tkip_group, transition }
+        Network {
+            ssid: a.ssid,
+            bssid: a.bssid,
+            in_use: a.in_use,
+            security,
+            tkip_group,
+            transition,
+        }
     }
     let mut out = Vec::new();
     let mut cur: Option<Acc> = None;
@@ -109,7 +123,14 @@ pub fn parse_iw_scan(text: &str) -> Vec<Network> {
                 out.push(finish(a));
             }
             let bssid = rest.split(['(', ' ']).next().unwrap_or("").to_string();
-            cur = Some(Acc { bssid, in_use: rest.contains("-- associated"), ssid: String::new(), privacy: false, rsn: None, wpa: false });
+            cur = Some(Acc {
+                bssid,
+                in_use: rest.contains("-- associated"),
+                ssid: String::new(),
+                privacy: false,
+                rsn: None,
+                wpa: false,
+            });
             in_rsn = false;
             continue;
         }
@@ -172,14 +193,26 @@ pub fn parse_nmcli(text: &str) -> Vec<Network> {
             } else {
                 Security::Open
             };
-            Some(Network { ssid: ssid.to_string(), bssid: String::new(), in_use: inuse.trim() == "*", security, tkip_group: false, transition: has("WPA2") && has("WPA3") })
+            Some(Network {
+                ssid: ssid.to_string(),
+                bssid: String::new(),
+                in_use: inuse.trim() == "*",
+                security,
+                tkip_group: false,
+                transition: has("WPA2") && has("WPA3"),
+            })
         })
         .collect()
 }
 
 /// The association in use from `wpa_cli status`, and whether the interface is an access point.
 pub fn parse_wpa_status(text: &str) -> (Option<Network>, bool) {
-    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::trim).unwrap_or("");
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::trim)
+            .unwrap_or("")
+    };
     let ap = get("mode").eq_ignore_ascii_case("AP");
     if get("wpa_state") != "COMPLETED" {
         return (None, ap);
@@ -187,7 +220,11 @@ pub fn parse_wpa_status(text: &str) -> (Option<Network>, bool) {
     let km = get("key_mgmt").to_ascii_uppercase();
     let pairwise = get("pairwise_cipher").to_ascii_uppercase();
     let security = if km == "NONE" {
-        if pairwise.contains("WEP") { Security::Wep } else { Security::Open }
+        if pairwise.contains("WEP") {
+            Security::Wep
+        } else {
+            Security::Open
+        }
     } else if km.contains("OWE") {
         Security::Owe
     } else if pairwise.contains("TKIP") {
@@ -217,7 +254,11 @@ pub fn iw_dev_is_ap(text: &str) -> bool {
 
 /// One network's own verdict and why.
 pub fn classify(n: &Network) -> (Verdict, String, String) {
-    let name = if n.ssid.is_empty() { "(hidden)".to_string() } else { n.ssid.clone() };
+    let name = if n.ssid.is_empty() {
+        "(hidden)".to_string()
+    } else {
+        n.ssid.clone()
+    };
     match n.security {
         Security::Open => (Verdict::Fail, format!("{name}: open network (no encryption)"), "暗号化のない無線LANは使わないでください。WPA2 (AES/CCMP) 以上に設定してください。".into()),
         Security::Wep => (Verdict::Fail, format!("{name}: WEP"), "WEP は数分で解読されます。アクセスポイントを WPA2 (AES/CCMP) 以上に設定し直してください。".into()),
@@ -239,7 +280,12 @@ pub struct Expected {
 }
 
 /// All findings, and the facility's verdict (the worst of what counts).
-pub fn assess(networks: &[Network], in_use: Option<&Network>, appliance_is_ap: bool, expected: &Expected) -> (Verdict, Vec<Finding>) {
+pub fn assess(
+    networks: &[Network],
+    in_use: Option<&Network>,
+    appliance_is_ap: bool,
+    expected: &Expected,
+) -> (Verdict, Vec<Finding>) {
     let mut out = Vec::new();
     if appliance_is_ap {
         out.push(Finding {
@@ -250,7 +296,9 @@ pub fn assess(networks: &[Network], in_use: Option<&Network>, appliance_is_ap: b
             remediation: "アプライアンスや端末をアクセスポイントにしないでください。設定を確認し、ネットワーク事務局に連絡してください。".into(),
         });
     }
-    let in_use_ssid = in_use.map(|n| n.ssid.clone()).or_else(|| networks.iter().find(|n| n.in_use).map(|n| n.ssid.clone()));
+    let in_use_ssid = in_use
+        .map(|n| n.ssid.clone())
+        .or_else(|| networks.iter().find(|n| n.in_use).map(|n| n.ssid.clone()));
     let mut seen = Vec::new();
     for n in in_use.into_iter().chain(networks.iter()) {
         let key = (n.ssid.clone(), n.bssid.clone(), n.security);
@@ -265,10 +313,23 @@ pub fn assess(networks: &[Network], in_use: Option<&Network>, appliance_is_ap: b
             reason = format!("{reason}; the facility's network {} is configured for {:?} or better — possibly an impostor (evil twin)", n.ssid, expected.floor);
             remediation = format!("施設の無線LAN「{}」と同じ名前で、設定より弱いネットワークが見えています。なりすましの可能性があります。接続せず、ネットワーク事務局に連絡してください。", n.ssid);
         }
-        let counts = ours || n.in_use || (in_use_ssid.as_deref() == Some(n.ssid.as_str()) && n.security < Security::Wpa2);
-        out.push(Finding { ssid: n.ssid.clone(), verdict, counts, reason, remediation });
+        let counts = ours
+            || n.in_use
+            || (in_use_ssid.as_deref() == Some(n.ssid.as_str()) && n.security < Security::Wpa2);
+        out.push(Finding {
+            ssid: n.ssid.clone(),
+            verdict,
+            counts,
+            reason,
+            remediation,
+        });
     }
-    let overall = out.iter().filter(|f| f.counts).map(|f| f.verdict).max().unwrap_or(Verdict::Pass);
+    let overall = out
+        .iter()
+        .filter(|f| f.counts)
+        .map(|f| f.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass);
     (overall, out)
 }
 
@@ -277,11 +338,18 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wifi").join(name)).unwrap()
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/wifi")
+                .join(name),
+        )
+        .unwrap()
     }
 
     fn by_ssid<'a>(v: &'a [Network], ssid: &str) -> &'a Network {
-        v.iter().find(|n| n.ssid == ssid).unwrap_or_else(|| panic!("{ssid} not parsed"))
+        v.iter()
+            .find(|n| n.ssid == ssid)
+            .unwrap_or_else(|| panic!("{ssid} not parsed"))
     }
 
     #[test]
@@ -291,36 +359,96 @@ mod tests {
         let v = |ssid: &str| classify(by_ssid(&nets, ssid)).0;
         assert_eq!(by_ssid(&nets, "tsunagi-clinic").security, Security::Wpa2);
         assert!(by_ssid(&nets, "tsunagi-clinic").in_use);
-        assert_eq!((v("tsunagi-clinic"), v("cafe-free"), v("old-printer"), v("legacy-wpa")), (Verdict::Pass, Verdict::Fail, Verdict::Fail, Verdict::Fail));
+        assert_eq!(
+            (
+                v("tsunagi-clinic"),
+                v("cafe-free"),
+                v("old-printer"),
+                v("legacy-wpa")
+            ),
+            (Verdict::Pass, Verdict::Fail, Verdict::Fail, Verdict::Fail)
+        );
         assert_eq!(by_ssid(&nets, "old-printer").security, Security::Wep);
         assert_eq!(by_ssid(&nets, "legacy-wpa").security, Security::Wpa1);
-        assert_eq!((by_ssid(&nets, "ward-tkip").security, v("ward-tkip")), (Security::Wpa2Tkip, Verdict::Fail), "TKIP as a pairwise cipher fails");
-        assert_eq!(v("reception"), Verdict::Warn, "TKIP as the group cipher warns");
-        assert_eq!(v("staff-transition"), Verdict::Warn, "transition mode warns");
-        assert_eq!((by_ssid(&nets, "staff-wpa3").security, v("staff-wpa3")), (Security::Wpa3, Verdict::Pass));
+        assert_eq!(
+            (by_ssid(&nets, "ward-tkip").security, v("ward-tkip")),
+            (Security::Wpa2Tkip, Verdict::Fail),
+            "TKIP as a pairwise cipher fails"
+        );
+        assert_eq!(
+            v("reception"),
+            Verdict::Warn,
+            "TKIP as the group cipher warns"
+        );
+        assert_eq!(
+            v("staff-transition"),
+            Verdict::Warn,
+            "transition mode warns"
+        );
+        assert_eq!(
+            (by_ssid(&nets, "staff-wpa3").security, v("staff-wpa3")),
+            (Security::Wpa3, Verdict::Pass)
+        );
         assert_eq!(v("hospital-eap"), Verdict::Pass, "WPA2 with 802.1X");
-        assert_eq!((by_ssid(&nets, "guest-owe").security, v("guest-owe")), (Security::Owe, Verdict::Pass));
+        assert_eq!(
+            (by_ssid(&nets, "guest-owe").security, v("guest-owe")),
+            (Security::Owe, Verdict::Pass)
+        );
     }
 
     #[test]
     fn the_facility_fails_on_an_evil_twin_not_on_a_neighbours_cafe() {
         let nets = parse_iw_scan(&fixture("iw-scan-mixed.txt"));
-        let expected = Expected { ssids: vec!["tsunagi-clinic".into()], floor: Security::Wpa2 };
+        let expected = Expected {
+            ssids: vec!["tsunagi-clinic".into()],
+            floor: Security::Wpa2,
+        };
         let (overall, findings) = assess(&nets, None, false, &expected);
-        assert_eq!(overall, Verdict::Fail, "an open tsunagi-clinic is in the scan");
-        let twin = findings.iter().find(|f| f.ssid == "tsunagi-clinic" && f.verdict == Verdict::Fail).unwrap();
+        assert_eq!(
+            overall,
+            Verdict::Fail,
+            "an open tsunagi-clinic is in the scan"
+        );
+        let twin = findings
+            .iter()
+            .find(|f| f.ssid == "tsunagi-clinic" && f.verdict == Verdict::Fail)
+            .unwrap();
         assert!(twin.reason.contains("evil twin") && twin.remediation.contains("なりすまし"));
-        assert!(findings.iter().any(|f| f.ssid == "cafe-free" && f.verdict == Verdict::Fail && !f.counts), "listed, not counted");
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.ssid == "cafe-free" && f.verdict == Verdict::Fail && !f.counts),
+            "listed, not counted"
+        );
         // Without the twin, the neighbours' weak networks do not fail the facility.
-        let clean: Vec<Network> = nets.iter().filter(|n| !(n.ssid == "tsunagi-clinic" && n.security == Security::Open)).cloned().collect();
+        let clean: Vec<Network> = nets
+            .iter()
+            .filter(|n| !(n.ssid == "tsunagi-clinic" && n.security == Security::Open))
+            .cloned()
+            .collect();
         assert_eq!(assess(&clean, None, false, &expected).0, Verdict::Pass);
         // A floor of WPA3 makes the WPA2 facility network itself fail.
-        assert_eq!(assess(&clean, None, false, &Expected { ssids: vec!["tsunagi-clinic".into()], floor: Security::Wpa3 }).0, Verdict::Fail);
+        assert_eq!(
+            assess(
+                &clean,
+                None,
+                false,
+                &Expected {
+                    ssids: vec!["tsunagi-clinic".into()],
+                    floor: Security::Wpa3
+                }
+            )
+            .0,
+            Verdict::Fail
+        );
     }
 
     #[test]
     fn the_association_in_use_and_access_point_mode() {
-        let expected = Expected { ssids: vec![], floor: Security::Wpa2 };
+        let expected = Expected {
+            ssids: vec![],
+            floor: Security::Wpa2,
+        };
         let (net, ap) = parse_wpa_status(&fixture("wpa-cli-status-wpa2.txt"));
         assert!(!ap);
         assert_eq!(net.as_ref().unwrap().security, Security::Wpa2);
@@ -344,10 +472,39 @@ mod tests {
         let nets = parse_nmcli(&fixture("nmcli-wifi.txt"));
         assert_eq!(nets.len(), 10);
         let s = |ssid: &str| nets.iter().find(|n| n.ssid == ssid).unwrap().security;
-        assert_eq!((s("cafe-free"), s("old-printer"), s("legacy-wpa"), s("staff-wpa3"), s("guest-owe")), (Security::Open, Security::Wep, Security::Wpa1, Security::Wpa3, Security::Owe));
-        assert!(nets.iter().find(|n| n.ssid == "staff-transition").unwrap().transition);
-        assert!(nets.iter().any(|n| n.ssid == "tsunagi-clinic" && n.in_use && n.security == Security::Wpa2));
-        let expected = Expected { ssids: vec!["tsunagi-clinic".into()], floor: Security::Wpa2 };
-        assert_eq!(assess(&nets, None, false, &expected).0, Verdict::Fail, "the open twin of the facility's SSID");
+        assert_eq!(
+            (
+                s("cafe-free"),
+                s("old-printer"),
+                s("legacy-wpa"),
+                s("staff-wpa3"),
+                s("guest-owe")
+            ),
+            (
+                Security::Open,
+                Security::Wep,
+                Security::Wpa1,
+                Security::Wpa3,
+                Security::Owe
+            )
+        );
+        assert!(
+            nets.iter()
+                .find(|n| n.ssid == "staff-transition")
+                .unwrap()
+                .transition
+        );
+        assert!(nets
+            .iter()
+            .any(|n| n.ssid == "tsunagi-clinic" && n.in_use && n.security == Security::Wpa2));
+        let expected = Expected {
+            ssids: vec!["tsunagi-clinic".into()],
+            floor: Security::Wpa2,
+        };
+        assert_eq!(
+            assess(&nets, None, false, &expected).0,
+            Verdict::Fail,
+            "the open twin of the facility's SSID"
+        );
     }
 }

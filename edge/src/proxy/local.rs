@@ -54,16 +54,24 @@ pub struct Local {
 impl Local {
     pub fn open(state_dir: &Path, key: &Key) -> anyhow::Result<Local> {
         let path = state_dir.join(FILE);
-        let conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         conn.execute_batch(&key.derive("offline.db").pragma()).and_then(|_| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")).with_context(|| {
             format!("{} cannot be read with the store key: it is damaged or belongs to another key; move it away (offline logins and unsent offline accesses in it are lost)", path.display())
         })?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
-        conn.execute_batch(SCHEMA).and_then(|_| conn.execute_batch(crate::policy::SCHEMA)).with_context(|| format!("{}: cannot create its tables", path.display()))?;
-        Ok(Local { conn: Mutex::new(conn) })
+        conn.execute_batch(SCHEMA)
+            .and_then(|_| conn.execute_batch(crate::policy::SCHEMA))
+            .with_context(|| format!("{}: cannot create its tables", path.display()))?;
+        Ok(Local {
+            conn: Mutex::new(conn),
+        })
     }
 
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> anyhow::Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         Ok(f(&mut c)?)
     }
@@ -84,9 +92,19 @@ impl Local {
 
     pub fn verifier(&self, login: &str) -> anyhow::Result<Option<Verifier>> {
         self.with(|c| {
-            c.query_row("SELECT login, name, role, verifier, expires_at FROM verifier WHERE login = ?1", [login], |r| {
-                Ok(Verifier { login: r.get(0)?, name: r.get(1)?, role: r.get(2)?, verifier: r.get(3)?, expires_at: r.get(4)? })
-            })
+            c.query_row(
+                "SELECT login, name, role, verifier, expires_at FROM verifier WHERE login = ?1",
+                [login],
+                |r| {
+                    Ok(Verifier {
+                        login: r.get(0)?,
+                        name: r.get(1)?,
+                        role: r.get(2)?,
+                        verifier: r.get(3)?,
+                        expires_at: r.get(4)?,
+                    })
+                },
+            )
             .optional()
         })
     }
@@ -96,7 +114,15 @@ impl Local {
     }
 
     /// Records an access before it is served; if it cannot be recorded, it must not be served.
-    pub fn record(&self, at_ms: i64, login: &str, terminal: &str, action: &str, patient_id: &str, outcome: &str) -> anyhow::Result<i64> {
+    pub fn record(
+        &self,
+        at_ms: i64,
+        login: &str,
+        terminal: &str,
+        action: &str,
+        patient_id: &str,
+        outcome: &str,
+    ) -> anyhow::Result<i64> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO access (at, login, terminal, action, patient_id, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -119,7 +145,13 @@ impl Local {
 
     /// Marks accesses up to `seq` as taken by the hub.
     pub fn uploaded(&self, seq: i64) -> anyhow::Result<()> {
-        self.with(|c| c.execute("UPDATE access SET uploaded = 1 WHERE seq <= ?1 AND uploaded = 0", [seq]).map(|_| ()))
+        self.with(|c| {
+            c.execute(
+                "UPDATE access SET uploaded = 1 WHERE seq <= ?1 AND uploaded = 0",
+                [seq],
+            )
+            .map(|_| ())
+        })
     }
 }
 
@@ -128,19 +160,29 @@ impl Local {
     pub fn terminal_code(&self, name: &str, now: i64, expires_at: i64) -> anyhow::Result<String> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 40 || name.chars().any(char::is_control) {
-            anyhow::bail!("a terminal's name is 1 to 40 characters, for example 受付PC1 or 診察室2");
+            anyhow::bail!(
+                "a terminal's name is 1 to 40 characters, for example 受付PC1 or 診察室2"
+            );
         }
         let code = provisioning::token::generate();
         let hash = provisioning::token::hash(&code);
         self.with(|c| {
             c.execute("DELETE FROM terminal_code WHERE expires_at < ?1", [now])?;
-            c.execute("INSERT INTO terminal_code (hash, name, expires_at) VALUES (?1, ?2, ?3)", params![&hash[..], name, expires_at])
+            c.execute(
+                "INSERT INTO terminal_code (hash, name, expires_at) VALUES (?1, ?2, ?3)",
+                params![&hash[..], name, expires_at],
+            )
         })?;
         Ok(code)
     }
 
     /// Takes a code (once) and enrols the terminal whose cookie hashes to `id` under its name.
-    pub fn enrol_terminal(&self, code: &str, id: &[u8; 32], now: i64) -> anyhow::Result<Option<String>> {
+    pub fn enrol_terminal(
+        &self,
+        code: &str,
+        id: &[u8; 32],
+        now: i64,
+    ) -> anyhow::Result<Option<String>> {
         self.take_terminal_code(code, now, |tx, name| {
             tx.execute("INSERT INTO terminal (id, name, enrolled_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, enrolled_at = excluded.enrolled_at", params![&id[..], name, now]).map(|_| ())
         })
@@ -149,11 +191,22 @@ impl Local {
     /// Takes a one-time terminal code (once, if valid) and, in the same transaction, does what
     /// the code was for with the terminal's name. Returns the name, or None for a wrong, used or
     /// expired code.
-    pub(crate) fn take_terminal_code(&self, code: &str, now: i64, enrol: impl FnOnce(&rusqlite::Transaction, &str) -> rusqlite::Result<()>) -> anyhow::Result<Option<String>> {
+    pub(crate) fn take_terminal_code(
+        &self,
+        code: &str,
+        now: i64,
+        enrol: impl FnOnce(&rusqlite::Transaction, &str) -> rusqlite::Result<()>,
+    ) -> anyhow::Result<Option<String>> {
         let hash = provisioning::token::hash(code);
         self.with(|c| {
             let tx = c.transaction()?;
-            let name: Option<String> = tx.query_row("SELECT name FROM terminal_code WHERE hash = ?1 AND expires_at >= ?2", params![&hash[..], now], |r| r.get(0)).optional()?;
+            let name: Option<String> = tx
+                .query_row(
+                    "SELECT name FROM terminal_code WHERE hash = ?1 AND expires_at >= ?2",
+                    params![&hash[..], now],
+                    |r| r.get(0),
+                )
+                .optional()?;
             if let Some(n) = &name {
                 tx.execute("DELETE FROM terminal_code WHERE hash = ?1", [&hash[..]])?;
                 enrol(&tx, n)?;
@@ -165,15 +218,25 @@ impl Local {
 
     /// The enrolled name of the terminal whose cookie hashes to `id`.
     pub fn terminal_name(&self, id: &[u8; 32]) -> anyhow::Result<Option<String>> {
-        self.with(|c| c.query_row("SELECT name FROM terminal WHERE id = ?1", [&id[..]], |r| r.get(0)).optional())
+        self.with(|c| {
+            c.query_row("SELECT name FROM terminal WHERE id = ?1", [&id[..]], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
     }
 
     /// Every enrolled terminal's cookie hash and name.
     pub fn terminal_ids(&self) -> anyhow::Result<Vec<([u8; 32], String)>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT id, name FROM terminal")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))?;
-            Ok(rows.filter_map(|r| r.ok()).filter_map(|(id, n)| Some((<[u8; 32]>::try_from(id.as_slice()).ok()?, n))).collect())
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })?;
+            Ok(rows
+                .filter_map(|r| r.ok())
+                .filter_map(|(id, n)| Some((<[u8; 32]>::try_from(id.as_slice()).ok()?, n)))
+                .collect())
         })
     }
 
@@ -201,22 +264,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = Key::from_bytes([9; 32]);
         let l = Local::open(dir.path(), &key).unwrap();
-        let v = |login: &str| Verifier { login: login.into(), name: "n".into(), role: "doctor".into(), verifier: "argon2id$x".into(), expires_at: 9 };
+        let v = |login: &str| Verifier {
+            login: login.into(),
+            name: "n".into(),
+            role: "doctor".into(),
+            verifier: "argon2id$x".into(),
+            expires_at: 9,
+        };
         l.replace_verifiers(&[v("a"), v("b")], 1).unwrap();
         l.replace_verifiers(&[v("b")], 2).unwrap();
-        assert!(l.verifier("a").unwrap().is_none(), "a person the hub no longer lists cannot log in offline");
+        assert!(
+            l.verifier("a").unwrap().is_none(),
+            "a person the hub no longer lists cannot log in offline"
+        );
         assert_eq!(l.verifier("b").unwrap(), Some(v("b")));
         let s1 = l.record(1, "b", "t", "offline-login", "", "ok").unwrap();
         let s2 = l.record(2, "b", "t", "offline-view", "0001", "ok").unwrap();
         assert_eq!(l.pending(10).unwrap().len(), 2);
         l.uploaded(s1).unwrap();
-        assert_eq!(l.pending(10).unwrap().iter().map(|a| a.seq).collect::<Vec<_>>(), vec![s2]);
+        assert_eq!(
+            l.pending(10)
+                .unwrap()
+                .iter()
+                .map(|a| a.seq)
+                .collect::<Vec<_>>(),
+            vec![s2]
+        );
         drop(l);
         // Another key cannot read it, and says what to do.
-        let err = Local::open(dir.path(), &Key::from_bytes([1; 32])).err().unwrap();
+        let err = Local::open(dir.path(), &Key::from_bytes([1; 32]))
+            .err()
+            .unwrap();
         assert!(format!("{err:#}").contains("move it away"), "{err:#}");
         let l = Local::open(dir.path(), &key).unwrap();
-        assert_eq!(l.pending(10).unwrap().len(), 1, "unsent accesses survive a restart");
+        assert_eq!(
+            l.pending(10).unwrap().len(),
+            1,
+            "unsent accesses survive a restart"
+        );
     }
 
     #[test]
@@ -227,12 +312,25 @@ mod tests {
         let code = l.terminal_code("受付PC1", 0, 100).unwrap();
         let (t1, t2) = ([1u8; 32], [2u8; 32]);
         assert_eq!(l.enrol_terminal("wrong", &t1, 5).unwrap(), None);
-        assert_eq!(l.enrol_terminal(&code.to_uppercase(), &t1, 5).unwrap().as_deref(), Some("受付PC1"));
-        assert_eq!(l.enrol_terminal(&code, &t2, 6).unwrap(), None, "a code works once");
+        assert_eq!(
+            l.enrol_terminal(&code.to_uppercase(), &t1, 5)
+                .unwrap()
+                .as_deref(),
+            Some("受付PC1")
+        );
+        assert_eq!(
+            l.enrol_terminal(&code, &t2, 6).unwrap(),
+            None,
+            "a code works once"
+        );
         assert_eq!(l.terminal_name(&t1).unwrap().as_deref(), Some("受付PC1"));
         assert_eq!(l.terminal_name(&t2).unwrap(), None);
         let late = l.terminal_code("診察室2", 0, 10).unwrap();
-        assert_eq!(l.enrol_terminal(&late, &t2, 11).unwrap(), None, "an expired code does nothing");
+        assert_eq!(
+            l.enrol_terminal(&late, &t2, 11).unwrap(),
+            None,
+            "an expired code does nothing"
+        );
         assert_eq!(l.terminals().unwrap().len(), 1);
         assert_eq!(l.forget_terminal("受付PC1").unwrap(), 1);
         assert_eq!(l.terminal_name(&t1).unwrap(), None);

@@ -79,11 +79,17 @@ pub fn bound<K, V>(map: &mut HashMap<K, V>, cap: usize, keep: impl Fn(&V) -> boo
 }
 
 pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed()
+    Full::new(b.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
 }
 
 /// A page answer with the portal's security headers.
-pub fn page(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn page(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -93,7 +99,11 @@ pub fn page(status: StatusCode, content_type: &'static str, body: impl Into<Byte
 }
 
 pub fn redirect(to: &str) -> Response<Body> {
-    let mut r = page(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Bytes::new());
+    let mut r = page(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    );
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
     }
@@ -103,13 +113,22 @@ pub fn redirect(to: &str) -> Response<Body> {
 pub use view::cookie;
 
 pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
-    HeaderValue::from_str(&format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}")).unwrap_or_else(|_| HeaderValue::from_static(""))
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// HTML-escapes text for the few pages the proxy writes without a template.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 pub fn random_token() -> String {
@@ -117,7 +136,10 @@ pub fn random_token() -> String {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -162,7 +184,11 @@ pub trait TerminalPolicy: Send + Sync {
     fn reload(&self) {}
     /// Takes a screen-lock report from the terminal enrolled as `name`; answers what the
     /// terminal's state now is, as JSON for the reporter to show.
-    fn report(&self, name: &str, posted: &crate::policy::screenlock::Posted) -> anyhow::Result<serde_json::Value> {
+    fn report(
+        &self,
+        name: &str,
+        posted: &crate::policy::screenlock::Posted,
+    ) -> anyhow::Result<serde_json::Value> {
         let _ = (name, posted);
         anyhow::bail!("this appliance takes no screen-lock reports")
     }
@@ -202,7 +228,18 @@ pub fn claims_identity(name: &HeaderName) -> bool {
         || n.starts_with("x-auth")
         || matches!(
             n,
-            "forwarded" | "x-real-ip" | "x-user" | "remote-user" | "x-authenticated-user" | "authorization" | "proxy-authorization" | "client-cert" | "client-cert-chain" | "x-arr-clientcert" | "true-client-ip" | "cf-connecting-ip"
+            "forwarded"
+                | "x-real-ip"
+                | "x-user"
+                | "remote-user"
+                | "x-authenticated-user"
+                | "authorization"
+                | "proxy-authorization"
+                | "client-cert"
+                | "client-cert-chain"
+                | "x-arr-clientcert"
+                | "true-client-ip"
+                | "cf-connecting-ip"
         )
 }
 
@@ -219,7 +256,15 @@ fn hop_by_hop(headers: &mut HeaderMap) {
     for n in listed {
         headers.remove(n.as_str());
     }
-    for n in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding"] {
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "transfer-encoding",
+    ] {
         headers.remove(n);
     }
 }
@@ -227,11 +272,18 @@ fn hop_by_hop(headers: &mut HeaderMap) {
 /// Removes identity claims and hop-by-hop headers from a LAN request; returns what was removed.
 pub fn strip_request(headers: &mut HeaderMap) -> Vec<String> {
     hop_by_hop(headers);
-    let claimed: Vec<HeaderName> = headers.keys().filter(|n| claims_identity(n)).cloned().collect();
+    let claimed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| claims_identity(n))
+        .cloned()
+        .collect();
     for n in &claimed {
         headers.remove(n);
     }
-    claimed.into_iter().map(|n| n.as_str().to_string()).collect()
+    claimed
+        .into_iter()
+        .map(|n| n.as_str().to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,18 +315,34 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(identity_dir: &Path, hub_url: Option<String>, timeout: Duration) -> anyhow::Result<Upstream> {
+    pub fn new(
+        identity_dir: &Path,
+        hub_url: Option<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<Upstream> {
         let id = Identity::load(identity_dir)?;
         let url = hub_url.clone().unwrap_or_else(|| id.enrolment.hub.clone());
         let (host, port) = client::host_port(&url)?;
         let authority = HeaderValue::from_str(&format!("{host}:{port}")).context("hub address")?;
         let fingerprint = id.enrolment.fingerprint.clone();
-        Ok(Upstream { host, port, authority, identity_dir: identity_dir.to_owned(), fingerprint, hub_url, timeout, tls: Mutex::new(None), idle: Mutex::new(Vec::new()) })
+        Ok(Upstream {
+            host,
+            port,
+            authority,
+            identity_dir: identity_dir.to_owned(),
+            fingerprint,
+            hub_url,
+            timeout,
+            tls: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+        })
     }
 
     /// The client TLS configuration, reloaded when the proxy's certificate changes (a renewal).
     fn tls(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-        let stamp = std::fs::metadata(self.identity_dir.join(identity::PROXY)).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+        let stamp = std::fs::metadata(self.identity_dir.join(identity::PROXY))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut t = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, c)) = t.as_ref() {
             if *s == stamp {
@@ -291,15 +359,29 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Sender, UpError> {
-        let tls = self.tls().map_err(|e| UpError::Unreachable(format!("{e:#}")))?;
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| UpError::Unreachable(e.to_string()))?;
+        let tls = self
+            .tls()
+            .map_err(|e| UpError::Unreachable(format!("{e:#}")))?;
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|e| UpError::Unreachable(e.to_string()))?;
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| format!("cannot reach the hub at {}:{}: {e}", self.host, self.port))?;
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| format!("cannot reach the hub at {}:{}: {e}", self.host, self.port))?;
             let _ = tcp.set_nodelay(true);
-            tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("TLS with the hub failed: {e}"))
+            tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with the hub failed: {e}"))
         };
-        let stream = tokio::time::timeout(self.timeout, connect).await.map_err(|_| UpError::Unreachable("the hub did not answer in time".into()))?.map_err(UpError::Unreachable)?;
-        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| UpError::Unreachable(e.to_string()))?;
+        let stream = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| UpError::Unreachable("the hub did not answer in time".into()))?
+            .map_err(UpError::Unreachable)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| UpError::Unreachable(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -336,7 +418,8 @@ impl Upstream {
     /// Sends `req` to the hub. A pooled connection the hub has closed meanwhile is retried once on
     /// a fresh one (the request was not sent on it).
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpError> {
-        req.headers_mut().insert(header::HOST, self.authority.clone());
+        req.headers_mut()
+            .insert(header::HOST, self.authority.clone());
         for attempt in 0..2 {
             let mut s = self.sender().await?;
             match s.try_send_request(req).await {
@@ -357,7 +440,9 @@ impl Upstream {
     /// Whether the hub answers the portal on the proxy's certificate (the stylesheet: public,
     /// small, and served only to a valid proxy certificate).
     pub async fn ping(&self) -> bool {
-        let req = Request::get("/static/portal.css").body(full(Bytes::new())).expect("request");
+        let req = Request::get("/static/portal.css")
+            .body(full(Bytes::new()))
+            .expect("request");
         match self.send(req).await {
             Ok(r) => {
                 let ok = r.status().is_success();
@@ -403,7 +488,10 @@ impl Health {
     pub fn up(&self) -> bool {
         let mut s = self.offline_since.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(since) = s.take() {
-            tracing::info!(offline_for_s = crate::sync::now() - since, "the hub is reachable again: back to the portal");
+            tracing::info!(
+                offline_for_s = crate::sync::now() - since,
+                "the hub is reachable again: back to the portal"
+            );
             true
         } else {
             false
@@ -423,11 +511,16 @@ pub struct LanCert {
 
 impl LanCert {
     pub fn new(path: PathBuf) -> LanCert {
-        LanCert { path, cache: Mutex::new(None) }
+        LanCert {
+            path,
+            cache: Mutex::new(None),
+        }
     }
 
     fn load(&self) -> anyhow::Result<Arc<CertifiedKey>> {
-        let stamp = std::fs::metadata(&self.path).and_then(|m| m.modified()).with_context(|| format!("{} is missing", self.path.display()))?;
+        let stamp = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .with_context(|| format!("{} is missing", self.path.display()))?;
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, k)) = c.as_ref() {
             if *s == stamp {
@@ -459,10 +552,12 @@ impl ResolvesServerCert for LanCert {
 /// TLS 1.2 and 1.3 only, with ring's suites (all AEAD with forward secrecy), HTTP/1.1.
 pub fn lan_tls(cert: Arc<LanCert>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     cert.load()?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    .with_no_client_auth()
+    .with_cert_resolver(cert);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -486,16 +581,44 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(settings: ProxySettings, identity_dir: &Path, hub_url: Option<String>, store_dir: &Path, key: &Key, local: Arc<local::Local>, policy: Arc<dyn TerminalPolicy>) -> anyhow::Result<Proxy> {
+    pub fn new(
+        settings: ProxySettings,
+        identity_dir: &Path,
+        hub_url: Option<String>,
+        store_dir: &Path,
+        key: &Key,
+        local: Arc<local::Local>,
+        policy: Arc<dyn TerminalPolicy>,
+    ) -> anyhow::Result<Proxy> {
         let id = Identity::load(identity_dir)?;
         let upstream = Upstream::new(identity_dir, hub_url, settings.hub_timeout)?;
-        let offline = offline::Offline::new(store_dir, key.clone(), local.clone(), id.enrolment.facility_name.clone(), settings.idle);
+        let offline = offline::Offline::new(
+            store_dir,
+            key.clone(),
+            local.clone(),
+            id.enrolment.facility_name.clone(),
+            settings.idle,
+        );
         let terminals = std::sync::RwLock::new(local.terminal_ids()?.into_iter().collect());
-        Ok(Proxy { settings, upstream, health: Health::default(), local, offline, policy, identity_dir: identity_dir.to_owned(), sessions: Mutex::new(HashMap::new()), terminals })
+        Ok(Proxy {
+            settings,
+            upstream,
+            health: Health::default(),
+            local,
+            offline,
+            policy,
+            identity_dir: identity_dir.to_owned(),
+            sessions: Mutex::new(HashMap::new()),
+            terminals,
+        })
     }
 
     /// Answers one request from the LAN.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
         if req.uri().path() == POSTURE_PATH {
             return self.posture_report(req, remote).await;
         }
@@ -503,8 +626,22 @@ impl Proxy {
             Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v, false),
             _ => (random_token(), true),
         };
-        let enrolled = if new { None } else { self.terminals.read().unwrap_or_else(|e| e.into_inner()).get(&shared::chain::content_hash(id.as_bytes())).cloned() };
-        let mut terminal = Terminal { id, addr: remote.ip(), new, enrolled, warned: false };
+        let enrolled = if new {
+            None
+        } else {
+            self.terminals
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&shared::chain::content_hash(id.as_bytes()))
+                .cloned()
+        };
+        let mut terminal = Terminal {
+            id,
+            addr: remote.ip(),
+            new,
+            enrolled,
+            warned: false,
+        };
         if req.uri().path() == ENROL_PATH {
             return self.enrol_terminal(req, &mut terminal).await;
         }
@@ -514,7 +651,12 @@ impl Proxy {
             // The refusal page's stylesheet is served all the same.
             Verdict::Refuse(why) if req.uri().path() != "/static/portal.css" => {
                 tracing::warn!(terminal = %terminal.label(), why = %why, "terminal refused by posture policy");
-                self.offline.error_page(StatusCode::FORBIDDEN, "この端末からは利用できません", why, None)
+                self.offline.error_page(
+                    StatusCode::FORBIDDEN,
+                    "この端末からは利用できません",
+                    why,
+                    None,
+                )
             }
             _ => self.route(req, &terminal).await,
         };
@@ -522,7 +664,10 @@ impl Proxy {
             tracing::debug!(terminal = %terminal.label(), why = %why, "terminal allowed with a posture warning");
         }
         if terminal.new {
-            resp.headers_mut().append(header::SET_COOKIE, set_cookie(TERMINAL_COOKIE, &terminal.id, Some(10 * 365 * 86_400)));
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(TERMINAL_COOKIE, &terminal.id, Some(10 * 365 * 86_400)),
+            );
         }
         resp
     }
@@ -530,80 +675,172 @@ impl Proxy {
     /// A screen-lock reporter: `{"code": …}` enrols it (with a one-time terminal code) and
     /// answers its token; a report with `Authorization: Bearer <token>` is classified and kept.
     async fn posture_report(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        let json = |status: StatusCode, v: serde_json::Value| page(status, "application/json", v.to_string());
+        let json = |status: StatusCode, v: serde_json::Value| {
+            page(status, "application/json", v.to_string())
+        };
         if req.method() != hyper::Method::POST {
-            return json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "POST a report (see docs/policy.md)"}));
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "POST a report (see docs/policy.md)"}),
+            );
         }
-        let token = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_string());
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
         let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({"error": "a report is at most 64 KB"})),
+            Err(_) => {
+                return json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    serde_json::json!({"error": "a report is at most 64 KB"}),
+                )
+            }
         };
         let value: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": format!("the report is not JSON: {e}")})),
+            Err(e) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": format!("the report is not JSON: {e}")}),
+                )
+            }
         };
         let now = crate::sync::now();
         if let Some(code) = value.get("code").and_then(|c| c.as_str()) {
             let fresh = random_token();
-            let (local, hash, code) = (self.local.clone(), shared::chain::content_hash(fresh.as_bytes()), code.to_string());
-            return match tokio::task::spawn_blocking(move || local.enrol_reporter(&code, &hash, now)).await.ok().and_then(Result::ok).flatten() {
+            let (local, hash, code) = (
+                self.local.clone(),
+                shared::chain::content_hash(fresh.as_bytes()),
+                code.to_string(),
+            );
+            return match tokio::task::spawn_blocking(move || {
+                local.enrol_reporter(&code, &hash, now)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            {
                 Some(name) => {
                     tracing::info!(name = %name, from = %remote.ip(), "screen-lock reporter enrolled");
-                    json(StatusCode::OK, serde_json::json!({"token": fresh, "terminal": name}))
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({"token": fresh, "terminal": name}),
+                    )
                 }
                 None => {
                     tracing::warn!(from = %remote.ip(), "screen-lock reporter enrolment refused: wrong, used or expired code");
-                    json(StatusCode::FORBIDDEN, serde_json::json!({"error": "the code is wrong, used or expired: ask the facility administrator for a new one (tsunagi-edge terminal code)"}))
+                    json(
+                        StatusCode::FORBIDDEN,
+                        serde_json::json!({"error": "the code is wrong, used or expired: ask the facility administrator for a new one (tsunagi-edge terminal code)"}),
+                    )
                 }
             };
         }
         let Some(token) = token else {
-            return json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "no reporter token: enrol the reporter first with a code from tsunagi-edge terminal code"}));
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "no reporter token: enrol the reporter first with a code from tsunagi-edge terminal code"}),
+            );
         };
-        let (local, hash) = (self.local.clone(), shared::chain::content_hash(token.as_bytes()));
-        let name = match tokio::task::spawn_blocking(move || local.reporter_name(&hash)).await.ok().and_then(Result::ok).flatten() {
+        let (local, hash) = (
+            self.local.clone(),
+            shared::chain::content_hash(token.as_bytes()),
+        );
+        let name = match tokio::task::spawn_blocking(move || local.reporter_name(&hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+        {
             Some(n) => n,
             None => {
                 tracing::warn!(from = %remote.ip(), "screen-lock report with an unknown token refused");
-                return json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "unknown reporter token: enrol the reporter again with a new code"}));
+                return json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"error": "unknown reporter token: enrol the reporter again with a new code"}),
+                );
             }
         };
         let posted: crate::policy::screenlock::Posted = match serde_json::from_value(value) {
             Ok(p) => p,
-            Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": format!("the report does not have the expected fields: {e}")})),
+            Err(e) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": format!("the report does not have the expected fields: {e}")}),
+                )
+            }
         };
         let policy = self.policy.clone();
         match tokio::task::spawn_blocking(move || policy.report(&name, &posted)).await {
             Ok(Ok(v)) => json(StatusCode::OK, v),
             Ok(Err(e)) => {
                 tracing::error!(error = %format!("{e:#}"), "a screen-lock report could not be kept");
-                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": format!("the report could not be kept: {e:#}")}))
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"error": format!("the report could not be kept: {e:#}")}),
+                )
             }
-            Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"error": "internal error"})),
+            Err(_) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"error": "internal error"}),
+            ),
         }
     }
 
     /// The page where a terminal is enrolled with a one-time code from the facility
     /// administrator. A terminal enrolled gets a fresh cookie id, so an id seen before enrolment
     /// does not carry the name.
-    async fn enrol_terminal(&self, req: Request<Incoming>, terminal: &mut Terminal) -> Response<Body> {
+    async fn enrol_terminal(
+        &self,
+        req: Request<Incoming>,
+        terminal: &mut Terminal,
+    ) -> Response<Body> {
         let mut message = match &terminal.enrolled {
             Some(n) => format!("この端末は「{n}」として登録されています。"),
             None => "この端末はまだ登録されていません。施設の管理者から受け取った登録コードを入力してください。".to_string(),
         };
         if req.method() == hyper::Method::POST {
             let (parts, body) = req.into_parts();
-            let form = Limited::new(body, 4096).collect().await.ok().map(|b| offline::fields(&String::from_utf8_lossy(&b.to_bytes())));
-            let code = form.as_ref().and_then(|f| f.get("code").cloned()).unwrap_or_default();
+            let form = Limited::new(body, 4096)
+                .collect()
+                .await
+                .ok()
+                .map(|b| offline::fields(&String::from_utf8_lossy(&b.to_bytes())));
+            let code = form
+                .as_ref()
+                .and_then(|f| f.get("code").cloned())
+                .unwrap_or_default();
             let fresh = random_token();
-            let (local, id, now) = (self.local.clone(), shared::chain::content_hash(fresh.as_bytes()), crate::sync::now());
-            let sent_from_here = cookie(&parts.headers, ENROL_COOKIE).is_some_and(|c| form.as_ref().and_then(|f| f.get("csrf")).is_some_and(|t| view::password::same_bytes(t.as_bytes(), c.as_bytes())));
-            let taken = if sent_from_here { tokio::task::spawn_blocking(move || local.enrol_terminal(&code, &id, now)).await.ok().and_then(Result::ok).flatten() } else { None };
+            let (local, id, now) = (
+                self.local.clone(),
+                shared::chain::content_hash(fresh.as_bytes()),
+                crate::sync::now(),
+            );
+            let sent_from_here = cookie(&parts.headers, ENROL_COOKIE).is_some_and(|c| {
+                form.as_ref()
+                    .and_then(|f| f.get("csrf"))
+                    .is_some_and(|t| view::password::same_bytes(t.as_bytes(), c.as_bytes()))
+            });
+            let taken = if sent_from_here {
+                tokio::task::spawn_blocking(move || local.enrol_terminal(&code, &id, now))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            } else {
+                None
+            };
             match taken {
                 Some(name) => {
                     tracing::info!(terminal = %format!("t-{}@{}", &fresh[..12], terminal.addr), name = %name, "terminal enrolled");
-                    self.terminals.write().unwrap_or_else(|e| e.into_inner()).insert(id, name.clone());
+                    self.terminals
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, name.clone());
                     terminal.id = fresh;
                     terminal.new = true;
                     terminal.enrolled = Some(name.clone());
@@ -621,9 +858,13 @@ impl Proxy {
             escape(&message)
         );
         let mut r = page(StatusCode::OK, "text/html; charset=utf-8", html);
-        r.headers_mut().append(header::SET_COOKIE, set_cookie(ENROL_COOKIE, &csrf, None));
+        r.headers_mut()
+            .append(header::SET_COOKIE, set_cookie(ENROL_COOKIE, &csrf, None));
         if terminal.new {
-            r.headers_mut().append(header::SET_COOKIE, set_cookie(TERMINAL_COOKIE, &terminal.id, Some(10 * 365 * 86_400)));
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(TERMINAL_COOKIE, &terminal.id, Some(10 * 365 * 86_400)),
+            );
         }
         r
     }
@@ -641,7 +882,13 @@ impl Proxy {
         }
         // Only the portal's own pages go on to the hub, in the one form the portal writes them:
         // the appliance API, odd encodings and other methods stop here.
-        if !shared::route::is_portal_path(&path) || !matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD | hyper::Method::POST) || req.uri().authority().is_some() {
+        if !shared::route::is_portal_path(&path)
+            || !matches!(
+                *req.method(),
+                hyper::Method::GET | hyper::Method::HEAD | hyper::Method::POST
+            )
+            || req.uri().authority().is_some()
+        {
             tracing::info!(terminal = %terminal.label(), method = %req.method(), "a request outside the portal's routes stopped at the proxy");
             return not_here();
         }
@@ -653,26 +900,46 @@ impl Proxy {
             }
             Err(UpError::Failed(why)) => {
                 tracing::warn!(path = %path, error = %why, "a request to the hub failed");
-                self.offline.error_page(StatusCode::BAD_GATEWAY, "ハブとの通信に失敗しました", "もう一度お試しください。続く場合は施設の管理者に連絡してください。", None)
+                self.offline.error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "ハブとの通信に失敗しました",
+                    "もう一度お試しください。続く場合は施設の管理者に連絡してください。",
+                    None,
+                )
             }
         }
     }
 
     /// Passes a request on to the hub, as this facility, and streams the answer back.
-    async fn forward(&self, req: Request<Incoming>, terminal: &Terminal) -> Result<Response<Body>, UpError> {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        terminal: &Terminal,
+    ) -> Result<Response<Body>, UpError> {
         let (mut parts, body) = req.into_parts();
         let claimed = strip_request(&mut parts.headers);
         if !claimed.is_empty() {
             tracing::warn!(terminal = %terminal.label(), headers = ?claimed, "identity headers from the LAN stripped");
         }
-        if parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()).is_some_and(|n| n > MAX_UPLOAD) {
-            return Ok(self.offline.error_page(StatusCode::PAYLOAD_TOO_LARGE, "送信するデータが大きすぎます", &format!("一度に送れるのは {} MB までです。", MAX_UPLOAD >> 20), None));
+        if parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n > MAX_UPLOAD)
+        {
+            return Ok(self.offline.error_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "送信するデータが大きすぎます",
+                &format!("一度に送れるのは {} MB までです。", MAX_UPLOAD >> 20),
+                None,
+            ));
         }
         if let Some(s) = cookie(&parts.headers, HUB_SESSION) {
             if self.idle_expired(&s) {
                 tracing::info!(terminal = %terminal.label(), "session ended at the proxy after the idle time");
                 let mut r = redirect("/login?m=expired");
-                r.headers_mut().append(header::SET_COOKIE, set_cookie(HUB_SESSION, "", Some(0)));
+                r.headers_mut()
+                    .append(header::SET_COOKIE, set_cookie(HUB_SESSION, "", Some(0)));
                 return Ok(r);
             }
         }
@@ -680,17 +947,33 @@ impl Proxy {
             parts.headers.insert(TERMINAL_HEADER, v);
         }
         if terminal.warned {
-            parts.headers.insert(POSTURE_HEADER, HeaderValue::from_static("warn"));
+            parts
+                .headers
+                .insert(POSTURE_HEADER, HeaderValue::from_static("warn"));
         }
-        let pq = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-        parts.uri = pq.parse().map_err(|_| UpError::Failed("bad request target".into()))?;
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        parts.uri = pq
+            .parse()
+            .map_err(|_| UpError::Failed("bad request target".into()))?;
         parts.version = hyper::Version::HTTP_11;
         let body = Limited::new(body, MAX_UPLOAD).boxed();
         // A hub that takes the request but never answers must not hold the terminal forever.
-        let resp = tokio::time::timeout(ANSWER_TIMEOUT, self.upstream.send(Request::from_parts(parts, body))).await.map_err(|_| UpError::Failed("the hub did not answer in time".into()))??;
+        let resp = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            self.upstream.send(Request::from_parts(parts, body)),
+        )
+        .await
+        .map_err(|_| UpError::Failed("the hub did not answer in time".into()))??;
         let (mut parts, body) = resp.into_parts();
         hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed()))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as BoxError).boxed(),
+        ))
     }
 
     /// Whether a hub session has gone unused through this proxy for longer than the idle time;
@@ -723,22 +1006,33 @@ impl Proxy {
             tracing::trace!("checking the hub");
             // Nothing here may hang the upkeep: each exchange has its own deadline.
             let limit = self.settings.hub_timeout + Duration::from_secs(10);
-            let reachable = tokio::time::timeout(limit, self.upstream.ping()).await.unwrap_or(false);
+            let reachable = tokio::time::timeout(limit, self.upstream.ping())
+                .await
+                .unwrap_or(false);
             if reachable {
                 if self.health.up() {
                     last_verifiers = None;
                 }
                 if last_verifiers.is_none_or(|t| t.elapsed() >= VERIFIERS_EVERY) {
-                    match tokio::time::timeout(Duration::from_secs(30), self.refresh_verifiers()).await.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub did not answer in 30 s"))) {
+                    match tokio::time::timeout(Duration::from_secs(30), self.refresh_verifiers())
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the hub did not answer in 30 s")))
+                    {
                         Ok(n) => {
                             tracing::debug!(users = n, "offline verifiers refreshed");
                             last_verifiers = Some(Instant::now());
                         }
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot refresh the offline verifiers"),
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "cannot refresh the offline verifiers")
+                        }
                     }
                 }
                 tracing::trace!("handing in offline accesses");
-                if let Err(e) = tokio::time::timeout(Duration::from_secs(60), self.upload_accesses()).await.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub did not answer in 60 s"))) {
+                if let Err(e) =
+                    tokio::time::timeout(Duration::from_secs(60), self.upload_accesses())
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the hub did not answer in 60 s")))
+                {
                     tracing::warn!(error = %format!("{e:#}"), "cannot hand the offline accesses to the hub yet");
                 }
             } else {
@@ -746,11 +1040,16 @@ impl Proxy {
             }
             let local = self.local.clone();
             if let Ok(Ok(ids)) = tokio::task::spawn_blocking(move || local.terminal_ids()).await {
-                *self.terminals.write().unwrap_or_else(|e| e.into_inner()) = ids.into_iter().collect();
+                *self.terminals.write().unwrap_or_else(|e| e.into_inner()) =
+                    ids.into_iter().collect();
             }
             let policy = self.policy.clone();
             let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
-            let pause = if self.health.offline_since().is_some() { Duration::from_secs(2) } else { Duration::from_secs(5) };
+            let pause = if self.health.offline_since().is_some() {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_secs(5)
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => return,
@@ -774,7 +1073,10 @@ impl Proxy {
         let list: List = r.json()?;
         let local = self.local.clone();
         let n = list.users.len();
-        tokio::task::spawn_blocking(move || local.replace_verifiers(&list.users, crate::sync::now())).await??;
+        tokio::task::spawn_blocking(move || {
+            local.replace_verifiers(&list.users, crate::sync::now())
+        })
+        .await??;
         Ok(n)
     }
 
@@ -782,14 +1084,22 @@ impl Proxy {
         loop {
             let local = self.local.clone();
             let batch = tokio::task::spawn_blocking(move || local.pending(1000)).await??;
-            let Some(top) = batch.last().map(|a| a.seq) else { return Ok(()) };
-            let r = self.client()?.post_json("/v1/offline-accesses", &serde_json::to_value(&batch)?).await?;
+            let Some(top) = batch.last().map(|a| a.seq) else {
+                return Ok(());
+            };
+            let r = self
+                .client()?
+                .post_json("/v1/offline-accesses", &serde_json::to_value(&batch)?)
+                .await?;
             if !r.status.is_success() {
                 anyhow::bail!("the hub refused the offline accesses: {}", r.message());
             }
             let local = self.local.clone();
             tokio::task::spawn_blocking(move || local.uploaded(top)).await??;
-            tracing::info!(accesses = batch.len(), "offline accesses handed to the hub's audit log");
+            tracing::info!(
+                accesses = batch.len(),
+                "offline accesses handed to the hub's audit log"
+            );
         }
     }
 }
@@ -799,13 +1109,27 @@ impl Proxy {
 
 /// The LAN proxy's HTTPS listener: what the clinic's browsers get. A portal page may wait on the
 /// hub for up to its own deadline, so a connection may be quiet for two minutes.
-pub const LAN_LIMITS: serve::Limits = serve::Limits { max_connections: 512, per_peer: 64, ..serve::Limits::web("lan") };
+pub const LAN_LIMITS: serve::Limits = serve::Limits {
+    max_connections: 512,
+    per_peer: 64,
+    ..serve::Limits::web("lan")
+};
 
 /// The plain-HTTP pages (the root's page, first boot's enrolment page): small answers only.
-pub const PLAIN_LIMITS: serve::Limits = serve::Limits { idle: Duration::from_secs(30), max_connections: 64, per_peer: 8, ..serve::Limits::web("plain") };
+pub const PLAIN_LIMITS: serve::Limits = serve::Limits {
+    idle: Duration::from_secs(30),
+    max_connections: 64,
+    per_peer: 8,
+    ..serve::Limits::web("plain")
+};
 
 /// Serves HTTPS on `listener` until `stop` (`serve::serve`: deadlines, a connection cap, drain).
-pub async fn serve_lan(proxy: Arc<Proxy>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve_lan(
+    proxy: Arc<Proxy>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let service = move |conn: &serve::Conn| {
         let (proxy, addr) = (proxy.clone(), conn.peer);
         hyper::service::service_fn(move |req| {
@@ -834,50 +1158,105 @@ impl TrustPage {
     pub fn answer(&self, path: &str) -> Response<Body> {
         use askama::Template;
         match path {
-            "/" | "/index.html" => match (TrustHtml { fingerprint: &self.fingerprint, portal: &self.portal }).render() {
+            "/" | "/index.html" => match (TrustHtml {
+                fingerprint: &self.fingerprint,
+                portal: &self.portal,
+            })
+            .render()
+            {
                 Ok(html) => page(StatusCode::OK, "text/html; charset=utf-8", html),
-                Err(_) => page(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", "error"),
+                Err(_) => page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    "error",
+                ),
             },
             "/root.crt" => {
-                let mut r = page(StatusCode::OK, "application/x-x509-ca-cert", self.root_pem.clone());
-                r.headers_mut().insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"tsunagi-root.crt\""));
+                let mut r = page(
+                    StatusCode::OK,
+                    "application/x-x509-ca-cert",
+                    self.root_pem.clone(),
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment; filename=\"tsunagi-root.crt\""),
+                );
                 r
             }
-            "/static/portal.css" => page(StatusCode::OK, "text/css; charset=utf-8", view::PORTAL_CSS),
+            "/static/portal.css" => {
+                page(StatusCode::OK, "text/css; charset=utf-8", view::PORTAL_CSS)
+            }
             _ => {
                 let mut r = page(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", format!("The portal is served over HTTPS only: {}\nポータルは HTTPS でのみ利用できます。準備の手順は http のトップページにあります。\n", self.portal));
-                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 r
             }
         }
     }
 }
 
-pub async fn serve_plain(page: Arc<TrustPage>, listener: tokio::net::TcpListener, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve_plain(
+    page: Arc<TrustPage>,
+    listener: tokio::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let service = move |_: &serve::Conn| {
         let page = page.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let page = page.clone();
-            async move { Ok::<_, Infallible>(if req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD { page.answer(req.uri().path()) } else { page.answer("/not-here") }) }
+            async move {
+                Ok::<_, Infallible>(
+                    if req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD {
+                        page.answer(req.uri().path())
+                    } else {
+                        page.answer("/not-here")
+                    },
+                )
+            }
         })
     };
     serve::serve(listener, None, PLAIN_LIMITS, service, stop).await
 }
 
 /// Starts the proxy's listeners and its upkeep; returns the bound HTTPS address.
-pub async fn start(proxy: Arc<Proxy>, identity_dir: &Path, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<SocketAddr> {
+pub async fn start(
+    proxy: Arc<Proxy>,
+    identity_dir: &Path,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
     let settings = proxy.settings.clone();
     let listen = settings.listen.clone().context("proxy.listen is not set")?;
     let tls = lan_tls(Arc::new(LanCert::new(identity_dir.join(identity::LAN))))?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} (proxy.listen)"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (proxy.listen)"))?;
     let addr = listener.local_addr()?;
     if let Some(plain) = &settings.plain_listen {
-        let l = tokio::net::TcpListener::bind(plain).await.with_context(|| format!("cannot listen on {plain} (proxy.plain_listen)"))?;
+        let l = tokio::net::TcpListener::bind(plain)
+            .await
+            .with_context(|| format!("cannot listen on {plain} (proxy.plain_listen)"))?;
         let id = Identity::load(identity_dir)?;
-        let root_pem = std::fs::read_to_string(identity_dir.join("root.pem")).context("the network root (root.pem) is missing")?;
-        let port = if addr.port() == 443 { String::new() } else { format!(":{}", addr.port()) };
-        let portal = format!("https://{}{port}/", settings.names.first().cloned().unwrap_or_else(|| addr.ip().to_string()));
-        let page = Arc::new(TrustPage { root_pem, fingerprint: id.enrolment.fingerprint.clone(), portal });
+        let root_pem = std::fs::read_to_string(identity_dir.join("root.pem"))
+            .context("the network root (root.pem) is missing")?;
+        let port = if addr.port() == 443 {
+            String::new()
+        } else {
+            format!(":{}", addr.port())
+        };
+        let portal = format!(
+            "https://{}{port}/",
+            settings
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| addr.ip().to_string())
+        );
+        let page = Arc::new(TrustPage {
+            root_pem,
+            fingerprint: id.enrolment.fingerprint.clone(),
+            portal,
+        });
         tokio::spawn(serve_plain(page, l, stop.clone()));
     }
     tokio::spawn(proxy.clone().maintain(stop.clone()));
@@ -931,7 +1310,10 @@ mod tests {
     #[test]
     fn cookies_are_read_by_name() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; __Host-tsunagi=tok; __Host-tsunagi-terminal=t"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-tsunagi=tok; __Host-tsunagi-terminal=t"),
+        );
         assert_eq!(cookie(&h, HUB_SESSION).as_deref(), Some("tok"));
         assert_eq!(cookie(&h, TERMINAL_COOKIE).as_deref(), Some("t"));
         assert_eq!(cookie(&h, "b"), None);
@@ -940,13 +1322,23 @@ mod tests {
     struct RefuseNew;
     impl TerminalPolicy for RefuseNew {
         fn check(&self, t: &Terminal) -> Verdict {
-            if t.new { Verdict::Refuse("unregistered".into()) } else { Verdict::Allow }
+            if t.new {
+                Verdict::Refuse("unregistered".into())
+            } else {
+                Verdict::Allow
+            }
         }
     }
 
     #[test]
     fn the_posture_hook_sees_each_terminal() {
-        let t = Terminal { id: "ab".repeat(32), addr: "192.168.1.5".parse().unwrap(), new: true, enrolled: None, warned: false };
+        let t = Terminal {
+            id: "ab".repeat(32),
+            addr: "192.168.1.5".parse().unwrap(),
+            new: true,
+            enrolled: None,
+            warned: false,
+        };
         assert_eq!(RefuseNew.check(&t), Verdict::Refuse("unregistered".into()));
         assert_eq!(AllowAll.check(&t), Verdict::Allow);
         assert_eq!(t.label(), "t-abababababab@192.168.1.5");

@@ -118,7 +118,15 @@ struct ErrorPage<'a> {
 
 /// `%`-encodes everything but unreserved characters, for a patient ID in a path.
 pub fn encode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Decodes `%XX` (and `+` as a space, for form fields); None for broken escapes or non-UTF-8.
@@ -148,7 +156,11 @@ pub fn decode(s: &str, plus: bool) -> Option<String> {
 
 /// The fields of a query string or an urlencoded form.
 pub fn fields(s: &str) -> HashMap<String, String> {
-    s.split('&').filter_map(|kv| kv.split_once('=').or(Some((kv, "")))).filter_map(|(k, v)| Some((decode(k, true)?, decode(v, true)?))).filter(|(k, _)| !k.is_empty()).collect()
+    s.split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter_map(|(k, v)| Some((decode(k, true)?, decode(v, true)?)))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
 }
 
 fn get<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
@@ -156,8 +168,22 @@ fn get<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
 }
 
 impl Offline {
-    pub fn new(store_dir: &Path, key: Key, local: Arc<Local>, facility: String, idle: Duration) -> Offline {
-        Offline { store_dir: store_dir.to_owned(), key, local, facility, idle, sessions: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
+    pub fn new(
+        store_dir: &Path,
+        key: Key,
+        local: Arc<Local>,
+        facility: String,
+        idle: Duration,
+    ) -> Offline {
+        Offline {
+            store_dir: store_dir.to_owned(),
+            key,
+            local,
+            facility,
+            idle,
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     fn render(&self, t: &impl Template, status: StatusCode) -> Response<Body> {
@@ -165,15 +191,34 @@ impl Offline {
             Ok(html) => page(status, "text/html; charset=utf-8", html),
             Err(e) => {
                 tracing::error!(error = %e, "offline template failed");
-                page(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", "error")
+                page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    "error",
+                )
             }
         }
     }
 
     /// An error page; with `since`, under the offline banner.
-    pub fn error_page(&self, status: StatusCode, title: &str, message: &str, since: Option<i64>) -> Response<Body> {
+    pub fn error_page(
+        &self,
+        status: StatusCode,
+        title: &str,
+        message: &str,
+        since: Option<i64>,
+    ) -> Response<Body> {
         let since = since.map(jst).unwrap_or_default();
-        self.render(&ErrorPage { who: None, facility: &self.facility, since, title, message }, status)
+        self.render(
+            &ErrorPage {
+                who: None,
+                facility: &self.facility,
+                since,
+                title,
+                message,
+            },
+            status,
+        )
     }
 
     /// The logged-in person of a request, if any; touches the session.
@@ -184,13 +229,35 @@ impl Offline {
         s.retain(|_, v| v.last.elapsed() <= idle);
         let v = s.get_mut(&token)?;
         v.last = Instant::now();
-        Some(Who { login: v.login.clone(), name: v.name.clone(), csrf: v.csrf.clone() })
+        Some(Who {
+            login: v.login.clone(),
+            name: v.name.clone(),
+            csrf: v.csrf.clone(),
+        })
     }
 
     /// Records an access; if it cannot be recorded it is not served.
-    async fn audit(&self, login: &str, terminal: &Terminal, action: &str, patient_id: &str, outcome: &str) -> bool {
-        let (local, login, t, action, pid, outcome) = (self.local.clone(), login.to_string(), terminal.label(), action.to_string(), patient_id.to_string(), outcome.to_string());
-        match tokio::task::spawn_blocking(move || local.record(now_ms(), &login, &t, &action, &pid, &outcome)).await {
+    async fn audit(
+        &self,
+        login: &str,
+        terminal: &Terminal,
+        action: &str,
+        patient_id: &str,
+        outcome: &str,
+    ) -> bool {
+        let (local, login, t, action, pid, outcome) = (
+            self.local.clone(),
+            login.to_string(),
+            terminal.label(),
+            action.to_string(),
+            patient_id.to_string(),
+            outcome.to_string(),
+        );
+        match tokio::task::spawn_blocking(move || {
+            local.record(now_ms(), &login, &t, &action, &pid, &outcome)
+        })
+        .await
+        {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
                 tracing::error!(error = %format!("{e:#}"), "an offline access cannot be recorded: refusing it");
@@ -204,7 +271,12 @@ impl Offline {
         self.error_page(StatusCode::SERVICE_UNAVAILABLE, "記録できないため表示できません", "アクセスの記録を保存できませんでした。アプライアンスの空き容量などを管理者に確認してもらってください。", Some(since))
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, terminal: &Terminal, since: i64) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        terminal: &Terminal,
+        since: i64,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let query = fields(req.uri().query().unwrap_or(""));
         let method = req.method().clone();
@@ -212,11 +284,30 @@ impl Offline {
             (Method::GET, "/offline/login") => self.login_form("", "", since),
             (Method::POST, "/offline/login") => self.login(req, terminal, since).await,
             (Method::POST, "/offline/logout") => self.logout(req, terminal).await,
-            (Method::GET, "/offline/" | "/offline/search") => self.search(req.headers(), &query, terminal, since, path.ends_with("search")).await,
-            (Method::GET, p) if p.starts_with("/offline/patient/") => match decode(&p["/offline/patient/".len()..], false) {
-                Some(pid) => self.patient(req.headers(), &pid, &query, terminal, since).await,
-                None => self.error_page(StatusCode::BAD_REQUEST, "入力を確認してください", "患者IDが正しくありません。", Some(since)),
-            },
+            (Method::GET, "/offline/" | "/offline/search") => {
+                self.search(
+                    req.headers(),
+                    &query,
+                    terminal,
+                    since,
+                    path.ends_with("search"),
+                )
+                .await
+            }
+            (Method::GET, p) if p.starts_with("/offline/patient/") => {
+                match decode(&p["/offline/patient/".len()..], false) {
+                    Some(pid) => {
+                        self.patient(req.headers(), &pid, &query, terminal, since)
+                            .await
+                    }
+                    None => self.error_page(
+                        StatusCode::BAD_REQUEST,
+                        "入力を確認してください",
+                        "患者IDが正しくありません。",
+                        Some(since),
+                    ),
+                }
+            }
             // Everything else of the portal waits for the hub.
             _ => redirect("/offline/"),
         }
@@ -228,21 +319,44 @@ impl Offline {
         if message.is_empty() && self.local.verifier_count().unwrap_or(0) == 0 {
             message = "この端末でオフラインにログインできる利用者の情報が、まだハブから届いていません。接続が戻るまでお待ちください。".into();
         }
-        let mut r = self.render(&LoginPage { who: None, facility: &self.facility, since: jst(since), csrf: csrf.clone(), message, login: login.into() }, StatusCode::OK);
-        r.headers_mut().append(header::SET_COOKIE, set_cookie(PRE, &csrf, None));
+        let mut r = self.render(
+            &LoginPage {
+                who: None,
+                facility: &self.facility,
+                since: jst(since),
+                csrf: csrf.clone(),
+                message,
+                login: login.into(),
+            },
+            StatusCode::OK,
+        );
+        r.headers_mut()
+            .append(header::SET_COOKIE, set_cookie(PRE, &csrf, None));
         r
     }
 
     async fn form(req: Request<Incoming>) -> Option<(HeaderMap, HashMap<String, String>)> {
         let (parts, body) = req.into_parts();
-        let bytes = Limited::new(body, 16 << 10).collect().await.ok()?.to_bytes();
+        let bytes = Limited::new(body, 16 << 10)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
         Some((parts.headers, fields(std::str::from_utf8(&bytes).ok()?)))
     }
 
-    async fn login(&self, req: Request<Incoming>, terminal: &Terminal, since: i64) -> Response<Body> {
-        let Some((headers, f)) = Self::form(req).await else { return self.login_form("入力を読み取れませんでした。", "", since) };
+    async fn login(
+        &self,
+        req: Request<Incoming>,
+        terminal: &Terminal,
+        since: i64,
+    ) -> Response<Body> {
+        let Some((headers, f)) = Self::form(req).await else {
+            return self.login_form("入力を読み取れませんでした。", "", since);
+        };
         let pre = cookie(&headers, PRE).unwrap_or_default();
-        if pre.is_empty() || !view::password::same_bytes(pre.as_bytes(), get(&f, "csrf").as_bytes()) {
+        if pre.is_empty() || !view::password::same_bytes(pre.as_bytes(), get(&f, "csrf").as_bytes())
+        {
             return self.error_page(StatusCode::FORBIDDEN, "アクセスできません", "ログイン画面の有効期限が切れたか、不正な送信です。ログイン画面を開き直してください。", Some(since));
         }
         let login = get(&f, "login").to_string();
@@ -253,7 +367,9 @@ impl Offline {
         let (count, locked) = {
             let mut fl = self.failures.lock().unwrap_or_else(|e| e.into_inner());
             // Bounded whatever IDs are typed: locks that still run are kept.
-            super::bound(&mut fl, super::MAX_TRACKED, |(_, at)| at.is_some_and(|t| t.elapsed() < LOCK_FOR));
+            super::bound(&mut fl, super::MAX_TRACKED, |(_, at)| {
+                at.is_some_and(|t| t.elapsed() < LOCK_FOR)
+            });
             let e = fl.entry(login.clone()).or_insert((0, None));
             if e.1.is_some_and(|t| t.elapsed() >= LOCK_FOR) {
                 *e = (0, None);
@@ -261,7 +377,8 @@ impl Offline {
             (e.0, e.1.is_some())
         };
         if locked {
-            self.audit(&login, terminal, "offline-login", "", "locked").await;
+            self.audit(&login, terminal, "offline-login", "", "locked")
+                .await;
             return self.login_form("失敗が続いたため、このIDはこのアプライアンスでロックされています。30分後に再度お試しください。", &login, since);
         }
         let local = self.local.clone();
@@ -278,16 +395,35 @@ impl Offline {
         .flatten();
         match found {
             Some((v, true)) if READERS.contains(&v.role.as_str()) => {
-                if !self.audit(&login, terminal, "offline-login", "", "ok").await {
+                if !self
+                    .audit(&login, terminal, "offline-login", "", "ok")
+                    .await
+                {
                     return self.unrecorded(since);
                 }
-                self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&login);
+                self.failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&login);
                 tracing::info!(login = %login, terminal = %terminal.label(), "logged in offline");
                 let token = random_token();
-                self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone(), Session { login, name: v.name, csrf: random_token(), last: Instant::now() });
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        token.clone(),
+                        Session {
+                            login,
+                            name: v.name,
+                            csrf: random_token(),
+                            last: Instant::now(),
+                        },
+                    );
                 let mut r = redirect("/offline/");
-                r.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION, &token, None));
-                r.headers_mut().append(header::SET_COOKIE, set_cookie(PRE, "", Some(0)));
+                r.headers_mut()
+                    .append(header::SET_COOKIE, set_cookie(SESSION, &token, None));
+                r.headers_mut()
+                    .append(header::SET_COOKIE, set_cookie(PRE, "", Some(0)));
                 r
             }
             _ => {
@@ -300,7 +436,18 @@ impl Offline {
                     }
                     e.0
                 };
-                self.audit(&login, terminal, "offline-login", "", if n >= LOCK_AFTER { "locked" } else { "wrong-password" }).await;
+                self.audit(
+                    &login,
+                    terminal,
+                    "offline-login",
+                    "",
+                    if n >= LOCK_AFTER {
+                        "locked"
+                    } else {
+                        "wrong-password"
+                    },
+                )
+                .await;
                 if count + 1 >= 3 {
                     tokio::time::sleep(Duration::from_secs(1 << (count + 1 - 2).min(3))).await;
                 }
@@ -310,25 +457,39 @@ impl Offline {
     }
 
     async fn logout(&self, req: Request<Incoming>, terminal: &Terminal) -> Response<Body> {
-        let Some((headers, f)) = Self::form(req).await else { return redirect("/offline/login") };
+        let Some((headers, f)) = Self::form(req).await else {
+            return redirect("/offline/login");
+        };
         let token = cookie(&headers, SESSION).unwrap_or_default();
         let ended = {
             let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             match s.get(&token) {
-                Some(v) if view::password::same_bytes(v.csrf.as_bytes(), get(&f, "csrf").as_bytes()) => s.remove(&token).map(|v| v.login),
+                Some(v)
+                    if view::password::same_bytes(
+                        v.csrf.as_bytes(),
+                        get(&f, "csrf").as_bytes(),
+                    ) =>
+                {
+                    s.remove(&token).map(|v| v.login)
+                }
                 _ => None,
             }
         };
         if let Some(login) = ended {
-            self.audit(&login, terminal, "offline-logout", "", "ok").await;
+            self.audit(&login, terminal, "offline-logout", "", "ok")
+                .await;
         }
         let mut r = redirect("/offline/login");
-        r.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION, "", Some(0)));
+        r.headers_mut()
+            .append(header::SET_COOKIE, set_cookie(SESSION, "", Some(0)));
         r
     }
 
     /// Opens the store read-only on a blocking thread and runs `f` on it.
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
         let (dir, key) = (self.store_dir.clone(), self.key.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<T> {
             let c = crate::store::open_read_only(&dir, &key)?;
@@ -337,11 +498,34 @@ impl Offline {
         .await?
     }
 
-    async fn search(&self, headers: &HeaderMap, q: &HashMap<String, String>, terminal: &Terminal, since: i64, searched: bool) -> Response<Body> {
-        let Some(who) = self.session(headers) else { return redirect("/offline/login") };
+    async fn search(
+        &self,
+        headers: &HeaderMap,
+        q: &HashMap<String, String>,
+        terminal: &Terminal,
+        since: i64,
+        searched: bool,
+    ) -> Response<Body> {
+        let Some(who) = self.session(headers) else {
+            return redirect("/offline/login");
+        };
         let login = who.login.clone();
-        let (pid, name, birth) = (get(q, "patient_id").to_string(), get(q, "name").to_string(), get(q, "birth_date").to_string());
-        let mut p = SearchPage { who: Some(who), facility: &self.facility, since: jst(since), patient_id: pid.clone(), name: name.clone(), birth_date: birth.clone(), message: String::new(), searched: false, hits: vec![] };
+        let (pid, name, birth) = (
+            get(q, "patient_id").to_string(),
+            get(q, "name").to_string(),
+            get(q, "birth_date").to_string(),
+        );
+        let mut p = SearchPage {
+            who: Some(who),
+            facility: &self.facility,
+            since: jst(since),
+            patient_id: pid.clone(),
+            name: name.clone(),
+            birth_date: birth.clone(),
+            message: String::new(),
+            searched: false,
+            hits: vec![],
+        };
         if !searched {
             return self.render(&p, StatusCode::OK);
         }
@@ -349,11 +533,17 @@ impl Offline {
             p.message = "患者ID、氏名、生年月日のいずれかを入れてください。".into();
             return self.render(&p, StatusCode::OK);
         }
-        if !self.audit(&login, terminal, "offline-search", &pid, "ok").await {
+        if !self
+            .audit(&login, terminal, "offline-search", &pid, "ok")
+            .await
+        {
             return self.unrecorded(since);
         }
         let birth8: String = birth.chars().filter(char::is_ascii_digit).collect();
-        let (qkanji, qkana) = (view::names::kanji_norm(&name), view::names::kana_norm(&name));
+        let (qkanji, qkana) = (
+            view::names::kanji_norm(&name),
+            view::names::kana_norm(&name),
+        );
         let rows = self
             .read(|c| {
                 let mut st = c.prepare(
@@ -369,7 +559,12 @@ impl Offline {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "offline search failed");
-                return self.error_page(StatusCode::INTERNAL_SERVER_ERROR, "システムエラー", "記録を読み出せませんでした。", Some(since));
+                return self.error_page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "システムエラー",
+                    "記録を読み出せませんでした。",
+                    Some(since),
+                );
             }
         };
         p.hits = rows
@@ -377,20 +572,41 @@ impl Offline {
             .filter(|(id, kanji, kana, b, _)| {
                 (pid.is_empty() || *id == pid)
                     && (birth8.is_empty() || b.starts_with(&birth8))
-                    && (name.is_empty() || view::names::kanji_norm(kanji).contains(&qkanji) || (!qkana.is_empty() && view::names::kana_norm(kana).contains(&qkana)))
+                    && (name.is_empty()
+                        || view::names::kanji_norm(kanji).contains(&qkanji)
+                        || (!qkana.is_empty() && view::names::kana_norm(kana).contains(&qkana)))
             })
             .take(100)
-            .map(|(id, kanji, kana, b, sex)| Hit { link: encode(&id), patient_id: id, kanji, kana: kana_shown(&kana), birth: hl7_time(&b), sex: sex_label(&sex) })
+            .map(|(id, kanji, kana, b, sex)| Hit {
+                link: encode(&id),
+                patient_id: id,
+                kanji,
+                kana: kana_shown(&kana),
+                birth: hl7_time(&b),
+                sex: sex_label(&sex),
+            })
             .collect();
         p.searched = true;
         self.render(&p, StatusCode::OK)
     }
 
-    async fn patient(&self, headers: &HeaderMap, pid: &str, q: &HashMap<String, String>, terminal: &Terminal, since: i64) -> Response<Body> {
-        let Some(who) = self.session(headers) else { return redirect("/offline/login") };
+    async fn patient(
+        &self,
+        headers: &HeaderMap,
+        pid: &str,
+        q: &HashMap<String, String>,
+        terminal: &Terminal,
+        since: i64,
+    ) -> Response<Body> {
+        let Some(who) = self.session(headers) else {
+            return redirect("/offline/login");
+        };
         let login = who.login.clone();
         let tab = Tab::parse(get(q, "tab")).unwrap_or(Tab::Visits);
-        if !self.audit(&login, terminal, "offline-view", pid, "ok").await {
+        if !self
+            .audit(&login, terminal, "offline-view", pid, "ok")
+            .await
+        {
             return self.unrecorded(since);
         }
         let id = pid.to_string();
@@ -425,17 +641,33 @@ impl Offline {
                     birth: hl7_time(&birth),
                     sex: sex_label(&sex),
                     basic,
-                    tabs: Tab::ALL.iter().map(|t| (t.code(), t.label(), *t == tab)).collect(),
+                    tabs: Tab::ALL
+                        .iter()
+                        .map(|t| (t.code(), t.label(), *t == tab))
+                        .collect(),
                     tab_label: tab.label(),
                     columns: tab.columns(),
-                    lines: lines.into_iter().map(|l| (hl7_time(&l.at), l.cells)).collect(),
+                    lines: lines
+                        .into_iter()
+                        .map(|l| (hl7_time(&l.at), l.cells))
+                        .collect(),
                 };
                 self.render(&p, StatusCode::OK)
             }
-            Ok(None) => self.error_page(StatusCode::NOT_FOUND, "見つかりません", "この施設の記録にその患者IDはありません。", Some(since)),
+            Ok(None) => self.error_page(
+                StatusCode::NOT_FOUND,
+                "見つかりません",
+                "この施設の記録にその患者IDはありません。",
+                Some(since),
+            ),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "offline patient page failed");
-                self.error_page(StatusCode::INTERNAL_SERVER_ERROR, "システムエラー", "記録を読み出せませんでした。", Some(since))
+                self.error_page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "システムエラー",
+                    "記録を読み出せませんでした。",
+                    Some(since),
+                )
             }
         }
     }
@@ -444,7 +676,11 @@ impl Offline {
 /// A kana name as the portal shows it: full-width katakana with the sound marks joined, family
 /// and given names apart.
 fn kana_shown(s: &str) -> String {
-    s.split([' ', '\u{3000}']).filter(|p| !p.is_empty()).map(view::names::kana_norm).collect::<Vec<_>>().join(" ")
+    s.split([' ', '\u{3000}'])
+        .filter(|p| !p.is_empty())
+        .map(view::names::kana_norm)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -454,10 +690,16 @@ mod tests {
     #[test]
     fn ids_and_forms_round_trip() {
         assert_eq!(encode("0000 77/01"), "0000%2077%2F01");
-        assert_eq!(decode(&encode("患者/01"), false).as_deref(), Some("患者/01"));
+        assert_eq!(
+            decode(&encode("患者/01"), false).as_deref(),
+            Some("患者/01")
+        );
         assert_eq!(decode("%zz", false), None);
         let f = fields("login=dr-a&password=a%2Bb+c&csrf=");
-        assert_eq!((get(&f, "login"), f["password"].as_str(), get(&f, "csrf")), ("dr-a", "a+b c", ""));
+        assert_eq!(
+            (get(&f, "login"), f["password"].as_str(), get(&f, "csrf")),
+            ("dr-a", "a+b c", "")
+        );
         assert_eq!(kana_shown("ﾔﾏﾀﾞ ﾀﾛｳ"), "ヤマダ タロウ");
         assert_eq!(kana_shown("ヤマタ゛\u{3000}タロウ"), "ヤマダ タロウ");
     }

@@ -19,7 +19,9 @@ pub fn resolve_in(setting: &Path, credentials_dir: Option<&Path>) -> Result<Path
         return Ok(setting.to_owned());
     };
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(format!("{setting:?} does not name a credential: write credential:NAME, NAME without slashes"));
+        return Err(format!(
+            "{setting:?} does not name a credential: write credential:NAME, NAME without slashes"
+        ));
     }
     match credentials_dir {
         Some(dir) => {
@@ -48,14 +50,21 @@ pub fn resolve(setting: &Path) -> Result<PathBuf, String> {
 /// this service sees).
 pub fn read(setting: &Path) -> Result<(PathBuf, Vec<u8>), (PathBuf, String)> {
     let path = resolve(setting).map_err(|reason| (setting.to_owned(), reason))?;
-    let bytes = if path.as_path() == setting { provisioning::secret::check_and_read(&path) } else { std::fs::read(&path).map_err(|e| e.to_string()) };
-    bytes.map(|b| (path.clone(), b)).map_err(|reason| (path, reason))
+    let bytes = if path.as_path() == setting {
+        provisioning::secret::check_and_read(&path)
+    } else {
+        std::fs::read(&path).map_err(|e| e.to_string())
+    };
+    bytes
+        .map(|b| (path.clone(), b))
+        .map_err(|reason| (path, reason))
 }
 
 /// A software key (the PEM may also hold the certificate chain) as rustls signs with it.
 pub fn file_signing_key(pem: &[u8]) -> Result<Arc<dyn SigningKey>, String> {
     let der = provisioning::cert::key_from_pem(pem)?;
-    rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| format!("the identity key is not usable: {e}"))
+    rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| format!("the identity key is not usable: {e}"))
 }
 
 #[cfg(test)]
@@ -64,10 +73,16 @@ mod tests {
 
     #[test]
     fn files_pass_through_and_credentials_resolve_or_say_what_is_missing() {
-        assert_eq!(resolve_in(Path::new("/var/lib/tsunagi/store.key"), None).unwrap(), PathBuf::from("/var/lib/tsunagi/store.key"));
+        assert_eq!(
+            resolve_in(Path::new("/var/lib/tsunagi/store.key"), None).unwrap(),
+            PathBuf::from("/var/lib/tsunagi/store.key")
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("store-key"), "x").unwrap();
-        assert_eq!(resolve_in(Path::new("credential:store-key"), Some(dir.path())).unwrap(), dir.path().join("store-key"));
+        assert_eq!(
+            resolve_in(Path::new("credential:store-key"), Some(dir.path())).unwrap(),
+            dir.path().join("store-key")
+        );
         let e = resolve_in(Path::new("credential:other"), Some(dir.path())).unwrap_err();
         assert!(e.contains("LoadCredentialEncrypted=other:"), "{e}");
         let e = resolve_in(Path::new("credential:store-key"), None).unwrap_err();
@@ -75,8 +90,6 @@ mod tests {
         assert!(resolve_in(Path::new("credential:../etc/shadow"), Some(dir.path())).is_err());
     }
 }
-
-
 
 use std::sync::{Arc, Mutex};
 
@@ -100,13 +113,22 @@ impl KeyStore {
     /// `file`, `tpm` or `auto` (the TPM when the box has one, else the file); `tcti` says where
     /// the TPM is (default the kernel's resource manager).
     pub fn parse(kind: &str, tcti: Option<&str>) -> Result<KeyStore, String> {
-        let tcti = tcti.map(str::to_string).unwrap_or_else(|| format!("device:{TPM_DEVICE}"));
+        let tcti = tcti
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("device:{TPM_DEVICE}"));
         match kind {
             "file" => Ok(KeyStore::File),
             "tpm" => Ok(KeyStore::Tpm(tcti)),
-            "auto" if tcti.starts_with("device:") && !Path::new(tcti.trim_start_matches("device:")).exists() => Ok(KeyStore::File),
+            "auto"
+                if tcti.starts_with("device:")
+                    && !Path::new(tcti.trim_start_matches("device:")).exists() =>
+            {
+                Ok(KeyStore::File)
+            }
             "auto" => Ok(KeyStore::Tpm(tcti)),
-            o => Err(format!("identity.key_store: {o:?} is not one of file, tpm, auto")),
+            o => Err(format!(
+                "identity.key_store: {o:?} is not one of file, tpm, auto"
+            )),
         }
     }
 }
@@ -136,8 +158,11 @@ impl ClientKey {
     pub fn generate(store: &KeyStore) -> Result<ClientKey, String> {
         match store {
             KeyStore::File => {
-                let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-                Ok(ClientKey::File { pem: k.serialize_pem() })
+                let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                    .map_err(|e| e.to_string())?;
+                Ok(ClientKey::File {
+                    pem: k.serialize_pem(),
+                })
             }
             KeyStore::Tpm(tcti) => Ok(ClientKey::Tpm(Arc::new(tpm::TpmKey::create(tcti)?))),
         }
@@ -149,7 +174,8 @@ impl ClientKey {
         if let Some((_, k)) = loaded.iter().find(|(s, _)| s == stored_json) {
             return Ok(ClientKey::Tpm(k.clone()));
         }
-        let stored: tpm::Stored = serde_json::from_str(stored_json).map_err(|e| format!("the stored TPM key does not parse: {e}"))?;
+        let stored: tpm::Stored = serde_json::from_str(stored_json)
+            .map_err(|e| format!("the stored TPM key does not parse: {e}"))?;
         let k = Arc::new(tpm::TpmKey::load(stored)?);
         loaded.push((stored_json.to_string(), k.clone()));
         Ok(ClientKey::Tpm(k))
@@ -181,7 +207,10 @@ impl ClientKey {
     /// A certificate signing request for `appliance`, signed with this key.
     pub fn csr(&self, appliance: &str) -> Result<String, String> {
         match self {
-            ClientKey::File { pem } => provisioning::ca::csr_for(appliance, &rcgen::KeyPair::from_pem(pem).map_err(|e| e.to_string())?),
+            ClientKey::File { pem } => provisioning::ca::csr_for(
+                appliance,
+                &rcgen::KeyPair::from_pem(pem).map_err(|e| e.to_string())?,
+            ),
             ClientKey::Tpm(k) => provisioning::ca::csr_for(appliance, &TpmCsr(k)),
         }
     }
@@ -220,10 +249,15 @@ struct TpmSigningKey(Arc<tpm::TpmKey>);
 
 impl SigningKey for TpmSigningKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
-        offered.contains(&SignatureScheme::ECDSA_NISTP256_SHA256).then(|| Box::new(TpmSigner(self.0.clone())) as Box<dyn Signer>)
+        offered
+            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
+            .then(|| Box::new(TpmSigner(self.0.clone())) as Box<dyn Signer>)
     }
     fn public_key(&self) -> Option<SubjectPublicKeyInfoDer<'_>> {
-        Some(rustls::sign::public_key_to_spki(&alg_id::ECDSA_P256, self.0.point()))
+        Some(rustls::sign::public_key_to_spki(
+            &alg_id::ECDSA_P256,
+            self.0.point(),
+        ))
     }
     fn algorithm(&self) -> SignatureAlgorithm {
         SignatureAlgorithm::ECDSA

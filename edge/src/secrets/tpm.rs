@@ -24,7 +24,10 @@ pub struct Stored {
 }
 
 fn params() -> KeyParams {
-    KeyParams::Ecc { curve: EccCurve::NistP256, scheme: EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)) }
+    KeyParams::Ecc {
+        curve: EccCurve::NistP256,
+        scheme: EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
+    }
 }
 
 type Reply = mpsc::Sender<Result<Vec<u8>, String>>;
@@ -39,12 +42,18 @@ pub struct TpmKey {
 
 impl std::fmt::Debug for TpmKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TpmKey").field("tcti", &self.stored.tcti).finish()
+        f.debug_struct("TpmKey")
+            .field("tcti", &self.stored.tcti)
+            .finish()
     }
 }
 
 fn tcti(conf: &str) -> Result<TctiNameConf, String> {
-    conf.parse::<TctiNameConf>().map_err(|e| format!("TPM address {conf:?} is not a TCTI (device:/dev/tpmrm0, swtpm:host=...,port=...): {e}"))
+    conf.parse::<TctiNameConf>().map_err(|e| {
+        format!(
+            "TPM address {conf:?} is not a TCTI (device:/dev/tpmrm0, swtpm:host=...,port=...): {e}"
+        )
+    })
 }
 
 /// A TPM reached without the kernel's resource manager (swtpm, a simulator, `/dev/tpm0`) keeps
@@ -58,9 +67,14 @@ fn flush_leftovers(conf: &str) -> Result<(), String> {
     use tss_esapi::constants::tss::{TPM2_LOADED_SESSION_FIRST, TPM2_TRANSIENT_FIRST};
     use tss_esapi::constants::CapabilityType;
     use tss_esapi::structures::CapabilityData;
-    let mut ctx = tss_esapi::Context::new(tcti(conf)?).map_err(|e| format!("cannot open the TPM at {conf}: {e}"))?;
+    let mut ctx = tss_esapi::Context::new(tcti(conf)?)
+        .map_err(|e| format!("cannot open the TPM at {conf}: {e}"))?;
     for first in [TPM2_LOADED_SESSION_FIRST, TPM2_TRANSIENT_FIRST] {
-        let Ok((CapabilityData::Handles(list), _)) = ctx.get_capability(CapabilityType::Handles, first, 64) else { continue };
+        let Ok((CapabilityData::Handles(list), _)) =
+            ctx.get_capability(CapabilityType::Handles, first, 64)
+        else {
+            continue;
+        };
         for h in list.into_inner() {
             if let Ok(obj) = ctx.tr_from_tpm_public(h) {
                 let _ = ctx.flush_context(obj);
@@ -71,7 +85,10 @@ fn flush_leftovers(conf: &str) -> Result<(), String> {
 }
 
 /// Starts the thread that owns the ESAPI context; with `create`, makes a new key first.
-fn start(conf: &str, material: Option<KeyMaterial>) -> Result<(KeyMaterial, mpsc::Sender<(Vec<u8>, Reply)>), String> {
+fn start(
+    conf: &str,
+    material: Option<KeyMaterial>,
+) -> Result<(KeyMaterial, mpsc::Sender<(Vec<u8>, Reply)>), String> {
     let t = tcti(conf)?;
     flush_leftovers(conf)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<KeyMaterial, String>>();
@@ -103,16 +120,23 @@ fn start(conf: &str, material: Option<KeyMaterial>) -> Result<(KeyMaterial, mpsc
                 let digest = ring::digest::digest(&ring::digest::SHA256, &msg);
                 let out = Digest::try_from(digest.as_ref().to_vec())
                     .map_err(|e| e.to_string())
-                    .and_then(|d| ctx.sign(material.clone(), params(), None, d).map_err(|e| format!("the TPM refused to sign: {e}")))
+                    .and_then(|d| {
+                        ctx.sign(material.clone(), params(), None, d)
+                            .map_err(|e| format!("the TPM refused to sign: {e}"))
+                    })
                     .and_then(|s| match s {
-                        Signature::EcDsa(s) => Ok(ecdsa_der(s.signature_r().value(), s.signature_s().value())),
+                        Signature::EcDsa(s) => {
+                            Ok(ecdsa_der(s.signature_r().value(), s.signature_s().value()))
+                        }
                         _ => Err("the TPM answered with a signature that is not ECDSA".to_string()),
                     });
                 let _ = reply.send(out);
             }
         })
         .map_err(|e| format!("cannot start the TPM thread: {e}"))?;
-    let material = ready_rx.recv().map_err(|_| "the TPM thread stopped".to_string())??;
+    let material = ready_rx
+        .recv()
+        .map_err(|_| "the TPM thread stopped".to_string())??;
     Ok((material, tx))
 }
 
@@ -120,13 +144,25 @@ impl TpmKey {
     /// Creates a new key in the TPM at `conf` (a TCTI string).
     pub fn create(conf: &str) -> Result<TpmKey, String> {
         let (material, tx) = start(conf, None)?;
-        TpmKey::from_parts(Stored { tcti: conf.to_string(), material }, tx)
+        TpmKey::from_parts(
+            Stored {
+                tcti: conf.to_string(),
+                material,
+            },
+            tx,
+        )
     }
 
     /// Loads a stored key: it signs only in the TPM that made it.
     pub fn load(stored: Stored) -> Result<TpmKey, String> {
         let (material, tx) = start(&stored.tcti, Some(stored.material.clone()))?;
-        let key = TpmKey::from_parts(Stored { tcti: stored.tcti, material }, tx)?;
+        let key = TpmKey::from_parts(
+            Stored {
+                tcti: stored.tcti,
+                material,
+            },
+            tx,
+        )?;
         // Prove now that this TPM holds the key, rather than at the first handshake.
         key.sign(b"tsunagi: key check").map_err(|e| format!("the stored TPM key does not load in this TPM (was the TPM cleared, or is this another box?): {e}"))?;
         Ok(key)
@@ -144,7 +180,11 @@ impl TpmKey {
             }
             _ => return Err("the stored TPM key is not an ECC key".into()),
         };
-        Ok(TpmKey { stored, point, requests: Mutex::new(tx) })
+        Ok(TpmKey {
+            stored,
+            point,
+            requests: Mutex::new(tx),
+        })
     }
 
     pub fn stored(&self) -> &Stored {
@@ -159,8 +199,13 @@ impl TpmKey {
     /// Signs `msg` (hashed with SHA-256) in the TPM; the signature is DER (ECDSA-Sig-Value).
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
         let (tx, rx) = mpsc::channel();
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).send((msg.to_vec(), tx)).map_err(|_| "the TPM thread stopped".to_string())?;
-        rx.recv().map_err(|_| "the TPM thread stopped".to_string())?
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((msg.to_vec(), tx))
+            .map_err(|_| "the TPM thread stopped".to_string())?;
+        rx.recv()
+            .map_err(|_| "the TPM thread stopped".to_string())?
     }
 }
 
@@ -185,10 +230,12 @@ fn ecdsa_der(r: &[u8], s: &[u8]) -> Vec<u8> {
 mod tests {
     #[test]
     fn der_integers_are_minimal_and_positive() {
-        assert_eq!(super::ecdsa_der(&[0, 0, 1], &[0x80]), vec![0x30, 7, 0x02, 1, 1, 0x02, 2, 0, 0x80]);
+        assert_eq!(
+            super::ecdsa_der(&[0, 0, 1], &[0x80]),
+            vec![0x30, 7, 0x02, 1, 1, 0x02, 2, 0, 0x80]
+        );
         let r = [0xffu8; 32];
         let d = super::ecdsa_der(&r, &r);
         assert_eq!((d[1], d[3], d[4]), (70, 33, 0));
     }
 }
-

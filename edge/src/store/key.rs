@@ -23,10 +23,22 @@ impl Key {
     /// `path` may also name a systemd credential (`credential:NAME`, see [`crate::secrets`]).
     pub fn from_file(path: &Path) -> Result<Key, Error> {
         let (path, raw) = crate::secrets::read(path).map_err(|(p, reason)| {
-            let hint = if p.as_path() == path && !p.exists() && !p.to_string_lossy().starts_with(crate::secrets::CREDENTIAL) { " (create one with `tsunagi-edge keygen --out FILE`)" } else { "" };
-            Error::KeyFile { path: p, reason: format!("{reason}{hint}") }
+            let hint = if p.as_path() == path
+                && !p.exists()
+                && !p.to_string_lossy().starts_with(crate::secrets::CREDENTIAL)
+            {
+                " (create one with `tsunagi-edge keygen --out FILE`)"
+            } else {
+                ""
+            };
+            Error::KeyFile {
+                path: p,
+                reason: format!("{reason}{hint}"),
+            }
         })?;
-        provisioning::secret::parse_key(&raw).map(Key).map_err(|reason| Error::KeyFile { path, reason })
+        provisioning::secret::parse_key(&raw)
+            .map(Key)
+            .map_err(|reason| Error::KeyFile { path, reason })
     }
 
     /// The SQLCipher statement that sets this key as a raw key (no passphrase derivation).
@@ -72,8 +84,18 @@ mod tests {
     fn short_keys_are_refused_and_debug_hides_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
-        std::fs::OpenOptions::new().write(true).create(true).mode(0o600).open(&p).unwrap().write_all(b"secret").unwrap();
-        assert!(Key::from_file(&p).unwrap_err().to_string().contains("64 hexadecimal"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(&p)
+            .unwrap()
+            .write_all(b"secret")
+            .unwrap();
+        assert!(Key::from_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("64 hexadecimal"));
         assert_eq!(format!("{:?}", Key::from_bytes([0xAB; 32])), "Key(..)");
     }
 }

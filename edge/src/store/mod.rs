@@ -28,9 +28,16 @@ pub enum Error {
     #[error("the store is read-only: check the file system and the permissions of {path} (nothing already stored was lost)")]
     ReadOnly { path: PathBuf },
     #[error("the store {path} has schema version {found}, newer than this program's {known}: run a newer tsunagi-edge")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("store folder {path}: {source}")]
-    Folder { path: PathBuf, source: std::io::Error },
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the store stopped: {0}")]
     Gone(String),
     #[error("database: {0}")]
@@ -42,8 +49,12 @@ impl Error {
     pub fn classify(e: rusqlite::Error, path: &Path) -> Error {
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => Error::Full,
-            Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => Error::ReadOnly { path: path.to_owned() },
-            Some(ErrorCode::NotADatabase) => Error::WrongKey { path: path.to_owned() },
+            Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => Error::ReadOnly {
+                path: path.to_owned(),
+            },
+            Some(ErrorCode::NotADatabase) => Error::WrongKey {
+                path: path.to_owned(),
+            },
             _ => Error::Sqlite(e),
         }
     }
@@ -53,11 +64,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Opens (creating when absent) the store in `dir` with `key`, and brings its schema up to date.
 pub fn open(dir: &Path, key: &Key) -> Result<Connection> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Folder { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Folder {
+        path: dir.to_owned(),
+        source,
+    })?;
     let path = dir.join(DB_FILE);
     let conn = Connection::open_with_flags(
         &path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| Error::classify(e, &path))?;
     prepare(&conn, key).map_err(|e| Error::classify(e, &path))?;
@@ -71,15 +87,28 @@ pub fn open_read_only(dir: &Path, key: &Key) -> Result<Connection> {
     if !path.exists() {
         return Err(Error::Folder {
             path: dir.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store here (run `tsunagi-edge ingest` first)"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no store here (run `tsunagi-edge ingest` first)",
+            ),
         });
     }
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::classify(e, &path))?;
+    conn.execute_batch(&key.pragma())
         .map_err(|e| Error::classify(e, &path))?;
-    conn.execute_batch(&key.pragma()).map_err(|e| Error::classify(e, &path))?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| Error::classify(e, &path))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| Error::classify(e, &path))?;
     if version > shared::schema::latest_version() {
-        return Err(Error::TooNew { path, found: version, known: shared::schema::latest_version() });
+        return Err(Error::TooNew {
+            path,
+            found: version,
+            known: shared::schema::latest_version(),
+        });
     }
     Ok(conn)
 }
@@ -102,9 +131,17 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = shared::schema::latest_version();
     if version > known {
-        return Err(Error::TooNew { path: path.to_owned(), found: version, known });
+        return Err(Error::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known,
+        });
     }
-    for (i, sql) in shared::schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, sql) in shared::schema::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(version as usize)
+    {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
@@ -146,16 +183,28 @@ impl Handle {
                 }
             })
             .map_err(|e| Error::Gone(e.to_string()))?;
-        Ok(Handle { tx: Some(tx), thread: Some(thread), path: dir.join(DB_FILE) })
+        Ok(Handle {
+            tx: Some(tx),
+            thread: Some(thread),
+            path: dir.join(DB_FILE),
+        })
     }
 
     /// Runs `f` on the store's thread and waits for its answer.
-    pub fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> T + Send + 'static) -> Result<T> {
-        self.submit(f).recv().map_err(|_| Error::Gone("the store thread ended while working".into()))
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> Result<T> {
+        self.submit(f)
+            .recv()
+            .map_err(|_| Error::Gone("the store thread ended while working".into()))
     }
 
     /// Queues `f` on the store's thread; its answer arrives on the returned channel.
-    pub fn submit<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> T + Send + 'static) -> mpsc::Receiver<T> {
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> mpsc::Receiver<T> {
         let (reply, answer) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |conn| {
             let _ = reply.send(f(conn));
@@ -187,7 +236,9 @@ mod tests {
         let err = open(dir.path(), &Key::from_bytes([8; 32])).unwrap_err();
         assert!(matches!(err, Error::WrongKey { .. }), "{err}");
         let conn = open(dir.path(), &key).unwrap();
-        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, shared::schema::latest_version());
     }
 
@@ -195,10 +246,16 @@ mod tests {
     fn a_full_disk_is_classified() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(dir.path(), &Key::from_bytes([7; 32])).unwrap();
-        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-        conn.execute_batch(&format!("PRAGMA max_page_count = {pages}")).unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch(&format!("PRAGMA max_page_count = {pages}"))
+            .unwrap();
         let e = conn
-            .execute("INSERT INTO alarm (at, kind, detail) VALUES ('t', 'k', ?1)", [vec![b'x'; 100_000]])
+            .execute(
+                "INSERT INTO alarm (at, kind, detail) VALUES ('t', 'k', ?1)",
+                [vec![b'x'; 100_000]],
+            )
             .unwrap_err();
         assert!(matches!(Error::classify(e, dir.path()), Error::Full));
     }
@@ -207,7 +264,9 @@ mod tests {
     fn handle_runs_work_on_its_thread() {
         let dir = tempfile::tempdir().unwrap();
         let h = Handle::start(dir.path(), &Key::from_bytes([1; 32])).unwrap();
-        let name = h.call(|_| thread::current().name().map(str::to_owned)).unwrap();
+        let name = h
+            .call(|_| thread::current().name().map(str::to_owned))
+            .unwrap();
         assert_eq!(name.as_deref(), Some("store"));
     }
 }

@@ -23,7 +23,16 @@ pub fn stats(conn: &Connection, prefix: Option<&str>) -> Result<HashMap<String, 
     let mut st = conn.prepare_cached("SELECT rel_path, root, size, mtime_ns, inode, sha256 FROM file_stat WHERE rel_path >= ?1 AND rel_path < ?2")?;
     let mut rows = st.query(params![lo, hi])?;
     while let Some(r) = rows.next()? {
-        out.insert(r.get(0)?, Stat { root: r.get(1)?, size: r.get(2)?, mtime_ns: r.get(3)?, inode: r.get(4)?, sha256: r.get(5)? });
+        out.insert(
+            r.get(0)?,
+            Stat {
+                root: r.get(1)?,
+                size: r.get(2)?,
+                mtime_ns: r.get(3)?,
+                inode: r.get(4)?,
+                sha256: r.get(5)?,
+            },
+        );
     }
     Ok(out)
 }
@@ -43,20 +52,32 @@ pub fn put_stat(conn: &Connection, rel: &str, s: &Stat) -> Result<()> {
 }
 
 pub fn delete_stat(conn: &Connection, rel: &str) -> Result<()> {
-    conn.prepare_cached("DELETE FROM file_stat WHERE rel_path = ?1")?.execute([rel])?;
+    conn.prepare_cached("DELETE FROM file_stat WHERE rel_path = ?1")?
+        .execute([rel])?;
     Ok(())
 }
 
 /// Quarantined files below a prefix: path -> (size, mtime_ns).
 pub fn quarantined(conn: &Connection, prefix: Option<&str>) -> Result<HashMap<String, (i64, i64)>> {
     let (lo, hi) = prefix_range(prefix);
-    let mut st = conn.prepare_cached("SELECT rel_path, size, mtime_ns FROM quarantine WHERE rel_path >= ?1 AND rel_path < ?2")?;
+    let mut st = conn.prepare_cached(
+        "SELECT rel_path, size, mtime_ns FROM quarantine WHERE rel_path >= ?1 AND rel_path < ?2",
+    )?;
     let rows = st.query_map(params![lo, hi], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
     rows.collect()
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn quarantine(conn: &Connection, rel: &str, root: &str, reason: &str, size: i64, mtime_ns: i64, raw: Option<&[u8]>, now: &str) -> Result<()> {
+pub fn quarantine(
+    conn: &Connection,
+    rel: &str,
+    root: &str,
+    reason: &str,
+    size: i64,
+    mtime_ns: i64,
+    raw: Option<&[u8]>,
+    now: &str,
+) -> Result<()> {
     let sha = raw.map(|r| shared::chain::content_hash(r).to_vec());
     conn.prepare_cached(
         "INSERT INTO quarantine (rel_path, root, reason, size, mtime_ns, sha256, raw, first_seen, last_tried)
@@ -68,11 +89,15 @@ pub fn quarantine(conn: &Connection, rel: &str, root: &str, reason: &str, size: 
 }
 
 pub fn unquarantine(conn: &Connection, rel: &str) -> Result<bool> {
-    Ok(conn.prepare_cached("DELETE FROM quarantine WHERE rel_path = ?1")?.execute([rel])? > 0)
+    Ok(conn
+        .prepare_cached("DELETE FROM quarantine WHERE rel_path = ?1")?
+        .execute([rel])?
+        > 0)
 }
 
 pub fn alarm(conn: &Connection, kind: &str, detail: &str, now: &str) -> Result<()> {
-    conn.prepare_cached("INSERT INTO alarm (at, kind, detail) VALUES (?1, ?2, ?3)")?.execute([now, kind, detail])?;
+    conn.prepare_cached("INSERT INTO alarm (at, kind, detail) VALUES (?1, ?2, ?3)")?
+        .execute([now, kind, detail])?;
     Ok(())
 }
 
@@ -89,7 +114,8 @@ pub struct StoredFile {
     pub missing: bool,
 }
 
-const FILE_COLS: &str = "id, rel_path, version_path, issued_at, flag, is_current, sha256, missing_since IS NOT NULL";
+const FILE_COLS: &str =
+    "id, rel_path, version_path, issued_at, flag, is_current, sha256, missing_since IS NOT NULL";
 
 fn stored_file(r: &rusqlite::Row) -> Result<StoredFile> {
     Ok(StoredFile {
@@ -105,9 +131,11 @@ fn stored_file(r: &rusqlite::Row) -> Result<StoredFile> {
 }
 
 pub fn file_by_path(conn: &Connection, rel: &str) -> Result<Option<StoredFile>> {
-    conn.prepare_cached(&format!("SELECT {FILE_COLS} FROM source_file WHERE rel_path = ?1"))?
-        .query_row([rel], stored_file)
-        .optional()
+    conn.prepare_cached(&format!(
+        "SELECT {FILE_COLS} FROM source_file WHERE rel_path = ?1"
+    ))?
+    .query_row([rel], stored_file)
+    .optional()
 }
 
 /// Files stored under a prefix whose source has vanished.
@@ -127,7 +155,14 @@ pub struct Header {
     pub warnings: Option<String>,
 }
 
-pub fn insert_file(conn: &Connection, rel: &str, n: &StoredName, raw: &[u8], sha: &[u8], h: &Header) -> Result<i64> {
+pub fn insert_file(
+    conn: &Connection,
+    rel: &str,
+    n: &StoredName,
+    raw: &[u8],
+    sha: &[u8],
+    h: &Header,
+) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO source_file (rel_path, version_path, storage, patient_id, care_date, data_type, order_no, issued_at,
             department, flag, sha256, size, raw, message_type, message_id, sent_at, decode_warnings)
@@ -140,7 +175,13 @@ pub fn insert_file(conn: &Connection, rel: &str, n: &StoredName, raw: &[u8], sha
     Ok(conn.last_insert_rowid())
 }
 
-pub fn replace_content(conn: &Connection, id: i64, raw: &[u8], sha: &[u8], h: &Header) -> Result<()> {
+pub fn replace_content(
+    conn: &Connection,
+    id: i64,
+    raw: &[u8],
+    sha: &[u8],
+    h: &Header,
+) -> Result<()> {
     conn.prepare_cached(
         "UPDATE source_file SET raw = ?2, sha256 = ?3, size = ?4, message_type = ?5, message_id = ?6, sent_at = ?7,
             decode_warnings = ?8, missing_since = NULL WHERE id = ?1",
@@ -179,26 +220,43 @@ pub fn versions(conn: &Connection, n: &StoredName) -> Result<Vec<StoredFile>> {
         ))?
     };
     let rows = if n.is_snapshot() {
-        st.query_map(params![n.patient_id, n.data_type, n.storage.as_str()], stored_file)?.collect()
+        st.query_map(
+            params![n.patient_id, n.data_type, n.storage.as_str()],
+            stored_file,
+        )?
+        .collect()
     } else {
-        st.query_map(params![n.patient_id, n.data_type, n.storage.as_str(), n.care_date, n.order_no], stored_file)?.collect()
+        st.query_map(
+            params![
+                n.patient_id,
+                n.data_type,
+                n.storage.as_str(),
+                n.care_date,
+                n.order_no
+            ],
+            stored_file,
+        )?
+        .collect()
     };
     rows
 }
 
 pub fn set_current(conn: &Connection, id: i64, current: bool) -> Result<()> {
-    conn.prepare_cached("UPDATE source_file SET is_current = ?2 WHERE id = ?1")?.execute(params![id, current])?;
+    conn.prepare_cached("UPDATE source_file SET is_current = ?2 WHERE id = ?1")?
+        .execute(params![id, current])?;
     Ok(())
 }
 
 pub fn raw(conn: &Connection, id: i64) -> Result<Vec<u8>> {
-    conn.prepare_cached("SELECT raw FROM source_file WHERE id = ?1")?.query_row([id], |r| r.get(0))
+    conn.prepare_cached("SELECT raw FROM source_file WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
 }
 
 /// Removes the clinical rows a file produced.
 pub fn delete_rows(conn: &Connection, file_id: i64) -> Result<()> {
     for t in shared::schema::clinical_tables() {
-        conn.prepare_cached(&format!("DELETE FROM {t} WHERE file_id = ?1"))?.execute([file_id])?;
+        conn.prepare_cached(&format!("DELETE FROM {t} WHERE file_id = ?1"))?
+            .execute([file_id])?;
     }
     Ok(())
 }
@@ -225,7 +283,12 @@ pub fn insert_rows(conn: &Connection, file_id: i64, patient_id: &str, rows: &[Ro
 pub fn table_counts(conn: &Connection) -> Result<Vec<(String, i64)>> {
     shared::schema::SYNCED_TABLES
         .iter()
-        .map(|t| Ok((t.to_string(), conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?)))
+        .map(|t| {
+            Ok((
+                t.to_string(),
+                conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?,
+            ))
+        })
         .collect()
 }
 
@@ -251,7 +314,10 @@ mod tests {
             insert_file(&c, p, &path::parse(p).unwrap(), b"x", b"h", &h).unwrap();
         }
         let v = versions(&c, &path::parse(a).unwrap()).unwrap();
-        assert_eq!(v.iter().map(|f| f.rel_path.as_str()).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(
+            v.iter().map(|f| f.rel_path.as_str()).collect::<Vec<_>>(),
+            [a, b]
+        );
         assert_eq!(versions(&c, &path::parse(p2).unwrap()).unwrap().len(), 2);
     }
 
@@ -259,15 +325,28 @@ mod tests {
     fn rows_insert_and_delete_by_file() {
         let c = mem();
         let rows = vec![
-            Row { table: "allergy", cols: vec![("source", Some("IAM".into())), ("allergen", Some("スギ".into()))] },
-            Row { table: "diagnosis", cols: vec![("icd10", Some("K297".into()))] },
+            Row {
+                table: "allergy",
+                cols: vec![
+                    ("source", Some("IAM".into())),
+                    ("allergen", Some("スギ".into())),
+                ],
+            },
+            Row {
+                table: "diagnosis",
+                cols: vec![("icd10", Some("K297".into()))],
+            },
         ];
         insert_rows(&c, 5, "p", &rows).unwrap();
         insert_rows(&c, 6, "p", &rows[..1]).unwrap();
         delete_rows(&c, 5).unwrap();
-        let n: i64 = c.query_row("SELECT count(*) FROM allergy", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM allergy", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
-        let n: i64 = c.query_row("SELECT count(*) FROM diagnosis", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM diagnosis", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
     }
 }

@@ -15,7 +15,9 @@ use crate::fleet::{Appliance, Fleet};
 use crate::now;
 
 fn fleet_of(p: &Portal) -> Result<Arc<Fleet>> {
-    p.fleet.clone().ok_or_else(|| Error::NotFound("フリート表示は構成されていません。".into()))
+    p.fleet
+        .clone()
+        .ok_or_else(|| Error::NotFound("フリート表示は構成されていません。".into()))
 }
 
 pub struct Line {
@@ -54,15 +56,27 @@ fn line(a: &Appliance, name: String, alerts: Vec<String>) -> Line {
         appliance: a.appliance.clone(),
         state,
         state_label: label,
-        since: if a.since > 0 { jst(a.since) } else { "-".into() },
+        since: if a.since > 0 {
+            jst(a.since)
+        } else {
+            "-".into()
+        },
         why: a.why.clone(),
         version: s.map(|s| s.version.clone()).unwrap_or_else(|| "-".into()),
-        sync: s.map(|s| format!("{} / {}", s.sync.acked_seq, s.sync.head_seq)).unwrap_or_else(|| "-".into()),
+        sync: s
+            .map(|s| format!("{} / {}", s.sync.acked_seq, s.sync.head_seq))
+            .unwrap_or_else(|| "-".into()),
         lag: a.lag().map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-        backlog: s.map(|s| format!("{} ({} B)", s.sync.backlog, s.sync.backlog_bytes)).unwrap_or_else(|| "-".into()),
-        quarantine: s.map(|s| s.quarantine.to_string()).unwrap_or_else(|| "-".into()),
+        backlog: s
+            .map(|s| format!("{} ({} B)", s.sync.backlog, s.sync.backlog_bytes))
+            .unwrap_or_else(|| "-".into()),
+        quarantine: s
+            .map(|s| s.quarantine.to_string())
+            .unwrap_or_else(|| "-".into()),
         posture: a.posture().to_string(),
-        cert: s.map(|s| days(s.cert_not_after)).unwrap_or_else(|| "-".into()),
+        cert: s
+            .map(|s| days(s.cert_not_after))
+            .unwrap_or_else(|| "-".into()),
         alerts,
     }
 }
@@ -82,19 +96,37 @@ struct FleetPage {
     broker_ok: bool,
 }
 
-pub async fn list(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(f): Query<Params>) -> Result<Response> {
+pub async fn list(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Query(f): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
-    ctx.require(matches!(ctx.user.role, Role::Office | Role::Operator), "フリート表示")?;
+    ctx.require(
+        matches!(ctx.user.role, Role::Office | Role::Operator),
+        "フリート表示",
+    )?;
     let fleet = fleet_of(&p)?;
-    let (q, state) = (field(&f, "q").trim().to_string(), field(&f, "state").to_string());
+    let (q, state) = (
+        field(&f, "q").trim().to_string(),
+        field(&f, "state").to_string(),
+    );
     let firing = fleet.firing();
     let all = fleet.list();
     let mut lines = Vec::new();
     for a in &all {
         let name = p.facility_name(&a.facility).await;
-        let alerts: Vec<String> = firing.iter().filter(|x| x.0 == a.facility && x.1 == a.appliance).map(|x| x.2.to_string()).collect();
+        let alerts: Vec<String> = firing
+            .iter()
+            .filter(|x| x.0 == a.facility && x.1 == a.appliance)
+            .map(|x| x.2.to_string())
+            .collect();
         let l = line(a, name, alerts);
-        let hit = q.is_empty() || [&l.facility, &l.facility_name, &l.appliance, &l.version].iter().any(|s| s.contains(&q));
+        let hit = q.is_empty()
+            || [&l.facility, &l.facility_name, &l.appliance, &l.version]
+                .iter()
+                .any(|s| s.contains(&q));
         let fits = match state.as_str() {
             "online" | "offline" | "unknown" => l.state == state,
             "alert" => !l.alerts.is_empty(),
@@ -106,21 +138,36 @@ pub async fn list(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Que
         }
     }
     // The ones that need someone first: alerts, then offline, then the rest.
-    lines.sort_by_key(|l| (l.alerts.is_empty(), l.state == "online", l.facility.clone(), l.appliance.clone()));
+    lines.sort_by_key(|l| {
+        (
+            l.alerts.is_empty(),
+            l.state == "online",
+            l.facility.clone(),
+            l.appliance.clone(),
+        )
+    });
     let b = fleet.broker();
     let broker = if !b.configured {
         "ブローカー未設定（--broker）".to_string()
     } else if b.connected {
         format!("ブローカー接続中（{} から）", jst(b.since))
     } else {
-        format!("ブローカーに接続できません（{} から）: {} — 各アプライアンスの生存は不明です", jst(b.since), b.why)
+        format!(
+            "ブローカーに接続できません（{} から）: {} — 各アプライアンスの生存は不明です",
+            jst(b.since),
+            b.why
+        )
     };
     render(&FleetPage {
         nav: Some(ctx.nav),
         total: all.len(),
         online: all.iter().filter(|a| a.online == Some(true)).count(),
         offline: all.iter().filter(|a| a.online == Some(false)).count(),
-        alerting: firing.iter().map(|x| (&x.0, &x.1)).collect::<std::collections::HashSet<_>>().len(),
+        alerting: firing
+            .iter()
+            .map(|x| (&x.0, &x.1))
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
         lines,
         q,
         state,
@@ -159,16 +206,34 @@ struct DetailPage {
     online: bool,
 }
 
-pub async fn detail(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path((facility, appliance)): Path<(String, String)>, Query(f): Query<Params>) -> Result<Response> {
+pub async fn detail(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path((facility, appliance)): Path<(String, String)>,
+    Query(f): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
-    ctx.require(matches!(ctx.user.role, Role::Office | Role::Operator), "フリート表示")?;
+    ctx.require(
+        matches!(ctx.user.role, Role::Office | Role::Operator),
+        "フリート表示",
+    )?;
     let fleet = fleet_of(&p)?;
-    let a = fleet.get(&facility, &appliance).ok_or_else(|| Error::NotFound("そのアプライアンスはまだ報告していません。".into()))?;
-    let alerts = fleet.firing().into_iter().filter(|x| x.0 == facility && x.1 == appliance).map(|x| x.2.to_string()).collect();
+    let a = fleet
+        .get(&facility, &appliance)
+        .ok_or_else(|| Error::NotFound("そのアプライアンスはまだ報告していません。".into()))?;
+    let alerts = fleet
+        .firing()
+        .into_iter()
+        .filter(|x| x.0 == facility && x.1 == appliance)
+        .map(|x| x.2.to_string())
+        .collect();
     let name = p.facility_name(&facility).await;
     let (fl, fa) = (facility.clone(), appliance.clone());
     let f2 = fleet.clone();
-    let history = tokio::task::spawn_blocking(move || f2.history(&fl, &fa, 200)).await.map_err(|e| anyhow::anyhow!("{e}"))??;
+    let history = tokio::task::spawn_blocking(move || f2.history(&fl, &fa, 200))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))??;
     let s = a.status.clone();
     render(&DetailPage {
         nav: Some(ctx.nav),
@@ -190,9 +255,18 @@ pub async fn detail(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, P
     })
 }
 
-pub async fn command(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path((facility, appliance)): Path<(String, String)>, Form(f): Form<Params>) -> Result<Response> {
+pub async fn command(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path((facility, appliance)): Path<(String, String)>,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
-    ctx.require(matches!(ctx.user.role, Role::Office | Role::Operator), "フリートへのコマンド")?;
+    ctx.require(
+        matches!(ctx.user.role, Role::Office | Role::Operator),
+        "フリートへのコマンド",
+    )?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let fleet = fleet_of(&p)?;
     let id = format!("c-{}", &provisioning::token::generate()[..10]);
@@ -200,8 +274,13 @@ pub async fn command(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
         "check" => shared::fleet::Command::Check { id: id.clone() },
         "renew" => shared::fleet::Command::Renew { id: id.clone() },
         "sync-from" => {
-            let seq = field(&f, "seq").trim().parse::<u64>().map_err(|_| Error::BadRequest("送り直す起点のセグメント番号を数字で入れてください。".into()))?;
-            shared::fleet::Command::SyncFrom { id: id.clone(), seq }
+            let seq = field(&f, "seq").trim().parse::<u64>().map_err(|_| {
+                Error::BadRequest("送り直す起点のセグメント番号を数字で入れてください。".into())
+            })?;
+            shared::fleet::Command::SyncFrom {
+                id: id.clone(),
+                seq,
+            }
         }
         _ => return Err(Error::BadRequest("コマンドを選んでください。".into())),
     };
@@ -217,5 +296,10 @@ pub async fn command(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
         Ok(()) => format!("m=sent&id={id}"),
         Err(_) => "m=failed".to_string(),
     };
-    Ok(Redirect::to(&format!("/fleet/{}/{}?{m}", super::page::urlencode(&facility), super::page::urlencode(&appliance))).into_response())
+    Ok(Redirect::to(&format!(
+        "/fleet/{}/{}?{m}",
+        super::page::urlencode(&facility),
+        super::page::urlencode(&appliance)
+    ))
+    .into_response())
 }

@@ -38,7 +38,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { idle: Duration::from_secs(300), emergency_minutes: crate::consent::EMERGENCY_MINUTES }
+        Settings {
+            idle: Duration::from_secs(300),
+            emergency_minutes: crate::consent::EMERGENCY_MINUTES,
+        }
     }
 }
 
@@ -64,7 +67,16 @@ pub const HASHING_WAIT: Duration = Duration::from_secs(10);
 
 impl Portal {
     pub fn new(hub: Arc<Hub>, settings: Settings) -> Portal {
-        Portal { hub, sessions: Sessions::new(settings.idle), settings, names: Mutex::new((None, HashMap::new())), fleet: None, strangers: account::Strangers::default(), throttle: account::Throttle::default(), hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE) }
+        Portal {
+            hub,
+            sessions: Sessions::new(settings.idle),
+            settings,
+            names: Mutex::new((None, HashMap::new())),
+            fleet: None,
+            strangers: account::Strangers::default(),
+            throttle: account::Throttle::default(),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+        }
     }
 
     /// The fleet view behind the operators' pages and the facilities' posture banner.
@@ -83,51 +95,94 @@ impl Portal {
             let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
             match names.0 {
                 None => true,
-                Some(t) => t.elapsed() >= Duration::from_secs(60) || (!names.1.contains_key(code) && t.elapsed() >= Duration::from_secs(5)),
+                Some(t) => {
+                    t.elapsed() >= Duration::from_secs(60)
+                        || (!names.1.contains_key(code) && t.elapsed() >= Duration::from_secs(5))
+                }
             }
         };
         if stale {
-            if let Ok(Ok(list)) = self.hub.registry.call(|c| crate::registry::facility_names(c)).await {
+            if let Ok(Ok(list)) = self
+                .hub
+                .registry
+                .call(|c| crate::registry::facility_names(c))
+                .await
+            {
                 let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
                 *names = (Some(Instant::now()), list.into_iter().collect());
             }
         }
-        self.names.lock().unwrap_or_else(|e| e.into_inner()).1.get(code).cloned().unwrap_or_else(|| code.to_string())
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .get(code)
+            .cloned()
+            .unwrap_or_else(|| code.to_string())
     }
 
     /// Runs `f` on a pooled read-only connection to `region.db`, off the async threads.
-    pub async fn read<T: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> Result<T, Error> {
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
         let p = self.clone();
-        Ok(tokio::task::spawn_blocking(move || p.hub.region_readers.with(f)).await.map_err(|e| anyhow::anyhow!(e))??)
+        Ok(
+            tokio::task::spawn_blocking(move || p.hub.region_readers.with(f))
+                .await
+                .map_err(|e| anyhow::anyhow!(e))??,
+        )
     }
 
     /// Runs `f` on a pooled read-only connection to a facility's copy.
-    pub async fn read_copy<T: Send + 'static>(self: &Arc<Self>, facility: &str, f: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> Result<T, Error> {
+    pub async fn read_copy<T: Send + 'static>(
+        self: &Arc<Self>,
+        facility: &str,
+        f: impl FnOnce(&rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
         let readers = self.hub.copy_readers(facility);
-        Ok(tokio::task::spawn_blocking(move || readers.with(f)).await.map_err(|e| anyhow::anyhow!(e))??)
+        Ok(tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))??)
     }
 
     /// Runs password hashing (`f`) on a blocking thread, at most `HASHING_AT_ONCE` at a time; a
     /// request that cannot have its turn within `HASHING_WAIT` is told the portal is busy.
-    pub async fn hash<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
-        let _turn = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire()).await.map_err(|_| Error::Busy)?.map_err(|_| Error::Busy)?;
-        Ok(tokio::task::spawn_blocking(f).await.map_err(|e| anyhow::anyhow!(e))?)
+    pub async fn hash<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let _turn = tokio::time::timeout(HASHING_WAIT, self.hashing.acquire())
+            .await
+            .map_err(|_| Error::Busy)?
+            .map_err(|_| Error::Busy)?;
+        Ok(tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?)
     }
 
     /// Writes on the region database's own thread.
-    pub async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static) -> Result<T, Error> {
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
         Ok(self.hub.region.call(f).await??)
     }
 
     /// Appends an audit event in its own transaction. If it cannot be written, the action fails.
     pub async fn audit(&self, e: audit::Event) -> Result<(), Error> {
         let at = now_ms();
-        self.write(move |c| Ok(audit::record(c, at, &e)?)).await.map(|_| ())
+        self.write(move |c| Ok(audit::record(c, at, &e)?))
+            .await
+            .map(|_| ())
     }
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// What went wrong, as the person at the browser sees it.
@@ -177,7 +232,13 @@ impl IntoResponse for Error {
             Error::Busy => (StatusCode::SERVICE_UNAVAILABLE, "混み合っています", "ただいまログインが集中しています。10秒ほど待ってから、もう一度お試しください。"),
             Error::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "システムエラー", "処理中にエラーが発生しました。記録されていますので、時間をおいて再度お試しください。続く場合はネットワーク事務局へ連絡してください。"),
         };
-        let body = ErrorPage { nav: None, title, message }.render().unwrap_or_else(|_| title.to_string());
+        let body = ErrorPage {
+            nav: None,
+            title,
+            message,
+        }
+        .render()
+        .unwrap_or_else(|_| title.to_string());
         (status, Html(body)).into_response()
     }
 }
@@ -251,7 +312,10 @@ impl Ctx {
         if ok {
             Ok(())
         } else {
-            Err(Error::Forbidden(format!("{what}は、この利用者の権限（{}）では行えません。", self.user.role.label())))
+            Err(Error::Forbidden(format!(
+                "{what}は、この利用者の権限（{}）では行えません。",
+                self.user.role.label()
+            )))
         }
     }
 }
@@ -269,19 +333,39 @@ pub const TERMINAL_HEADER: &str = "x-tsunagi-terminal";
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Term {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> std::result::Result<Term, Self::Rejection> {
-        let channel = parts.extensions.get::<Channel>().cloned().unwrap_or(Channel::Unauthenticated);
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> std::result::Result<Term, Self::Rejection> {
+        let channel = parts
+            .extensions
+            .get::<Channel>()
+            .cloned()
+            .unwrap_or(Channel::Unauthenticated);
         let remote = parts.extensions.get::<Remote>().copied();
-        let named = parts.headers.get(TERMINAL_HEADER).and_then(|v| v.to_str().ok());
-        Ok(Term { terminal: terminal(&channel, remote.as_ref(), named), channel })
+        let named = parts
+            .headers
+            .get(TERMINAL_HEADER)
+            .and_then(|v| v.to_str().ok());
+        Ok(Term {
+            terminal: terminal(&channel, remote.as_ref(), named),
+            channel,
+        })
     }
 }
 
 /// Where a request comes from, for the audit log: the appliance and the LAN terminal it names,
 /// or the address of the connection. A terminal name is believed only from an appliance.
 pub fn terminal(channel: &Channel, remote: Option<&Remote>, named: Option<&str>) -> String {
-    let ip = remote.map(|r| r.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    let clean = |s: &str| s.len() <= 80 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b));
+    let ip = remote
+        .map(|r| r.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let clean = |s: &str| {
+        s.len() <= 80
+            && !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+    };
     match channel {
         Channel::Proxy(id) => match named {
             Some(n) if clean(n) => format!("{}/{n}", id.appliance),
@@ -318,7 +402,11 @@ pub fn entrance_fits(user: &User, channel: &Channel) -> std::result::Result<(), 
 
 /// Refuses portal requests that came neither through an appliance (with a certificate that is
 /// still valid) nor on the operators' listener.
-async fn gate(axum::extract::State(p): axum::extract::State<Arc<Portal>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn gate(
+    axum::extract::State(p): axum::extract::State<Arc<Portal>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let refused = match req.extensions().get::<Channel>() {
         Some(Channel::Operators) => None,
         Some(Channel::Proxy(id)) => crate::api::still_valid(&p.hub, id).err().map(|(_, why)| {
@@ -335,7 +423,12 @@ async fn gate(axum::extract::State(p): axum::extract::State<Arc<Portal>>, req: a
 
 /// The logged-in person of a request, checked against the database on every request: a
 /// disabled account or one whose password was reset by the office ends at once.
-pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, term: Term, allow_must_change: bool) -> Result<Ctx> {
+pub async fn authed(
+    p: &Arc<Portal>,
+    headers: &HeaderMap,
+    term: Term,
+    allow_must_change: bool,
+) -> Result<Ctx> {
     let Term { terminal, channel } = term;
     let token = session::cookie(headers, session::COOKIE).ok_or(Error::Login("login"))?;
     let s = p.sessions.touch(&token).ok_or(Error::Login("expired"))?;
@@ -343,7 +436,9 @@ pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, term: Term, allow_must
     // One trip to the database per request: the account and whether its facility is a core hospital.
     let found = p
         .read(move |c| {
-            let Some(u) = account::get(c, &login)? else { return Ok(None) };
+            let Some(u) = account::get(c, &login)? else {
+                return Ok(None);
+            };
             let core = crate::consent::is_core(c, &u.facility)?;
             Ok(Some((u, core)))
         })
@@ -377,17 +472,32 @@ pub async fn authed(p: &Arc<Portal>, headers: &HeaderMap, term: Term, allow_must
         fleet: matches!(user.role, Role::Office | Role::Operator),
         posture: posture_banner(p, &user, &channel, headers),
     };
-    Ok(Ctx { csrf: s.csrf, token, terminal, user, nav })
+    Ok(Ctx {
+        csrf: s.csrf,
+        token,
+        terminal,
+        user,
+        nav,
+    })
 }
 
 /// What the portal says about posture to a facility's staff: their terminal was warned by the
 /// appliance's policy, or the facility's appliance is not compliant.
-fn posture_banner(p: &Portal, user: &User, channel: &Channel, headers: &HeaderMap) -> Option<String> {
+fn posture_banner(
+    p: &Portal,
+    user: &User,
+    channel: &Channel,
+    headers: &HeaderMap,
+) -> Option<String> {
     if !user.role.in_facility() {
         return None;
     }
     let mut parts = Vec::new();
-    if matches!(channel, Channel::Proxy(_)) && headers.get(POSTURE_HEADER).is_some_and(|v| v.as_bytes() == b"warn") {
+    if matches!(channel, Channel::Proxy(_))
+        && headers
+            .get(POSTURE_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"warn")
+    {
         parts.push("この端末はセキュリティ基準（画面ロック等）を満たしていないか、確認できていません。施設の管理者に確認してください。".to_string());
     }
     match p.fleet.as_ref().and_then(|f| f.facility_posture(&user.facility)).as_deref() {
@@ -407,7 +517,10 @@ pub const POSTURE_HEADER: &str = "x-tsunagi-posture";
 async fn harden(mut r: Response) -> Response {
     let h = r.headers_mut();
     view::harden(h);
-    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     r
 }
 
@@ -443,10 +556,28 @@ impl Who {
 }
 
 /// A facility's staff.
-const STAFF: &[Role] = &[Role::FacilityAdmin, Role::Doctor, Role::Nurse, Role::Pharmacist, Role::Clerk];
+const STAFF: &[Role] = &[
+    Role::FacilityAdmin,
+    Role::Doctor,
+    Role::Nurse,
+    Role::Pharmacist,
+    Role::Clerk,
+];
 /// Who may read clinical records (a clerk sees basic information only).
-const CLINICAL: &[Role] = &[Role::FacilityAdmin, Role::Doctor, Role::Nurse, Role::Pharmacist];
-const STAFF_AND_OFFICE: &[Role] = &[Role::FacilityAdmin, Role::Doctor, Role::Nurse, Role::Pharmacist, Role::Clerk, Role::Office];
+const CLINICAL: &[Role] = &[
+    Role::FacilityAdmin,
+    Role::Doctor,
+    Role::Nurse,
+    Role::Pharmacist,
+];
+const STAFF_AND_OFFICE: &[Role] = &[
+    Role::FacilityAdmin,
+    Role::Doctor,
+    Role::Nurse,
+    Role::Pharmacist,
+    Role::Clerk,
+    Role::Office,
+];
 const MANAGERS: &[Role] = &[Role::Office, Role::FacilityAdmin];
 const OFFICE: &[Role] = &[Role::Office];
 const FLEET: &[Role] = &[Role::Office, Role::Operator];
@@ -468,35 +599,152 @@ pub struct Route {
 }
 
 pub const ROUTES: &[Route] = &[
-    Route { path: "/", get: Some(Who::LoggedIn), post: None, handlers: || get(page::home) },
-    Route { path: "/login", get: Some(Who::Anyone), post: Some(Who::Anyone), handlers: || get(page::login_form).post(page::login) },
-    Route { path: "/logout", get: None, post: Some(Who::LoggedIn), handlers: || post(page::logout) },
-    Route { path: "/password", get: Some(Who::LoggedIn), post: Some(Who::LoggedIn), handlers: || get(page::password_form).post(page::password) },
-    Route { path: "/search", get: Some(Who::Only(STAFF_AND_OFFICE)), post: None, handlers: || get(page::search) },
-    Route { path: "/patient/{rid}", get: Some(Who::Only(STAFF)), post: None, handlers: || get(page::patient) },
-    Route { path: "/patient/{rid}/calendar", get: Some(Who::Only(STAFF)), post: None, handlers: || get(page::calendar) },
-    Route { path: "/patient/{rid}/trend", get: Some(Who::Only(STAFF)), post: None, handlers: || get(page::trend) },
-    Route { path: "/patient/{rid}/document/{entry}/{file}", get: Some(Who::Only(CLINICAL)), post: None, handlers: || get(page::document) },
-    Route { path: "/consent/{entry}", get: Some(Who::Only(CONSENT)), post: Some(Who::Only(CONSENT)), handlers: || get(office::consent_form).post(office::consent) },
-    Route { path: "/links", get: Some(Who::Only(OFFICE)), post: None, handlers: || get(office::links) },
-    Route { path: "/links/{action}", get: None, post: Some(Who::Only(OFFICE)), handlers: || post(office::link_action) },
-    Route { path: "/emergency", get: Some(Who::Only(BREAKS_GLASS)), post: Some(Who::Only(BREAKS_GLASS)), handlers: || get(office::emergency_form).post(office::emergency) },
-    Route { path: "/emergency/end", get: None, post: Some(Who::LoggedIn), handlers: || post(office::emergency_end) },
-    Route { path: "/inbox", get: Some(Who::Only(STAFF_AND_OFFICE)), post: None, handlers: || get(office::inbox) },
-    Route { path: "/history", get: Some(Who::Only(STAFF_AND_OFFICE)), post: None, handlers: || get(office::history) },
-    Route { path: "/history.csv", get: Some(Who::Only(STAFF_AND_OFFICE)), post: None, handlers: || get(office::history_csv) },
-    Route { path: "/admin/users", get: Some(Who::Only(MANAGERS)), post: Some(Who::Only(MANAGERS)), handlers: || get(office::users).post(office::user_add) },
-    Route { path: "/admin/users/{login}/{action}", get: None, post: Some(Who::Only(MANAGERS)), handlers: || post(office::user_action) },
-    Route { path: "/fleet", get: Some(Who::Only(FLEET)), post: None, handlers: || get(fleetview::list) },
-    Route { path: "/fleet/{facility}/{appliance}", get: Some(Who::Only(FLEET)), post: None, handlers: || get(fleetview::detail) },
-    Route { path: "/fleet/{facility}/{appliance}/command", get: None, post: Some(Who::Only(FLEET)), handlers: || post(fleetview::command) },
-    Route { path: "/static/portal.css", get: Some(Who::Anyone), post: None, handlers: || get(stylesheet) },
+    Route {
+        path: "/",
+        get: Some(Who::LoggedIn),
+        post: None,
+        handlers: || get(page::home),
+    },
+    Route {
+        path: "/login",
+        get: Some(Who::Anyone),
+        post: Some(Who::Anyone),
+        handlers: || get(page::login_form).post(page::login),
+    },
+    Route {
+        path: "/logout",
+        get: None,
+        post: Some(Who::LoggedIn),
+        handlers: || post(page::logout),
+    },
+    Route {
+        path: "/password",
+        get: Some(Who::LoggedIn),
+        post: Some(Who::LoggedIn),
+        handlers: || get(page::password_form).post(page::password),
+    },
+    Route {
+        path: "/search",
+        get: Some(Who::Only(STAFF_AND_OFFICE)),
+        post: None,
+        handlers: || get(page::search),
+    },
+    Route {
+        path: "/patient/{rid}",
+        get: Some(Who::Only(STAFF)),
+        post: None,
+        handlers: || get(page::patient),
+    },
+    Route {
+        path: "/patient/{rid}/calendar",
+        get: Some(Who::Only(STAFF)),
+        post: None,
+        handlers: || get(page::calendar),
+    },
+    Route {
+        path: "/patient/{rid}/trend",
+        get: Some(Who::Only(STAFF)),
+        post: None,
+        handlers: || get(page::trend),
+    },
+    Route {
+        path: "/patient/{rid}/document/{entry}/{file}",
+        get: Some(Who::Only(CLINICAL)),
+        post: None,
+        handlers: || get(page::document),
+    },
+    Route {
+        path: "/consent/{entry}",
+        get: Some(Who::Only(CONSENT)),
+        post: Some(Who::Only(CONSENT)),
+        handlers: || get(office::consent_form).post(office::consent),
+    },
+    Route {
+        path: "/links",
+        get: Some(Who::Only(OFFICE)),
+        post: None,
+        handlers: || get(office::links),
+    },
+    Route {
+        path: "/links/{action}",
+        get: None,
+        post: Some(Who::Only(OFFICE)),
+        handlers: || post(office::link_action),
+    },
+    Route {
+        path: "/emergency",
+        get: Some(Who::Only(BREAKS_GLASS)),
+        post: Some(Who::Only(BREAKS_GLASS)),
+        handlers: || get(office::emergency_form).post(office::emergency),
+    },
+    Route {
+        path: "/emergency/end",
+        get: None,
+        post: Some(Who::LoggedIn),
+        handlers: || post(office::emergency_end),
+    },
+    Route {
+        path: "/inbox",
+        get: Some(Who::Only(STAFF_AND_OFFICE)),
+        post: None,
+        handlers: || get(office::inbox),
+    },
+    Route {
+        path: "/history",
+        get: Some(Who::Only(STAFF_AND_OFFICE)),
+        post: None,
+        handlers: || get(office::history),
+    },
+    Route {
+        path: "/history.csv",
+        get: Some(Who::Only(STAFF_AND_OFFICE)),
+        post: None,
+        handlers: || get(office::history_csv),
+    },
+    Route {
+        path: "/admin/users",
+        get: Some(Who::Only(MANAGERS)),
+        post: Some(Who::Only(MANAGERS)),
+        handlers: || get(office::users).post(office::user_add),
+    },
+    Route {
+        path: "/admin/users/{login}/{action}",
+        get: None,
+        post: Some(Who::Only(MANAGERS)),
+        handlers: || post(office::user_action),
+    },
+    Route {
+        path: "/fleet",
+        get: Some(Who::Only(FLEET)),
+        post: None,
+        handlers: || get(fleetview::list),
+    },
+    Route {
+        path: "/fleet/{facility}/{appliance}",
+        get: Some(Who::Only(FLEET)),
+        post: None,
+        handlers: || get(fleetview::detail),
+    },
+    Route {
+        path: "/fleet/{facility}/{appliance}/command",
+        get: None,
+        post: Some(Who::Only(FLEET)),
+        handlers: || post(fleetview::command),
+    },
+    Route {
+        path: "/static/portal.css",
+        get: Some(Who::Anyone),
+        post: None,
+        handlers: || get(stylesheet),
+    },
 ];
 
 pub fn router(p: Arc<Portal>) -> Router {
     ROUTES
         .iter()
-        .fold(Router::new(), |r, route| r.route(route.path, (route.handlers)()))
+        .fold(Router::new(), |r, route| {
+            r.route(route.path, (route.handlers)())
+        })
         .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
         .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::map_response(harden))
@@ -504,7 +752,10 @@ pub fn router(p: Arc<Portal>) -> Router {
 }
 
 async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], view::PORTAL_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        view::PORTAL_CSS,
+    )
 }
 
 pub use view::fmt::{hl7_time, jst, sex_label};
@@ -523,11 +774,30 @@ mod tests {
     async fn password_hashing_runs_a_few_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let ca = provisioning::Ca::init(&dir.path().join("ca"), "test", crate::now()).unwrap();
-        let revoked = Arc::new(crate::tls::Revocations::new(dir.path().join("ca").join(provisioning::ca::CRL), ca.issuing_ders()));
-        let settings = crate::api::Settings { client_cert_lifetime: 86_400, max_body: 1 << 20, snapshots_kept: 1 };
-        let hub = Arc::new(Hub::new(dir.path().to_owned(), ca, crate::key::HubKey::from_bytes([7; 32]), revoked, settings).unwrap());
+        let revoked = Arc::new(crate::tls::Revocations::new(
+            dir.path().join("ca").join(provisioning::ca::CRL),
+            ca.issuing_ders(),
+        ));
+        let settings = crate::api::Settings {
+            client_cert_lifetime: 86_400,
+            max_body: 1 << 20,
+            snapshots_kept: 1,
+        };
+        let hub = Arc::new(
+            Hub::new(
+                dir.path().to_owned(),
+                ca,
+                crate::key::HubKey::from_bytes([7; 32]),
+                revoked,
+                settings,
+            )
+            .unwrap(),
+        );
         let p = Arc::new(Portal::new(hub, Settings::default()));
-        let (running, most) = (Arc::new(std::sync::atomic::AtomicUsize::new(0)), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+        let (running, most) = (
+            Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        );
         let mut tasks = Vec::new();
         for _ in 0..12 {
             let (p, running, most) = (p.clone(), running.clone(), most.clone());
@@ -545,7 +815,11 @@ mod tests {
         for t in tasks {
             assert!(t.await.unwrap().is_ok());
         }
-        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), HASHING_AT_ONCE, "at most {HASHING_AT_ONCE} hashes at once, and that many in parallel");
+        assert_eq!(
+            most.load(std::sync::atomic::Ordering::SeqCst),
+            HASHING_AT_ONCE,
+            "at most {HASHING_AT_ONCE} hashes at once, and that many in parallel"
+        );
     }
 
     #[test]

@@ -11,17 +11,20 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
 use super::page::urlencode;
-use super::{authed, field, Params, hl7_time, jst, jst_ms, now_ms, render, sex_label, Ctx, Error, Nav, Portal, Result, Term};
+use super::{
+    authed, field, hl7_time, jst, jst_ms, now_ms, render, sex_label, Ctx, Error, Nav, Params,
+    Portal, Result, Term,
+};
 use crate::account::{self, Role};
 use crate::audit::{self, View};
 use crate::consent::{self, Consent, Scope, State as Publication};
 use crate::index::{self, Entry};
 use crate::now;
 
-
 /// Who may record consent for an entry: the office, or the administrator of the owning facility.
 fn may_set_consent(ctx: &Ctx, e: &Entry) -> bool {
-    ctx.user.role == Role::Office || (ctx.user.role == Role::FacilityAdmin && ctx.user.facility == e.facility)
+    ctx.user.role == Role::Office
+        || (ctx.user.role == Role::FacilityAdmin && ctx.user.facility == e.facility)
 }
 
 #[derive(Template)]
@@ -40,30 +43,53 @@ struct ConsentPage {
 }
 
 async fn entry_for(p: &Arc<Portal>, ctx: &Ctx, id: i64) -> Result<Entry> {
-    let e = p.read(move |c| Ok(index::get(c, id)?)).await?.ok_or_else(|| Error::NotFound("その患者は索引にありません。".into()))?;
+    let e = p
+        .read(move |c| Ok(index::get(c, id)?))
+        .await?
+        .ok_or_else(|| Error::NotFound("その患者は索引にありません。".into()))?;
     if !may_set_consent(ctx, &e) {
         let mut ev = ctx.event("consent", &e.regional_id);
         ev.outcome = "denied".into();
         ev.detail = format!("entry={id}");
         p.audit(ev).await?;
         tracing::warn!(login = %ctx.user.login, entry = id, "consent page refused: another facility's patient");
-        return Err(Error::Forbidden("同意・公開を設定できるのは、その患者の記録を持つ施設の管理者と事務局だけです。".into()));
+        return Err(Error::Forbidden(
+            "同意・公開を設定できるのは、その患者の記録を持つ施設の管理者と事務局だけです。".into(),
+        ));
     }
     Ok(e)
 }
 
-async fn consent_page(p: &Arc<Portal>, ctx: &Ctx, entry: Entry, shown: Option<Consent>, message: String) -> Result<Response> {
+async fn consent_page(
+    p: &Arc<Portal>,
+    ctx: &Ctx,
+    entry: Entry,
+    shown: Option<Consent>,
+    message: String,
+) -> Result<Response> {
     let id = entry.id;
     let stored = p.read(move |c| Ok(consent::get(c, id)?)).await?;
-    let consent = shown.or_else(|| stored.as_ref().map(|s| s.consent.clone())).unwrap_or_default();
+    let consent = shown
+        .or_else(|| stored.as_ref().map(|s| s.consent.clone()))
+        .unwrap_or_default();
     let page = ConsentPage {
         nav: Some(ctx.nav.clone()),
         facility_name: p.facility_name(&entry.facility).await,
         birth: hl7_time(&entry.birth_date),
         sex: sex_label(&entry.sex),
-        states: Publication::ALL.iter().map(|s| (s.code(), s.label(), *s == consent.state)).collect(),
-        updated: stored.as_ref().map(|s| format!("{}（{}）", jst(s.updated_at), s.updated_by)).unwrap_or_else(|| "未登録".into()),
-        published: stored.as_ref().and_then(|s| s.published_at).map(jst).unwrap_or_else(|| "—".into()),
+        states: Publication::ALL
+            .iter()
+            .map(|s| (s.code(), s.label(), *s == consent.state))
+            .collect(),
+        updated: stored
+            .as_ref()
+            .map(|s| format!("{}（{}）", jst(s.updated_at), s.updated_by))
+            .unwrap_or_else(|| "未登録".into()),
+        published: stored
+            .as_ref()
+            .and_then(|s| s.published_at)
+            .map(jst)
+            .unwrap_or_else(|| "—".into()),
         consent,
         entry,
         message,
@@ -71,7 +97,12 @@ async fn consent_page(p: &Arc<Portal>, ctx: &Ctx, entry: Entry, shown: Option<Co
     render(&page)
 }
 
-pub async fn consent_form(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(id): Path<i64>) -> Result<Response> {
+pub async fn consent_form(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let entry = entry_for(&p, &ctx, id).await?;
     let mut e = ctx.event("view", &entry.regional_id);
@@ -81,17 +112,30 @@ pub async fn consent_form(State(p): State<Arc<Portal>>, t: Term, headers: Header
     consent_page(&p, &ctx, entry, None, String::new()).await
 }
 
-pub async fn consent(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(id): Path<i64>, Form(f): Form<Params>) -> Result<Response> {
+pub async fn consent(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let entry = entry_for(&p, &ctx, id).await?;
-    let state = Publication::parse(field(&f, "state")).ok_or_else(|| Error::BadRequest("公開状態を選んでください。".into()))?;
-    let scope = Scope::parse(field(&f, "scope")).ok_or_else(|| Error::BadRequest("公開範囲を選んでください。".into()))?;
+    let state = Publication::parse(field(&f, "state"))
+        .ok_or_else(|| Error::BadRequest("公開状態を選んでください。".into()))?;
+    let scope = Scope::parse(field(&f, "scope"))
+        .ok_or_else(|| Error::BadRequest("公開範囲を選んでください。".into()))?;
     let k = Consent {
         state,
         scope,
         comprehensive: field(&f, "comprehensive") == "1",
-        facilities: field(&f, "facilities").split([',', ' ', '\n', '\r', '、']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        facilities: field(&f, "facilities")
+            .split([',', ' ', '\n', '\r', '、'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         consent_date: field(&f, "consent_date").to_string(),
         form_ref: field(&f, "form_ref").to_string(),
     };
@@ -112,19 +156,36 @@ pub async fn consent(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
         k.consent_date,
         k.form_ref
     );
-    let (en, kk, by, t, at) = (entry.clone(), k.clone(), ctx.user.login.clone(), now(), now_ms());
+    let (en, kk, by, t, at) = (
+        entry.clone(),
+        k.clone(),
+        ctx.user.login.clone(),
+        now(),
+        now_ms(),
+    );
     let told = p
         .write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let told = consent::set(&tx, &en, &kk, &by, t, &owner_name)?;
-            e.outcome = if told.is_empty() { "ok".into() } else { format!("ok; notified {}", told.join(",")) };
+            e.outcome = if told.is_empty() {
+                "ok".into()
+            } else {
+                format!("ok; notified {}", told.join(","))
+            };
             audit::append(&tx, at, &e)?;
             tx.commit()?;
             Ok(told)
         })
         .await?;
     tracing::info!(facility = %entry.facility, regional_id = %entry.regional_id, state = k.state.code(), notified = told.len(), "consent recorded");
-    let msg = if told.is_empty() { "同意・公開の設定を保存しました。".to_string() } else { format!("同意・公開の設定を保存し、{}施設に通知しました。", told.len()) };
+    let msg = if told.is_empty() {
+        "同意・公開の設定を保存しました。".to_string()
+    } else {
+        format!(
+            "同意・公開の設定を保存し、{}施設に通知しました。",
+            told.len()
+        )
+    };
     consent_page(&p, &ctx, entry, None, msg).await
 }
 
@@ -145,7 +206,12 @@ struct LinksPage {
     message: String,
 }
 
-pub async fn links(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn links(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.require(ctx.user.role == Role::Office, "名寄せ")?;
     let found = p.read(|c| Ok(index::proposals(c, 200)?)).await?;
@@ -154,15 +220,33 @@ pub async fn links(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Qu
     p.audit(e).await?;
     let mut proposals = Vec::new();
     for (a, b) in found {
-        proposals.push(Proposal { a_name: p.facility_name(&a.facility).await, b_name: p.facility_name(&b.facility).await, birth: hl7_time(&a.birth_date), sex: sex_label(&a.sex), a, b });
+        proposals.push(Proposal {
+            a_name: p.facility_name(&a.facility).await,
+            b_name: p.facility_name(&b.facility).await,
+            birth: hl7_time(&a.birth_date),
+            sex: sex_label(&a.sex),
+            a,
+            b,
+        });
     }
-    render(&LinksPage { nav: Some(ctx.nav), proposals, message: links_notice(field(&q, "m"), field(&q, "rid")) })
+    render(&LinksPage {
+        nav: Some(ctx.nav),
+        proposals,
+        message: links_notice(field(&q, "m"), field(&q, "rid")),
+    })
 }
 
 /// The notice after a linking action. The address carries only a code and a regional ID, which
 /// is shown only when it is one; no text from the address is ever shown as it is.
 fn links_notice(code: &str, rid: &str) -> String {
-    let rid = if !rid.is_empty() && rid.len() <= 40 && rid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') { rid } else { "" };
+    let rid = if !rid.is_empty()
+        && rid.len() <= 40
+        && rid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        rid
+    } else {
+        ""
+    };
     match code {
         "linked" => format!("紐付けました（地域患者ID {rid}）。"),
         "rejected" => "候補を却下しました。".into(),
@@ -176,32 +260,59 @@ async fn entry_ref(p: &Arc<Portal>, s: &str) -> Result<i64> {
     if let Ok(id) = s.parse::<i64>() {
         return Ok(id);
     }
-    let (f, pid) = s.split_once('/').ok_or_else(|| Error::BadRequest(format!("「{s}」は 施設コード/患者ID の形ではありません。")))?;
+    let (f, pid) = s.split_once('/').ok_or_else(|| {
+        Error::BadRequest(format!("「{s}」は 施設コード/患者ID の形ではありません。"))
+    })?;
     let (f, pid) = (f.trim().to_string(), pid.trim().to_string());
     let shown = s.to_string();
-    p.read(move |c| Ok(index::by_facility_pid(c, &f, &pid)?)).await?.map(|e| e.id).ok_or_else(|| Error::BadRequest(format!("「{shown}」の患者は索引にありません。")))
+    p.read(move |c| Ok(index::by_facility_pid(c, &f, &pid)?))
+        .await?
+        .map(|e| e.id)
+        .ok_or_else(|| Error::BadRequest(format!("「{shown}」の患者は索引にありません。")))
 }
 
-pub async fn link_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(action): Path<String>, Form(f): Form<Params>) -> Result<Response> {
+pub async fn link_action(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.require(ctx.user.role == Role::Office, "名寄せ")?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let a = entry_ref(&p, field(&f, "a")).await?;
-    let b = if action == "unlink" { a } else { entry_ref(&p, field(&f, "b")).await? };
+    let b = if action == "unlink" {
+        a
+    } else {
+        entry_ref(&p, field(&f, "b")).await?
+    };
     if action != "unlink" && a == b {
-        return Err(Error::BadRequest("同じ患者どうしは紐付けできません。".into()));
+        return Err(Error::BadRequest(
+            "同じ患者どうしは紐付けできません。".into(),
+        ));
     }
-    let (by, t, at, ev) = (ctx.user.login.clone(), now(), now_ms(), ctx.event("link", ""));
+    let (by, t, at, ev) = (
+        ctx.user.login.clone(),
+        now(),
+        now_ms(),
+        ctx.event("link", ""),
+    );
     let act = action.clone();
     let result = p
         .write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let (ea, eb) = (index::get(&tx, a)?, index::get(&tx, b)?);
-            let (Some(ea), Some(eb)) = (ea, eb) else { return Ok(Err("その患者は索引にありません。".to_string())) };
+            let (Some(ea), Some(eb)) = (ea, eb) else {
+                return Ok(Err("その患者は索引にありません。".to_string()));
+            };
             let mut e = ev;
             e.owners = vec![ea.facility.clone(), eb.facility.clone()];
             e.owners.dedup();
-            e.detail = format!("{}/{} {}/{}", ea.facility, ea.patient_id, eb.facility, eb.patient_id);
+            e.detail = format!(
+                "{}/{} {}/{}",
+                ea.facility, ea.patient_id, eb.facility, eb.patient_id
+            );
             let message = match act.as_str() {
                 "confirm" | "manual" => {
                     let rid = index::link(&tx, a, b)?.unwrap_or_default();
@@ -222,7 +333,11 @@ pub async fn link_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderM
                         e.detail = format!("{}/{} -> {rid}", ea.facility, ea.patient_id);
                         format!("m=unlinked&rid={}", urlencode(&rid))
                     }
-                    None => return Ok(Err("この患者はほかの施設の患者と紐付いていません。".to_string())),
+                    None => {
+                        return Ok(Err(
+                            "この患者はほかの施設の患者と紐付いていません。".to_string()
+                        ))
+                    }
                 },
                 _ => return Ok(Err("不明な操作です。".to_string())),
             };
@@ -255,21 +370,42 @@ struct EmergencyPage {
 }
 
 fn may_break_glass(ctx: &Ctx) -> Result<()> {
-    ctx.require(ctx.nav.core && ctx.user.role.breaks_glass(), "緊急閲覧（中核病院の医師・看護師・薬剤師のみ）")
+    ctx.require(
+        ctx.nav.core && ctx.user.role.breaks_glass(),
+        "緊急閲覧（中核病院の医師・看護師・薬剤師のみ）",
+    )
 }
 
-pub async fn emergency_form(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
+pub async fn emergency_form(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_break_glass(&ctx)?;
     let doctor = ctx.user.role == Role::Doctor;
-    render(&EmergencyPage { nav: Some(ctx.nav), minutes: p.settings.emergency_minutes, message: String::new(), rid: String::new(), reason: String::new(), refusals: None, doctor, others: true })
+    render(&EmergencyPage {
+        nav: Some(ctx.nav),
+        minutes: p.settings.emergency_minutes,
+        message: String::new(),
+        rid: String::new(),
+        reason: String::new(),
+        refusals: None,
+        doctor,
+        others: true,
+    })
 }
 
 /// Starts an emergency access. When another facility holds the patient's refusal (非公開), the
 /// first post shows a second step instead: the access may start without the refused records, or,
 /// for a doctor who states that the patient's life is at stake, with them (`open=life` and the
 /// `life` box ticked).
-pub async fn emergency(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn emergency(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_break_glass(&ctx)?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
@@ -278,18 +414,39 @@ pub async fn emergency(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap
     let minutes = p.settings.emergency_minutes;
     let doctor = ctx.user.role == Role::Doctor;
     let page = |m: &str, refusals: Option<Vec<String>>, others: bool| {
-        render(&EmergencyPage { nav: Some(ctx.nav.clone()), minutes, message: m.into(), rid: rid.clone(), reason: reason.clone(), refusals, doctor, others })
+        render(&EmergencyPage {
+            nav: Some(ctx.nav.clone()),
+            minutes,
+            message: m.into(),
+            rid: rid.clone(),
+            reason: reason.clone(),
+            refusals,
+            doctor,
+            others,
+        })
     };
     if reason.chars().count() < 4 || reason.chars().count() > 400 {
-        return page("緊急閲覧の理由を4文字以上400文字以内で入力してください。", None, true);
+        return page(
+            "緊急閲覧の理由を4文字以上400文字以内で入力してください。",
+            None,
+            true,
+        );
     }
     let (r, fac) = (rid.clone(), ctx.user.facility.clone());
-    let (entries, refused) = p.read(move |c| Ok((index::by_regional(c, &r)?, consent::refusals(c, &r, &fac)?))).await?;
+    let (entries, refused) = p
+        .read(move |c| Ok((index::by_regional(c, &r)?, consent::refusals(c, &r, &fac)?)))
+        .await?;
     if entries.is_empty() {
-        return page("その地域患者IDの患者は見つかりません。地域患者IDを確かめてください。", None, true);
+        return page(
+            "その地域患者IDの患者は見つかりません。地域患者IDを確かめてください。",
+            None,
+            true,
+        );
     }
     let fac = ctx.user.facility.clone();
-    let others = entries.iter().any(|e| e.facility != fac && !refused.contains(&e.facility));
+    let others = entries
+        .iter()
+        .any(|e| e.facility != fac && !refused.contains(&e.facility));
     let life = match field(&f, "open") {
         _ if refused.is_empty() => false,
         "life" if !doctor => return Err(Error::Forbidden("非公開の記録の緊急閲覧は、医師だけが行えます。".into())),
@@ -305,14 +462,24 @@ pub async fn emergency(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap
     let (login, t, at) = (ctx.user.login.clone(), now(), now_ms());
     let mut e = ctx.event("emergency-start", &rid);
     e.reason = reason.clone();
-    e.owners = entries.iter().map(|x| x.facility.clone()).filter(|x| x != &fac && (life || !refused.contains(x))).collect();
+    e.owners = entries
+        .iter()
+        .map(|x| x.facility.clone())
+        .filter(|x| x != &fac && (life || !refused.contains(x)))
+        .collect();
     e.owners.sort();
     e.owners.dedup();
     e.detail = format!("DCM 110127 Emergency Override Started; purpose ETREAT; {minutes} minutes");
     if life {
-        e.detail.push_str(&format!("; life at stake: the patient's refusal (非公開) at {} overridden after confirmation", refused.join(",")));
+        e.detail.push_str(&format!(
+            "; life at stake: the patient's refusal (非公開) at {} overridden after confirmation",
+            refused.join(",")
+        ));
     } else if !refused.is_empty() {
-        e.detail.push_str(&format!("; the patient's refusal (非公開) at {} honoured", refused.join(",")));
+        e.detail.push_str(&format!(
+            "; the patient's refusal (非公開) at {} honoured",
+            refused.join(",")
+        ));
     }
     let r = rid.clone();
     let mut names = std::collections::HashMap::new();
@@ -322,7 +489,9 @@ pub async fn emergency(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap
     let (ends, told) = p
         .write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = consent::start_emergency(&tx, &fac, &fname, &login, &r, &reason, minutes, life, &names, t)?;
+            let out = consent::start_emergency(
+                &tx, &fac, &fname, &login, &r, &reason, minutes, life, &names, t,
+            )?;
             audit::append(&tx, at, &e)?;
             tx.commit()?;
             Ok(out)
@@ -345,11 +514,21 @@ async fn names(p: &Portal, codes: &[String]) -> Vec<String> {
 }
 
 /// Ends the request's own emergency access to a patient early (DCM 110138).
-pub async fn emergency_end(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn emergency_end(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let rid = field(&f, "regional_id").to_uppercase();
-    let (fac, login, t, at) = (ctx.user.facility.clone(), ctx.user.login.clone(), now(), now_ms());
+    let (fac, login, t, at) = (
+        ctx.user.facility.clone(),
+        ctx.user.login.clone(),
+        now(),
+        now_ms(),
+    );
     let mut e = ctx.event("emergency-stop", &rid);
     e.detail = "DCM 110138 Emergency Override Stopped".into();
     let r = rid.clone();
@@ -387,13 +566,27 @@ struct InboxPage {
 
 pub async fn inbox(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
-    ctx.require(ctx.user.role.in_facility() || ctx.user.role == Role::Office, "受信箱")?;
+    ctx.require(
+        ctx.user.role.in_facility() || ctx.user.role == Role::Office,
+        "受信箱",
+    )?;
     let (f, t) = (ctx.user.facility.clone(), now());
     let list = p.read(move |c| Ok(consent::inbox(c, &f, 200)?)).await?;
     let f = ctx.user.facility.clone();
     p.write(move |c| Ok(consent::mark_read(c, &f, t)?)).await?;
-    let messages = list.into_iter().map(|m| Msg { at: jst(m.at), subject: m.subject, body: m.body, read: m.read }).collect();
-    render(&InboxPage { nav: Some(ctx.nav), messages })
+    let messages = list
+        .into_iter()
+        .map(|m| Msg {
+            at: jst(m.at),
+            subject: m.subject,
+            body: m.body,
+            read: m.read,
+        })
+        .collect();
+    render(&InboxPage {
+        nav: Some(ctx.nav),
+        messages,
+    })
 }
 
 /// The history views: which slice, its label, and who may see it.
@@ -406,7 +599,9 @@ fn view_of(code: &str, ctx: &Ctx) -> Result<(View, &'static str)> {
         "ours" if admin && !office => Ok((View::OurRecords, "自施設の記録を閲覧した履歴")),
         "published" if admin && !office => Ok((View::Published, "自施設の公開履歴")),
         "all" | "" if office => Ok((View::All, "全操作の記録")),
-        _ => Err(Error::Forbidden("この履歴は、この利用者の権限では閲覧できません。".into())),
+        _ => Err(Error::Forbidden(
+            "この履歴は、この利用者の権限では閲覧できません。".into(),
+        )),
     }
 }
 
@@ -418,8 +613,15 @@ fn month_range(m: &str) -> Option<(i64, i64)> {
         return None;
     }
     let start = shared::time::days_from_civil(y, mo, 1);
-    let end = if mo == 12 { shared::time::days_from_civil(y + 1, 1, 1) } else { shared::time::days_from_civil(y, mo + 1, 1) };
-    Some(((start * 86_400 - 9 * 3600) * 1000, (end * 86_400 - 9 * 3600) * 1000))
+    let end = if mo == 12 {
+        shared::time::days_from_civil(y + 1, 1, 1)
+    } else {
+        shared::time::days_from_civil(y, mo + 1, 1)
+    };
+    Some((
+        (start * 86_400 - 9 * 3600) * 1000,
+        (end * 86_400 - 9 * 3600) * 1000,
+    ))
 }
 
 fn this_month() -> String {
@@ -456,7 +658,11 @@ struct HistoryPage {
 
 const HISTORY_LIMIT: i64 = 100_000;
 
-async fn history_rows(p: &Arc<Portal>, ctx: &Ctx, q: &Params) -> Result<(View, &'static str, String, String, Vec<audit::Row>)> {
+async fn history_rows(
+    p: &Arc<Portal>,
+    ctx: &Ctx,
+    q: &Params,
+) -> Result<(View, &'static str, String, String, Vec<audit::Row>)> {
     let (view, label) = view_of(field(q, "view"), ctx)?;
     let month = match field(q, "month") {
         "" => this_month(),
@@ -466,11 +672,28 @@ async fn history_rows(p: &Arc<Portal>, ctx: &Ctx, q: &Params) -> Result<(View, &
     let (from, to) = if !patient.is_empty() && field(q, "month").is_empty() {
         (0, i64::MAX)
     } else {
-        month_range(&month).ok_or_else(|| Error::BadRequest("月は 2026-11 の形で指定してください。".into()))?
+        month_range(&month)
+            .ok_or_else(|| Error::BadRequest("月は 2026-11 の形で指定してください。".into()))?
     };
-    let key = if view == View::Mine { ctx.user.login.clone() } else { ctx.user.facility.clone() };
+    let key = if view == View::Mine {
+        ctx.user.login.clone()
+    } else {
+        ctx.user.facility.clone()
+    };
     let (v, f, pt) = (view.clone(), key, patient.clone());
-    let rows = p.read(move |c| Ok(audit::query(c, &v, &f, from, to, (!pt.is_empty()).then_some(pt.as_str()), HISTORY_LIMIT)?)).await?;
+    let rows = p
+        .read(move |c| {
+            Ok(audit::query(
+                c,
+                &v,
+                &f,
+                from,
+                to,
+                (!pt.is_empty()).then_some(pt.as_str()),
+                HISTORY_LIMIT,
+            )?)
+        })
+        .await?;
     Ok((view, label, month, patient, rows))
 }
 
@@ -496,7 +719,12 @@ fn action_label(a: &str) -> &str {
     }
 }
 
-pub async fn history(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn history(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let (view, label, month, patient, rows) = history_rows(&p, &ctx, &q).await?;
     let code = field(&q, "view").to_string();
@@ -506,7 +734,11 @@ pub async fn history(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
         views.push(("all", "全操作の記録", true));
     } else if ctx.user.role == Role::FacilityAdmin {
         views.push(("staff", "自施設職員の閲覧履歴", view == View::Staff));
-        views.push(("ours", "自施設の記録を閲覧した履歴", view == View::OurRecords));
+        views.push((
+            "ours",
+            "自施設の記録を閲覧した履歴",
+            view == View::OurRecords,
+        ));
         views.push(("published", "自施設の公開履歴", view == View::Published));
     } else {
         views.push(("mine", "自分の閲覧履歴", true));
@@ -526,20 +758,52 @@ pub async fn history(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
             outcome: r.event.outcome.clone(),
         });
     }
-    let csv_month = format!("/history.csv?view={}&month={}", urlencode(&code), urlencode(&month));
-    let csv_patient = if patient.is_empty() { String::new() } else { format!("/history.csv?view={}&patient={}", urlencode(&code), urlencode(&patient)) };
-    render(&HistoryPage { nav: Some(ctx.nav), views, view: code, label, month, patient, rows: shown, csv_month, csv_patient })
+    let csv_month = format!(
+        "/history.csv?view={}&month={}",
+        urlencode(&code),
+        urlencode(&month)
+    );
+    let csv_patient = if patient.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "/history.csv?view={}&patient={}",
+            urlencode(&code),
+            urlencode(&patient)
+        )
+    };
+    render(&HistoryPage {
+        nav: Some(ctx.nav),
+        views,
+        view: code,
+        label,
+        month,
+        patient,
+        rows: shown,
+        csv_month,
+        csv_patient,
+    })
 }
 
 fn csv_cell(s: &str) -> String {
     // Quote every cell; a leading = + - @ is neutralised so a spreadsheet never runs it.
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-pub const CSV_HEADER: &str = "日時,利用者ID,利用者の施設,端末,操作,地域患者ID,記録の施設,詳細,理由,結果";
+pub const CSV_HEADER: &str =
+    "日時,利用者ID,利用者の施設,端末,操作,地域患者ID,記録の施設,詳細,理由,結果";
 
-pub async fn history_csv(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn history_csv(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let (view, _, month, patient, rows) = history_rows(&p, &ctx, &q).await?;
     // UTF-8 with a byte-order mark, so Excel on a clinic PC opens it in the right encoding.
@@ -548,18 +812,56 @@ pub async fn history_csv(State(p): State<Arc<Portal>>, t: Term, headers: HeaderM
     out.push_str("\r\n");
     for r in &rows {
         let e = &r.event;
-        let cells = [jst_ms(r.at), e.login.clone(), e.facility.clone(), e.terminal.clone(), action_label(&e.action).to_string(), e.patient.clone(), e.owners.join(" "), e.detail.clone(), e.reason.clone(), e.outcome.clone()];
-        out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+        let cells = [
+            jst_ms(r.at),
+            e.login.clone(),
+            e.facility.clone(),
+            e.terminal.clone(),
+            action_label(&e.action).to_string(),
+            e.patient.clone(),
+            e.owners.join(" "),
+            e.detail.clone(),
+            e.reason.clone(),
+            e.outcome.clone(),
+        ];
+        out.push_str(
+            &cells
+                .iter()
+                .map(|c| csv_cell(c))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         out.push_str("\r\n");
     }
     // The name is built only of what was checked: the month's digits, or a regional ID's letters,
     // digits and hyphens; anything else would rewrite the header.
-    let safe = |s: &str| !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    let name = if patient.is_empty() { format!("access-{month}.csv") } else if safe(&patient) { format!("access-{patient}.csv") } else { "access-patient.csv".to_string() };
+    let safe = |s: &str| {
+        !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let name = if patient.is_empty() {
+        format!("access-{month}.csv")
+    } else if safe(&patient) {
+        format!("access-{patient}.csv")
+    } else {
+        "access-patient.csv".to_string()
+    };
     let mut e = ctx.event("download", &patient);
-    e.detail = format!("history csv view={view:?} month={month} rows={}", rows.len());
+    e.detail = format!(
+        "history csv view={view:?} month={month} rows={}",
+        rows.len()
+    );
     p.audit(e).await?;
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\""))], out).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        out,
+    )
+        .into_response())
 }
 
 pub struct UserRow {
@@ -583,7 +885,10 @@ struct UsersPage {
 }
 
 fn may_manage(ctx: &Ctx) -> Result<()> {
-    ctx.require(matches!(ctx.user.role, Role::Office | Role::FacilityAdmin), "利用者の管理")
+    ctx.require(
+        matches!(ctx.user.role, Role::Office | Role::FacilityAdmin),
+        "利用者の管理",
+    )
 }
 
 /// Roles an administrator may give: the office any; a facility administrator its own staff.
@@ -595,7 +900,12 @@ fn grantable(ctx: &Ctx) -> Vec<Role> {
     }
 }
 
-async fn users_page(p: &Arc<Portal>, ctx: &Ctx, message: String, issued: Option<(String, String)>) -> Result<Response> {
+async fn users_page(
+    p: &Arc<Portal>,
+    ctx: &Ctx,
+    message: String,
+    issued: Option<(String, String)>,
+) -> Result<Response> {
     let office = ctx.user.role == Role::Office;
     let f = (!office).then(|| ctx.user.facility.clone());
     let list = p.read(move |c| Ok(account::list(c, f.as_deref())?)).await?;
@@ -611,10 +921,27 @@ async fn users_page(p: &Arc<Portal>, ctx: &Ctx, message: String, issued: Option<
         } else {
             format!("有効（パスワード期限 {}）", jst(u.password_expires_at()))
         };
-        users.push(UserRow { facility: p.facility_name(&u.facility).await, role: u.role.label(), disabled: u.disabled_at.is_some(), login: u.login, name: u.name, state });
+        users.push(UserRow {
+            facility: p.facility_name(&u.facility).await,
+            role: u.role.label(),
+            disabled: u.disabled_at.is_some(),
+            login: u.login,
+            name: u.name,
+            state,
+        });
     }
-    let roles = grantable(ctx).into_iter().map(|r| (r.code(), r.label())).collect();
-    render(&UsersPage { nav: Some(ctx.nav.clone()), office, users, roles, message, issued })
+    let roles = grantable(ctx)
+        .into_iter()
+        .map(|r| (r.code(), r.label()))
+        .collect();
+    render(&UsersPage {
+        nav: Some(ctx.nav.clone()),
+        office,
+        users,
+        roles,
+        message,
+        issued,
+    })
 }
 
 pub async fn users(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
@@ -623,17 +950,32 @@ pub async fn users(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) ->
     users_page(&p, &ctx, String::new(), None).await
 }
 
-pub async fn user_add(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn user_add(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_manage(&ctx)?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let role = Role::parse(field(&f, "role")).map_err(Error::BadRequest)?;
     if !grantable(&ctx).contains(&role) {
-        return Err(Error::Forbidden(format!("{}の利用者は、この権限では登録できません。", role.label())));
+        return Err(Error::Forbidden(format!(
+            "{}の利用者は、この権限では登録できません。",
+            role.label()
+        )));
     }
     // A facility administrator always adds to its own facility, whatever the form says.
-    let facility = if ctx.user.role == Role::Office { field(&f, "facility").to_string() } else { ctx.user.facility.clone() };
-    let (login, name) = (field(&f, "login").to_lowercase(), field(&f, "name").to_string());
+    let facility = if ctx.user.role == Role::Office {
+        field(&f, "facility").to_string()
+    } else {
+        ctx.user.facility.clone()
+    };
+    let (login, name) = (
+        field(&f, "login").to_lowercase(),
+        field(&f, "name").to_string(),
+    );
     let temp = account::temporary_password();
     let t2 = temp.clone();
     let verifier = p.hash(move || account::hash_password(&t2)).await?;
@@ -658,17 +1000,32 @@ pub async fn user_add(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
     }
 }
 
-pub async fn user_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path((login, action)): Path<(String, String)>, Form(f): Form<Params>) -> Result<Response> {
+pub async fn user_action(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path((login, action)): Path<(String, String)>,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     may_manage(&ctx)?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     let l = login.clone();
-    let target = p.read(move |c| Ok(account::get(c, &l)?)).await?.ok_or_else(|| Error::NotFound(format!("利用者 {login} はいません。")))?;
-    if ctx.user.role != Role::Office && (target.facility != ctx.user.facility || !grantable(&ctx).contains(&target.role)) {
-        return Err(Error::Forbidden("他施設の利用者や管理者は、この権限では変更できません。".into()));
+    let target = p
+        .read(move |c| Ok(account::get(c, &l)?))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("利用者 {login} はいません。")))?;
+    if ctx.user.role != Role::Office
+        && (target.facility != ctx.user.facility || !grantable(&ctx).contains(&target.role))
+    {
+        return Err(Error::Forbidden(
+            "他施設の利用者や管理者は、この権限では変更できません。".into(),
+        ));
     }
     if target.login == ctx.user.login {
-        return Err(Error::BadRequest("自分自身のIDはここでは変更できません。".into()));
+        return Err(Error::BadRequest(
+            "自分自身のIDはここでは変更できません。".into(),
+        ));
     }
     let (t, at) = (now(), now_ms());
     let mut e = ctx.event("", "");
@@ -701,8 +1058,24 @@ pub async fn user_action(State(p): State<Arc<Portal>>, t: Term, headers: HeaderM
     .await?;
     p.sessions.end_all(&login);
     match action.as_str() {
-        "reset" => users_page(&p, &ctx, format!("{login} のパスワードを再設定しました。"), Some((login, temp))).await,
-        "disable" => users_page(&p, &ctx, format!("{login} を無効にしました。ログイン中の画面も終了しました。"), None).await,
+        "reset" => {
+            users_page(
+                &p,
+                &ctx,
+                format!("{login} のパスワードを再設定しました。"),
+                Some((login, temp)),
+            )
+            .await
+        }
+        "disable" => {
+            users_page(
+                &p,
+                &ctx,
+                format!("{login} を無効にしました。ログイン中の画面も終了しました。"),
+                None,
+            )
+            .await
+        }
         _ => users_page(&p, &ctx, format!("{login} を有効にしました。"), None).await,
     }
 }
@@ -715,7 +1088,10 @@ mod tests {
         assert_eq!(super::jst_ms(a), "2026-11-01 00:00:00");
         assert_eq!(super::jst_ms(b - 1), "2026-11-30 23:59:59");
         assert!(super::month_range("2026-13").is_none());
-        assert_eq!(super::csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(
+            super::csv_cell("=HYPERLINK(\"x\")"),
+            "\"'=HYPERLINK(\"\"x\"\")\""
+        );
         assert_eq!(super::csv_cell("a,b"), "\"a,b\"");
     }
 }

@@ -10,13 +10,15 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 
-use super::{authed, field, Params, hl7_time, jst, now_ms, render, session, sex_label, Ctx, Error, Nav, Portal, Result, Term};
+use super::{
+    authed, field, hl7_time, jst, now_ms, render, session, sex_label, Ctx, Error, Nav, Params,
+    Portal, Result, Term,
+};
 use crate::account::{self, Login};
 use crate::consent::{self, Basis};
 use crate::index::{self, Entry};
 use crate::record::{self, Tab};
 use crate::{audit, now};
-
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -29,7 +31,9 @@ struct LoginPage {
 
 fn login_message(m: &str) -> &'static str {
     match m {
-        "expired" => "一定時間操作がなかったため、ログアウトしました。もう一度ログインしてください。",
+        "expired" => {
+            "一定時間操作がなかったため、ログアウトしました。もう一度ログインしてください。"
+        }
         "disabled" => "このIDは無効になっています。施設の管理者または事務局に連絡してください。",
         "logout" => "ログアウトしました。",
         _ => "",
@@ -38,8 +42,18 @@ fn login_message(m: &str) -> &'static str {
 
 fn login_page(message: &str, login: &str) -> Result<Response> {
     let csrf = session::token();
-    let mut r = render(&LoginPage { nav: None, csrf: csrf.clone(), message: message.into(), login: login.into() })?;
-    r.headers_mut().append(header::SET_COOKIE, session::set_cookie(session::PRE_COOKIE, &csrf).parse().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut r = render(&LoginPage {
+        nav: None,
+        csrf: csrf.clone(),
+        message: message.into(),
+        login: login.into(),
+    })?;
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(session::PRE_COOKIE, &csrf)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     Ok(r)
 }
 
@@ -47,38 +61,68 @@ pub async fn login_form(Query(q): Query<Params>) -> Result<Response> {
     login_page(login_message(field(&q, "m")), "")
 }
 
-pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn login(
+    State(p): State<Arc<Portal>>,
+    term: Term,
+    headers: HeaderMap,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let terminal = term.terminal.clone();
     let pre = session::cookie(&headers, session::PRE_COOKIE).unwrap_or_default();
     if pre.is_empty() || !session::same(&pre, field(&f, "csrf")) {
-        return Err(Error::Forbidden("ログイン画面の有効期限が切れたか、不正な送信です。ログイン画面を開き直してください。".into()));
+        return Err(Error::Forbidden(
+            "ログイン画面の有効期限が切れたか、不正な送信です。ログイン画面を開き直してください。"
+                .into(),
+        ));
     }
     // An ID no account can have is not looked up, and only its start is kept (in memory and in
     // the audit log), however long what was typed.
-    if !p.throttle.allow(&super::entrance_key(&term.channel), &terminal, now()) {
+    if !p
+        .throttle
+        .allow(&super::entrance_key(&term.channel), &terminal, now())
+    {
         tracing::warn!(terminal = %terminal, "login attempts over the limit: answered without checking");
-        let mut r = login_page("ログインの試行が多すぎます。1分ほど待ってから、もう一度お試しください。", "")?;
+        let mut r = login_page(
+            "ログインの試行が多すぎます。1分ほど待ってから、もう一度お試しください。",
+            "",
+        )?;
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         return Ok(r);
     }
     let typed = field(&f, "login");
     let possible = account::check_login(typed).is_ok();
-    let login: String = if possible { typed.to_string() } else { typed.chars().take(32).collect() };
+    let login: String = if possible {
+        typed.to_string()
+    } else {
+        typed.chars().take(32).collect()
+    };
     let password = f.get("password").cloned().unwrap_or_default();
     let t = now();
     let l = login.clone();
-    let user = if possible { p.read(move |c| Ok(account::get(c, &l)?)).await? } else { None };
-    let facility = user.as_ref().map(|u| u.facility.clone()).unwrap_or_default();
-    let fits = user.as_ref().is_some_and(|u| super::entrance_fits(u, &term.channel).is_ok());
+    let user = if possible {
+        p.read(move |c| Ok(account::get(c, &l)?)).await?
+    } else {
+        None
+    };
+    let facility = user
+        .as_ref()
+        .map(|u| u.facility.clone())
+        .unwrap_or_default();
+    let fits = user
+        .as_ref()
+        .is_some_and(|u| super::entrance_fits(u, &term.channel).is_ok());
     let known = user.is_some();
     // argon2 runs on a blocking thread, not on the region database's writer, and runs the same
     // for every attempt, whoever's ID it names.
-    let check = p.hash(move || account::check_attempt(user.as_ref(), &password, t)).await?;
+    let check = p
+        .hash(move || account::check_attempt(user.as_ref(), &password, t))
+        .await?;
     // A disabled account whose password was wrong is treated as any stranger's attempt.
     let disabled_wrong = check == account::Check::Disabled { right: false };
     let outcome = if fits && !disabled_wrong {
         let l = login.clone();
-        p.write(move |c| Ok(account::record_login(c, &l, check, t)?)).await?
+        p.write(move |c| Ok(account::record_login(c, &l, check, t)?))
+            .await?
     } else {
         // An unknown ID, or an account whose entrance this is not (another facility's appliance,
         // the wrong listener): nothing is recorded on any account, and the answer is exactly what
@@ -86,12 +130,25 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
         let entrance = super::entrance_key(&term.channel);
         p.strangers.fail(&entrance, &login, t)
     };
-    let mut e = audit::Event { login: login.clone(), facility, terminal: terminal.clone(), action: "login".into(), ..Default::default() };
+    let mut e = audit::Event {
+        login: login.clone(),
+        facility,
+        terminal: terminal.clone(),
+        action: "login".into(),
+        ..Default::default()
+    };
     let answer = match outcome {
         // `Strangers` never lets anyone in; were it to, the attempt is still refused.
         Login::Ok { .. } if !fits || disabled_wrong => "IDまたはパスワードが違います。".to_string(),
         Login::Wrong { delay } if !fits || disabled_wrong => {
-            e.outcome = if disabled_wrong { "disabled" } else if known { "wrong-entrance" } else { "wrong-password" }.into();
+            e.outcome = if disabled_wrong {
+                "disabled"
+            } else if known {
+                "wrong-entrance"
+            } else {
+                "wrong-password"
+            }
+            .into();
             p.audit(e).await?;
             if known && !disabled_wrong {
                 tracing::warn!(login = %login, terminal = %terminal, "login refused: not this user's entrance");
@@ -106,8 +163,18 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
             let token = p.sessions.create(&login, &terminal, must_change);
             let mut r = Redirect::to(if must_change { "/password" } else { "/" }).into_response();
             let h = r.headers_mut();
-            h.append(header::SET_COOKIE, session::set_cookie(session::COOKIE, &token).parse().map_err(|e| anyhow::anyhow!("{e}"))?);
-            h.append(header::SET_COOKIE, session::clear_cookie(session::PRE_COOKIE).parse().map_err(|e| anyhow::anyhow!("{e}"))?);
+            h.append(
+                header::SET_COOKIE,
+                session::set_cookie(session::COOKIE, &token)
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+            h.append(
+                header::SET_COOKIE,
+                session::clear_cookie(session::PRE_COOKIE)
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
             return Ok(r);
         }
         Login::Wrong { delay } => {
@@ -131,13 +198,23 @@ pub async fn login(State(p): State<Arc<Portal>>, term: Term, headers: HeaderMap,
     login_page(&answer, &login)
 }
 
-pub async fn logout(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn logout(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, true).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     p.sessions.end(&ctx.token);
     p.audit(ctx.event("logout", "")).await?;
     let mut r = Redirect::to("/login?m=logout").into_response();
-    r.headers_mut().append(header::SET_COOKIE, session::clear_cookie(session::COOKIE).parse().map_err(|e| anyhow::anyhow!("{e}"))?);
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::clear_cookie(session::COOKIE)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     Ok(r)
 }
 
@@ -150,20 +227,38 @@ struct PasswordPage {
     message: String,
 }
 
-pub async fn password_form(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
+pub async fn password_form(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, true).await?;
     password_page(&ctx, "")
 }
 
 fn password_page(ctx: &Ctx, message: &str) -> Result<Response> {
     let expired = now() >= ctx.user.password_expires_at();
-    render(&PasswordPage { nav: Some(ctx.nav.clone()), forced: ctx.user.must_change || expired, expired, message: message.into() })
+    render(&PasswordPage {
+        nav: Some(ctx.nav.clone()),
+        forced: ctx.user.must_change || expired,
+        expired,
+        message: message.into(),
+    })
 }
 
-pub async fn password(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Form(f): Form<Params>) -> Result<Response> {
+pub async fn password(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Form(f): Form<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, true).await?;
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
-    let (current, new, again) = (f.get("current").cloned().unwrap_or_default(), f.get("new").cloned().unwrap_or_default(), f.get("again").cloned().unwrap_or_default());
+    let (current, new, again) = (
+        f.get("current").cloned().unwrap_or_default(),
+        f.get("new").cloned().unwrap_or_default(),
+        f.get("again").cloned().unwrap_or_default(),
+    );
     if new != again {
         return password_page(&ctx, "新しいパスワードが確認欄と一致しません。");
     }
@@ -204,7 +299,12 @@ struct HomePage {
     unread: i64,
 }
 
-pub async fn home(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn home(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let mut notices = Vec::new();
     match field(&q, "m") {
@@ -214,11 +314,19 @@ pub async fn home(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Que
     }
     let left = ctx.user.password_expires_at() - now();
     if left <= account::EXPIRY_NOTICE {
-        notices.push(format!("パスワードの有効期限は {} です（残り{}日）。期限までに変更してください。", jst(ctx.user.password_expires_at()), (left / 86_400).max(0)));
+        notices.push(format!(
+            "パスワードの有効期限は {} です（残り{}日）。期限までに変更してください。",
+            jst(ctx.user.password_expires_at()),
+            (left / 86_400).max(0)
+        ));
     }
     let f = ctx.user.facility.clone();
     let unread = p.read(move |c| Ok(consent::unread(c, &f)?)).await?;
-    render(&HomePage { nav: Some(ctx.nav), notices, unread })
+    render(&HomePage {
+        nav: Some(ctx.nav),
+        notices,
+        unread,
+    })
 }
 
 /// One search result as shown.
@@ -248,22 +356,40 @@ struct SearchPage {
 /// `YYYY-MM-DD` or `YYYYMMDD` to `YYYYMMDD`.
 pub fn parse_date(s: &str) -> Option<String> {
     let d: String = s.chars().filter(|c| *c != '-' && *c != '/').collect();
-    let ok = d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()) && (1..=12).contains(&d[4..6].parse::<u32>().ok()?) && (1..=31).contains(&d[6..8].parse::<u32>().ok()?);
+    let ok = d.len() == 8
+        && d.bytes().all(|b| b.is_ascii_digit())
+        && (1..=12).contains(&d[4..6].parse::<u32>().ok()?)
+        && (1..=31).contains(&d[6..8].parse::<u32>().ok()?);
     ok.then_some(d)
 }
 
-pub async fn search(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Query(q): Query<Params>) -> Result<Response> {
+pub async fn search(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let office = ctx.user.role == account::Role::Office;
     ctx.require(ctx.user.role.views_patients() || office, "患者の検索")?;
-    let mut query = index::Query { patient_id: field(&q, "patient_id").into(), regional_id: field(&q, "regional_id").to_uppercase(), name: field(&q, "name").into(), birth_date: String::new() };
+    let mut query = index::Query {
+        patient_id: field(&q, "patient_id").into(),
+        regional_id: field(&q, "regional_id").to_uppercase(),
+        name: field(&q, "name").into(),
+        birth_date: String::new(),
+    };
     let mut page = SearchPage {
         nav: Some(ctx.nav.clone()),
         patient_id: field(&q, "patient_id").into(),
         regional_id: field(&q, "regional_id").into(),
         name: field(&q, "name").into(),
         birth_date: field(&q, "birth_date").into(),
-        searched: false, hits: vec![], more: false, office, message: String::new() };
+        searched: false,
+        hits: vec![],
+        more: false,
+        office,
+        message: String::new(),
+    };
     let birth = field(&q, "birth_date");
     if !birth.is_empty() {
         match parse_date(birth) {
@@ -274,7 +400,10 @@ pub async fn search(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Q
             }
         }
     }
-    if [&query.patient_id, &query.regional_id, &query.name].iter().any(|s| s.chars().count() > 40) {
+    if [&query.patient_id, &query.regional_id, &query.name]
+        .iter()
+        .any(|s| s.chars().count() > 40)
+    {
         page.message = "検索条件は40文字以内で入力してください。".into();
         return render(&page);
     }
@@ -284,12 +413,19 @@ pub async fn search(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Q
     let scope = if office {
         index::Scope::Office
     } else {
-        index::Scope::Facility { code: ctx.user.facility.clone(), now: now(), emergency_login: ctx.user.role.breaks_glass().then(|| ctx.user.login.clone()) }
+        index::Scope::Facility {
+            code: ctx.user.facility.clone(),
+            now: now(),
+            emergency_login: ctx.user.role.breaks_glass().then(|| ctx.user.login.clone()),
+        }
     };
     let qq = query.clone();
     let (found, more) = p.read(move |c| Ok(index::search(c, &qq, &scope)?)).await?;
     let mut e = ctx.event("search", "");
-    e.detail = format!("patient_id={} regional_id={} name={} birth_date={}", query.patient_id, query.regional_id, query.name, query.birth_date);
+    e.detail = format!(
+        "patient_id={} regional_id={} name={} birth_date={}",
+        query.patient_id, query.regional_id, query.name, query.birth_date
+    );
     e.outcome = format!("{} hits{}", found.len(), if more { "+" } else { "" });
     p.audit(e).await?;
     for entry in found {
@@ -300,7 +436,13 @@ pub async fn search(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Q
         } else {
             "公開・緊急"
         };
-        page.hits.push(Hit { facility_name: p.facility_name(&entry.facility).await, basis, birth: hl7_time(&entry.birth_date), sex: sex_label(&entry.sex), entry });
+        page.hits.push(Hit {
+            facility_name: p.facility_name(&entry.facility).await,
+            basis,
+            birth: hl7_time(&entry.birth_date),
+            sex: sex_label(&entry.sex),
+            entry,
+        });
     }
     page.searched = true;
     page.more = more;
@@ -346,9 +488,28 @@ async fn visible(p: &Arc<Portal>, ctx: &Ctx, rid: &str, what: &str) -> Result<Ve
     ctx.require(ctx.user.role.views_patients(), "患者記録の閲覧")?;
     let (r, f, t) = (rid.to_string(), ctx.user.facility.clone(), now());
     let login = ctx.user.role.breaks_glass().then(|| ctx.user.login.clone());
-    let seen = p.read(move |c| Ok(consent::visible(c, &r, consent::Viewer { facility: &f, emergency_login: login.as_deref() }, t)?)).await?;
+    let seen = p
+        .read(move |c| {
+            Ok(consent::visible(
+                c,
+                &r,
+                consent::Viewer {
+                    facility: &f,
+                    emergency_login: login.as_deref(),
+                },
+                t,
+            )?)
+        })
+        .await?;
     if seen.is_empty() {
-        let mut e = ctx.event(if what == "download" { "download" } else { "view" }, rid);
+        let mut e = ctx.event(
+            if what == "download" {
+                "download"
+            } else {
+                "view"
+            },
+            rid,
+        );
         e.detail = what.into();
         e.outcome = "denied".into();
         p.audit(e).await?;
@@ -367,7 +528,13 @@ fn owners(seen: &[(Entry, Basis)]) -> Vec<String> {
 
 const ROWS_PER_FACILITY: usize = 2_000;
 
-pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
+pub async fn patient(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path(rid): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let tab = Tab::parse(field(&q, "tab")).unwrap_or(Tab::Visits);
     let seen = visible(&p, &ctx, &rid, "view").await?;
@@ -382,15 +549,28 @@ pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
         let (basic, rows) = p
             .read_copy(&entry.facility, move |c| {
                 let basic = record::basic(c, &pid)?;
-                let rows = if clinical { record::tab(c, tab, &pid, ROWS_PER_FACILITY)? } else { vec![] };
+                let rows = if clinical {
+                    record::tab(c, tab, &pid, ROWS_PER_FACILITY)?
+                } else {
+                    vec![]
+                };
                 Ok((basic, rows))
             })
             .await?;
         if rows.len() == ROWS_PER_FACILITY {
-            notes.push(format!("{name}: 新しい順に{ROWS_PER_FACILITY}件まで表示しています。"));
+            notes.push(format!(
+                "{name}: 新しい順に{ROWS_PER_FACILITY}件まで表示しています。"
+            ));
         }
         if !clinical {
-            notes.push(format!("{name}: 基本情報のみ閲覧できます（{}）。", if basis.clinical() { "この職種では診療情報を閲覧できません" } else { "公開範囲が基本情報" }));
+            notes.push(format!(
+                "{name}: 基本情報のみ閲覧できます（{}）。",
+                if basis.clinical() {
+                    "この職種では診療情報を閲覧できません"
+                } else {
+                    "公開範囲が基本情報"
+                }
+            ));
         }
         if let Basis::Emergency { until, refused } = basis {
             if *refused {
@@ -402,8 +582,11 @@ pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
             lines.push(Line {
                 facility_name: name.clone(),
                 at: hl7_time(&r.at),
-                trend: (tab == Tab::Lab && !r.code.is_empty()).then(|| format!("/patient/{rid}/trend?code={}", urlencode(&r.code))),
-                download: r.file_id.map(|f| format!("/patient/{rid}/document/{}/{f}", entry.id)),
+                trend: (tab == Tab::Lab && !r.code.is_empty())
+                    .then(|| format!("/patient/{rid}/trend?code={}", urlencode(&r.code))),
+                download: r
+                    .file_id
+                    .map(|f| format!("/patient/{rid}/document/{}/{f}", entry.id)),
                 cells: r.cells,
             });
         }
@@ -413,7 +596,8 @@ pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
             birth: hl7_time(&entry.birth_date),
             sex: sex_label(&entry.sex),
             basic,
-            consent_link: entry.facility == ctx.user.facility && ctx.user.role == account::Role::FacilityAdmin,
+            consent_link: entry.facility == ctx.user.facility
+                && ctx.user.role == account::Role::FacilityAdmin,
             entry: entry.clone(),
         });
     }
@@ -425,13 +609,19 @@ pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
     if emergency_until.is_some() {
         e.reason = "emergency".into();
     }
-    if seen.iter().any(|(_, b)| matches!(b, Basis::Emergency { refused: true, .. })) {
+    if seen
+        .iter()
+        .any(|(_, b)| matches!(b, Basis::Emergency { refused: true, .. }))
+    {
         e.reason = "emergency; life at stake, over the patient's refusal (非公開)".into();
     }
     p.audit(e).await?;
     render(&PatientPage {
         nav: Some(ctx.nav),
-        tabs: Tab::ALL.iter().map(|t| (t.code(), t.label(), *t == tab)).collect(),
+        tabs: Tab::ALL
+            .iter()
+            .map(|t| (t.code(), t.label(), *t == tab))
+            .collect(),
         tab_label: tab.label(),
         columns: tab.columns(),
         rid,
@@ -444,7 +634,13 @@ pub async fn patient(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, 
 
 pub fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -483,14 +679,26 @@ fn iso(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-pub async fn calendar(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
+pub async fn calendar(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path(rid): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let week = field(&q, "view") == "week";
     let day = match field(&q, "date") {
         "" => today(),
         s => {
-            let d = parse_date(s).ok_or_else(|| Error::BadRequest("日付は 2026-11-21 の形で指定してください。".into()))?;
-            shared::time::days_from_civil(d[0..4].parse().unwrap_or(1970), d[4..6].parse().unwrap_or(1), d[6..8].parse().unwrap_or(1))
+            let d = parse_date(s).ok_or_else(|| {
+                Error::BadRequest("日付は 2026-11-21 の形で指定してください。".into())
+            })?;
+            shared::time::days_from_civil(
+                d[0..4].parse().unwrap_or(1970),
+                d[4..6].parse().unwrap_or(1),
+                d[6..8].parse().unwrap_or(1),
+            )
         }
     };
     let (y, m, _) = shared::time::civil_from_days(day);
@@ -498,13 +706,25 @@ pub async fn calendar(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
     let sunday = |d: i64| d - (d + 4).rem_euclid(7);
     let (first, last, title, prev, next) = if week {
         let s = sunday(day);
-        (s, s + 6, format!("{} 〜 {}", iso(s), iso(s + 6)), iso(s - 7), iso(s + 7))
+        (
+            s,
+            s + 6,
+            format!("{} 〜 {}", iso(s), iso(s + 6)),
+            iso(s - 7),
+            iso(s + 7),
+        )
     } else {
         let start = shared::time::days_from_civil(y, m, 1);
         let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
         let end = shared::time::days_from_civil(ny, nm, 1) - 1;
         let (py, pm) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
-        (sunday(start), sunday(end) + 6, format!("{y}年{m}月"), iso(shared::time::days_from_civil(py, pm, 1)), iso(end + 1))
+        (
+            sunday(start),
+            sunday(end) + 6,
+            format!("{y}年{m}月"),
+            iso(shared::time::days_from_civil(py, pm, 1)),
+            iso(end + 1),
+        )
     };
     let seen = visible(&p, &ctx, &rid, "calendar").await?;
     let mut by_day: HashMap<String, Vec<String>> = HashMap::new();
@@ -514,9 +734,17 @@ pub async fn calendar(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
         }
         let name = p.facility_name(&entry.facility).await;
         let (pid, from, to) = (entry.patient_id.clone(), ymd(first), ymd(last));
-        let events = p.read_copy(&entry.facility, move |c| Ok(record::events(c, &pid, &from, &to)?)).await?;
+        let events = p
+            .read_copy(&entry.facility, move |c| {
+                Ok(record::events(c, &pid, &from, &to)?)
+            })
+            .await?;
         for ev in events {
-            let text = if ev.count > 1 { format!("{name}: {} ×{}", ev.what, ev.count) } else { format!("{name}: {}", ev.what) };
+            let text = if ev.count > 1 {
+                format!("{name}: {} ×{}", ev.what, ev.count)
+            } else {
+                format!("{name}: {}", ev.what)
+            };
             by_day.entry(ev.day).or_default().push(text);
         }
     }
@@ -526,17 +754,48 @@ pub async fn calendar(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
             let (_, dm, dd) = shared::time::civil_from_days(d);
             let mut events = by_day.remove(&ymd(d)).unwrap_or_default();
             events.sort();
-            Day { label: if week { format!("{dm}/{dd}") } else { dd.to_string() }, in_month: week || dm == m, today: d == t0, events }
+            Day {
+                label: if week {
+                    format!("{dm}/{dd}")
+                } else {
+                    dd.to_string()
+                },
+                in_month: week || dm == m,
+                today: d == t0,
+                events,
+            }
         })
         .collect::<Vec<_>>()
         .chunks(7)
-        .map(|w| w.iter().map(|d| Day { label: d.label.clone(), in_month: d.in_month, today: d.today, events: d.events.clone() }).collect())
+        .map(|w| {
+            w.iter()
+                .map(|d| Day {
+                    label: d.label.clone(),
+                    in_month: d.in_month,
+                    today: d.today,
+                    events: d.events.clone(),
+                })
+                .collect()
+        })
         .collect();
     let mut e = ctx.event("view", &rid);
     e.owners = owners(&seen);
-    e.detail = format!("calendar {} {}", if week { "week" } else { "month" }, iso(day));
+    e.detail = format!(
+        "calendar {} {}",
+        if week { "week" } else { "month" },
+        iso(day)
+    );
     p.audit(e).await?;
-    render(&CalendarPage { nav: Some(ctx.nav), rid, title, week, weeks, prev, next, date: iso(day) })
+    render(&CalendarPage {
+        nav: Some(ctx.nav),
+        rid,
+        title,
+        week,
+        weeks,
+        prev,
+        next,
+        date: iso(day),
+    })
 }
 
 pub struct Series {
@@ -559,15 +818,25 @@ struct TrendPage {
     x_labels: Vec<(f64, String)>,
 }
 
-const COLORS: [&str; 6] = ["#1f5fa8", "#c0392b", "#2e8b57", "#8e44ad", "#d35400", "#555555"];
+const COLORS: [&str; 6] = [
+    "#1f5fa8", "#c0392b", "#2e8b57", "#8e44ad", "#d35400", "#555555",
+];
 
-pub async fn trend(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path(rid): Path<String>, Query(q): Query<Params>) -> Result<Response> {
+pub async fn trend(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path(rid): Path<String>,
+    Query(q): Query<Params>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     // Who may look comes before what they asked for.
     ctx.require(ctx.user.role.views_patients(), "患者記録の閲覧")?;
     let code = field(&q, "code").to_string();
     if code.is_empty() || code.len() > 64 {
-        return Err(Error::BadRequest("検査項目のコードを指定してください。".into()));
+        return Err(Error::BadRequest(
+            "検査項目のコードを指定してください。".into(),
+        ));
     }
     let seen = visible(&p, &ctx, &rid, "trend").await?;
     let mut all: Vec<(String, Vec<record::Point>)> = Vec::new();
@@ -576,38 +845,94 @@ pub async fn trend(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Pa
             continue;
         }
         let (pid, c2) = (entry.patient_id.clone(), code.clone());
-        let pts = p.read_copy(&entry.facility, move |c| Ok(record::trend(c, &pid, &c2)?)).await?;
+        let pts = p
+            .read_copy(&entry.facility, move |c| Ok(record::trend(c, &pid, &c2)?))
+            .await?;
         if !pts.is_empty() {
             all.push((p.facility_name(&entry.facility).await, pts));
         }
     }
-    let (name, unit) = all.iter().flat_map(|(_, v)| v.first()).map(|pt| (pt.name.clone(), pt.unit.clone())).next().unwrap_or_default();
-    let values: Vec<f64> = all.iter().flat_map(|(_, v)| v.iter().map(|p| p.value)).collect();
-    let times: Vec<String> = all.iter().flat_map(|(_, v)| v.iter().map(|p| p.at.chars().take(8).collect::<String>())).collect();
-    let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
-    let (lo, hi) = if values.is_empty() { (0.0, 1.0) } else if hi - lo < 1e-9 { (lo - 1.0, hi + 1.0) } else { (lo - (hi - lo) * 0.1, hi + (hi - lo) * 0.1) };
-    let days = |s: &str| -> f64 { shared::time::days_from_civil(s.get(0..4).and_then(|x| x.parse().ok()).unwrap_or(1970), s.get(4..6).and_then(|x| x.parse().ok()).unwrap_or(1), s.get(6..8).and_then(|x| x.parse().ok()).unwrap_or(1)) as f64 };
-    let (t0, t1) = times.iter().map(|s| days(s)).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-    let (t0, t1) = if times.is_empty() { (0.0, 1.0) } else if t1 - t0 < 1.0 { (t0 - 1.0, t1 + 1.0) } else { (t0, t1) };
+    let (name, unit) = all
+        .iter()
+        .flat_map(|(_, v)| v.first())
+        .map(|pt| (pt.name.clone(), pt.unit.clone()))
+        .next()
+        .unwrap_or_default();
+    let values: Vec<f64> = all
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.value))
+        .collect();
+    let times: Vec<String> = all
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.at.chars().take(8).collect::<String>()))
+        .collect();
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+    let (lo, hi) = if values.is_empty() {
+        (0.0, 1.0)
+    } else if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo - (hi - lo) * 0.1, hi + (hi - lo) * 0.1)
+    };
+    let days = |s: &str| -> f64 {
+        shared::time::days_from_civil(
+            s.get(0..4).and_then(|x| x.parse().ok()).unwrap_or(1970),
+            s.get(4..6).and_then(|x| x.parse().ok()).unwrap_or(1),
+            s.get(6..8).and_then(|x| x.parse().ok()).unwrap_or(1),
+        ) as f64
+    };
+    let (t0, t1) = times
+        .iter()
+        .map(|s| days(s))
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (t0, t1) = if times.is_empty() {
+        (0.0, 1.0)
+    } else if t1 - t0 < 1.0 {
+        (t0 - 1.0, t1 + 1.0)
+    } else {
+        (t0, t1)
+    };
     // The plot area is 60..740 by 20..280 in a 800 x 320 view box, leaving room for the labels.
     let x = |s: &str| 60.0 + (days(s) - t0) / (t1 - t0) * 680.0;
     let y = |v: f64| 280.0 - (v - lo) / (hi - lo) * 260.0;
     let mut series = Vec::new();
     let mut table = Vec::new();
     for (i, (fname, pts)) in all.iter().enumerate() {
-        let coords: Vec<(f64, f64, String)> = pts.iter().map(|pt| (x(&pt.at), y(pt.value), format!("{} {} {}", hl7_time(&pt.at), pt.text, pt.unit))).collect();
+        let coords: Vec<(f64, f64, String)> = pts
+            .iter()
+            .map(|pt| {
+                (
+                    x(&pt.at),
+                    y(pt.value),
+                    format!("{} {} {}", hl7_time(&pt.at), pt.text, pt.unit),
+                )
+            })
+            .collect();
         series.push(Series {
             facility_name: fname.clone(),
             color: COLORS[i % COLORS.len()],
-            points: coords.iter().map(|(a, b, _)| format!("{a:.1},{b:.1}")).collect::<Vec<_>>().join(" "),
+            points: coords
+                .iter()
+                .map(|(a, b, _)| format!("{a:.1},{b:.1}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             dots: coords,
         });
         for pt in pts {
-            table.push((hl7_time(&pt.at), fname.clone(), format!("{} {}", pt.text, pt.unit)));
+            table.push((
+                hl7_time(&pt.at),
+                fname.clone(),
+                format!("{} {}", pt.text, pt.unit),
+            ));
         }
     }
     table.sort_by(|a, b| b.0.cmp(&a.0));
-    let y_labels = (0..=4).map(|i| lo + (hi - lo) * i as f64 / 4.0).map(|v| (y(v), format!("{v:.1}"))).collect();
+    let y_labels = (0..=4)
+        .map(|i| lo + (hi - lo) * i as f64 / 4.0)
+        .map(|v| (y(v), format!("{v:.1}")))
+        .collect();
     let x_labels = if times.is_empty() {
         vec![]
     } else {
@@ -620,21 +945,46 @@ pub async fn trend(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Pa
     e.owners = owners(&seen);
     e.detail = format!("trend code={code}");
     p.audit(e).await?;
-    render(&TrendPage { nav: Some(ctx.nav), rid, name, unit, series, table, y_labels, x_labels })
+    render(&TrendPage {
+        nav: Some(ctx.nav),
+        rid,
+        name,
+        unit,
+        series,
+        table,
+        y_labels,
+        x_labels,
+    })
 }
 
-pub async fn document(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap, Path((rid, entry_id, file)): Path<(String, i64, i64)>) -> Result<Response> {
+pub async fn document(
+    State(p): State<Arc<Portal>>,
+    t: Term,
+    headers: HeaderMap,
+    Path((rid, entry_id, file)): Path<(String, i64, i64)>,
+) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let seen = visible(&p, &ctx, &rid, "download").await?;
-    let Some((entry, _)) = seen.iter().find(|(e, b)| e.id == entry_id && b.clinical() && ctx.user.role.clinical()) else {
+    let Some((entry, _)) = seen
+        .iter()
+        .find(|(e, b)| e.id == entry_id && b.clinical() && ctx.user.role.clinical())
+    else {
         let mut e = ctx.event("download", &rid);
         e.outcome = "denied".into();
         p.audit(e).await?;
-        return Err(Error::Forbidden("この文書を閲覧する権限がありません。".into()));
+        return Err(Error::Forbidden(
+            "この文書を閲覧する権限がありません。".into(),
+        ));
     };
     let pid = entry.patient_id.clone();
-    let doc = p.read_copy(&entry.facility, move |c| Ok(record::document(c, &pid, file)?)).await?;
-    let Some((file_name, media_type, size)) = doc else { return Err(Error::NotFound("文書が見つかりません。".into())) };
+    let doc = p
+        .read_copy(&entry.facility, move |c| {
+            Ok(record::document(c, &pid, file)?)
+        })
+        .await?;
+    let Some((file_name, media_type, size)) = doc else {
+        return Err(Error::NotFound("文書が見つかりません。".into()));
+    };
     let mut e = ctx.event("download", &rid);
     e.owners = vec![entry.facility.clone()];
     e.detail = format!("document file={file} bytes={size}");
@@ -643,14 +993,28 @@ pub async fn document(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap,
     let readers = p.hub.copy_readers(&entry.facility);
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     tokio::task::spawn_blocking(move || {
-        let sent = readers.with(|c| Ok(record::stream_file(c, file, 256 << 10, |b| tx.blocking_send(bytes::Bytes::from(b)).is_ok())?));
+        let sent = readers.with(|c| {
+            Ok(record::stream_file(c, file, 256 << 10, |b| {
+                tx.blocking_send(bytes::Bytes::from(b)).is_ok()
+            })?)
+        });
         if let Err(e) = sent {
             tracing::error!(error = %format!("{e:#}"), file, "document stream failed");
         }
     });
-    let disposition = format!("attachment; filename=\"document\"; filename*=UTF-8''{}", urlencode(&file_name));
+    let disposition = format!(
+        "attachment; filename=\"document\"; filename*=UTF-8''{}",
+        urlencode(&file_name)
+    );
     let body = axum::body::Body::new(crate::api::ChannelBody(rx, Some(size.max(0) as u64)));
-    Ok(([(header::CONTENT_TYPE, media_type), (header::CONTENT_DISPOSITION, disposition)], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, media_type),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -43,7 +43,10 @@ pub fn same(a: &str, b: &str) -> bool {
 
 impl Sessions {
     pub fn new(idle: Duration) -> Sessions {
-        Sessions { idle, map: Mutex::new(HashMap::new()) }
+        Sessions {
+            idle,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn idle(&self) -> Duration {
@@ -53,7 +56,13 @@ impl Sessions {
     /// Starts a session and returns its token.
     pub fn create(&self, login: &str, terminal: &str, must_change: bool) -> String {
         let t = token();
-        let s = Session { login: login.into(), csrf: token(), terminal: terminal.into(), must_change, last_seen: Instant::now() };
+        let s = Session {
+            login: login.into(),
+            csrf: token(),
+            terminal: terminal.into(),
+            must_change,
+            last_seen: Instant::now(),
+        };
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         map.retain(|_, s| now.duration_since(s.last_seen) < self.idle);
@@ -75,18 +84,29 @@ impl Sessions {
     }
 
     pub fn password_changed(&self, token: &str) {
-        if let Some(s) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key(token)) {
+        if let Some(s) = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&key(token))
+        {
             s.must_change = false;
         }
     }
 
     pub fn end(&self, token: &str) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(token));
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key(token));
     }
 
     /// Ends every session of a person (disabled, or password reset).
     pub fn end_all(&self, login: &str) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, s| s.login != login);
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| s.login != login);
     }
 }
 

@@ -34,7 +34,9 @@ fn main() -> anyhow::Result<()> {
         None | Some("clinic-year") => Spec::clinic_year(),
         Some("hospital") => Spec::hospital(),
         Some("small") => Spec::small(1),
-        Some(other) => anyhow::bail!("unknown preset {other:?}: use clinic-year, hospital or small"),
+        Some(other) => {
+            anyhow::bail!("unknown preset {other:?}: use clinic-year, hospital or small")
+        }
     };
     spec.patients = a.patients.unwrap_or(spec.patients);
     spec.days = a.days.unwrap_or(spec.days);
@@ -42,7 +44,10 @@ fn main() -> anyhow::Result<()> {
     spec.seed = a.seed.unwrap_or(spec.seed);
     spec.malformed = a.malformed;
     if a.out.exists() && std::fs::read_dir(&a.out)?.next().is_some() {
-        anyhow::bail!("{} is not empty: generate into a new or empty folder", a.out.display());
+        anyhow::bail!(
+            "{} is not empty: generate into a new or empty folder",
+            a.out.display()
+        );
     }
     let w = generate(&spec, &a.out);
     println!(

@@ -43,7 +43,9 @@ pub fn first_login(b: &mut Browser, base: &str, user: &str, first: &str, new: &s
 }
 
 pub fn artefacts(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artefacts").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-artefacts")
+        .join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -76,7 +78,9 @@ impl Browser {
                 "--window-size=1280,1000",
                 "--remote-debugging-pipe",
             ])
-            .arg(format!("--ignore-certificate-errors-spki-list={spki_sha256_b64}"))
+            .arg(format!(
+                "--ignore-certificate-errors-spki-list={spki_sha256_b64}"
+            ))
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::piped())
@@ -104,13 +108,28 @@ impl Browser {
                 }
             }
         });
-        let mut b = Browser { child, to, from, next: 0, session: String::new(), profile, downloads, artefacts };
+        let mut b = Browser {
+            child,
+            to,
+            from,
+            next: 0,
+            session: String::new(),
+            profile,
+            downloads,
+            artefacts,
+        };
         let target = b.call_browser("Target.createTarget", json!({ "url": "about:blank" }));
         let id = target["targetId"].as_str().unwrap().to_string();
-        let attached = b.call_browser("Target.attachToTarget", json!({ "targetId": id, "flatten": true }));
+        let attached = b.call_browser(
+            "Target.attachToTarget",
+            json!({ "targetId": id, "flatten": true }),
+        );
         b.session = attached["sessionId"].as_str().unwrap().to_string();
         let dl = b.downloads.display().to_string();
-        b.call_browser("Browser.setDownloadBehavior", json!({ "behavior": "allow", "downloadPath": dl }));
+        b.call_browser(
+            "Browser.setDownloadBehavior",
+            json!({ "behavior": "allow", "downloadPath": dl }),
+        );
         b.call("Page.enable", json!({}));
         b
     }
@@ -123,7 +142,12 @@ impl Browser {
     }
 
     /// Sends a command and returns its result or the error Chromium answered.
-    fn send_result(&mut self, method: &str, params: Value, session: Option<String>) -> Result<Value, Value> {
+    fn send_result(
+        &mut self,
+        method: &str,
+        params: Value,
+        session: Option<String>,
+    ) -> Result<Value, Value> {
         self.next += 1;
         let id = self.next;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -137,7 +161,10 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let v = self.from.recv_timeout(left).unwrap_or_else(|_| panic!("chromium did not answer {method}"));
+            let v = self
+                .from
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("chromium did not answer {method}"));
             if v["id"].as_u64() == Some(id) {
                 if let Some(e) = v.get("error") {
                     return Err(e.clone());
@@ -158,14 +185,20 @@ impl Browser {
 
     /// Sends these headers with every request from now on, as a forging terminal would.
     pub fn extra_headers(&mut self, headers: &[(&str, &str)]) {
-        let map: serde_json::Map<String, Value> = headers.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let map: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         self.call("Network.enable", json!({}));
         self.call("Network.setExtraHTTPHeaders", json!({ "headers": map }));
     }
 
     /// Evaluates JavaScript in the page (awaiting a promise) and returns its value.
     pub fn eval(&mut self, js: &str) -> Value {
-        let r = self.call("Runtime.evaluate", json!({ "expression": js, "returnByValue": true, "awaitPromise": true }));
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
+        );
         if let Some(e) = r.get("exceptionDetails") {
             panic!("script failed: {js}\n{e}");
         }
@@ -176,10 +209,19 @@ impl Browser {
     /// (Chromium answers "Inspected target navigated or closed"), to be asked again.
     fn eval_during_navigation(&mut self, js: &str) -> Option<Value> {
         let s = self.session.clone();
-        match self.send_result("Runtime.evaluate", json!({ "expression": js, "returnByValue": true, "awaitPromise": true }), Some(s)) {
+        match self.send_result(
+            "Runtime.evaluate",
+            json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
+            Some(s),
+        ) {
             Ok(r) if r.get("exceptionDetails").is_none() => Some(r["result"]["value"].clone()),
             Ok(r) => panic!("script failed: {js}\n{}", r["exceptionDetails"]),
-            Err(e) if e.to_string().contains("navigated or closed") || e.to_string().contains("context") => None,
+            Err(e)
+                if e.to_string().contains("navigated or closed")
+                    || e.to_string().contains("context") =>
+            {
+                None
+            }
             Err(e) => panic!("Runtime.evaluate failed: {e}"),
         }
     }
@@ -191,11 +233,16 @@ impl Browser {
         let _ = self.eval_during_navigation(js);
         let start = Instant::now();
         loop {
-            let v = self.eval_during_navigation("(window.__tsunagi_old === undefined) && document.readyState === 'complete'");
+            let v = self.eval_during_navigation(
+                "(window.__tsunagi_old === undefined) && document.readyState === 'complete'",
+            );
             if v == Some(json!(true)) {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "page did not load after: {js}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "page did not load after: {js}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -207,7 +254,10 @@ impl Browser {
 
     /// Sets a form field's value.
     pub fn fill(&mut self, selector: &str, value: &str) {
-        let (s, v) = (serde_json::to_string(selector).unwrap(), serde_json::to_string(value).unwrap());
+        let (s, v) = (
+            serde_json::to_string(selector).unwrap(),
+            serde_json::to_string(value).unwrap(),
+        );
         let found = self.eval(&format!("(() => {{ const e = document.querySelector({s}); if (!e) return false; e.value = {v}; return true; }})()"));
         assert_eq!(found, json!(true), "no field {selector} on {}", self.url());
     }
@@ -215,38 +265,65 @@ impl Browser {
     /// Clicks an element that leads to a new page.
     pub fn click(&mut self, selector: &str) {
         let s = serde_json::to_string(selector).unwrap();
-        assert_eq!(self.eval(&format!("!!document.querySelector({s})")), json!(true), "nothing to click at {selector} on {}", self.url());
+        assert_eq!(
+            self.eval(&format!("!!document.querySelector({s})")),
+            json!(true),
+            "nothing to click at {selector} on {}",
+            self.url()
+        );
         self.navigating(&format!("document.querySelector({s}).click()"));
     }
 
     pub fn text(&mut self, selector: &str) -> String {
         let s = serde_json::to_string(selector).unwrap();
-        self.eval(&format!("(document.querySelector({s}) || {{innerText: ''}}).innerText")).as_str().unwrap_or("").to_string()
+        self.eval(&format!(
+            "(document.querySelector({s}) || {{innerText: ''}}).innerText"
+        ))
+        .as_str()
+        .unwrap_or("")
+        .to_string()
     }
 
     pub fn count(&mut self, selector: &str) -> u64 {
         let s = serde_json::to_string(selector).unwrap();
-        self.eval(&format!("document.querySelectorAll({s}).length")).as_u64().unwrap()
+        self.eval(&format!("document.querySelectorAll({s}).length"))
+            .as_u64()
+            .unwrap()
     }
 
     /// The inner text of every element matching `selector`.
     pub fn texts(&mut self, selector: &str) -> Vec<String> {
         let s = serde_json::to_string(selector).unwrap();
-        let v = self.eval(&format!("Array.from(document.querySelectorAll({s})).map(e => e.innerText)"));
-        v.as_array().unwrap().iter().map(|x| x.as_str().unwrap_or("").to_string()).collect()
+        let v = self.eval(&format!(
+            "Array.from(document.querySelectorAll({s})).map(e => e.innerText)"
+        ));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap_or("").to_string())
+            .collect()
     }
 
     pub fn url(&mut self) -> String {
-        self.eval("location.href").as_str().unwrap_or("").to_string()
+        self.eval("location.href")
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     pub fn path(&mut self) -> String {
-        self.eval("location.pathname").as_str().unwrap_or("").to_string()
+        self.eval("location.pathname")
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Saves a PNG of the page into the artefacts folder.
     pub fn screenshot(&mut self, name: &str) {
-        let r = self.call("Page.captureScreenshot", json!({ "format": "png", "captureBeyondViewport": true }));
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true }),
+        );
         let png = base64_decode(r["data"].as_str().unwrap());
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         std::fs::write(self.artefacts.join(format!("{name}.png")), png).unwrap();
@@ -259,7 +336,11 @@ impl Browser {
 
     /// Clicks the `n`th element matching `selector` (from 0) and waits for the file it downloads.
     pub fn download_nth(&mut self, selector: &str, n: usize) -> PathBuf {
-        let before: Vec<_> = std::fs::read_dir(&self.downloads).unwrap().flatten().map(|e| e.path()).collect();
+        let before: Vec<_> = std::fs::read_dir(&self.downloads)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         let s = serde_json::to_string(selector).unwrap();
         self.eval(&format!("document.querySelectorAll({s})[{n}].click()"));
         let start = Instant::now();
@@ -273,7 +354,10 @@ impl Browser {
             if let Some(p) = done.into_iter().next() {
                 return p;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "no download from {selector}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no download from {selector}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

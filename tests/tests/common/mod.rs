@@ -20,14 +20,30 @@ impl Edge {
     pub fn new() -> Edge {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("store.key");
-        let out = Command::new(tests::run::bin("tsunagi-edge")).args(["keygen", "--out"]).arg(&key).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Edge { store: dir.path().join("store"), key, dir }
+        let out = Command::new(tests::run::bin("tsunagi-edge"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Edge {
+            store: dir.path().join("store"),
+            key,
+            dir,
+        }
     }
 
     pub fn cmd(&self, sub: &str) -> Command {
         let mut c = Command::new(tests::run::bin("tsunagi-edge"));
-        c.arg(sub).arg("--store").arg(&self.store).arg("--key-file").arg(&self.key);
+        c.arg(sub)
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--key-file")
+            .arg(&self.key);
         c
     }
 
@@ -40,13 +56,22 @@ impl Edge {
         let out = c.args(["--once", "--json"]).args(extra).output().unwrap();
         let code = out.status.code().unwrap_or(-1);
         let text = String::from_utf8_lossy(&out.stdout);
-        let summary = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("no summary ({e}): stdout {text:?}, stderr {}", String::from_utf8_lossy(&out.stderr)));
+        let summary = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "no summary ({e}): stdout {text:?}, stderr {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         (summary, code)
     }
 
     pub fn run(&self, c: &mut Command) -> Output {
         let out = c.output().unwrap();
-        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -93,7 +118,15 @@ pub fn rows(c: &rusqlite::Connection, sql: &str) -> Vec<Vec<String>> {
 }
 
 pub fn dump(c: &rusqlite::Connection) -> Vec<(String, Vec<Vec<String>>)> {
-    shared::schema::SYNCED_TABLES.iter().map(|t| (t.to_string(), rows(c, &format!("SELECT * FROM {t} ORDER BY id")))).collect()
+    shared::schema::SYNCED_TABLES
+        .iter()
+        .map(|t| {
+            (
+                t.to_string(),
+                rows(c, &format!("SELECT * FROM {t} ORDER BY id")),
+            )
+        })
+        .collect()
 }
 
 pub fn fixture() -> PathBuf {
@@ -102,13 +135,27 @@ pub fn fixture() -> PathBuf {
 
 /// Copies a folder tree (files keep their bytes; times are new).
 pub fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp").arg("-r").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
 pub fn diff_r(a: &Path, b: &Path) {
-    let out = Command::new("diff").arg("-r").arg(a).arg(b).output().unwrap();
-    assert!(out.status.success(), "trees differ:\n{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 pub mod net;
@@ -116,6 +163,11 @@ pub mod net;
 /// Copies the contents of `from` into `to`, merging with what is there.
 pub fn merge_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
-    let st = Command::new("cp").arg("-rT").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-rT")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }

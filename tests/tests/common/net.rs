@@ -13,7 +13,12 @@ fn bin(name: &str) -> Command {
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -35,10 +40,23 @@ impl Hub {
     pub fn start(extra: &[&str]) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let local = || format!("127.0.0.1:{}", stable_port());
-        let mut h = Hub { dir, addr: String::new(), operator_addr: local(), fingerprint: String::new(), metrics_addr: local(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut h = Hub {
+            dir,
+            addr: String::new(),
+            operator_addr: local(),
+            fingerprint: String::new(),
+            metrics_addr: local(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         ok(h.cmd("keygen").output().unwrap());
-        ok(h.cmd("ca").args(["init", "--network", "test"]).output().unwrap());
-        h.fingerprint = ok(h.cmd("ca").arg("fingerprint").output().unwrap()).trim().to_string();
+        ok(h.cmd("ca")
+            .args(["init", "--network", "test"])
+            .output()
+            .unwrap());
+        h.fingerprint = ok(h.cmd("ca").arg("fingerprint").output().unwrap())
+            .trim()
+            .to_string();
         h.serve(&local());
         h
     }
@@ -54,8 +72,26 @@ impl Hub {
     }
 
     fn serve(&mut self, listen: &str) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut child = self.cmd("serve").args(["--listen", listen, "--operator-listen", &self.operator_addr, "--metrics-listen", &self.metrics_addr]).args(&self.extra).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut child = self
+            .cmd("serve")
+            .args([
+                "--listen",
+                listen,
+                "--operator-listen",
+                &self.operator_addr,
+                "--metrics-listen",
+                &self.metrics_addr,
+            ])
+            .args(&self.extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut lines = Vec::new();
         for _ in 0..4 {
@@ -65,10 +101,29 @@ impl Hub {
         }
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let log_path = self.log_path();
-        let said = || panic!("hub said {lines:?}; its log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
-        self.addr = lines[0].trim().strip_prefix("listening on https://").unwrap_or_else(said).to_string();
-        self.operator_addr = lines[2].trim().strip_prefix("operators on https://").and_then(|s| s.strip_suffix("/login")).unwrap_or_else(said).to_string();
-        self.metrics_addr = lines[3].trim().strip_prefix("metrics on http://").and_then(|s| s.strip_suffix("/metrics")).unwrap_or_else(said).to_string();
+        let said = || {
+            panic!(
+                "hub said {lines:?}; its log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )
+        };
+        self.addr = lines[0]
+            .trim()
+            .strip_prefix("listening on https://")
+            .unwrap_or_else(said)
+            .to_string();
+        self.operator_addr = lines[2]
+            .trim()
+            .strip_prefix("operators on https://")
+            .and_then(|s| s.strip_suffix("/login"))
+            .unwrap_or_else(said)
+            .to_string();
+        self.metrics_addr = lines[3]
+            .trim()
+            .strip_prefix("metrics on http://")
+            .and_then(|s| s.strip_suffix("/metrics"))
+            .unwrap_or_else(said)
+            .to_string();
         self.child = Some(child);
     }
 
@@ -122,16 +177,38 @@ impl Hub {
     }
 
     pub fn token_named(&self, facility: &str, name: &str, valid: &str) -> String {
-        let out = ok(self.cmd("token").args(["create", "--facility", facility, "--name", name, "--valid", valid]).output().unwrap());
-        out.lines().find_map(|l| l.strip_prefix("token:")).unwrap().trim().to_string()
+        let out = ok(self
+            .cmd("token")
+            .args([
+                "create",
+                "--facility",
+                facility,
+                "--name",
+                name,
+                "--valid",
+                valid,
+            ])
+            .output()
+            .unwrap());
+        out.lines()
+            .find_map(|l| l.strip_prefix("token:"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// The regional database (index, consent, accounts, audit), opened for reading and writing
     /// with the hub's key.
     pub fn region(&self) -> rusqlite::Connection {
-        let key = hub::key::HubKey::from_file(&self.data().join("hub.key")).unwrap().derive("region");
+        let key = hub::key::HubKey::from_file(&self.data().join("hub.key"))
+            .unwrap()
+            .derive("region");
         let c = rusqlite::Connection::open(self.data().join("region.db")).unwrap();
-        c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 5000;", key.literal())).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA key = {}; PRAGMA busy_timeout = 5000;",
+            key.literal()
+        ))
+        .unwrap();
         c
     }
 
@@ -145,29 +222,73 @@ impl Hub {
     pub fn user(&self, login: &str, role: &str, facility: &str, password: &str) {
         let f = self.data().join(format!("{login}.pw"));
         std::fs::write(&f, password).unwrap();
-        ok(self.cmd("user").args(["add", "--login", login, "--name", &format!("{login} さん"), "--role", role, "--facility", facility, "--password-file"]).arg(&f).output().unwrap());
+        ok(self
+            .cmd("user")
+            .args([
+                "add",
+                "--login",
+                login,
+                "--name",
+                &format!("{login} さん"),
+                "--role",
+                role,
+                "--facility",
+                facility,
+                "--password-file",
+            ])
+            .arg(&f)
+            .output()
+            .unwrap());
         std::fs::remove_file(f).unwrap();
     }
 
     /// The facility's copy, opened with the key the hub derives for it.
     pub fn copy(&self, facility: &str) -> rusqlite::Connection {
-        let key = hub::key::HubKey::from_file(&self.data().join("hub.key")).unwrap().derive(&format!("copy:{facility}"));
-        let c = rusqlite::Connection::open_with_flags(self.data().join("copies").join(format!("{facility}.db")), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        c.execute_batch(&format!("PRAGMA key = {}; PRAGMA busy_timeout = 5000;", key.literal())).unwrap();
+        let key = hub::key::HubKey::from_file(&self.data().join("hub.key"))
+            .unwrap()
+            .derive(&format!("copy:{facility}"));
+        let c = rusqlite::Connection::open_with_flags(
+            self.data().join("copies").join(format!("{facility}.db")),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA key = {}; PRAGMA busy_timeout = 5000;",
+            key.literal()
+        ))
+        .unwrap();
         c
     }
 
     pub fn copy_seq(&self, facility: &str) -> u64 {
-        if !self.data().join("copies").join(format!("{facility}.db")).exists() {
+        if !self
+            .data()
+            .join("copies")
+            .join(format!("{facility}.db"))
+            .exists()
+        {
             return 0;
         }
-        self.copy(facility).query_row("SELECT seq FROM outbox_head", [], |r| r.get::<_, i64>(0)).unwrap_or(0) as u64
+        self.copy(facility)
+            .query_row("SELECT seq FROM outbox_head", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0) as u64
     }
 
     /// `copy verify`: the exit status and the report.
     pub fn verify(&self, facility: &str) -> (bool, String) {
-        let out = self.cmd("copy").args(["verify", "--facility", facility]).output().unwrap();
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        let out = self
+            .cmd("copy")
+            .args(["verify", "--facility", facility])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 }
 
@@ -189,16 +310,38 @@ impl Broker {
     pub fn start(hub: &Hub) -> Broker {
         let addr = format!("127.0.0.1:{}", free_port());
         let dir = hub.data().join("broker");
-        ok(hub.cmd("broker").args(["setup", "--listen", &addr]).output().unwrap());
-        let mut b = Broker { dir, addr, child: None };
+        ok(hub
+            .cmd("broker")
+            .args(["setup", "--listen", &addr])
+            .output()
+            .unwrap());
+        let mut b = Broker {
+            dir,
+            addr,
+            child: None,
+        };
         b.run();
         b
     }
 
     fn run(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("mosquitto.log")).unwrap();
-        self.child = Some(Command::new("mosquitto").arg("-c").arg(self.dir.join("mosquitto.conf")).stdout(Stdio::null()).stderr(log).spawn().expect("mosquitto (the Debian package) is installed by scripts/setup.sh"));
-        wait_for(10, "mosquitto to listen", || std::net::TcpStream::connect(&self.addr).is_ok());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("mosquitto.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(self.dir.join("mosquitto.conf"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("mosquitto (the Debian package) is installed by scripts/setup.sh"),
+        );
+        wait_for(10, "mosquitto to listen", || {
+            std::net::TcpStream::connect(&self.addr).is_ok()
+        });
     }
 
     pub fn url(&self) -> String {
@@ -231,10 +374,19 @@ impl Broker {
     }
 
     /// `mosquitto_pub` asking for the client ID `id`.
-    pub fn publish_as(&self, cert: &Path, key: &Path, id: &str, topic: &str, message: &str) -> Output {
+    pub fn publish_as(
+        &self,
+        cert: &Path,
+        key: &Path,
+        id: &str,
+        topic: &str,
+        message: &str,
+    ) -> Output {
         let (host, port) = self.addr.rsplit_once(':').unwrap();
         Command::new("mosquitto_pub")
-            .args(["-h", host, "-p", port, "-q", "1", "-t", topic, "-m", message, "-i", id])
+            .args([
+                "-h", host, "-p", port, "-q", "1", "-t", topic, "-m", message, "-i", id,
+            ])
             .arg("--cafile")
             .arg(self.dir.join("ca.pem"))
             .arg("--cert")
@@ -270,7 +422,11 @@ pub fn lan_ip() -> String {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A port free on 127.0.0.1, below the kernel's ephemeral range (32768 and up), for a server a
@@ -279,8 +435,15 @@ pub fn free_port() -> u16 {
 pub fn stable_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let seed = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ NEXT
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for i in 0..1000u64 {
         let port = 20000 + (seed.wrapping_add(i.wrapping_mul(7919)) % 12000) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -295,8 +458,15 @@ impl Appliance {
     pub fn new(roots: &[&Path], sync: &str) -> Appliance {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("store.key");
-        ok(bin("tsunagi-edge").args(["keygen", "--out"]).arg(&key).output().unwrap());
-        let roots: Vec<String> = roots.iter().map(|r| format!("{:?}", r.display().to_string())).collect();
+        ok(bin("tsunagi-edge")
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap());
+        let roots: Vec<String> = roots
+            .iter()
+            .map(|r| format!("{:?}", r.display().to_string()))
+            .collect();
         let toml = format!(
             "state_dir = {:?}\nkey_file = {:?}\n[ingest]\nroots = [{}]\nrescan = \"1s\"\n[sync]\ninterval = \"1s\"\nbackoff_min = \"1s\"\nbackoff_max = \"2s\"\n{sync}\n",
             dir.path().display().to_string(),
@@ -305,7 +475,12 @@ impl Appliance {
         );
         let config = dir.path().join("edge.toml");
         std::fs::write(&config, toml).unwrap();
-        Appliance { dir, config, child: None, proxy: None }
+        Appliance {
+            dir,
+            config,
+            child: None,
+            proxy: None,
+        }
     }
 
     /// Turns on the LAN proxy (before enrolment, so the LAN certificate comes with it): HTTPS and
@@ -313,7 +488,10 @@ impl Appliance {
     /// this one machine.
     pub fn enable_proxy(&mut self, extra: &str) {
         let ip = lan_ip();
-        let (https, plain) = (format!("{ip}:{}", free_port()), format!("{ip}:{}", free_port()));
+        let (https, plain) = (
+            format!("{ip}:{}", free_port()),
+            format!("{ip}:{}", free_port()),
+        );
         let mut toml = std::fs::read_to_string(&self.config).unwrap();
         toml.push_str(&format!("[proxy]\nlisten = {https:?}\nplain_listen = {plain:?}\nnames = [{ip:?}]\nhub_timeout = \"1s\"\n{extra}\n"));
         std::fs::write(&self.config, toml).unwrap();
@@ -328,7 +506,10 @@ impl Appliance {
     /// The address the appliance's LAN certificate names.
     pub fn lan_ip(&self) -> String {
         let https = &self.proxy.as_ref().expect("proxy enabled").0;
-        https.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default()
+        https
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default()
     }
 
     pub fn plain_addr(&self) -> String {
@@ -338,12 +519,16 @@ impl Appliance {
     /// Waits until the daemon's proxy accepts connections.
     pub fn wait_for_proxy(&self) {
         let addr = self.proxy.as_ref().expect("proxy enabled").0.clone();
-        wait_for(60, "the appliance's LAN proxy", || std::net::TcpStream::connect(&addr).is_ok());
+        wait_for(60, "the appliance's LAN proxy", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
     }
 
     /// The base64 SHA-256 of the LAN certificate's public key, for Chromium's pin list.
     pub fn lan_spki_pin(&self) -> String {
-        spki_pin_of(&std::fs::read(self.dir.path().join("identity").join(edge::identity::LAN)).unwrap())
+        spki_pin_of(
+            &std::fs::read(self.dir.path().join("identity").join(edge::identity::LAN)).unwrap(),
+        )
     }
 
     /// The appliance's offline data (verifiers and accesses), opened with its key.
@@ -359,18 +544,43 @@ impl Appliance {
     }
 
     pub fn enroll(&self, hub: &Hub, token: &str, appliance: &str) -> Output {
-        self.cmd("enroll").args(["--hub", &hub.url(), "--token", token, "--ca-fingerprint", &hub.fingerprint, "--appliance", appliance]).output().unwrap()
+        self.cmd("enroll")
+            .args([
+                "--hub",
+                &hub.url(),
+                "--token",
+                token,
+                "--ca-fingerprint",
+                &hub.fingerprint,
+                "--appliance",
+                appliance,
+            ])
+            .output()
+            .unwrap()
     }
 
     /// An appliance enrolled for `facility` under the facility's `name`.
-    pub fn enrolled_as(hub: &Hub, roots: &[&Path], facility: &str, name: &str, appliance: &str) -> Appliance {
+    pub fn enrolled_as(
+        hub: &Hub,
+        roots: &[&Path],
+        facility: &str,
+        name: &str,
+        appliance: &str,
+    ) -> Appliance {
         let a = Appliance::new(roots, "");
         ok(a.enroll(hub, &hub.token_named(facility, name, "1d"), appliance));
         a
     }
 
     /// An appliance with its LAN proxy on, enrolled for `facility` under the facility's `name`.
-    pub fn with_proxy(hub: &Hub, roots: &[&Path], facility: &str, name: &str, appliance: &str, proxy: &str) -> Appliance {
+    pub fn with_proxy(
+        hub: &Hub,
+        roots: &[&Path],
+        facility: &str,
+        name: &str,
+        appliance: &str,
+        proxy: &str,
+    ) -> Appliance {
         let mut a = Appliance::new(roots, "");
         a.enable_proxy(proxy);
         ok(a.enroll(hub, &hub.token_named(facility, name, "1d"), appliance));
@@ -406,7 +616,9 @@ impl Appliance {
     }
 
     pub fn head(&self) -> u64 {
-        self.store().query_row("SELECT seq FROM outbox_head", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+        self.store()
+            .query_row("SELECT seq FROM outbox_head", [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
     }
 
     pub fn identity_pem(&self) -> Vec<u8> {
@@ -419,7 +631,11 @@ impl Appliance {
         for (k, v) in env {
             c.env(k, v);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         self.child = Some(c.stdout(Stdio::null()).stderr(log).spawn().unwrap());
     }
 
@@ -450,7 +666,11 @@ impl Appliance {
     /// Stops the daemon with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
             let status = c.wait().unwrap();
             assert!(status.success(), "run exited with {status}");
         }
@@ -467,16 +687,25 @@ impl Drop for Appliance {
 pub fn spki_pin_of(pem: &[u8]) -> String {
     let certs = provisioning::cert::certs_from_pem(pem).unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
-    base64(&shared::chain::content_hash(cert.tbs_certificate.subject_pki.raw))
+    base64(&shared::chain::content_hash(
+        cert.tbs_certificate.subject_pki.raw,
+    ))
 }
 
 fn base64(bytes: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in bytes.chunks(3) {
-        let n = c.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
         for i in 0..4 {
-            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+            out.push(if i <= c.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
         }
     }
     out
@@ -486,7 +715,10 @@ fn base64(bytes: &[u8]) -> String {
 pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -495,8 +727,20 @@ pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 pub fn assert_same(hub: &Hub, edge: &Appliance) {
     let (a, b) = (super::dump(&edge.store()), super::dump(&hub.copy(FACILITY)));
     for ((t, ra), (_, rb)) in a.iter().zip(b.iter()) {
-        assert_eq!(ra.len(), rb.len(), "table {t}: {} rows at the edge, {} in the copy", ra.len(), rb.len());
-        assert!(ra == rb, "table {t} differs between the edge and the hub's copy");
+        assert_eq!(
+            ra.len(),
+            rb.len(),
+            "table {t}: {} rows at the edge, {} in the copy",
+            ra.len(),
+            rb.len()
+        );
+        assert!(
+            ra == rb,
+            "table {t} differs between the edge and the hub's copy"
+        );
     }
-    assert!(a.iter().map(|(_, r)| r.len()).sum::<usize>() > 0, "nothing was compared");
+    assert!(
+        a.iter().map(|(_, r)| r.len()).sum::<usize>() > 0,
+        "nothing was compared"
+    );
 }

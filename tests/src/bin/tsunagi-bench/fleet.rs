@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use shared::fleet;
 
 use super::sync::{run, Hub};
@@ -49,7 +51,15 @@ impl Drop for Broker {
 }
 
 fn start_broker(conf: &Path) -> anyhow::Result<Broker> {
-    Ok(Broker(Command::new("mosquitto").arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("mosquitto (scripts/setup.sh installs it)")?))
+    Ok(Broker(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("mosquitto (scripts/setup.sh installs it)")?,
+    ))
 }
 
 /// User + system CPU seconds of a process so far.
@@ -65,7 +75,10 @@ fn cpu_s(pid: u32) -> f64 {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn self_cpu_s() -> f64 {
@@ -97,15 +110,39 @@ fn status_json(facility: &str, now: i64) -> Vec<u8> {
         version: env!("CARGO_PKG_VERSION").into(),
         at: now,
         started_at: now,
-        sync: fleet::SyncStatus { acked_seq: 1200, head_seq: 1200, backlog: 0, backlog_bytes: 0, last_ack_at: Some(shared::time::rfc3339(now)), last_error: None },
+        sync: fleet::SyncStatus {
+            acked_seq: 1200,
+            head_seq: 1200,
+            backlog: 0,
+            backlog_bytes: 0,
+            last_ack_at: Some(shared::time::rfc3339(now)),
+            last_error: None,
+        },
         quarantine: 0,
         posture: fleet::PostureSummary {
             state: "compliant".into(),
-            checks: ["wifi", "disk-encryption", "firewall", "time-sync", "updates", "listening", "certificate"]
-                .iter()
-                .map(|c| fleet::CheckSummary { check: c.to_string(), state: "compliant".into(), summary: format!("{c} as expected on {facility}"), remediation: String::new() })
-                .collect(),
-            terminals: fleet::Terminals { total: 4, compliant: 4, ..Default::default() },
+            checks: [
+                "wifi",
+                "disk-encryption",
+                "firewall",
+                "time-sync",
+                "updates",
+                "listening",
+                "certificate",
+            ]
+            .iter()
+            .map(|c| fleet::CheckSummary {
+                check: c.to_string(),
+                state: "compliant".into(),
+                summary: format!("{c} as expected on {facility}"),
+                remediation: String::new(),
+            })
+            .collect(),
+            terminals: fleet::Terminals {
+                total: 4,
+                compliant: 4,
+                ..Default::default()
+            },
         },
         cert_not_after: now + 80 * 86_400,
         lan_cert_not_after: Some(now + 80 * 86_400),
@@ -118,17 +155,29 @@ fn status_json(facility: &str, now: i64) -> Vec<u8> {
 /// One simulated appliance: the same options as `edge::telemetry` (persistent session, retained
 /// last will, subscribe then say online, retained status), a status a minute, reconnect with
 /// jittered backoff.
-async fn appliance(tls: Arc<rustls::ClientConfig>, port: u16, facility: String, name: String, c: Arc<Counters>) {
+async fn appliance(
+    tls: Arc<rustls::ClientConfig>,
+    port: u16,
+    facility: String,
+    name: String,
+    c: Arc<Counters>,
+) {
     let t = |leaf: &str| fleet::topic(&facility, &name, leaf);
     let mut o = MqttOptions::new(name.clone(), "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30))
         .set_clean_session(false)
-        .set_last_will(LastWill::new(t(fleet::PRESENCE), br#"{"state":"offline","why":"lost","keep_alive":30}"#.to_vec(), QoS::AtLeastOnce, true))
+        .set_last_will(LastWill::new(
+            t(fleet::PRESENCE),
+            br#"{"state":"offline","why":"lost","keep_alive":30}"#.to_vec(),
+            QoS::AtLeastOnce,
+            true,
+        ))
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     let (client, mut el) = AsyncClient::new(o, 16);
     el.network_options.set_connection_timeout(30);
     let mut tick = tokio::time::interval(Duration::from_secs(60));
-    let mut backoff = shared::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
+    let mut backoff =
+        shared::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
     let mut connected = false;
     loop {
         tokio::select! {
@@ -161,46 +210,80 @@ async fn appliance(tls: Arc<rustls::ClientConfig>, port: u16, facility: String, 
 
 pub fn bench(bin_dir: &Path, data: &Path, n: usize) -> anyhow::Result<Report> {
     // 2,000 TLS connections on each side of the loopback need file descriptors.
-    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let work = data.join("fleet");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let mut hub = Hub::start(bin_dir, &work.join("hub"))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     run(&mut hub.cmd(&["broker", "setup", "--listen", &format!("127.0.0.1:{port}")]))?;
     let conf = hub.data.join("broker/mosquitto.conf");
     let mut broker = start_broker(&conf)?;
-    wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
-    hub.serve_again(&["--broker", &format!("mqtts://127.0.0.1:{port}"), "--alert-offline", "1h"])?;
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })?;
+    hub.serve_again(&[
+        "--broker",
+        &format!("mqtts://127.0.0.1:{port}"),
+        "--alert-offline",
+        "1h",
+    ])?;
     let metrics = hub.metrics.clone();
-    wait_until(Duration::from_secs(10), || metric(&metrics, "tsunagi_broker_connected") == Some(1.0))?;
+    wait_until(Duration::from_secs(10), || {
+        metric(&metrics, "tsunagi_broker_connected") == Some(1.0)
+    })?;
 
     // Every appliance its own certificate, as enrolment would have issued.
     let t_cert = Instant::now();
     let ca = provisioning::Ca::load(&hub.data.join("ca")).map_err(anyhow::Error::msg)?;
     let now = now_secs();
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from(ca.root_der().to_vec()))?;
+    roots.add(rustls::pki_types::CertificateDer::from(
+        ca.root_der().to_vec(),
+    ))?;
     let mut sims = Vec::with_capacity(n);
     for i in 0..n {
         let facility = format!("37{:08}", i + 1);
         let name = format!("box-{}", i + 1);
         let (key, csr) = provisioning::ca::new_key_and_csr(&name).map_err(anyhow::Error::msg)?;
-        let issued = ca.issue_from_csr(&csr, &facility, &name, provisioning::Purpose::Appliance, now - 60, now + 90 * 86_400).map_err(anyhow::Error::msg)?;
-        let chain = provisioning::cert::certs_from_pem(issued.chain_pem.as_bytes()).map_err(anyhow::Error::msg)?;
+        let issued = ca
+            .issue_from_csr(
+                &csr,
+                &facility,
+                &name,
+                provisioning::Purpose::Appliance,
+                now - 60,
+                now + 90 * 86_400,
+            )
+            .map_err(anyhow::Error::msg)?;
+        let chain = provisioning::cert::certs_from_pem(issued.chain_pem.as_bytes())
+            .map_err(anyhow::Error::msg)?;
         let key = provisioning::cert::key_from_pem(key.as_bytes()).map_err(anyhow::Error::msg)?;
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_root_certificates(roots.clone())
-            .with_client_auth_cert(chain, key)?;
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(chain, key)?;
         sims.push((Arc::new(cfg), facility, name));
     }
     let cert_s = t_cert.elapsed().as_secs_f64();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let counters = Arc::new(Counters { connacks: AtomicU64::new(0), published: AtomicU64::new(0) });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let counters = Arc::new(Counters {
+        connacks: AtomicU64::new(0),
+        published: AtomicU64::new(0),
+    });
     let (hub_pid, broker_pid) = (hub.pid(), broker.0.id());
     let (hub_cpu0, broker_cpu0, sim_cpu0) = (cpu_s(hub_pid), cpu_s(broker_pid), self_cpu_s());
     let t0 = Instant::now();
@@ -213,16 +296,31 @@ pub fn bench(bin_dir: &Path, data: &Path, n: usize) -> anyhow::Result<Report> {
     let online = "tsunagi_fleet_appliances{state=\"online\"}";
     wait_until(limit, || metric(&metrics, online) == Some(n as f64))?;
     let hub_online_s = t0.elapsed().as_secs_f64();
-    wait_until(limit, || metric(&metrics, "tsunagi_fleet_reporting") == Some(n as f64))?;
+    wait_until(limit, || {
+        metric(&metrics, "tsunagi_fleet_reporting") == Some(n as f64)
+    })?;
     let hub_reporting_s = t0.elapsed().as_secs_f64();
-    let (hub_cpu_join_s, broker_cpu_join_s, sim_cpu_join_s) = (cpu_s(hub_pid) - hub_cpu0, cpu_s(broker_pid) - broker_cpu0, self_cpu_s() - sim_cpu0);
+    let (hub_cpu_join_s, broker_cpu_join_s, sim_cpu_join_s) = (
+        cpu_s(hub_pid) - hub_cpu0,
+        cpu_s(broker_pid) - broker_cpu0,
+        self_cpu_s() - sim_cpu0,
+    );
 
     // Steady state: every appliance publishes its status once a minute.
     let steady_s = 60;
-    let (h0, b0, m0) = (cpu_s(hub_pid), cpu_s(broker_pid), metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0));
+    let (h0, b0, m0) = (
+        cpu_s(hub_pid),
+        cpu_s(broker_pid),
+        metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0),
+    );
     std::thread::sleep(Duration::from_secs(steady_s));
-    let (h1, b1, m1) = (cpu_s(hub_pid), cpu_s(broker_pid), metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0));
-    let ((hub_rss_mb, hub_hwm_mb), (broker_rss_mb, _)) = (super::proxy::rss(hub_pid)?, super::proxy::rss(broker_pid)?);
+    let (h1, b1, m1) = (
+        cpu_s(hub_pid),
+        cpu_s(broker_pid),
+        metric(&metrics, "tsunagi_fleet_messages_total").unwrap_or(0.0),
+    );
+    let ((hub_rss_mb, hub_hwm_mb), (broker_rss_mb, _)) =
+        (super::proxy::rss(hub_pid)?, super::proxy::rss(broker_pid)?);
 
     // The broker crashes (SIGKILL) and comes back: everyone reconnects with backoff and jitter.
     let before = counters.connacks.load(Ordering::Relaxed) as usize;
@@ -230,12 +328,19 @@ pub fn bench(bin_dir: &Path, data: &Path, n: usize) -> anyhow::Result<Report> {
     let t1 = Instant::now();
     let hub_cpu1 = cpu_s(hub_pid);
     // The hub must stop vouching for anyone while the broker is away.
-    wait_until(Duration::from_secs(10), || metric(&metrics, "tsunagi_fleet_appliances{state=\"unknown\"}") == Some(n as f64))?;
+    wait_until(Duration::from_secs(10), || {
+        metric(&metrics, "tsunagi_fleet_appliances{state=\"unknown\"}") == Some(n as f64)
+    })?;
     let hub_unknown_s = t1.elapsed().as_secs_f64();
     broker = start_broker(&conf)?;
     let c3 = counters.clone();
-    let recover_sim_s = wait_until(limit, || c3.connacks.load(Ordering::Relaxed) as usize >= before + n)?;
-    wait_until(limit, || metric(&metrics, online) == Some(n as f64) && metric(&metrics, "tsunagi_broker_connected") == Some(1.0))?;
+    let recover_sim_s = wait_until(limit, || {
+        c3.connacks.load(Ordering::Relaxed) as usize >= before + n
+    })?;
+    wait_until(limit, || {
+        metric(&metrics, online) == Some(n as f64)
+            && metric(&metrics, "tsunagi_broker_connected") == Some(1.0)
+    })?;
     let recover_hub_s = t1.elapsed().as_secs_f64();
     let recover_hub_cpu_s = cpu_s(hub_pid) - hub_cpu1;
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -264,7 +369,12 @@ pub fn bench(bin_dir: &Path, data: &Path, n: usize) -> anyhow::Result<Report> {
 }
 
 /// The bench `runs` times; each figure is the median of the runs.
-pub fn bench_runs(bin_dir: &Path, data: &Path, n: usize, runs: usize) -> anyhow::Result<(Report, usize)> {
+pub fn bench_runs(
+    bin_dir: &Path,
+    data: &Path,
+    n: usize,
+    runs: usize,
+) -> anyhow::Result<(Report, usize)> {
     let mut all = Vec::new();
     for _ in 0..runs.max(1) {
         all.push(bench(bin_dir, data, n)?);
@@ -303,14 +413,42 @@ pub fn report(md: &mut String, r: &Report, runs: usize) -> anyhow::Result<()> {
     writeln!(md, "{} simulated appliances in one process (rumqttc with rustls, the appliance's own client and options: persistent session, retained last will, subscribe then publish `online` and a retained status), each with its own client certificate from the network CA, all started at once against Mosquitto {} (`tsunagi-hub broker setup`: mutual TLS, CRL, per-facility ACL) and the hub (its fleet subscriber and `/metrics`). The hub's figures are read from its `/metrics` (polled every 100 ms); CPU from `/proc/<pid>/stat`, memory from `/proc/<pid>/status`. Median of {runs} runs, each on a fresh hub, broker and CA.\n", r.n, mosquitto_version())?;
     writeln!(md, "| | seconds from the start |")?;
     writeln!(md, "|---|---:|")?;
-    writeln!(md, "| every simulated appliance has its CONNACK | {:.1} |", r.sim_connected_s)?;
-    writeln!(md, "| the hub shows all {} online | {:.1} |", r.n, r.hub_online_s)?;
-    writeln!(md, "| the hub holds all {} statuses | {:.1} |", r.n, r.hub_reporting_s)?;
-    writeln!(md, "\n| while {} appliances join | CPU seconds | resident MB after | peak MB |", r.n)?;
+    writeln!(
+        md,
+        "| every simulated appliance has its CONNACK | {:.1} |",
+        r.sim_connected_s
+    )?;
+    writeln!(
+        md,
+        "| the hub shows all {} online | {:.1} |",
+        r.n, r.hub_online_s
+    )?;
+    writeln!(
+        md,
+        "| the hub holds all {} statuses | {:.1} |",
+        r.n, r.hub_reporting_s
+    )?;
+    writeln!(
+        md,
+        "\n| while {} appliances join | CPU seconds | resident MB after | peak MB |",
+        r.n
+    )?;
     writeln!(md, "|---|---:|---:|---:|")?;
-    writeln!(md, "| hub | {:.1} | {:.0} | {:.0} |", r.hub_cpu_join_s, r.hub_rss_mb, r.hub_hwm_mb)?;
-    writeln!(md, "| Mosquitto (TLS handshakes, ACL) | {:.1} | {:.0} | |", r.broker_cpu_join_s, r.broker_rss_mb)?;
-    writeln!(md, "| the {} simulated appliances (TLS handshakes, one process) | {:.1} | | |", r.n, r.sim_cpu_join_s)?;
+    writeln!(
+        md,
+        "| hub | {:.1} | {:.0} | {:.0} |",
+        r.hub_cpu_join_s, r.hub_rss_mb, r.hub_hwm_mb
+    )?;
+    writeln!(
+        md,
+        "| Mosquitto (TLS handshakes, ACL) | {:.1} | {:.0} | |",
+        r.broker_cpu_join_s, r.broker_rss_mb
+    )?;
+    writeln!(
+        md,
+        "| the {} simulated appliances (TLS handshakes, one process) | {:.1} | | |",
+        r.n, r.sim_cpu_join_s
+    )?;
     writeln!(md, "\n- **Steady state** ({} s, a status per appliance per minute, {:.0} messages/s at the hub): the hub uses {:.1}% of a core, Mosquitto {:.1}%.", r.steady_s, r.messages_steady, r.hub_cpu_steady_pct, r.broker_cpu_steady_pct)?;
     writeln!(md, "- **Broker crash** (SIGKILL, then started again): the hub showed all {} appliances' liveness as unknown (not as their last state) {:.2} s after the crash; all had reconnected {:.1} s after it (0.5 s to 8 s backoff with jitter), and the hub showed all online again after {:.1} s, using {:.1} CPU seconds meanwhile.", r.n, r.hub_unknown_s, r.recover_sim_s, r.recover_hub_s, r.recover_hub_cpu_s)?;
     writeln!(md, "- Issuing the {} certificates (key, CSR, signature) took {:.1} s and is not counted above.", r.n, r.cert_s)?;
@@ -319,6 +457,14 @@ pub fn report(md: &mut String, r: &Report, runs: usize) -> anyhow::Result<()> {
 }
 
 fn mosquitto_version() -> String {
-    let out = Command::new("mosquitto").arg("-h").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    out.lines().next().and_then(|l| l.split_whitespace().nth(2)).unwrap_or("?").to_string()
+    let out = Command::new("mosquitto")
+        .arg("-h")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("?")
+        .to_string()
 }

@@ -39,9 +39,17 @@ struct Args {
 enum Cmd {
     /// The floor: read every file under the roots and insert the raw bytes into plain SQLite in
     /// transactions of 512 files.
-    Floor { #[arg(long)] db: PathBuf, #[arg(long = "root")] roots: Vec<PathBuf> },
+    Floor {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long = "root")]
+        roots: Vec<PathBuf>,
+    },
     /// Walk and stat every file, read nothing: the floor of a rescan.
-    Walk { #[arg(long = "root")] roots: Vec<PathBuf> },
+    Walk {
+        #[arg(long = "root")]
+        roots: Vec<PathBuf>,
+    },
     /// Only the portal benchmarks, printed to standard output.
     Portal,
     /// Only the LAN proxy benchmark (wrk), printed to standard output.
@@ -101,15 +109,20 @@ struct Run {
 }
 
 fn cpu_children() -> Duration {
-    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).expect("getrusage");
-    let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(u.user_time()) + tv(u.system_time())
 }
 
 fn measure(cmd: &mut Command) -> anyhow::Result<Run> {
     let cpu0 = cpu_children();
     let start = Instant::now();
-    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn()?;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
     let status_path = format!("/proc/{}/status", child.id());
     let mut rss_kb = 0;
     let stdout = child.stdout.take().expect("piped");
@@ -117,7 +130,12 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Run> {
     loop {
         if let Ok(s) = std::fs::read_to_string(&status_path) {
             if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:")) {
-                rss_kb = rss_kb.max(l.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0));
+                rss_kb = rss_kb.max(
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                );
             }
         }
         if child.try_wait()?.is_some() {
@@ -131,7 +149,12 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Run> {
     if !(status.success() || status.code() == Some(3)) {
         bail!("{cmd:?} failed: {status}");
     }
-    Ok(Run { wall, cpu: cpu_children() - cpu0, rss_kb, stdout })
+    Ok(Run {
+        wall,
+        cpu: cpu_children() - cpu0,
+        rss_kb,
+        stdout,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -155,7 +178,10 @@ struct Row {
 fn bench(name: &'static str, spec: Spec, a: &Args, me: &Path, edge: &Path) -> anyhow::Result<Row> {
     let corpus = a.data.join(name);
     if !corpus.join("standard").exists() {
-        eprintln!("generating the {name} corpus ({} patients)...", spec.patients);
+        eprintln!(
+            "generating the {name} corpus ({} patients)...",
+            spec.patients
+        );
         let _ = std::fs::remove_dir_all(&corpus);
         generate(&spec, &corpus);
     }
@@ -164,28 +190,56 @@ fn bench(name: &'static str, spec: Spec, a: &Args, me: &Path, edge: &Path) -> an
     for r in &roots {
         files_under(r, &mut files)?;
     }
-    let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+    let bytes: u64 = files
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
     let key = a.data.join("bench.key");
     if !key.exists() {
-        Command::new(edge).args(["keygen", "--out"]).arg(&key).status()?;
+        Command::new(edge)
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .status()?;
     }
-    let (mut fl, mut fl_rss, mut ing, mut ing_cpu, mut ing_rss, mut re, mut wk) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut fl, mut fl_rss, mut ing, mut ing_cpu, mut ing_rss, mut re, mut wk) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for i in 0..a.runs {
         eprintln!("{name}: run {} of {}", i + 1, a.runs);
         // Warm the page cache the same way for both sides: the floor reads first on every run.
-        let r = measure(Command::new(me).arg("floor").arg("--db").arg(a.data.join("floor.db")).arg("--root").arg(&roots[0]).arg("--root").arg(&roots[1]))?;
+        let r = measure(
+            Command::new(me)
+                .arg("floor")
+                .arg("--db")
+                .arg(a.data.join("floor.db"))
+                .arg("--root")
+                .arg(&roots[0])
+                .arg("--root")
+                .arg(&roots[1]),
+        )?;
         fl.push(r.wall.as_secs_f64());
         fl_rss.push(r.rss_kb as f64 / 1024.0);
         let store = a.data.join(format!("store-{name}"));
         let _ = std::fs::remove_dir_all(&store);
         let ingest = |store: &Path| {
             let mut c = Command::new(edge);
-            c.arg("ingest").arg("--store").arg(store).arg("--key-file").arg(&key).arg("--root").arg(&roots[0]).arg("--root").arg(&roots[1]).args(["--once", "--json"]);
+            c.arg("ingest")
+                .arg("--store")
+                .arg(store)
+                .arg("--key-file")
+                .arg(&key)
+                .arg("--root")
+                .arg(&roots[0])
+                .arg("--root")
+                .arg(&roots[1])
+                .args(["--once", "--json"]);
             c
         };
         let r = measure(&mut ingest(&store))?;
-        let summary: serde_json::Value = serde_json::from_str(r.stdout.trim()).context("ingest summary")?;
-        if summary["ingested"].as_u64().unwrap_or(0) + summary["quarantined"].as_u64().unwrap_or(0) != files.len() as u64 {
+        let summary: serde_json::Value =
+            serde_json::from_str(r.stdout.trim()).context("ingest summary")?;
+        if summary["ingested"].as_u64().unwrap_or(0) + summary["quarantined"].as_u64().unwrap_or(0)
+            != files.len() as u64
+        {
             bail!("ingest took in {summary} of {} files", files.len());
         }
         ing.push(r.wall.as_secs_f64());
@@ -193,11 +247,24 @@ fn bench(name: &'static str, spec: Spec, a: &Args, me: &Path, edge: &Path) -> an
         ing_rss.push(r.rss_kb as f64 / 1024.0);
         let r = measure(&mut ingest(&store))?;
         let summary: serde_json::Value = serde_json::from_str(r.stdout.trim())?;
-        if summary["unchanged"].as_u64() != Some(files.len() as u64) || summary["segments"].as_u64() != Some(0) {
+        if summary["unchanged"].as_u64() != Some(files.len() as u64)
+            || summary["segments"].as_u64() != Some(0)
+        {
             bail!("rescan was not a no-op: {summary}");
         }
         re.push(r.wall.as_secs_f64());
-        wk.push(measure(Command::new(me).arg("walk").arg("--root").arg(&roots[0]).arg("--root").arg(&roots[1]))?.wall.as_secs_f64());
+        wk.push(
+            measure(
+                Command::new(me)
+                    .arg("walk")
+                    .arg("--root")
+                    .arg(&roots[0])
+                    .arg("--root")
+                    .arg(&roots[1]),
+            )?
+            .wall
+            .as_secs_f64(),
+        );
     }
     let _ = std::fs::remove_file(a.data.join("floor.db"));
     Ok(Row {
@@ -241,7 +308,8 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Cmd::Fleet { appliances }) => {
             let me = std::env::current_exe()?;
-            let (r, runs) = fleet::bench_runs(me.parent().expect("bin dir"), &a.data, *appliances, a.runs)?;
+            let (r, runs) =
+                fleet::bench_runs(me.parent().expect("bin dir"), &a.data, *appliances, a.runs)?;
             let mut md = String::new();
             fleet::report(&mut md, &r, runs)?;
             print!("{md}");
@@ -267,11 +335,22 @@ fn main() -> anyhow::Result<()> {
     eprintln!("sync: one day of changes against restic and rsync");
     let bin_dir = me.parent().expect("bin dir").to_owned();
     let key = a.data.join("bench.key");
-    let wire = sync::wire(&a.data.join("clinic-year/standard"), &a.data.join("sync-wire"), &bin_dir, &key)?;
+    let wire = sync::wire(
+        &a.data.join("clinic-year/standard"),
+        &a.data.join("sync-wire"),
+        &bin_dir,
+        &key,
+    )?;
     let mut restores = Vec::new();
     for r in &rows {
         eprintln!("sync: throughput and restore, {}", r.name);
-        restores.push(sync::throughput(r.name, &a.data.join(format!("store-{}", r.name)), &a.data.join(format!("sync-{}", r.name)), &bin_dir, &key)?);
+        restores.push(sync::throughput(
+            r.name,
+            &a.data.join(format!("store-{}", r.name)),
+            &a.data.join(format!("sync-{}", r.name)),
+            &bin_dir,
+            &key,
+        )?);
     }
     eprintln!("portal: search and patient page");
     let portal_report = portal::bench(&bin_dir, &a.data)?;
@@ -279,24 +358,58 @@ fn main() -> anyhow::Result<()> {
     let proxy_report = proxy::bench(&bin_dir, &a.data, a.runs)?;
     eprintln!("bench: fleet (2,000 simulated appliances)");
     let (fleet_report, fleet_runs) = fleet::bench_runs(&bin_dir, &a.data, 2000, a.runs)?;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(md, "Written by `just bench` (`tsunagi-bench`), release build, on {} core(s) of {cpu}, {} run(s) per figure, median shown.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.runs)?;
     writeln!(md, "## Edge ingest (issue 2)\n")?;
     writeln!(md, "Corpora from `ssmix2-gen` (deterministic): **clinic-year** is 2,000 patients over a year, **hospital** 50,000 patients. One message = one SS-MIX2 file.\n")?;
     writeln!(md, "| corpus | files | MB | floor s | ingest s | ingest / floor | messages/s | MB/s | messages per CPU-second | ingest peak RSS MB | floor peak RSS MB |")?;
-    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
     for r in &rows {
-        writeln!(md, "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2}x | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |",
-            r.name, r.files, r.mb, r.floor_s, r.ingest_s, r.ingest_s / r.floor_s, r.files as f64 / r.ingest_s, r.mb / r.ingest_s,
-            r.files as f64 / r.ingest_cpu_s, r.ingest_rss_mb, r.floor_rss_mb)?;
+        writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2}x | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |",
+            r.name,
+            r.files,
+            r.mb,
+            r.floor_s,
+            r.ingest_s,
+            r.ingest_s / r.floor_s,
+            r.files as f64 / r.ingest_s,
+            r.mb / r.ingest_s,
+            r.files as f64 / r.ingest_cpu_s,
+            r.ingest_rss_mb,
+            r.floor_rss_mb
+        )?;
     }
     writeln!(md, "\n### Rescan of the unchanged tree\n")?;
-    writeln!(md, "| corpus | files | rescan s | stat walk s | rescan / walk | files per second |")?;
+    writeln!(
+        md,
+        "| corpus | files | rescan s | stat walk s | rescan / walk | files per second |"
+    )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
     for r in &rows {
-        writeln!(md, "| {} | {} | {:.2} | {:.2} | {:.2}x | {:.0} |", r.name, r.files, r.rescan_s, r.walk_s, r.rescan_s / r.walk_s, r.files as f64 / r.rescan_s)?;
+        writeln!(
+            md,
+            "| {} | {} | {:.2} | {:.2} | {:.2}x | {:.0} |",
+            r.name,
+            r.files,
+            r.rescan_s,
+            r.walk_s,
+            r.rescan_s / r.walk_s,
+            r.files as f64 / r.rescan_s
+        )?;
     }
     writeln!(md, "\n### How they were taken\n")?;
     writeln!(md, "- **floor**: a separate process reads every file of the tree and inserts its raw bytes into plain (unencrypted) SQLite, WAL, `synchronous = FULL`, in transactions of 512 files: the least any mirror must do.")?;
@@ -309,7 +422,10 @@ fn main() -> anyhow::Result<()> {
     proxy::report(&mut md, &proxy_report)?;
     fleet::report(&mut md, &fleet_report, fleet_runs)?;
     // `just image-test` writes its own section (it needs qemu and about half an hour): keep it.
-    if let Some(image) = std::fs::read_to_string(&a.out).ok().and_then(|old| old.find(IMAGE_SECTION).map(|i| old[i..].to_string())) {
+    if let Some(image) = std::fs::read_to_string(&a.out)
+        .ok()
+        .and_then(|old| old.find(IMAGE_SECTION).map(|i| old[i..].to_string()))
+    {
         writeln!(md)?;
         md.push_str(&image);
     }
