@@ -56,6 +56,11 @@ if ! command -v just >/dev/null 2>&1; then
   fi
 fi
 just --version >/dev/null
+# The suite gates formatting and lints: rustfmt and clippy come with rustup's default profile.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy || { echo "setup: install rustfmt and clippy (rustup component add rustfmt clippy)" >&2; exit 1; }
+fi
+
 # cargo deny gates the suite's dependencies (deny.toml); built once from crates.io (about 5 minutes).
 if ! command -v cargo-deny >/dev/null 2>&1 || [ "$(cargo-deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
   cargo install --locked --quiet cargo-deny@0.20.2

@@ -749,12 +749,11 @@ fn check(cfg: &Config, json: bool, no_run: bool) -> anyhow::Result<ExitCode> {
                 c.state.code(),
                 c.outcome.summary
             );
-            if c.state != crate::policy::State::Compliant
-                || c.outcome.status == crate::policy::Status::Warn
+            if (c.state != crate::policy::State::Compliant
+                || c.outcome.status == crate::policy::Status::Warn)
+                && !c.outcome.remediation.is_empty()
             {
-                if !c.outcome.remediation.is_empty() {
-                    println!("  {:<16} {:<14} → {}", "", "", c.outcome.remediation);
-                }
+                println!("  {:<16} {:<14} → {}", "", "", c.outcome.remediation);
             }
         }
         println!("terminals: {}", p.terminals.len());

@@ -273,10 +273,9 @@ impl Client {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header(hyper::header::CONTENT_LENGTH, body.len())
             .body(Full::new(body))?;
-        Ok(send
-            .send_request(req)
+        send.send_request(req)
             .await
-            .context("the hub closed the connection")?)
+            .context("the hub closed the connection")
     }
 
     /// Sends a request and reads the whole answer.

@@ -322,7 +322,7 @@ impl Syncer {
                     self.settings.interval
                 }
                 Err(e) => {
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     let (msg, at) = (format!("{e:#}"), stamp());
                     tracing::warn!(error = %msg, retry_in_ms = wait.as_millis() as u64, "sync failed");
                     let _ = ask(&self.store, move |c| outbox::record_failure(c, &msg, &at)).await;

@@ -206,7 +206,10 @@ enum End {
     Renewed,
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one MQTT session's inputs, taken apart by the loop that restarts it"
+)]
 async fn session(
     cfg: &Config,
     parts: &Parts,
@@ -291,7 +294,7 @@ async fn session(
                 Ok(_) => {}
                 Err(e) => {
                     connected = false;
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     if failing_since.is_none() {
                         failing_since = Some(Instant::now());
                         tracing::warn!(broker = %format!("{host}:{port}"), error = %e, retry_in_ms = wait.as_millis() as u64, "telemetry disconnected");

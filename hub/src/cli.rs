@@ -35,6 +35,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start")]
 pub enum Command {
     /// Create the hub's own key (owner-only; never overwrites). Default: DATA/hub.key.
     Keygen {

@@ -414,7 +414,10 @@ pub fn refusals(c: &Connection, regional_id: &str, except: &str) -> rusqlite::Re
 /// entries too, and their facilities and the office are told so. Returns when it ends and the
 /// facilities told. The caller checks the facility is a core hospital, the role, and audits in
 /// the same transaction.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what one emergency access is: who, where, whom, why, until when"
+)]
 pub fn start_emergency(
     c: &Connection,
     facility: &str,

@@ -176,8 +176,9 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
     let position = position(conn)?;
     let mut st = conn.prepare("SELECT seq, prev_hash, hash, body FROM outbox ORDER BY seq")?;
     let mut rows = st.query([])?;
-    let (mut first, mut count, mut last): (Option<u64>, u64, Option<(u64, Vec<u8>)>) =
-        (None, 0, None);
+    let mut first: Option<u64> = None;
+    let mut count = 0u64;
+    let mut last: Option<(u64, Vec<u8>)> = None;
     while let Some(r) = rows.next()? {
         let seq = r.get::<_, i64>(0)? as u64;
         let prev: Vec<u8> = r.get(1)?;

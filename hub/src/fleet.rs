@@ -189,6 +189,13 @@ pub struct BrokerState {
     pub why: String,
 }
 
+/// A history row waiting to be written: at, facility, appliance, kind, detail, the edge's seq.
+type HistoryRow = (i64, String, String, String, String, Option<i64>);
+/// An alert by facility, appliance and kind.
+pub type AlertKey = (String, String, &'static str);
+/// An alert that started, with what it says.
+pub type AlertStarted = (String, String, &'static str, String);
+
 pub struct Fleet {
     pub settings: Settings,
     appliances: RwLock<BTreeMap<(String, String), Appliance>>,
@@ -198,7 +205,7 @@ pub struct Fleet {
     firing: Mutex<HashMap<(String, String, &'static str), i64>>,
     history: Mutex<Connection>,
     /// History rows waiting to be written (written in batches, off the MQTT loop).
-    pending: Mutex<VecDeque<(i64, String, String, String, String, Option<i64>)>>,
+    pending: Mutex<VecDeque<HistoryRow>>,
     pub messages: AtomicU64,
     pub webhook_failures: AtomicU64,
     started: AtomicBool,
@@ -584,13 +591,7 @@ impl Fleet {
     }
 
     /// Compares the alerts now with those firing; returns the ones that started and ended.
-    pub fn evaluate(
-        &self,
-        now: i64,
-    ) -> (
-        Vec<(String, String, &'static str, String)>,
-        Vec<(String, String, &'static str)>,
-    ) {
+    pub fn evaluate(&self, now: i64) -> (Vec<AlertStarted>, Vec<AlertKey>) {
         let mut current = HashMap::new();
         for a in self.list() {
             for (k, d) in a.alerts(&self.settings, now) {
@@ -620,10 +621,7 @@ impl Fleet {
         for (f, a, k) in &ended {
             self.note(now, f, a, "resolved", k.to_string(), None);
         }
-        (
-            started,
-            ended.into_iter().map(|(f, a, k)| (f, a, k)).collect(),
-        )
+        (started, ended.into_iter().collect())
     }
 
     /// Prometheus' text format.
@@ -801,7 +799,7 @@ pub async fn run(fleet: Arc<Fleet>, c: Connect, mut stop: tokio::sync::watch::Re
                         tracing::warn!(error = %e, "the broker connection failed; appliances' liveness is unknown until it is back");
                     }
                     first_failure = false;
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => return,

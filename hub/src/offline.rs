@@ -111,7 +111,7 @@ pub fn take(
         // A served access names someone whose verifier this appliance was given: a person of its
         // own facility. (A failed attempt may name anyone: it is what was typed.)
         for a in batch.iter().filter(|a| a.seq > last && a.outcome == "ok") {
-            if !account::get(&tx, &a.login)?.is_some_and(|u| u.facility == facility) {
+            if account::get(&tx, &a.login)?.is_none_or(|u| u.facility != facility) {
                 return Ok(Err(format!(
                     "access {} names {:?}, who is not of facility {facility}; nothing was taken",
                     a.seq,

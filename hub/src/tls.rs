@@ -19,6 +19,9 @@ use rustls::{
 
 use provisioning::{Ca, Identity};
 
+/// A file's (modification time, length, inode).
+type FileStamp = (SystemTime, u64, u64);
+
 /// The revoked serials, read from the CA's `crl.pem` and read again whenever that file changes,
 /// so `tsunagi-hub cert revoke` in another process takes effect on the next handshake and the
 /// next request. The file holds one CRL per issuing CA honoured (two while one replaces
@@ -32,7 +35,7 @@ pub struct Revocations {
     issuers: Vec<Vec<u8>>,
     /// The file's (modification time, length, inode) when read: the CA replaces the file by a
     /// rename, and two writes can share a coarse modification time.
-    cache: Mutex<(Option<(SystemTime, u64, u64)>, Result<Crls, String>)>,
+    cache: Mutex<(Option<FileStamp>, Result<Crls, String>)>,
 }
 
 /// A CRL that was read and checked: its serials and when it must be replaced.
@@ -253,7 +256,7 @@ impl ClientCertVerifier for Verifier {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let id = Identity::from_der(end_entity).map_err(|e| rustls::Error::General(e))?;
+        let id = Identity::from_der(end_entity).map_err(rustls::Error::General)?;
         self.revoked
             .check(&id)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::Revoked))?;

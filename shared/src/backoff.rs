@@ -22,7 +22,7 @@ impl Backoff {
         self.failures = 0;
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self
             .min
             .saturating_mul(1u32 << self.failures.min(20))
@@ -42,20 +42,20 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let first = b.next();
+        let first = b.next_delay();
         assert!(
             first >= Duration::from_millis(500) && first <= Duration::from_secs(1),
             "{first:?}"
         );
         for _ in 0..10 {
-            b.next();
+            b.next_delay();
         }
-        let capped = b.next();
+        let capped = b.next_delay();
         assert!(
             capped >= Duration::from_secs(30) && capped <= Duration::from_secs(60),
             "{capped:?}"
         );
         b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        assert!(b.next_delay() <= Duration::from_secs(1));
     }
 }

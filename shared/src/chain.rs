@@ -42,7 +42,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Parses lower- or upper-case hexadecimal; `None` when the text is not hex of an even length.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     let t = text.as_bytes();
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return None;
     }
     let val = |c: u8| match c {

@@ -267,8 +267,11 @@ fn parse_extended(parts: &[&str]) -> Result<StoredName, String> {
 mod tests {
     use super::*;
 
+    /// Patient ID, care date, data type, order number and flag; or the error's text.
+    type Expect<'a> = Result<(&'a str, Option<&'a str>, &'a str, Option<&'a str>, u8), &'a str>;
+
     #[track_caller]
-    fn check(path: &str, expect: Result<(&str, Option<&str>, &str, Option<&str>, u8), &str>) {
+    fn check(path: &str, expect: Expect) {
         match (parse(path), expect) {
             (Ok(n), Ok((pid, date, kind, order, flag))) => {
                 assert_eq!(

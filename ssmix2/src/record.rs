@@ -181,13 +181,10 @@ fn join_name(family: Option<String>, given: Option<String>) -> Option<String> {
 }
 
 /// Picks the repetitions of an XPN field by their representation code: (ideographic, phonetic).
-fn names(
-    s: &Segment,
-    n: usize,
-) -> (
-    (Option<String>, Option<String>),
-    (Option<String>, Option<String>),
-) {
+/// Two optional parts of a name or an address (family and given, or line and city).
+type Pair = (Option<String>, Option<String>);
+
+fn names(s: &Segment, n: usize) -> (Pair, Pair) {
     let mut kanji = None;
     let mut kana = None;
     for r in 0..s.reps(n) {
@@ -208,7 +205,7 @@ fn phone(s: &Segment, n: usize) -> Option<String> {
 }
 
 /// An address (XAD): the unstructured text of component 8, or the structured parts.
-fn address(s: &Segment, n: usize) -> (Option<String>, Option<String>) {
+fn address(s: &Segment, n: usize) -> Pair {
     let postal = s.comp(n, 5);
     let text = s.comp(n, 8).or_else(|| {
         let parts: Vec<String> = [4, 3, 1, 2].iter().filter_map(|&c| s.comp(n, c)).collect();

@@ -14,7 +14,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -22,7 +22,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -250,6 +250,10 @@ impl Writer {
         b
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one SS-MIX2 file's path and body"
+    )]
     fn write(
         &mut self,
         pid: &str,
@@ -424,7 +428,7 @@ fn patient_master(w: &mut Writer, p: &Patient, spec: &Spec) {
     // The diagnosis list: some patients' lists were replaced once (the old file superseded).
     let n = 1 + w.rng.below(3);
     let versions = if w.rng.chance(20) { 2 } else { 1 };
-    for v in 0..versions as i64 {
+    for v in 0..versions {
         let (t, ts) = w.stamp(&ymd(spec.start_day + 1 + v), 10);
         let mut segs = vec![msh("PPR^ZD1^PPR_ZD1", &ts, w.counter), pid_seg(p)];
         for k in 0..n + v as u64 {
@@ -724,7 +728,7 @@ fn document(w: &mut Writer, p: &Patient, date: &str) {
         .join(content);
     std::fs::create_dir_all(&dir).expect("create content folder");
     let mut pdf = b"%PDF-1.4\n% synthetic referral letter\n".to_vec();
-    pdf.extend((0..200 + w.rng.below(2000)).map(|_| (w.rng.next() & 0xFF) as u8));
+    pdf.extend((0..200 + w.rng.below(2000)).map(|_| (w.rng.next_u64() & 0xFF) as u8));
     pdf.extend_from_slice(b"\n%%EOF\n");
     std::fs::write(dir.join("referral.pdf"), &pdf).expect("write document");
     w.out.files += 1;
@@ -750,7 +754,7 @@ fn malformed(w: &mut Writer, k: u64) {
         // Random bytes, as ransomware leaves them.
         1 => (
             "OMP-01",
-            (0..512).map(|_| (w.rng.next() & 0xFF) as u8).collect(),
+            (0..512).map(|_| (w.rng.next_u64() & 0xFF) as u8).collect(),
         ),
         // No MSH.
         2 => ("OMP-01", b"PID|0001||1\rORC|NW|1\r".to_vec()),

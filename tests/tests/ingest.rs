@@ -330,13 +330,8 @@ fn flags_supersede_delete_and_ppr01_replaces_the_list() {
     let old = omp01(&root, "20110701224603984", '1');
     let bytes = std::fs::read(&old).unwrap();
     std::fs::rename(&old, omp01(&root, "20110701224603984", '2')).unwrap();
-    let changed = String::from_utf8_lossy(&bytes).replacen(
-        "RXE||108665201^\x1b$B",
-        "RXE||108665201^\x1b$B",
-        1,
-    );
     // The dose field follows the drug: `^HOT9|1|` becomes `^HOT9|2|` in the first RXE only.
-    let changed = changed.replacen("^HOT9|1||TAB", "^HOT9|2||TAB", 1);
+    let changed = String::from_utf8_lossy(&bytes).replacen("^HOT9|1||TAB", "^HOT9|2||TAB", 1);
     std::fs::write(omp01(&root, "20110702090000000", '1'), changed.as_bytes()).unwrap();
     let (s, _) = e.ingest(&[&root], &[]);
     assert_eq!(

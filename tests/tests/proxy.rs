@@ -134,7 +134,7 @@ fn through_the_proxy_then_offline_and_back() {
         got.push(std::fs::read(file).unwrap());
     }
     assert!(
-        got.iter().any(|g| *g == wanted),
+        got.contains(&wanted),
         "the letter came through byte for byte ({} downloads)",
         got.len()
     );

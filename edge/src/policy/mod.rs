@@ -249,6 +249,10 @@ pub struct Check {
     pub run: fn(&Context) -> Outcome,
 }
 
+/// A terminal's last screen-lock report: when, its status, summary and remediation, and since
+/// when it has been failing.
+pub type LastReport = (i64, Status, String, String, Option<i64>);
+
 /// The appliance's own checks, in the order they are shown.
 pub const CHECKS: &[Check] = &[
     Check {
@@ -481,9 +485,7 @@ impl Local {
     }
 
     /// Every terminal the facility enrolled (by browser or reporter), with its last report.
-    pub fn terminal_reports(
-        &self,
-    ) -> anyhow::Result<Vec<(String, Option<(i64, Status, String, String, Option<i64>)>)>> {
+    pub fn terminal_reports(&self) -> anyhow::Result<Vec<(String, Option<LastReport>)>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT n.name, r.at, r.status, r.summary, r.remediation, r.failing_since FROM
@@ -530,7 +532,7 @@ fn insert_event(
 /// A terminal's state from its last report, as of `now`.
 pub fn terminal_state(
     name: &str,
-    report: Option<&(i64, Status, String, String, Option<i64>)>,
+    report: Option<&LastReport>,
     now: i64,
     s: &PolicySettings,
 ) -> TerminalState {
@@ -666,7 +668,7 @@ fn posture_of(
 pub struct TerminalGate {
     settings: PolicySettings,
     /// name → last report.
-    reports: RwLock<HashMap<String, (i64, Status, String, String, Option<i64>)>>,
+    reports: RwLock<HashMap<String, LastReport>>,
     /// name → last state seen, to audit changes.
     seen: RwLock<HashMap<String, State>>,
     local: Arc<Local>,

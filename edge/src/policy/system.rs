@@ -222,11 +222,8 @@ pub fn parse_lsblk(json: &str) -> Result<Vec<Mount>, String> {
 /// The mounts that must be encrypted: writable ones other than /boot and the EFI partition
 /// (swap included: it holds memory pages).
 pub fn must_be_encrypted(m: &Mount) -> bool {
-    !m.read_only
-        && !(m.target == "/boot"
-            || m.target.starts_with("/boot/")
-            || m.target == "/efi"
-            || m.target.starts_with("/efi/"))
+    let boot = |dir: &str| m.target == dir || m.target.starts_with(&format!("{dir}/"));
+    !m.read_only && !boot("/boot") && !boot("/efi")
 }
 
 /// The decision for the data partition, from the mounts and the mount point holding the state

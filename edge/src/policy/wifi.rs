@@ -306,7 +306,7 @@ pub fn assess(
             continue;
         }
         seen.push(key);
-        let ours = expected.ssids.iter().any(|s| *s == n.ssid);
+        let ours = expected.ssids.contains(&n.ssid);
         let (mut verdict, mut reason, mut remediation) = classify(n);
         if ours && n.security < expected.floor {
             verdict = Verdict::Fail;

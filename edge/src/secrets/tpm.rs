@@ -31,13 +31,15 @@ fn params() -> KeyParams {
 }
 
 type Reply = mpsc::Sender<Result<Vec<u8>, String>>;
+/// The key thread's queue: data to sign or unseal, and where to answer.
+type Requests = mpsc::Sender<(Vec<u8>, Reply)>;
 
 /// A key in the TPM, usable from any thread.
 pub struct TpmKey {
     stored: Stored,
     /// The public point, uncompressed SEC1 (`04 || X || Y`).
     point: Vec<u8>,
-    requests: Mutex<mpsc::Sender<(Vec<u8>, Reply)>>,
+    requests: Mutex<Requests>,
 }
 
 impl std::fmt::Debug for TpmKey {
@@ -85,10 +87,7 @@ fn flush_leftovers(conf: &str) -> Result<(), String> {
 }
 
 /// Starts the thread that owns the ESAPI context; with `create`, makes a new key first.
-fn start(
-    conf: &str,
-    material: Option<KeyMaterial>,
-) -> Result<(KeyMaterial, mpsc::Sender<(Vec<u8>, Reply)>), String> {
+fn start(conf: &str, material: Option<KeyMaterial>) -> Result<(KeyMaterial, Requests), String> {
     let t = tcti(conf)?;
     flush_leftovers(conf)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<KeyMaterial, String>>();
@@ -168,7 +167,7 @@ impl TpmKey {
         Ok(key)
     }
 
-    fn from_parts(stored: Stored, tx: mpsc::Sender<(Vec<u8>, Reply)>) -> Result<TpmKey, String> {
+    fn from_parts(stored: Stored, tx: Requests) -> Result<TpmKey, String> {
         let point = match stored.material.public() {
             PublicKey::Ecc { x, y } => {
                 let pad = |v: &[u8]| {

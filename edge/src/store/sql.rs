@@ -67,7 +67,10 @@ pub fn quarantined(conn: &Connection, prefix: Option<&str>) -> Result<HashMap<St
     rows.collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one per column of the row it writes"
+)]
 pub fn quarantine(
     conn: &Connection,
     rel: &str,

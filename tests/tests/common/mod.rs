@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests: run the real `tsunagi-edge`, read its store.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a part of these helpers")]
 
 pub mod browser;
 

@@ -195,7 +195,7 @@ async fn appliance(
                 Ok(_) => {}
                 Err(_) => {
                     connected = false;
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             },
             _ = tick.tick() => {

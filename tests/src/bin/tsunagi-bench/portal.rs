@@ -459,7 +459,14 @@ async fn login_bench(
         .collect();
     const REFUSED: &str = "IDまたはパスワードが違います。";
     let mut out = Vec::new();
-    let kinds: [(&str, &Router, &dyn Fn(usize) -> (String, String), bool); 5] = [
+    // What is tried, where, the login ID and password of attempt k, and whether it succeeds.
+    type Kind<'a> = (
+        &'a str,
+        &'a Router,
+        &'a dyn Fn(usize) -> (String, String),
+        bool,
+    );
+    let kinds: [Kind; 5] = [
         (
             "right ID and password",
             &apps[0].0,

@@ -359,13 +359,7 @@ pub fn wire(corpus: &Path, work: &Path, bin_dir: &Path, key: &Path) -> anyhow::R
         stats
             .lines()
             .find_map(|l| l.strip_prefix(label))
-            .map(|v| {
-                v.trim()
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("0")
-                    .replace(',', "")
-            })
+            .map(|v| v.split_whitespace().next().unwrap_or("0").replace(',', ""))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
