@@ -74,25 +74,29 @@ pub fn segments_after(
     after: u64,
     limit: usize,
 ) -> rusqlite::Result<Vec<Segment>> {
-    let mut st = conn.prepare_cached(
-        "SELECT seq, prev_hash, hash, body, raw_len, files, created_at FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![after as i64, limit as i64], |r| {
-        let mut prev_hash = [0u8; 32];
-        prev_hash.copy_from_slice(&r.get::<_, Vec<u8>>(1)?);
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&r.get::<_, Vec<u8>>(2)?);
-        Ok(Segment {
-            seq: r.get::<_, i64>(0)? as u64,
-            prev_hash,
-            hash,
-            body: r.get(3)?,
-            raw_len: r.get::<_, i64>(4)? as usize,
-            files: r.get::<_, i64>(5)? as u64,
-            created_at: r.get(6)?,
-        })
-    })?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {} FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        shared::wire::SEGMENT_COLUMNS
+    ))?;
+    let rows = st.query_map(params![after as i64, limit as i64], segment_row)?;
     rows.collect()
+}
+
+/// Reads an `outbox` row (`SEGMENT_COLUMNS`) as `Segment::from_row` does; a damaged one is an
+/// error, never a segment with zeros or a panic.
+pub fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
+    Segment::from_row(
+        r.get(0)?,
+        &r.get::<_, Vec<u8>>(1)?,
+        &r.get::<_, Vec<u8>>(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    )
+    .map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 /// The oldest segment still held (segments before it were pruned after the hub acknowledged them).
@@ -194,38 +198,6 @@ pub fn rewind_hub(conn: &Connection, seq: u64) -> rusqlite::Result<Result<String
     )))
 }
 
-/// Why a chain of segments does not hold together.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ChainError {
-    #[error("segment {got} follows {after}: expected {}", after + 1)]
-    Gap { after: u64, got: u64 },
-    #[error("segment {seq} does not chain to the segment before it")]
-    Broken { seq: u64 },
-    #[error("segment {seq}'s hash does not match its body")]
-    Corrupt { seq: u64 },
-}
-
-/// Checks that `segs` continue the chain at (`after`, `prev`) without gap or change.
-pub fn verify(after: u64, prev: [u8; 32], segs: &[Segment]) -> Result<(u64, [u8; 32]), ChainError> {
-    let (mut seq, mut hash) = (after, prev);
-    for s in segs {
-        if s.seq != seq + 1 {
-            return Err(ChainError::Gap {
-                after: seq,
-                got: s.seq,
-            });
-        }
-        if s.prev_hash != hash {
-            return Err(ChainError::Broken { seq: s.seq });
-        }
-        if chain::segment_hash(&hash, s.seq, &s.body) != s.hash {
-            return Err(ChainError::Corrupt { seq: s.seq });
-        }
-        (seq, hash) = (s.seq, s.hash);
-    }
-    Ok((seq, hash))
-}
-
 /// Applies segments to another database with the same schema, as the hub's copy does. Any
 /// conflict aborts: a copy that disagrees with its edge must be looked at, never papered over.
 pub fn apply(conn: &Connection, segs: &[Segment]) -> anyhow::Result<()> {
@@ -258,6 +230,7 @@ pub fn apply(conn: &Connection, segs: &[Segment]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::chain::{verify, ChainError};
 
     fn mem() -> Connection {
         crate::store::in_memory()
@@ -364,7 +337,10 @@ mod tests {
         let segs = segments_after(&edge, 0, 10).unwrap();
         assert_eq!(
             verify(0, chain::GENESIS, &[segs[0].clone(), segs[2].clone()]),
-            Err(ChainError::Gap { after: 1, got: 3 })
+            Err(ChainError::Gap {
+                expected: 2,
+                got: 3
+            })
         );
         assert_eq!(
             verify(1, chain::GENESIS, &segs[1..2]),
@@ -375,6 +351,21 @@ mod tests {
         assert_eq!(
             verify(0, chain::GENESIS, &[bad]),
             Err(ChainError::Corrupt { seq: 1 })
+        );
+    }
+
+    /// A stored row with a short hash (a damaged store) is an error that names the segment, not
+    /// a panic (as it was on the edge) nor a hash of zeros (as it was on the hub).
+    #[test]
+    fn a_damaged_row_is_refused_by_name() {
+        let edge = mem();
+        capture::<_, rusqlite::Error>(&edge, 1, "t", |c| add_allergy(c, "スギ")).unwrap();
+        edge.execute("UPDATE outbox SET hash = x'0102' WHERE seq = 1", [])
+            .unwrap();
+        let e = segments_after(&edge, 0, 10).unwrap_err().to_string();
+        assert!(
+            e.contains("the stored segment 1 is damaged: its hash has 2 bytes, not 32"),
+            "{e}"
         );
     }
 }

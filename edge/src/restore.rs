@@ -223,9 +223,10 @@ pub async fn restore(
                     out.snapshot_frames += 1;
                 }
                 Frame::Segment(s) => {
-                    let next = outbox::verify(chain.0, chain.1, std::slice::from_ref(&s)).map_err(
-                        |e| anyhow::anyhow!("the restore stream's chain is broken: {e}"),
-                    )?;
+                    let next = shared::chain::verify(chain.0, chain.1, std::slice::from_ref(&s))
+                        .map_err(|e| {
+                            anyhow::anyhow!("the restore stream's chain is broken: {e}")
+                        })?;
                     outbox::apply(&conn, std::slice::from_ref(&s))?;
                     chain = next;
                     out.segments += 1;

@@ -29,6 +29,7 @@ use crate::region::{self, Readers};
 use crate::snapshot::{self, Target};
 use crate::tls::Revocations;
 use crate::{now, registry};
+use shared::chain::ChainError;
 
 /// Settings `serve` was started with.
 #[derive(Debug, Clone)]
@@ -955,9 +956,9 @@ async fn segments(
         Err((pos, refusal)) => {
             tracing::warn!(facility = %id.facility, seq = pos.seq, reason = %refusal, "segment refused");
             let code = match refusal {
-                Refusal::Gap { .. } => "gap",
-                Refusal::Broken { .. } => "broken_chain",
-                Refusal::Corrupt { .. } => "corrupt",
+                Refusal::Chain(ChainError::Gap { .. }) => "gap",
+                Refusal::Chain(ChainError::Broken { .. }) => "broken_chain",
+                Refusal::Chain(ChainError::Corrupt { .. } | ChainError::BadRow { .. }) => "corrupt",
                 Refusal::Conflict { .. } => "conflict",
                 Refusal::Unappliable { .. } => "unappliable",
             };

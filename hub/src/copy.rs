@@ -6,7 +6,7 @@ use rusqlite::session::{ConflictAction, ConflictType};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use shared::chain;
+use shared::chain::{self, ChainError};
 use shared::wire::Segment;
 
 /// Where a copy stands: the last applied segment's number and hash.
@@ -24,12 +24,9 @@ fn hex32<S: serde::Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
 /// Why a segment was refused. Every variant leaves the copy exactly as it was.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("segment {got} arrived but the copy expects {expected}: send from {expected}")]
-    Gap { expected: u64, got: u64 },
-    #[error("segment {seq} does not chain to the copy's segment {}: its previous hash differs", seq - 1)]
-    Broken { seq: u64 },
-    #[error("segment {seq}'s hash does not match its body: it was changed in transit or at rest")]
-    Corrupt { seq: u64 },
+    /// It does not continue the copy's chain (as `shared::chain` checks it).
+    #[error("{0}")]
+    Chain(#[from] ChainError),
     #[error("segment {seq} differs from the segment {seq} the copy already holds: the appliance's chain forked")]
     Conflict { seq: u64 },
     #[error("segment {seq} cannot be applied: {reason}")]
@@ -38,9 +35,19 @@ pub enum Refusal {
 
 pub fn position(conn: &Connection) -> rusqlite::Result<Position> {
     conn.query_row("SELECT seq, hash FROM outbox_head WHERE one = 1", [], |r| {
+        let seq: i64 = r.get(0)?;
+        let damaged = |e: ChainError| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+        };
         Ok(Position {
-            seq: r.get::<_, i64>(0)? as u64,
-            hash: r.get::<_, Vec<u8>>(1)?.try_into().unwrap_or([0; 32]),
+            seq: u64::try_from(seq).map_err(|_| {
+                damaged(ChainError::BadRow {
+                    seq,
+                    what: "the head's number is negative".into(),
+                })
+            })?,
+            hash: chain::stored_hash(seq, "head hash", &r.get::<_, Vec<u8>>(1)?)
+                .map_err(damaged)?,
         })
     })
 }
@@ -66,20 +73,8 @@ pub fn apply_batch(
             }
             continue;
         }
-        if s.seq != head.seq + 1 {
-            return Ok(Err((
-                head,
-                Refusal::Gap {
-                    expected: head.seq + 1,
-                    got: s.seq,
-                },
-            )));
-        }
-        if s.prev_hash != head.hash {
-            return Ok(Err((head, Refusal::Broken { seq: s.seq })));
-        }
-        if chain::segment_hash(&s.prev_hash, s.seq, &s.body) != s.hash {
-            return Ok(Err((head, Refusal::Corrupt { seq: s.seq })));
+        if let Err(e) = chain::next(head.seq, &head.hash, s) {
+            return Ok(Err((head, e.into())));
         }
         let changeset = match s.changeset() {
             Ok(c) => c,
@@ -133,19 +128,29 @@ pub fn column_count(conn: &Connection, table: &str) -> Option<usize> {
 
 /// Archived segments in `(after, upto]`, in order.
 pub fn archived(conn: &Connection, after: u64, upto: u64) -> rusqlite::Result<Vec<Segment>> {
-    let mut st = conn.prepare_cached("SELECT seq, prev_hash, hash, body, raw_len, files, created_at FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq")?;
-    let rows = st.query_map(params![after as i64, upto as i64], |r| {
-        Ok(Segment {
-            seq: r.get::<_, i64>(0)? as u64,
-            prev_hash: r.get::<_, Vec<u8>>(1)?.try_into().unwrap_or([0; 32]),
-            hash: r.get::<_, Vec<u8>>(2)?.try_into().unwrap_or([0; 32]),
-            body: r.get(3)?,
-            raw_len: r.get::<_, i64>(4)? as usize,
-            files: r.get::<_, i64>(5)? as u64,
-            created_at: r.get(6)?,
-        })
-    })?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {} FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        shared::wire::SEGMENT_COLUMNS
+    ))?;
+    let rows = st.query_map(params![after as i64, upto as i64], segment_row)?;
     rows.collect()
+}
+
+/// Reads an archived `outbox` row (`SEGMENT_COLUMNS`) as `Segment::from_row` does: a damaged
+/// one is an error that names it, never a segment with a hash of zeros.
+fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
+    Segment::from_row(
+        r.get(0)?,
+        &r.get::<_, Vec<u8>>(1)?,
+        &r.get::<_, Vec<u8>>(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    )
+    .map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 /// The result of `copy verify`.
@@ -174,41 +179,39 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
         .collect::<Result<_, _>>()?;
     problems.extend(cipher.into_iter().map(|p| format!("encryption: {p}")));
     let position = position(conn)?;
-    let mut st = conn.prepare("SELECT seq, prev_hash, hash, body FROM outbox ORDER BY seq")?;
+    let mut st = conn.prepare(&format!(
+        "SELECT {} FROM outbox ORDER BY seq",
+        shared::wire::SEGMENT_COLUMNS
+    ))?;
     let mut rows = st.query([])?;
     let mut first: Option<u64> = None;
     let mut count = 0u64;
-    let mut last: Option<(u64, Vec<u8>)> = None;
+    let mut last: Option<(u64, [u8; 32])> = None;
     while let Some(r) = rows.next()? {
-        let seq = r.get::<_, i64>(0)? as u64;
-        let prev: Vec<u8> = r.get(1)?;
-        let hash: Vec<u8> = r.get(2)?;
-        let body: Vec<u8> = r.get_ref(3)?.as_blob()?.to_vec();
-        first.get_or_insert(seq);
-        count += 1;
-        if let Some((ls, lh)) = &last {
-            if seq != ls + 1 {
-                problems.push(format!(
-                    "chain: segments {}..{} are missing from the archive",
-                    ls + 1,
-                    seq - 1
-                ));
-            } else if &prev != lh {
-                problems.push(format!(
-                    "chain: segment {seq} does not chain to segment {ls}"
-                ));
+        let seg = match segment_row(r) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("chain: {e}"));
+                continue;
             }
+        };
+        first.get_or_insert(seg.seq);
+        count += 1;
+        // The archive may start after a pruned prefix: its first segment is checked against its
+        // own previous hash.
+        let (after, prev) = last.unwrap_or((seg.seq.wrapping_sub(1), seg.prev_hash));
+        match chain::next(after, &prev, &seg) {
+            Err(ChainError::Gap { expected, got }) => problems.push(format!(
+                "chain: segments {expected}..{} are missing from the archive",
+                got - 1
+            )),
+            Err(e) => problems.push(format!("chain: {e}")),
+            Ok(()) => {}
         }
-        let prev32: [u8; 32] = prev.clone().try_into().unwrap_or([0; 32]);
-        if chain::segment_hash(&prev32, seq, &body)[..] != hash[..] {
-            problems.push(format!(
-                "chain: segment {seq}'s body does not match its hash"
-            ));
-        }
-        last = Some((seq, hash));
+        last = Some((seg.seq, seg.hash));
     }
     if let Some((s, h)) = &last {
-        if *s != position.seq || h[..] != position.hash[..] {
+        if *s != position.seq || *h != position.hash {
             problems.push(format!(
                 "chain: the archive ends at {s} but the head says {}",
                 position.seq
@@ -295,6 +298,36 @@ pub(crate) mod tests {
         assert_eq!((r.archived, r.position.seq), (3, 3));
     }
 
+    /// A damaged archive row (a short hash) is named by `copy verify` and refused by a restore's
+    /// reader, where it was read as a hash of zeros before.
+    #[test]
+    fn a_damaged_archive_row_is_named_not_zero_filled() {
+        let c = mem();
+        apply_batch(&c, &edge_segments(&["a", "b"]))
+            .unwrap()
+            .unwrap();
+        c.execute("UPDATE outbox SET prev_hash = x'0102' WHERE seq = 2", [])
+            .unwrap();
+        let r = verify(&c).unwrap();
+        assert!(
+            r.problems.iter().any(|p| p.contains(
+                "the stored segment 2 is damaged: its previous hash has 2 bytes, not 32"
+            )),
+            "{:?}",
+            r.problems
+        );
+        assert!(archived(&c, 0, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("segment 2 is damaged"));
+        c.execute("UPDATE outbox_head SET hash = x'00'", [])
+            .unwrap();
+        assert!(position(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("head hash has 1 bytes"));
+    }
+
     #[test]
     fn gaps_breaks_corruption_and_forks_are_refused_without_change() {
         let segs = edge_segments(&["a", "b", "c"]);
@@ -302,23 +335,23 @@ pub(crate) mod tests {
         let (_, e) = apply_batch(&c, &segs[1..2]).unwrap().unwrap_err();
         assert_eq!(
             e,
-            Refusal::Gap {
+            Refusal::Chain(ChainError::Gap {
                 expected: 1,
                 got: 2
-            }
+            })
         );
         apply_batch(&c, &segs[..1]).unwrap().unwrap();
         let mut bad = segs[1].clone();
         bad.body[3] ^= 1;
         assert_eq!(
             apply_batch(&c, &[bad]).unwrap().unwrap_err().1,
-            Refusal::Corrupt { seq: 2 }
+            Refusal::Chain(ChainError::Corrupt { seq: 2 })
         );
         let mut other = segs[1].clone();
         other.prev_hash = [9; 32];
         assert_eq!(
             apply_batch(&c, &[other]).unwrap().unwrap_err().1,
-            Refusal::Broken { seq: 2 }
+            Refusal::Chain(ChainError::Broken { seq: 2 })
         );
         let fork = edge_segments(&["x"]);
         assert_eq!(

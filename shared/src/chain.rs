@@ -21,6 +21,75 @@ pub fn segment_hash(prev: &[u8; 32], seq: u64, body: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Why segments do not continue a chain. Both sides check with `next` and `verify` and say the
+/// same thing: the edge of a restore stream, the hub of a batch and of its archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainError {
+    /// Not the next number.
+    Gap { expected: u64, got: u64 },
+    /// Its previous hash is not the hash of the segment before.
+    Broken { seq: u64 },
+    /// Its hash does not cover its body.
+    Corrupt { seq: u64 },
+    /// A stored row that cannot be a segment (a hash that is not 32 bytes, a negative number).
+    BadRow { seq: i64, what: String },
+}
+
+impl std::fmt::Display for ChainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainError::Gap { expected, got } => write!(f, "segment {got} arrived where {expected} was expected: send from {expected}"),
+            ChainError::Broken { seq } => write!(f, "segment {seq} does not chain to segment {}: its previous hash differs", seq.saturating_sub(1)),
+            ChainError::Corrupt { seq } => write!(f, "segment {seq}'s hash does not match its body: it was changed in transit or at rest"),
+            ChainError::BadRow { seq, what } => write!(f, "the stored segment {seq} is damaged: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ChainError {}
+
+/// Checks that `s` follows the segment (`seq`, `hash`): the next number, chained to it, and its
+/// hash over its body.
+pub fn next(seq: u64, hash: &[u8; 32], s: &crate::wire::Segment) -> Result<(), ChainError> {
+    let expected = seq.wrapping_add(1);
+    if s.seq != expected {
+        return Err(ChainError::Gap {
+            expected,
+            got: s.seq,
+        });
+    }
+    if &s.prev_hash != hash {
+        return Err(ChainError::Broken { seq: s.seq });
+    }
+    if segment_hash(hash, s.seq, &s.body) != s.hash {
+        return Err(ChainError::Corrupt { seq: s.seq });
+    }
+    Ok(())
+}
+
+/// Checks that `segs` continue the chain at (`after`, `prev`) without gap or change, and returns
+/// where they end.
+pub fn verify(
+    after: u64,
+    prev: [u8; 32],
+    segs: &[crate::wire::Segment],
+) -> Result<(u64, [u8; 32]), ChainError> {
+    let (mut seq, mut hash) = (after, prev);
+    for s in segs {
+        next(seq, &hash, s)?;
+        (seq, hash) = (s.seq, s.hash);
+    }
+    Ok((seq, hash))
+}
+
+/// A hash read back from storage: exactly 32 bytes, or why not.
+pub fn stored_hash(seq: i64, what: &str, bytes: &[u8]) -> Result<[u8; 32], ChainError> {
+    bytes.try_into().map_err(|_| ChainError::BadRow {
+        seq,
+        what: format!("its {what} has {} bytes, not 32", bytes.len()),
+    })
+}
+
 /// SHA-256 of a file's content, the identity of a stored SS-MIX2 file's bytes.
 pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];

@@ -31,7 +31,36 @@ pub struct Segment {
     pub created_at: String,
 }
 
+/// The columns of an `outbox` row, in the order `Segment::from_row` takes them.
+pub const SEGMENT_COLUMNS: &str = "seq, prev_hash, hash, body, raw_len, files, created_at";
+
 impl Segment {
+    /// A segment from a stored `outbox` row (`SEGMENT_COLUMNS`), refusing one that cannot be a
+    /// segment rather than reading it as something else.
+    pub fn from_row(
+        seq: i64,
+        prev_hash: &[u8],
+        hash: &[u8],
+        body: Vec<u8>,
+        raw_len: i64,
+        files: i64,
+        created_at: String,
+    ) -> Result<Segment, crate::chain::ChainError> {
+        let bad = |what: &str| crate::chain::ChainError::BadRow {
+            seq,
+            what: what.to_string(),
+        };
+        Ok(Segment {
+            seq: u64::try_from(seq).map_err(|_| bad("its number is negative"))?,
+            prev_hash: crate::chain::stored_hash(seq, "previous hash", prev_hash)?,
+            hash: crate::chain::stored_hash(seq, "hash", hash)?,
+            body,
+            raw_len: usize::try_from(raw_len).map_err(|_| bad("its length is negative"))?,
+            files: u64::try_from(files).map_err(|_| bad("its file count is negative"))?,
+            created_at,
+        })
+    }
+
     /// Bytes this segment takes in a batch.
     pub fn wire_len(&self) -> usize {
         8 * 3 + 64 + 2 + self.created_at.len() + 4 + self.body.len()

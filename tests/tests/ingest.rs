@@ -177,7 +177,7 @@ fn generated_corpus_round_trips_and_the_outbox_replays_it() {
     // Replaying every outbox segment into an empty schema gives the same clinical content.
     let conn = e.conn();
     let segs = edge::outbox::segments_after(&conn, 0, 100_000).unwrap();
-    edge::outbox::verify(0, shared::chain::GENESIS, &segs).unwrap();
+    shared::chain::verify(0, shared::chain::GENESIS, &segs).unwrap();
     let replica = rusqlite::Connection::open_in_memory().unwrap();
     for m in shared::schema::MIGRATIONS {
         replica.execute_batch(m).unwrap();
@@ -254,7 +254,7 @@ fn kill_9_mid_ingest_then_restart_gives_the_uninterrupted_store() {
         "the restarted store differs from the uninterrupted one"
     );
     let segs = edge::outbox::segments_after(&e.conn(), 0, 100_000).unwrap();
-    edge::outbox::verify(0, shared::chain::GENESIS, &segs).unwrap();
+    shared::chain::verify(0, shared::chain::GENESIS, &segs).unwrap();
 }
 
 #[test]
