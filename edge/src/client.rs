@@ -199,9 +199,9 @@ pub struct Reply {
 impl Reply {
     /// The hub's error message, or the body as text.
     pub fn message(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
+        serde_json::from_slice::<shared::api::ErrorBody>(&self.body)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .map(|e| e.message)
             .unwrap_or_else(|| {
                 String::from_utf8_lossy(&self.body)
                     .chars()
@@ -302,7 +302,11 @@ impl Client {
             .await
     }
 
-    pub async fn post_json(&self, path: &str, value: &serde_json::Value) -> anyhow::Result<Reply> {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        value: &impl serde::Serialize,
+    ) -> anyhow::Result<Reply> {
         self.call(
             Method::POST,
             path,

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::client::{self, Client};
 use crate::secrets::{ClientKey, KeyStore};
@@ -42,27 +41,13 @@ pub struct Enrolment {
     pub lan_names: Vec<String>,
 }
 
-/// What the hub answers to an enrolment or a renewal.
-#[derive(Deserialize)]
-struct Issued {
-    chain_pem: String,
-    root_pem: String,
-    facility: String,
-    facility_name: String,
-    appliance: String,
-    serial: String,
-    not_after: i64,
-    #[serde(default)]
-    lan_chain_pem: Option<String>,
-    #[serde(default)]
-    proxy_chain_pem: Option<String>,
-}
+use shared::api::{EnrollRequest, Issued, LanRequest, ProxyRequest, RenewRequest};
 
 /// A new key and CSR for the LAN proxy's portal-only certificate, and the request field.
-fn proxy_request(appliance: &str) -> anyhow::Result<(String, serde_json::Value)> {
+fn proxy_request(appliance: &str) -> anyhow::Result<(String, ProxyRequest)> {
     let (key_pem, csr) =
         provisioning::ca::new_key_and_csr(appliance).map_err(anyhow::Error::msg)?;
-    Ok((key_pem, json!({ "csr": csr })))
+    Ok((key_pem, ProxyRequest { csr }))
 }
 
 /// Writes the proxy's certificate with its key, checking that it is a portal-only certificate
@@ -114,16 +99,19 @@ pub fn has_proxy_cert(dir: &Path) -> bool {
 }
 
 /// A new key and CSR for the LAN listener, and the request field that carries them.
-fn lan_request(
-    appliance: &str,
-    names: &[String],
-) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+fn lan_request(appliance: &str, names: &[String]) -> anyhow::Result<Option<(String, LanRequest)>> {
     if names.is_empty() {
         return Ok(None);
     }
     let (key_pem, csr) =
         provisioning::ca::new_key_and_csr(appliance).map_err(anyhow::Error::msg)?;
-    Ok(Some((key_pem, json!({ "csr": csr, "names": names }))))
+    Ok(Some((
+        key_pem,
+        LanRequest {
+            csr,
+            names: names.to_vec(),
+        },
+    )))
 }
 
 /// Writes the LAN certificate the hub issued with its key, checking it names what was asked.
@@ -342,10 +330,15 @@ pub async fn enroll(
     let client = Client::new(hub, client::tls_config(&fingerprint, None)?)?;
     let lan = lan_request(appliance, lan_names)?;
     let (proxy_key, proxy) = proxy_request(appliance)?;
-    let mut body = json!({ "token": token, "csr": csr, "appliance": appliance, "proxy": proxy });
-    if let Some((_, l)) = &lan {
-        body["lan"] = l.clone();
-    }
+    let body = EnrollRequest {
+        token: token.to_string(),
+        csr,
+        appliance: appliance.to_string(),
+        lan: lan.as_ref().map(|(_, l)| l.clone()),
+        proxy: Some(proxy),
+        protocol: shared::api::PROTOCOL,
+        schema: shared::schema::VERSION,
+    };
     let reply = client.post_json("/v1/enroll", &body).await?;
     if !reply.status.is_success() {
         anyhow::bail!("the hub refused the enrolment: {}", reply.message());
@@ -468,10 +461,11 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let lan = lan_request(&id.enrolment.appliance, &id.enrolment.lan_names)?;
     let (proxy_key, proxy) = proxy_request(&id.enrolment.appliance)?;
-    let mut body = json!({ "csr": csr, "proxy": proxy });
-    if let Some((_, l)) = &lan {
-        body["lan"] = l.clone();
-    }
+    let body = RenewRequest {
+        csr,
+        lan: lan.as_ref().map(|(_, l)| l.clone()),
+        proxy: Some(proxy),
+    };
     let reply = id.client(hub)?.post_json("/v1/renew", &body).await?;
     if !reply.status.is_success() {
         anyhow::bail!(

@@ -9,7 +9,6 @@ use anyhow::Context;
 use http_body_util::BodyExt;
 use hyper::Method;
 use rusqlite::session::{ConflictAction, ConflictType};
-use serde::Deserialize;
 
 use shared::wire::{Frame, RESTORE_MAGIC};
 
@@ -34,82 +33,7 @@ impl Target {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PlanSnapshot {
-    pub seq: u64,
-    pub captured_at: Option<String>,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct PlanHead {
-    pub seq: u64,
-}
-
-/// The hub's plan, as it sends it.
-#[derive(Debug, Deserialize)]
-pub struct Plan {
-    pub snapshot: Option<PlanSnapshot>,
-    pub base_seq: u64,
-    pub segments: u64,
-    pub first_segment: Option<u64>,
-    pub segment_bytes: u64,
-    pub to_seq: u64,
-    pub to_hash: String,
-    pub to_captured_at: Option<String>,
-    pub head: PlanHead,
-    pub lost_segments: u64,
-    pub lost_files: u64,
-    pub lost_from: Option<String>,
-    pub lost_to: Option<String>,
-}
-
-impl std::fmt::Display for Plan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.snapshot {
-            Some(s) => writeln!(
-                f,
-                "snapshot:  segment {} (captured {}), {} bytes",
-                s.seq,
-                s.captured_at.as_deref().unwrap_or("?"),
-                s.bytes
-            )?,
-            None => writeln!(f, "snapshot:  none; starting from an empty store")?,
-        }
-        match self.first_segment {
-            Some(first) => writeln!(
-                f,
-                "segments:  {first}..{} ({} segments, {} bytes)",
-                self.to_seq, self.segments, self.segment_bytes
-            )?,
-            None => writeln!(f, "segments:  none after the snapshot")?,
-        }
-        writeln!(
-            f,
-            "restores:  segment {} ({}), captured {}",
-            self.to_seq,
-            self.to_hash,
-            self.to_captured_at.as_deref().unwrap_or("?")
-        )?;
-        if self.lost_segments == 0 {
-            writeln!(
-                f,
-                "left out:  nothing; this is the copy's newest point (segment {})",
-                self.head.seq
-            )
-        } else {
-            writeln!(
-                f,
-                "left out:  {} segments after it ({} files), captured {} to {}; the copy reaches segment {}",
-                self.lost_segments,
-                self.lost_files,
-                self.lost_from.as_deref().unwrap_or("?"),
-                self.lost_to.as_deref().unwrap_or("?"),
-                self.head.seq
-            )
-        }
-    }
-}
+pub use shared::api::Plan;
 
 /// Fetches the plan.
 pub async fn plan(id: &Identity, hub: Option<&str>, target: &Target) -> anyhow::Result<Plan> {
@@ -120,7 +44,22 @@ pub async fn plan(id: &Identity, hub: Option<&str>, target: &Target) -> anyhow::
     if !reply.status.is_success() {
         anyhow::bail!("the hub cannot plan this restore: {}", reply.message());
     }
-    reply.json()
+    let plan: Plan = reply.json()?;
+    check_schema(&plan)?;
+    Ok(plan)
+}
+
+/// Refuses a copy whose schema is newer than this appliance knows: its rows would not fit the
+/// store, and must never be dropped.
+fn check_schema(plan: &Plan) -> anyhow::Result<()> {
+    if plan.schema > shared::schema::VERSION {
+        anyhow::bail!(
+            "the hub's copy has schema {}, and this appliance knows up to {}: upgrade tsunagi-edge on this appliance, then restore",
+            plan.schema,
+            shared::schema::VERSION
+        );
+    }
+    Ok(())
 }
 
 /// What a finished restore reached.
@@ -272,4 +211,40 @@ pub async fn restore(
     std::fs::rename(&tmp, store_dir)?;
     out.seq = seq;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy newer than this appliance's schema is refused before anything is written; an
+    /// older one, or one from a hub that does not say, is taken.
+    #[test]
+    fn a_copy_newer_than_this_appliance_is_refused_with_what_to_upgrade() {
+        let plan = |schema| Plan {
+            snapshot: None,
+            base_seq: 0,
+            segments: 0,
+            first_segment: None,
+            segment_bytes: 0,
+            to_seq: 0,
+            to_hash: String::new(),
+            to_captured_at: None,
+            head: shared::api::PlanHead {
+                seq: 0,
+                hash: String::new(),
+            },
+            lost_segments: 0,
+            lost_files: 0,
+            lost_from: None,
+            lost_to: None,
+            schema,
+        };
+        assert!(check_schema(&plan(0)).is_ok());
+        assert!(check_schema(&plan(shared::schema::VERSION)).is_ok());
+        let e = check_schema(&plan(shared::schema::VERSION + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upgrade tsunagi-edge on this appliance"), "{e}");
+    }
 }

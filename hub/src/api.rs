@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use provisioning::{Ca, Identity, Purpose};
@@ -29,6 +29,7 @@ use crate::region::{self, Readers};
 use crate::snapshot::{self, Target};
 use crate::tls::Revocations;
 use crate::{now, registry};
+use shared::api::{EnrollRequest, ErrorBody, Issued, LanRequest, ProxyRequest, RenewRequest};
 use shared::chain::ChainError;
 
 /// Settings `serve` was started with.
@@ -261,7 +262,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    extra: serde_json::Value,
+    /// Where the copy stands, for a refused batch: seq, hash, the seq it expects.
+    position: Option<(u64, String, u64)>,
 }
 
 impl ApiError {
@@ -270,7 +272,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            extra: json!({}),
+            position: None,
         }
     }
 }
@@ -294,10 +296,17 @@ impl From<rusqlite::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.code, "message": self.message });
-        if let (Some(b), Some(x)) = (body.as_object_mut(), self.extra.as_object()) {
-            b.extend(x.clone());
-        }
+        let (seq, hash, expected) = match self.position {
+            Some((s, h, e)) => (Some(s), Some(h), Some(e)),
+            None => (None, None, None),
+        };
+        let body = ErrorBody {
+            error: self.code.to_string(),
+            message: self.message,
+            seq,
+            hash,
+            expected,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -524,48 +533,6 @@ fn not_before(hub: &Hub, t: i64) -> i64 {
     t - (hub.settings.client_cert_lifetime / 4).min(300)
 }
 
-#[derive(Deserialize)]
-pub struct EnrollRequest {
-    token: String,
-    csr: String,
-    appliance: String,
-    #[serde(default)]
-    lan: Option<LanRequest>,
-    /// The LAN proxy's own key, for its portal-only certificate.
-    #[serde(default)]
-    proxy: Option<ProxyRequest>,
-}
-
-/// The LAN proxy's key, for its portal-only client certificate.
-#[derive(Deserialize)]
-pub struct ProxyRequest {
-    csr: String,
-}
-
-/// The key and names of the appliance's LAN listener, for its server certificate.
-#[derive(Deserialize)]
-pub struct LanRequest {
-    csr: String,
-    names: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct Issued {
-    pub chain_pem: String,
-    pub root_pem: String,
-    pub facility: String,
-    pub facility_name: String,
-    pub appliance: String,
-    pub serial: String,
-    pub not_after: i64,
-    /// The LAN server certificate and the issuing CA, when the request asked for one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lan_chain_pem: Option<String>,
-    /// The LAN proxy's portal-only client certificate, when the request asked for one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_chain_pem: Option<String>,
-}
-
 /// The registry's row for a certificate issued to an appliance at `t`. Certificates issued
 /// together share `t`: revoking the appliance's own certificate revokes the others with it.
 fn cert_row(
@@ -679,6 +646,10 @@ async fn enroll(
     State(hub): State<Arc<Hub>>,
     Json(req): Json<EnrollRequest>,
 ) -> ApiResult<Json<Issued>> {
+    // An appliance newer than this hub is refused before anything is spent on it: it could send
+    // rows this hub cannot keep.
+    shared::api::hub_takes(req.protocol, req.schema)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "upgrade_hub", e))?;
     provisioning::token::check_appliance(&req.appliance)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_appliance", e))?;
     let public_key = provisioning::ca::parse_csr(&req.csr)
@@ -756,16 +727,9 @@ async fn enroll(
         not_after: issued.not_after,
         lan_chain_pem: lan.map(|l| l.0),
         proxy_chain_pem: proxy.map(|p| p.0),
+        protocol: shared::api::PROTOCOL,
+        schema: shared::schema::VERSION,
     }))
-}
-
-#[derive(Deserialize)]
-pub struct RenewRequest {
-    csr: String,
-    #[serde(default)]
-    lan: Option<LanRequest>,
-    #[serde(default)]
-    proxy: Option<ProxyRequest>,
 }
 
 async fn renew(
@@ -836,6 +800,8 @@ async fn renew(
         not_after: issued.not_after,
         lan_chain_pem: lan.map(|l| l.0),
         proxy_chain_pem: proxy.map(|p| p.0),
+        protocol: shared::api::PROTOCOL,
+        schema: shared::schema::VERSION,
     }))
 }
 
@@ -963,7 +929,7 @@ async fn segments(
                 Refusal::Unappliable { .. } => "unappliable",
             };
             let mut e = ApiError::new(StatusCode::CONFLICT, code, refusal.to_string());
-            e.extra = json!({ "seq": pos.seq, "hash": shared::chain::hex(&pos.hash), "expected": pos.seq + 1 });
+            e.position = Some((pos.seq, shared::chain::hex(&pos.hash), pos.seq + 1));
             Err(e)
         }
     }
@@ -1015,10 +981,11 @@ async fn restore_plan(
     State(hub): State<Arc<Hub>>,
     Extension(peer): Extension<Peer>,
     Query(q): Query<RestoreQuery>,
-) -> ApiResult<Json<snapshot::Plan>> {
+) -> ApiResult<Json<shared::api::Plan>> {
     let id = authed(&peer, &hub)?;
-    let (_, plan, _) = plan_for(&hub, &id.facility, q).await?;
-    Ok(Json(plan))
+    let (c, plan, _) = plan_for(&hub, &id.facility, q).await?;
+    let schema: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(Json(plan.wire(schema)))
 }
 
 async fn restore(

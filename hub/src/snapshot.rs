@@ -257,6 +257,36 @@ pub fn plan(conn: &Connection, dir: &Path, key: &DbKey, target: &Target) -> anyh
     })
 }
 
+impl Plan {
+    /// The plan as the API sends it (`shared::api::Plan`), with the copy's schema version; the
+    /// snapshot's path on the hub stays on the hub.
+    pub fn wire(&self, schema: u32) -> shared::api::Plan {
+        shared::api::Plan {
+            snapshot: self.snapshot.as_ref().map(|s| shared::api::PlanSnapshot {
+                seq: s.seq,
+                captured_at: s.captured_at.clone(),
+                bytes: s.bytes,
+            }),
+            base_seq: self.base_seq,
+            segments: self.segments,
+            first_segment: self.first_segment,
+            segment_bytes: self.segment_bytes,
+            to_seq: self.to_seq,
+            to_hash: self.to_hash.clone(),
+            to_captured_at: self.to_captured_at.clone(),
+            head: shared::api::PlanHead {
+                seq: self.head.seq,
+                hash: shared::chain::hex(&self.head.hash),
+            },
+            lost_segments: self.lost_segments,
+            lost_files: self.lost_files,
+            lost_from: self.lost_from.clone(),
+            lost_to: self.lost_to.clone(),
+            schema,
+        }
+    }
+}
+
 /// Writes the restore stream for `plan` through `send`, which returns false when the receiver
 /// has gone. `conn` is a reader on the copy, not the copy's writer.
 pub fn stream(

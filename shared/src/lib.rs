@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod backoff;
 pub mod chain;
 pub mod changeset;

@@ -34,6 +34,10 @@ pub fn clinical_tables() -> &'static [&'static str] {
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
 pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
+/// The clinical schema's version: how many migrations there are. A store's and a copy's
+/// `PRAGMA user_version` is the version they are at.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
+
 /// The schema version a store has after all migrations.
 pub fn latest_version() -> i64 {
     MIGRATIONS.len() as i64

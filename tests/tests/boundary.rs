@@ -331,6 +331,25 @@ fn a_refused_enrolment_does_not_spend_the_token() {
             "{name}: {a}"
         );
     }
+    // An appliance newer than the hub (its protocol or its store's schema) is refused before
+    // anything is spent, and told what to upgrade; a field nobody defined is refused too.
+    for (protocol, schema) in [
+        (shared::api::PROTOCOL + 1, shared::schema::VERSION),
+        (shared::api::PROTOCOL, shared::schema::VERSION + 1),
+    ] {
+        let body = serde_json::json!({ "token": token, "csr": csr, "appliance": "box-1", "protocol": protocol, "schema": schema }).to_string();
+        let a = raw(&hub_addr, None, &post("/v1/enroll", &body));
+        assert_eq!(status(&a), 409, "{a}");
+        assert!(
+            a.contains("upgrade_hub") && a.contains("upgrade the hub"),
+            "{a}"
+        );
+    }
+    let body =
+        serde_json::json!({ "token": token, "csr": csr, "appliance": "box-1", "role": "admin" })
+            .to_string();
+    let a = raw(&hub_addr, None, &post("/v1/enroll", &body));
+    assert_eq!(status(&a), 422, "{a}");
     // The same token still enrols the box.
     let edge = Appliance::new(&[], "");
     let out = edge.enroll(&hub, &token, "box-1");

@@ -1089,7 +1089,7 @@ impl Proxy {
             };
             let r = self
                 .client()?
-                .post_json("/v1/offline-accesses", &serde_json::to_value(&batch)?)
+                .post_json("/v1/offline-accesses", &batch)
                 .await?;
             if !r.status.is_success() {
                 anyhow::bail!("the hub refused the offline accesses: {}", r.message());
