@@ -60,9 +60,9 @@ fn append(conn: &Connection, changeset: &[u8], files: u64, now: &str) -> rusqlit
     let seq = last + 1;
     let hash = chain::segment_hash(&prev, seq, &body);
     conn.prepare_cached(
-        "INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at, schema) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![seq as i64, &prev[..], &hash[..], body, changeset.len() as i64, files as i64, now])?;
+    .execute(params![seq as i64, &prev[..], &hash[..], body, changeset.len() as i64, files as i64, now, shared::schema::VERSION])?;
     conn.prepare_cached("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1")?
         .execute(params![seq as i64, &hash[..]])?;
     Ok(seq)
@@ -93,6 +93,7 @@ pub fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     )
     .map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
@@ -299,6 +300,7 @@ mod tests {
             raw_len: cs.len(),
             files: 0,
             created_at: "t".into(),
+            schema: shared::schema::VERSION,
         });
         let target = mem();
         let e = apply(&target, &segs).unwrap_err().to_string();

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::Method;
 use rusqlite::session::{ConflictAction, ConflictType};
 
-use shared::wire::{Frame, RESTORE_MAGIC};
+use shared::wire::{Frame, RESTORE_MAGIC, RESTORE_MAGIC_1};
 
 use crate::identity::Identity;
 use crate::outbox;
@@ -134,8 +134,8 @@ pub async fn restore(
             if buf.len() < 44 {
                 continue;
             }
-            if &buf[..4] != RESTORE_MAGIC {
-                anyhow::bail!("the hub's restore stream does not start as one should");
+            if &buf[..4] != RESTORE_MAGIC && &buf[..4] != RESTORE_MAGIC_1 {
+                anyhow::bail!("the hub's restore stream does not start as one should (a newer hub? upgrade tsunagi-edge on this appliance)");
             }
             let b = (
                 u64::from_be_bytes(buf[4..12].try_into()?),
@@ -162,6 +162,14 @@ pub async fn restore(
                     out.snapshot_frames += 1;
                 }
                 Frame::Segment(s) => {
+                    if s.schema > shared::schema::VERSION {
+                        anyhow::bail!(
+                            "segment {} of the copy was written at schema {}, and this appliance knows up to {}: upgrade tsunagi-edge on this appliance, then restore",
+                            s.seq,
+                            s.schema,
+                            shared::schema::VERSION
+                        );
+                    }
                     let next = shared::chain::verify(chain.0, chain.1, std::slice::from_ref(&s))
                         .map_err(|e| {
                             anyhow::anyhow!("the restore stream's chain is broken: {e}")

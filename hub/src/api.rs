@@ -927,6 +927,7 @@ async fn segments(
                 Refusal::Chain(ChainError::Corrupt { .. } | ChainError::BadRow { .. }) => "corrupt",
                 Refusal::Conflict { .. } => "conflict",
                 Refusal::Unappliable { .. } => "unappliable",
+                Refusal::Newer { .. } => "upgrade_hub",
             };
             let mut e = ApiError::new(StatusCode::CONFLICT, code, refusal.to_string());
             e.position = Some((pos.seq, shared::chain::hex(&pos.hash), pos.seq + 1));

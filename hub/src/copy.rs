@@ -29,6 +29,8 @@ pub enum Refusal {
     Chain(#[from] ChainError),
     #[error("segment {seq} differs from the segment {seq} the copy already holds: the appliance's chain forked")]
     Conflict { seq: u64 },
+    #[error("segment {seq} was written at schema {schema}, and this hub knows up to {}: upgrade the hub; nothing of it was taken", shared::schema::VERSION)]
+    Newer { seq: u64, schema: u32 },
     #[error("segment {seq} cannot be applied: {reason}")]
     Unappliable { seq: u64, reason: String },
 }
@@ -76,6 +78,15 @@ pub fn apply_batch(
         if let Err(e) = chain::next(head.seq, &head.hash, s) {
             return Ok(Err((head, e.into())));
         }
+        if s.schema > shared::schema::VERSION {
+            return Ok(Err((
+                head,
+                Refusal::Newer {
+                    seq: s.seq,
+                    schema: s.schema,
+                },
+            )));
+        }
         let changeset = match s.changeset() {
             Ok(c) => c,
             Err(reason) => return Ok(Err((head, Refusal::Unappliable { seq: s.seq, reason }))),
@@ -107,8 +118,8 @@ pub fn apply_batch(
                 },
             )));
         }
-        conn.prepare_cached("INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-            .execute(params![s.seq as i64, &s.prev_hash[..], &s.hash[..], s.body, s.raw_len as i64, s.files as i64, s.created_at])?;
+        conn.prepare_cached("INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at, schema) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+            .execute(params![s.seq as i64, &s.prev_hash[..], &s.hash[..], s.body, s.raw_len as i64, s.files as i64, s.created_at, s.schema])?;
         conn.prepare_cached("UPDATE outbox_head SET seq = ?1, hash = ?2 WHERE one = 1")?
             .execute(params![s.seq as i64, &s.hash[..]])?;
         tx.commit()?;
@@ -147,6 +158,7 @@ fn segment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     )
     .map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
@@ -265,6 +277,7 @@ pub(crate) mod tests {
                 raw_len: cs.len(),
                 files: 1,
                 created_at: format!("2026-11-2{}T00:00:00Z", i % 10),
+                schema: shared::schema::VERSION,
             });
             prev = hash;
         }
@@ -296,6 +309,33 @@ pub(crate) mod tests {
         let r = verify(&c).unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!((r.archived, r.position.seq), (3, 3));
+    }
+
+    /// A segment written at a schema newer than this hub knows is refused by name, before
+    /// anything of it is applied.
+    #[test]
+    fn a_segment_from_a_newer_schema_is_refused_before_anything_changes() {
+        let c = mem();
+        let mut segs = edge_segments(&["a"]);
+        segs[0].schema = shared::schema::VERSION + 1;
+        let (pos, refusal) = apply_batch(&c, &segs).unwrap().unwrap_err();
+        assert_eq!(pos.seq, 0);
+        assert_eq!(
+            refusal,
+            Refusal::Newer {
+                seq: 1,
+                schema: shared::schema::VERSION + 1
+            }
+        );
+        assert!(refusal.to_string().contains("upgrade the hub"), "{refusal}");
+        assert!(allergens(&c).is_empty());
+        segs[0].schema = shared::schema::LEGACY_SEGMENT_SCHEMA;
+        apply_batch(&c, &segs).unwrap().unwrap();
+        assert_eq!(
+            archived(&c, 0, 1).unwrap()[0].schema,
+            shared::schema::LEGACY_SEGMENT_SCHEMA,
+            "kept as it came"
+        );
     }
 
     /// A damaged archive row (a short hash) is named by `copy verify` and refused by a restore's
@@ -387,6 +427,7 @@ pub(crate) mod tests {
             raw_len: cs.len(),
             files: 1,
             created_at: "2026-11-20T00:00:00Z".into(),
+            schema: shared::schema::VERSION,
         }
     }
 
@@ -428,6 +469,7 @@ pub(crate) mod tests {
             raw_len: cs.len(),
             files: 1,
             created_at: "x".into(),
+            schema: shared::schema::VERSION,
         };
         assert!(
             matches!(apply_batch(&c, &[seg]).unwrap().unwrap_err().1, Refusal::Unappliable { seq: 2, reason } if reason.contains("receipt_line"))

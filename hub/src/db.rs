@@ -118,3 +118,30 @@ impl Worker {
             .map_err(|_| anyhow::anyhow!("the database thread stopped while working"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy at every earlier schema version migrates forward when the hub opens it, keeping
+    /// its segments; one newer than the hub knows is refused and says what to run.
+    #[test]
+    fn a_copy_at_every_earlier_version_migrates_forward_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::key::HubKey::from_bytes([7; 32]).derive("copy:test");
+        let all = shared::schema::MIGRATIONS;
+        for k in 1..all.len() {
+            let path = dir.path().join(format!("v{k}.db"));
+            let c = open(&path, &key, &all[..k]).unwrap();
+            c.execute("INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (1, zeroblob(32), zeroblob(32), x'00', 1, 0, 't')", []).unwrap();
+            drop(c);
+            let c = open(&path, &key, all).unwrap();
+            let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, all.len() as i64, "from version {k}");
+            let segs = crate::copy::archived(&c, 0, 1).unwrap();
+            assert_eq!(segs[0].schema, shared::schema::LEGACY_SEGMENT_SCHEMA, "from version {k}");
+        }
+        let e = open(&dir.path().join("v1.db"), &key, &all[..1]).unwrap_err().to_string();
+        assert!(e.contains("newer than this program knows") && e.contains("run a newer tsunagi-hub"), "{e}");
+    }
+}

@@ -9,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The version of the API's bodies and of the binary formats. 1: the first that says it.
-pub const PROTOCOL: u32 = 1;
+/// The version of the API's bodies and of the binary formats. 1: the first that says it;
+/// 2: every segment says the schema it was written at (batches `TSB2`, restore streams `TSR2`).
+pub const PROTOCOL: u32 = 2;
 
 /// `POST /v1/enroll`: a one-time token for a certificate. The appliance's key never leaves it:
 /// it sends certificate signing requests.

@@ -32,7 +32,7 @@ pub fn clinical_tables() -> &'static [&'static str] {
 }
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The clinical schema's version: how many migrations there are. A store's and a copy's
 /// `PRAGMA user_version` is the version they are at.
@@ -298,6 +298,16 @@ const MIGRATION_3: &str = r#"
 CREATE INDEX exam_report_pid ON exam_report (patient_id);
 CREATE INDEX document_pid ON document (patient_id);
 "#;
+
+const MIGRATION_4: &str = r#"
+-- The schema version each segment was written at, so that a reader that knows less refuses it
+-- by name instead of misreading it. Segments from before were written at 3 or earlier, whose
+-- synced tables all have the columns of 3.
+ALTER TABLE outbox ADD COLUMN schema INTEGER NOT NULL DEFAULT 3;
+"#;
+
+/// The version segments from before segments said theirs are read as (see `MIGRATION_4`).
+pub const LEGACY_SEGMENT_SCHEMA: u32 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -2,22 +2,29 @@
 //! a restore stream (hub to a replacement appliance). Binary, length-prefixed and checked: every
 //! decoder names what was wrong and never reads past what it was given.
 //!
-//! A batch: `TSB1`, the 10-digit facility code the sender believes it is, a u32 count, then the
-//! segments. A segment: seq u64, raw_len u64, files u64, prev_hash [32], hash [32], created_at
-//! (u16 length + UTF-8), body (u32 length + zstd bytes). All integers big-endian.
+//! A batch: `TSB2`, the 10-digit facility code the sender believes it is, a u32 count, then the
+//! segments. A segment: seq u64, raw_len u64, files u64, schema u32 (the schema version it was
+//! written at), prev_hash [32], hash [32], created_at (u16 length + UTF-8), body (u32 length +
+//! zstd bytes). All integers big-endian. `TSB1` batches (protocol 1) are read too: their
+//! segments have no schema field and are read as `schema::LEGACY_SEGMENT_SCHEMA`.
 //!
-//! A restore stream: `TSR1`, the base it starts from (seq u64, hash [32]: the snapshot's position,
-//! or 0 and zeros), then frames, each a kind byte: `S` a snapshot chunk (u32 raw length,
-//! u32 length + zstd-compressed changeset of inserts), `G` a segment (as above), `E` the end (seq
-//! u64 and hash [32] of the restored position). A stream without its `E` frame is incomplete.
+//! A restore stream: `TSR2` (or `TSR1`), the base it starts from (seq u64, hash [32]: the
+//! snapshot's position, or 0 and zeros), then frames, each a kind byte: `S` a snapshot chunk
+//! (u32 raw length, u32 length + zstd-compressed changeset of inserts), `H` a segment (as
+//! above; `G` one without its schema, as protocol 1 wrote it), `E` the end (seq u64 and hash
+//! [32] of the restored position). A stream without its `E` frame is incomplete.
 
 /// Largest compressed segment body a hub accepts; the edge's batches stay well below it.
 pub const MAX_BODY: usize = 64 << 20;
 /// Largest changeset a segment may expand to (guards against decompression bombs).
 pub const MAX_RAW: usize = 512 << 20;
 
-pub const BATCH_MAGIC: &[u8; 4] = b"TSB1";
-pub const RESTORE_MAGIC: &[u8; 4] = b"TSR1";
+pub const BATCH_MAGIC: &[u8; 4] = b"TSB2";
+/// Batches of protocol 1, whose segments do not say their schema.
+pub const BATCH_MAGIC_1: &[u8; 4] = b"TSB1";
+pub const RESTORE_MAGIC: &[u8; 4] = b"TSR2";
+/// Restore streams of protocol 1.
+pub const RESTORE_MAGIC_1: &[u8; 4] = b"TSR1";
 
 /// One outbox segment: a zstd-compressed SQLite changeset, chained by hash to the one before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,14 +36,17 @@ pub struct Segment {
     pub raw_len: usize,
     pub files: u64,
     pub created_at: String,
+    /// The schema version (`schema::VERSION`) of the store that wrote it.
+    pub schema: u32,
 }
 
 /// The columns of an `outbox` row, in the order `Segment::from_row` takes them.
-pub const SEGMENT_COLUMNS: &str = "seq, prev_hash, hash, body, raw_len, files, created_at";
+pub const SEGMENT_COLUMNS: &str = "seq, prev_hash, hash, body, raw_len, files, created_at, schema";
 
 impl Segment {
     /// A segment from a stored `outbox` row (`SEGMENT_COLUMNS`), refusing one that cannot be a
     /// segment rather than reading it as something else.
+    #[expect(clippy::too_many_arguments, reason = "one per column of the row")]
     pub fn from_row(
         seq: i64,
         prev_hash: &[u8],
@@ -45,6 +55,7 @@ impl Segment {
         raw_len: i64,
         files: i64,
         created_at: String,
+        schema: i64,
     ) -> Result<Segment, crate::chain::ChainError> {
         let bad = |what: &str| crate::chain::ChainError::BadRow {
             seq,
@@ -58,18 +69,21 @@ impl Segment {
             raw_len: usize::try_from(raw_len).map_err(|_| bad("its length is negative"))?,
             files: u64::try_from(files).map_err(|_| bad("its file count is negative"))?,
             created_at,
+            schema: u32::try_from(schema).map_err(|_| bad("its schema version is out of range"))?,
         })
     }
 
     /// Bytes this segment takes in a batch.
     pub fn wire_len(&self) -> usize {
-        8 * 3 + 64 + 2 + self.created_at.len() + 4 + self.body.len()
+        8 * 3 + 4 + 64 + 2 + self.created_at.len() + 4 + self.body.len()
     }
 
+    /// Writes the segment as protocol 2 does (with its schema).
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&(self.raw_len as u64).to_be_bytes());
         out.extend_from_slice(&self.files.to_be_bytes());
+        out.extend_from_slice(&self.schema.to_be_bytes());
         out.extend_from_slice(&self.prev_hash);
         out.extend_from_slice(&self.hash);
         out.extend_from_slice(&(self.created_at.len() as u16).to_be_bytes());
@@ -78,10 +92,16 @@ impl Segment {
         out.extend_from_slice(&self.body);
     }
 
-    pub fn decode(r: &mut Reader<'_>) -> Result<Segment, String> {
+    /// Reads a segment as protocol `protocol` (1 or 2) wrote it.
+    pub fn decode(r: &mut Reader<'_>, protocol: u32) -> Result<Segment, String> {
         let seq = r.u64("segment number")?;
         let raw_len = r.u64("changeset length")? as usize;
         let files = r.u64("file count")?;
+        let schema = if protocol >= 2 {
+            r.u32("schema version")?
+        } else {
+            crate::schema::LEGACY_SEGMENT_SCHEMA
+        };
         let prev_hash = r.hash("previous hash")?;
         let hash = r.hash("hash")?;
         let n = r.u16("time length")? as usize;
@@ -107,6 +127,7 @@ impl Segment {
             raw_len,
             files,
             created_at,
+            schema,
         })
     }
 
@@ -145,16 +166,24 @@ pub fn encode_batch(facility: &str, segs: &[Segment]) -> Vec<u8> {
 /// Decodes a batch: the facility it claims and its segments.
 pub fn decode_batch(bytes: &[u8]) -> Result<(String, Vec<Segment>), String> {
     let mut r = Reader::new(bytes);
-    if r.take(4, "magic")? != BATCH_MAGIC {
-        return Err("not a tsunagi segment batch (bad magic)".into());
-    }
+    let protocol = match r.take(4, "magic")? {
+        m if m == BATCH_MAGIC => 2,
+        m if m == BATCH_MAGIC_1 => 1,
+        m if m.starts_with(b"TSB") => {
+            return Err(format!(
+                "a segment batch of a newer protocol ({}): upgrade the hub",
+                String::from_utf8_lossy(m)
+            ))
+        }
+        _ => return Err("not a tsunagi segment batch (bad magic)".into()),
+    };
     let facility = String::from_utf8_lossy(r.take(10, "facility")?)
         .trim()
         .to_string();
     let n = r.u32("segment count")? as usize;
     let mut segs = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
-        segs.push(Segment::decode(&mut r)?);
+        segs.push(Segment::decode(&mut r, protocol)?);
     }
     if !r.is_empty() {
         return Err(format!("{} bytes after the last segment", r.rest()));
@@ -187,7 +216,7 @@ impl Frame {
                 out.extend_from_slice(body);
             }
             Frame::Segment(s) => {
-                out.push(b'G');
+                out.push(b'H');
                 s.encode(out);
             }
             Frame::End { seq, hash } => {
@@ -227,7 +256,7 @@ impl Frame {
                     body: body.to_vec(),
                 }
             }
-            b'G' => match Segment::decode(&mut r) {
+            b'G' | b'H' => match Segment::decode(&mut r, if kind == b'H' { 2 } else { 1 }) {
                 Ok(s) => Frame::Segment(s),
                 Err(e) if e.contains("over the limit") => return Err(e),
                 Err(_) => return Ok(None),
@@ -303,6 +332,55 @@ mod tests {
             raw_len: 9,
             files: 3,
             created_at: "2026-11-21T00:00:00Z".into(),
+            schema: crate::schema::VERSION,
+        }
+    }
+
+    /// A batch as protocol 1 wrote it: no schema in its segments.
+    fn batch_v1(facility: &str, s: &Segment) -> Vec<u8> {
+        let mut out = BATCH_MAGIC_1.to_vec();
+        out.extend_from_slice(format!("{facility:<10}").as_bytes());
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(&s.seq.to_be_bytes());
+        out.extend_from_slice(&(s.raw_len as u64).to_be_bytes());
+        out.extend_from_slice(&s.files.to_be_bytes());
+        out.extend_from_slice(&s.prev_hash);
+        out.extend_from_slice(&s.hash);
+        out.extend_from_slice(&(s.created_at.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.created_at.as_bytes());
+        out.extend_from_slice(&(s.body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&s.body);
+        out
+    }
+
+    #[test]
+    fn each_segment_says_its_schema_and_older_batches_still_read() {
+        let (_, segs) = decode_batch(&encode_batch("3712345678", &[seg(1)])).unwrap();
+        assert_eq!(segs[0].schema, crate::schema::VERSION);
+        let (f, old) = decode_batch(&batch_v1("3712345678", &seg(1))).unwrap();
+        assert_eq!(f, "3712345678");
+        assert_eq!(old[0].schema, crate::schema::LEGACY_SEGMENT_SCHEMA);
+        assert_eq!(old[0].body, seg(1).body);
+        let mut newer = encode_batch("3712345678", &[seg(1)]);
+        newer[3] = b'9';
+        assert!(decode_batch(&newer)
+            .unwrap_err()
+            .contains("newer protocol (TSB9): upgrade the hub"));
+        // A restore stream's segment frame says its schema; a protocol-1 frame (G) reads as legacy.
+        let mut f = Vec::new();
+        Frame::Segment(seg(4)).encode(&mut f);
+        assert_eq!(f[0], b'H');
+        assert_eq!(
+            Frame::decode(&f).unwrap().unwrap().0,
+            Frame::Segment(seg(4))
+        );
+        let mut g = vec![b'G'];
+        g.extend_from_slice(&batch_v1("3712345678", &seg(4))[18..]);
+        match Frame::decode(&g).unwrap().unwrap().0 {
+            Frame::Segment(s) => {
+                assert_eq!((s.seq, s.schema), (4, crate::schema::LEGACY_SEGMENT_SCHEMA))
+            }
+            other => panic!("{other:?}"),
         }
     }
 

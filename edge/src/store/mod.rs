@@ -228,6 +228,29 @@ impl Drop for Handle {
 mod tests {
     use super::*;
 
+    /// A store at every earlier schema version migrates forward to the current one, keeping what
+    /// it held; its segments from before segments said their schema read as the legacy one.
+    #[test]
+    fn a_store_at_every_earlier_version_migrates_forward() {
+        for k in 0..shared::schema::MIGRATIONS.len() {
+            let conn = Connection::open_in_memory().unwrap();
+            for m in &shared::schema::MIGRATIONS[..k] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", k as i64).unwrap();
+            if k >= 1 {
+                conn.execute("INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (1, zeroblob(32), zeroblob(32), x'00', 1, 0, 't')", []).unwrap();
+            }
+            migrate(&conn, Path::new("test.db")).unwrap();
+            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, shared::schema::latest_version(), "from version {k}");
+            if k >= 1 {
+                let segs = crate::outbox::segments_after(&conn, 0, 10).unwrap();
+                assert_eq!((segs.len(), segs[0].schema), (1, shared::schema::LEGACY_SEGMENT_SCHEMA), "from version {k}");
+            }
+        }
+    }
+
     #[test]
     fn wrong_key_is_named_and_right_key_opens() {
         let dir = tempfile::tempdir().unwrap();
