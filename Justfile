@@ -28,10 +28,12 @@ test:
     cargo build --workspace --all-targets
     cargo test --workspace --no-fail-fast
 
-# Benchmarks; writes BENCHMARKS.md with the figures and how they were taken.
-bench:
+# Benchmarks; writes BENCHMARKS.md with the figures and how they were taken. With a SECTION
+# (ingest, sync, portal, proxy, fleet) runs only that one and prints it, to measure a change
+# without the whole bench.
+bench SECTION="":
     cargo build --workspace --release
-    ./target/release/tsunagi-bench --out BENCHMARKS.md
+    if [ -z "{{SECTION}}" ]; then ./target/release/tsunagi-bench --out BENCHMARKS.md; else ./target/release/tsunagi-bench {{SECTION}}; fi
 
 # The appliance OS image (mkosi in the trixie tools tree): writes it to
 # /var/tmp/tsunagi-image/out/<version>/. Set TSUNAGI_REGION to the region's hub (see docs/image.md).

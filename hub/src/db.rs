@@ -136,12 +136,23 @@ mod tests {
             c.execute("INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (1, zeroblob(32), zeroblob(32), x'00', 1, 0, 't')", []).unwrap();
             drop(c);
             let c = open(&path, &key, all).unwrap();
-            let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            let v: i64 = c
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(v, all.len() as i64, "from version {k}");
             let segs = crate::copy::archived(&c, 0, 1).unwrap();
-            assert_eq!(segs[0].schema, shared::schema::LEGACY_SEGMENT_SCHEMA, "from version {k}");
+            assert_eq!(
+                segs[0].schema,
+                shared::schema::LEGACY_SEGMENT_SCHEMA,
+                "from version {k}"
+            );
         }
-        let e = open(&dir.path().join("v1.db"), &key, &all[..1]).unwrap_err().to_string();
-        assert!(e.contains("newer than this program knows") && e.contains("run a newer tsunagi-hub"), "{e}");
+        let e = open(&dir.path().join("v1.db"), &key, &all[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("newer than this program knows") && e.contains("run a newer tsunagi-hub"),
+            "{e}"
+        );
     }
 }

@@ -242,11 +242,17 @@ mod tests {
                 conn.execute("INSERT INTO outbox (seq, prev_hash, hash, body, raw_len, files, created_at) VALUES (1, zeroblob(32), zeroblob(32), x'00', 1, 0, 't')", []).unwrap();
             }
             migrate(&conn, Path::new("test.db")).unwrap();
-            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            let v: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(v, shared::schema::latest_version(), "from version {k}");
             if k >= 1 {
                 let segs = crate::outbox::segments_after(&conn, 0, 10).unwrap();
-                assert_eq!((segs.len(), segs[0].schema), (1, shared::schema::LEGACY_SEGMENT_SCHEMA), "from version {k}");
+                assert_eq!(
+                    (segs.len(), segs[0].schema),
+                    (1, shared::schema::LEGACY_SEGMENT_SCHEMA),
+                    "from version {k}"
+                );
             }
         }
     }

@@ -50,6 +50,12 @@ enum Cmd {
         #[arg(long = "root")]
         roots: Vec<PathBuf>,
     },
+    /// Only the edge ingest benchmark (clinic-year; the hospital too unless --quick), printed to
+    /// standard output.
+    Ingest,
+    /// Only the sync benchmarks (one day against restic and rsync; throughput and restore of
+    /// clinic-year), printed to standard output.
+    Sync,
     /// Only the portal benchmarks, printed to standard output.
     Portal,
     /// Only the LAN proxy benchmark (wrk), printed to standard output.
@@ -323,6 +329,44 @@ fn main() -> anyhow::Result<()> {
             println!("{md}");
             return Ok(());
         }
+        Some(Cmd::Ingest) => {
+            std::fs::create_dir_all(&a.data)?;
+            let me = std::env::current_exe()?;
+            let edge = me.parent().expect("bin dir").join("tsunagi-edge");
+            let mut rows = vec![bench("clinic-year", Spec::clinic_year(), &a, &me, &edge)?];
+            if !a.quick {
+                rows.push(bench("hospital", Spec::hospital(), &a, &me, &edge)?);
+            }
+            let mut md = String::new();
+            ingest_report(&mut md, &rows)?;
+            println!("{md}");
+            return Ok(());
+        }
+        Some(Cmd::Sync) => {
+            std::fs::create_dir_all(&a.data)?;
+            let me = std::env::current_exe()?;
+            let edge = me.parent().expect("bin dir").join("tsunagi-edge");
+            let row = bench("clinic-year", Spec::clinic_year(), &a, &me, &edge)?;
+            let bin_dir = me.parent().expect("bin dir").to_owned();
+            let key = a.data.join("bench.key");
+            let wire = sync::wire(
+                &a.data.join("clinic-year/standard"),
+                &a.data.join("sync-wire"),
+                &bin_dir,
+                &key,
+            )?;
+            let restore = sync::throughput(
+                row.name,
+                &a.data.join(format!("store-{}", row.name)),
+                &a.data.join(format!("sync-{}", row.name)),
+                &bin_dir,
+                &key,
+            )?;
+            let mut md = String::new();
+            sync::report(&mut md, &wire, &[restore])?;
+            println!("{md}");
+            return Ok(());
+        }
         None => {}
     }
     std::fs::create_dir_all(&a.data)?;
@@ -369,6 +413,26 @@ fn main() -> anyhow::Result<()> {
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(md, "Written by `just bench` (`tsunagi-bench`), release build, on {} core(s) of {cpu}, {} run(s) per figure, median shown.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), a.runs)?;
+    ingest_report(&mut md, &rows)?;
+    sync::report(&mut md, &wire, &restores)?;
+    portal::report(&mut md, &portal_report)?;
+    proxy::report(&mut md, &proxy_report)?;
+    fleet::report(&mut md, &fleet_report, fleet_runs)?;
+    // `just image-test` writes its own section (it needs qemu and about half an hour): keep it.
+    if let Some(image) = std::fs::read_to_string(&a.out)
+        .ok()
+        .and_then(|old| old.find(IMAGE_SECTION).map(|i| old[i..].to_string()))
+    {
+        writeln!(md)?;
+        md.push_str(&image);
+    }
+    std::fs::write(&a.out, md)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// The edge ingest section.
+fn ingest_report(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
     writeln!(md, "## Edge ingest (issue 2)\n")?;
     writeln!(md, "Corpora from `ssmix2-gen` (deterministic): **clinic-year** is 2,000 patients over a year, **hospital** 50,000 patients. One message = one SS-MIX2 file.\n")?;
     writeln!(md, "| corpus | files | MB | floor s | ingest s | ingest / floor | messages/s | MB/s | messages per CPU-second | ingest peak RSS MB | floor peak RSS MB |")?;
@@ -376,7 +440,7 @@ fn main() -> anyhow::Result<()> {
         md,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
-    for r in &rows {
+    for r in rows {
         writeln!(
             md,
             "| {} | {} | {:.1} | {:.2} | {:.2} | {:.2}x | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} |",
@@ -399,7 +463,7 @@ fn main() -> anyhow::Result<()> {
         "| corpus | files | rescan s | stat walk s | rescan / walk | files per second |"
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
-    for r in &rows {
+    for r in rows {
         writeln!(
             md,
             "| {} | {} | {:.2} | {:.2} | {:.2}x | {:.0} |",
@@ -417,19 +481,5 @@ fn main() -> anyhow::Result<()> {
     writeln!(md, "- **messages per CPU-second**: files divided by the ingest process's user + system CPU time (it runs a reader thread and the store thread), the measure for \"on one core\".")?;
     writeln!(md, "- **rescan**: `ingest --once` again on the unchanged tree; it stats every file, compares size, mtime and inode with the store, reads nothing and writes no transaction. **stat walk**: a process that only walks and stats every file.")?;
     writeln!(md, "- Peak RSS is the process's VmHWM, sampled every 5 ms. The page cache is warm: the generator or the floor has just read every file.")?;
-    sync::report(&mut md, &wire, &restores)?;
-    portal::report(&mut md, &portal_report)?;
-    proxy::report(&mut md, &proxy_report)?;
-    fleet::report(&mut md, &fleet_report, fleet_runs)?;
-    // `just image-test` writes its own section (it needs qemu and about half an hour): keep it.
-    if let Some(image) = std::fs::read_to_string(&a.out)
-        .ok()
-        .and_then(|old| old.find(IMAGE_SECTION).map(|i| old[i..].to_string()))
-    {
-        writeln!(md)?;
-        md.push_str(&image);
-    }
-    std::fs::write(&a.out, md)?;
-    eprintln!("wrote {}", a.out.display());
     Ok(())
 }
