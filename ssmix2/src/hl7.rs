@@ -1,8 +1,6 @@
 //! HL7 v2 messages as SS-MIX2 stores them: ISO-2022-JP bytes, decoded to text *before* the
 //! delimiters are split (JIS X 0208 codes contain `| ^ ~ \ &`), then a tolerant tokenizer.
 
-use encoding_rs::ISO_2022_JP;
-
 /// Why a file's bytes are not a message we can read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -58,66 +56,176 @@ pub fn decode(bytes: &[u8]) -> Result<(String, Vec<String>), Error> {
             byte: body[offset],
         });
     }
-    // Writers sometimes emit an escape sequence straight after another (`ESC ( B ESC $ B`), which
-    // the WHATWG decoder reports as an error; only the last of a run of escapes matters.
-    let cleaned;
-    let body = if has_adjacent_escapes(body) {
-        cleaned = drop_adjacent_escapes(body);
-        &cleaned[..]
-    } else {
-        body
-    };
-    let (text, had_errors) = ISO_2022_JP.decode_without_bom_handling(body);
-    if had_errors {
-        let n = text.matches('\u{FFFD}').count();
-        warnings.push(format!(
-            "{n} character(s) could not be decoded (JIS X 0212 or a broken escape sequence) and became U+FFFD"
-        ));
-    }
-    Ok((text.into_owned(), warnings))
+    let (text, problems) = decode_iso2022jp(body);
+    warnings.extend(problems);
+    Ok((text, warnings))
 }
 
-fn escape_len(b: &[u8]) -> Option<usize> {
-    match b {
-        [0x1B, b'$', b'(', b'D', ..] => Some(4),
-        [0x1B, b'$', b'B' | b'@', ..] | [0x1B, b'(', b'B' | b'J' | b'I', ..] => Some(3),
-        _ => None,
-    }
+/// The character set an ISO-2022-JP stream is in after an escape sequence (or a shift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    /// `ESC ( B`: ASCII.
+    Ascii,
+    /// `ESC ( J`: JIS X 0201 Roman, ASCII but for `\` (¥) and `~` (‾), which HL7 keeps as its
+    /// escape and repetition characters: an SS-MIX2 message cannot carry them unescaped.
+    Roman,
+    /// `ESC ( I`, or SO (0x0E) in JIS7 output: JIS X 0201 half-width katakana for 0x21–0x5F.
+    Katakana,
+    /// `ESC $ B` (JIS X 0208-1983) or `ESC $ @` (JIS C 6226-1978), with the NEC row 13 and IBM
+    /// extension codes CP50220/CP50221 write.
+    Jis0208,
+    /// `ESC $ ( D`: JIS X 0212.
+    Jis0212,
 }
 
-fn has_adjacent_escapes(b: &[u8]) -> bool {
+/// Decodes ISO-2022-JP in every dialect SS-MIX2 gateways write (see `Set`). Whatever cannot be
+/// decoded becomes U+FFFD and is reported with its line and why; the caller keeps the raw
+/// bytes. Bytes below 0x80 only (the caller has refused the others).
+///
+/// JIS C 6226-1978 is read with the JIS X 0208 table, as iconv, Python and browsers do: the
+/// 1983 edition swapped 22 pairs of kanji between levels, and a 1978 writer's codes for those
+/// read as their 1983 counterparts.
+fn decode_iso2022jp(b: &[u8]) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(b.len());
+    let mut problems = Vec::new();
+    let mut set = Set::Ascii;
+    // The set SI returns to after SO.
+    let mut before_so = Set::Ascii;
+    let mut line = 1usize;
     let mut i = 0;
-    while let Some(p) = b[i..].iter().position(|&c| c == 0x1B) {
-        let at = i + p;
-        if let Some(n) = escape_len(&b[at..]) {
-            if escape_len(&b[at + n..]).is_some() {
-                return true;
-            }
-            i = at + n;
-        } else {
-            i = at + 1;
-        }
-    }
-    false
-}
-
-fn drop_adjacent_escapes(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
+    let mut pairs = Vec::new();
     while i < b.len() {
-        if let Some(n) = escape_len(&b[i..]) {
-            if escape_len(&b[i + n..]).is_some() {
-                i += n;
-                continue;
+        let c = b[i];
+        if c == 0x1B {
+            let (next, n) = match &b[i + 1..] {
+                [b'(', b'B', ..] => (Some(Set::Ascii), 3),
+                [b'(', b'J', ..] => (Some(Set::Roman), 3),
+                [b'(', b'I', ..] => (Some(Set::Katakana), 3),
+                [b'$', b'B' | b'@', ..] => (Some(Set::Jis0208), 3),
+                [b'$', b'(', b'D', ..] => (Some(Set::Jis0212), 4),
+                // `ESC & @` announces the 1990 revision before `ESC $ B`: nothing to switch.
+                [b'&', b'@', ..] => (None, 3),
+                _ => {
+                    problems.push(format!("line {line}: an escape sequence this decoder does not know (ESC {:?}); a character became U+FFFD", String::from_utf8_lossy(&b[i + 1..(i + 3).min(b.len())])));
+                    out.push('\u{FFFD}');
+                    (None, 1)
+                }
+            };
+            if let Some(s) = next {
+                set = s;
             }
-            out.extend_from_slice(&b[i..i + n]);
             i += n;
-        } else {
-            out.push(b[i]);
+            continue;
+        }
+        if c == b'\r' || c == b'\n' {
+            // A line ends in every set (some writers stay in a double-byte set across it).
+            if c == b'\n' || b.get(i + 1) != Some(&b'\n') {
+                line += 1;
+            }
+            out.push(c as char);
             i += 1;
+            continue;
+        }
+        match (c, set) {
+            (0x0E, _) => {
+                if set != Set::Katakana {
+                    before_so = set;
+                }
+                set = Set::Katakana;
+                i += 1;
+            }
+            (0x0F, _) => {
+                if set == Set::Katakana {
+                    set = before_so;
+                }
+                i += 1;
+            }
+            (0x21..=0x5F, Set::Katakana) => {
+                out.push(char::from_u32(0xFF61 + (c as u32 - 0x21)).unwrap_or('\u{FFFD}'));
+                i += 1;
+            }
+            (0x21..=0x7E, Set::Jis0208 | Set::Jis0212) => {
+                // A run of double-byte characters up to the next control or escape.
+                let start = i;
+                while i + 1 < b.len()
+                    && (0x21..=0x7E).contains(&b[i])
+                    && (0x21..=0x7E).contains(&b[i + 1])
+                {
+                    i += 2;
+                }
+                decode_run(
+                    &b[start..i],
+                    set == Set::Jis0212,
+                    line,
+                    &mut pairs,
+                    &mut out,
+                    &mut problems,
+                );
+                if i < b.len() && (0x21..=0x7E).contains(&b[i]) {
+                    problems.push(format!("line {line}: half of a double-byte character (0x{:02X}) before a control byte or the end; it became U+FFFD", b[i]));
+                    out.push('\u{FFFD}');
+                    i += 1;
+                }
+            }
+            (b'\\', Set::Roman) => {
+                out.push('\\');
+                i += 1;
+            }
+            (b'~', Set::Roman) => {
+                out.push('~');
+                i += 1;
+            }
+            _ => {
+                // ASCII, Roman's other bytes, the delimiters between katakana (| and ~ lie
+                // outside its range), and control bytes.
+                out.push(c as char);
+                i += 1;
+            }
         }
     }
-    out
+    (out, problems)
+}
+
+/// Decodes a run of 7-bit double-byte pairs through the EUC-JP tables (JIS X 0208 with NEC row
+/// 13 and the IBM extensions; JIS X 0212 behind 0x8F), naming each code that has no character.
+fn decode_run(
+    run: &[u8],
+    jis0212: bool,
+    line: usize,
+    buf: &mut Vec<u8>,
+    out: &mut String,
+    problems: &mut Vec<String>,
+) {
+    buf.clear();
+    for p in run.chunks(2) {
+        if jis0212 {
+            buf.push(0x8F);
+        }
+        buf.extend(p.iter().map(|x| x | 0x80));
+    }
+    let (text, had_errors) = encoding_rs::EUC_JP.decode_without_bom_handling(buf);
+    if !had_errors {
+        out.push_str(&text);
+        return;
+    }
+    let set = if jis0212 { "JIS X 0212" } else { "JIS X 0208" };
+    for p in run.chunks(2) {
+        let euc: Vec<u8> = jis0212
+            .then_some(0x8F)
+            .into_iter()
+            .chain(p.iter().map(|x| x | 0x80))
+            .collect();
+        let (c, bad) = encoding_rs::EUC_JP.decode_without_bom_handling(&euc);
+        if bad {
+            problems.push(format!(
+                "line {line}: {set} code 0x{:02X}{:02X} has no character; it became U+FFFD",
+                p[0], p[1]
+            ));
+            out.push('\u{FFFD}');
+        } else {
+            out.push_str(&c);
+        }
+    }
 }
 
 /// The five delimiters a message declares in MSH-1 and MSH-2.
@@ -370,6 +478,7 @@ pub fn unescape(s: &str, d: &Delims) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use encoding_rs::ISO_2022_JP;
 
     fn jis(s: &str) -> Vec<u8> {
         ISO_2022_JP.encode(s).0.into_owned()
@@ -422,6 +531,114 @@ mod tests {
         let (text, warnings) = decode(&b).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(text.contains("患|X"));
+    }
+
+    /// An MSH and a PID whose name field carries `name` as the writer's bytes.
+    fn with_name(name: &[u8]) -> Vec<u8> {
+        let mut b = b"MSH|^~\\&|A\rPID|0001||1||".to_vec();
+        b.extend_from_slice(name);
+        b.extend_from_slice(b"\x1b(B^X~Y\r");
+        b
+    }
+
+    fn decoded(bytes: &[u8]) -> (Message, Vec<String>) {
+        let (text, w) = decode(bytes).unwrap();
+        (Message::parse(&text).unwrap(), w)
+    }
+
+    /// JIS X 0201 Roman as the single-byte state: its `~` and `\` are the message's repetition
+    /// and escape characters still, not ‾ and ¥.
+    #[test]
+    fn roman_keeps_the_hl7_delimiters() {
+        let mut b = b"\x1b(JMSH|^~\\&|A\rPID|0001||1||".to_vec();
+        b.extend_from_slice(b"\x1b$B;3ED\x1b(J^X~Y^\\S\\\r");
+        let (m, w) = decoded(&b);
+        assert!(w.is_empty(), "{w:?}");
+        let pid = m.first("PID").unwrap();
+        assert_eq!(pid.comp(5, 1).as_deref(), Some("山田"));
+        assert_eq!(pid.reps(5), 2, "~ repeats the field under Roman too");
+        assert_eq!(pid.comp_rep(5, 0, 2).as_deref(), Some("X"));
+        assert_eq!(pid.comp_rep(5, 1, 1).as_deref(), Some("Y"));
+        assert_eq!(
+            pid.comp_rep(5, 1, 2).as_deref(),
+            Some("^"),
+            "\\S\\ is an escaped component separator"
+        );
+    }
+
+    /// JIS C 6226-1978 (`ESC $ @`) reads as JIS X 0208.
+    #[test]
+    fn jis_c_6226_1978_reads_as_jis_x_0208() {
+        let (m, w) = decoded(&with_name(b"\x1b$@;3ED"));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(m.first("PID").unwrap().comp(5, 1).as_deref(), Some("山田"));
+    }
+
+    /// Half-width katakana by `ESC ( I` and by SO/SI (JIS7), with a dakuten (0x5E, the byte of
+    /// `^`) that is a character there, and the delimiters outside its range intact.
+    #[test]
+    fn half_width_katakana_by_escape_and_by_shift() {
+        // ﾔﾏﾀﾞ: 0x54 0x4F 0x40 0x5E.
+        for name in [&b"\x1b(ITO@^"[..], &b"\x0eTO@^\x0f"[..]] {
+            let (m, w) = decoded(&with_name(name));
+            assert!(w.is_empty(), "{w:?}");
+            let pid = m.first("PID").unwrap();
+            assert_eq!(pid.comp(5, 1).as_deref(), Some("ﾔﾏﾀﾞ"), "{name:?}");
+            assert_eq!(pid.comp_rep(5, 1, 1).as_deref(), Some("Y"));
+        }
+        // Under `ESC ( I` the field's own `|` and `~` stay delimiters.
+        let (m, _) = decoded(b"MSH|^~\\&|A\rPID|0001||1||\x1b(ITO@|z~w\x1b(B\r");
+        let pid = m.first("PID").unwrap();
+        assert_eq!(pid.comp(5, 1).as_deref(), Some("ﾔﾏﾀ"));
+        assert_eq!(
+            pid.get(6).as_deref(),
+            Some("z"),
+            "lower case lies outside the katakana range"
+        );
+    }
+
+    /// The vendor rows CP50220/CP50221 write: NEC row 13 (①, ㈱) and the IBM extensions (髙).
+    #[test]
+    fn nec_row_13_and_ibm_extensions() {
+        // ① 0x2D21 and ㈱ 0x2D6A in NEC row 13; 髙 where CP50221 puts the IBM extensions
+        // (rows 89 to 92, lead bytes 0x79 to 0x7C).
+        let bytes = jis("①㈱髙");
+        assert_eq!(&bytes[3..7], b"-!-j");
+        assert!((0x79..=0x7C).contains(&bytes[7]), "{bytes:?}");
+        let (m, w) = decoded(&with_name(&bytes[..bytes.len() - 3]));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(m.first("PID").unwrap().comp(5, 1).as_deref(), Some("①㈱髙"));
+    }
+
+    /// JIS X 0212 (`ESC $ ( D`) decodes; a code with no character, a lone half of a pair and an
+    /// escape nobody defined become U+FFFD and are each reported with their line.
+    #[test]
+    fn jis_x_0212_and_what_cannot_be_decoded_is_reported_by_line() {
+        // 丂 is JIS X 0212 0x3021.
+        let (m, w) = decoded(&with_name(b"\x1b$(D0!"));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(m.first("PID").unwrap().comp(5, 1).as_deref(), Some("丂"));
+        let (m, w) = decoded(&with_name(b"\x1b$B;3)!\x1b(B|\x1b$B;\x1b(B|\x1b%Gx"));
+        assert_eq!(
+            m.first("PID").unwrap().comp(5, 1).as_deref(),
+            Some("山\u{FFFD}")
+        );
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("line 2: JIS X 0208 code 0x2921 has no character"),
+            "{w:?}"
+        );
+        assert!(w.iter().all(|x| x.starts_with("line 2:")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|x| x.contains("half of a double-byte character")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|x| x.contains("escape sequence this decoder does not know")),
+            "{w:?}"
+        );
     }
 
     #[test]
