@@ -32,7 +32,13 @@ pub fn clinical_tables() -> &'static [&'static str] {
 }
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many have run.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+pub const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// The clinical schema's version: how many migrations there are. A store's and a copy's
 /// `PRAGMA user_version` is the version they are at.
@@ -304,6 +310,14 @@ const MIGRATION_4: &str = r#"
 -- by name instead of misreading it. Segments from before were written at 3 or earlier, whose
 -- synced tables all have the columns of 3.
 ALTER TABLE outbox ADD COLUMN schema INTEGER NOT NULL DEFAULT 3;
+"#;
+
+const MIGRATION_5: &str = r#"
+-- Which version of the decoder derived the stored rows: when it learns to read more (the
+-- ISO-2022-JP dialects of version 2), the files it reads differently are derived again from
+-- their raw bytes, through the outbox like any change. Local to each side, never synced.
+CREATE TABLE derive_state (one INTEGER PRIMARY KEY CHECK (one = 1), decoder INTEGER NOT NULL);
+INSERT INTO derive_state (one, decoder) VALUES (1, 1);
 "#;
 
 /// The version segments from before segments said theirs are read as (see `MIGRATION_4`).

@@ -73,6 +73,8 @@ pub struct Summary {
     pub segments: u64,
     pub last_seq: u64,
     pub alarms: Vec<String>,
+    /// Stored files whose rows were derived again by a newer decoder (`ingest::rederive`).
+    pub rederived: usize,
 }
 
 struct Found {
@@ -132,6 +134,10 @@ fn root_key(root: &Path) -> String {
 /// Scans `scope` of the roots and brings the store in line with it.
 pub fn scan(store: &Handle, opts: &Options, scope: &Scope) -> Result<Summary, store::Error> {
     let mut summary = Summary::default();
+    if matches!(scope, Scope::Full) {
+        // Rows an older decoder derived are derived again before anything new is taken in.
+        summary.rederived = store.call(|c| super::rederive(c, &now()))??;
+    }
     let keys: Vec<String> = opts.roots.iter().map(|r| root_key(r)).collect();
     let dirs: Vec<(usize, String)> = match scope {
         Scope::Full => (0..opts.roots.len()).map(|i| (i, String::new())).collect(),
