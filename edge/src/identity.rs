@@ -344,6 +344,15 @@ pub async fn enroll(
         anyhow::bail!("the hub refused the enrolment: {}", reply.message());
     }
     let issued: Issued = reply.json()?;
+    // A hub that does not say its protocol (from before protocol 2) took the enrolment without
+    // reading the versions, and would refuse every batch this appliance sends.
+    if issued.protocol < shared::api::PROTOCOL {
+        anyhow::bail!(
+            "the hub speaks protocol {} and this appliance {}: upgrade the hub, then enrol again with a new token (this one is spent)",
+            issued.protocol,
+            shared::api::PROTOCOL
+        );
+    }
     let root = provisioning::cert::certs_from_pem(issued.root_pem.as_bytes())
         .map_err(anyhow::Error::msg)?;
     if provisioning::fingerprint(&root[0]) != fingerprint {
@@ -465,6 +474,8 @@ pub async fn renew(id: &mut Identity, hub: Option<&str>) -> anyhow::Result<()> {
         csr,
         lan: lan.as_ref().map(|(_, l)| l.clone()),
         proxy: Some(proxy),
+        protocol: shared::api::PROTOCOL,
+        schema: shared::schema::VERSION,
     };
     let reply = id.client(hub)?.post_json("/v1/renew", &body).await?;
     if !reply.status.is_success() {

@@ -16,10 +16,19 @@ pub use shared::wire::Segment;
 /// The head of the chain: the newest segment's number and hash (0 and zeros when none).
 pub fn head(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
     conn.query_row("SELECT seq, hash FROM outbox_head WHERE one = 1", [], |r| {
-        let h: Vec<u8> = r.get(1)?;
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&h);
-        Ok((r.get::<_, i64>(0)? as u64, hash))
+        let seq: i64 = r.get(0)?;
+        Ok((
+            seq as u64,
+            hash32(seq, "head hash", &r.get::<_, Vec<u8>>(1)?)?,
+        ))
+    })
+}
+
+/// A stored hash of exactly 32 bytes, or an error that names what is damaged (never a panic,
+/// never zeros).
+pub fn hash32(seq: i64, what: &str, bytes: &[u8]) -> rusqlite::Result<[u8; 32]> {
+    shared::chain::stored_hash(seq, what, bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
     })
 }
 
@@ -115,9 +124,11 @@ pub fn hub_position(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
         "SELECT hub_seq, hub_hash FROM sync_state WHERE one = 1",
         [],
         |r| {
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&r.get::<_, Vec<u8>>(1)?);
-            Ok((r.get::<_, i64>(0)? as u64, hash))
+            let seq: i64 = r.get(0)?;
+            Ok((
+                seq as u64,
+                hash32(seq, "hub position's hash", &r.get::<_, Vec<u8>>(1)?)?,
+            ))
         },
     )
 }

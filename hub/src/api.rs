@@ -642,14 +642,29 @@ async fn issue_lan(
     Ok((issued.chain_pem, cert))
 }
 
+/// Reads a request body that states its versions: an appliance newer than this hub is told to
+/// upgrade the hub (409 `upgrade_hub`) before its body is held to this hub's type, and a body
+/// with a field nobody defined is refused by name (400 `bad_request`).
+fn versioned<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> ApiResult<T> {
+    let v: shared::api::Versions = serde_json::from_value(body.clone()).unwrap_or_default();
+    shared::api::hub_takes(v.protocol, v.schema)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "upgrade_hub", e))?;
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the request body is not what this hub reads: {e}"),
+        )
+    })
+}
+
 async fn enroll(
     State(hub): State<Arc<Hub>>,
-    Json(req): Json<EnrollRequest>,
+    Json(body): Json<serde_json::Value>,
 ) -> ApiResult<Json<Issued>> {
     // An appliance newer than this hub is refused before anything is spent on it: it could send
     // rows this hub cannot keep.
-    shared::api::hub_takes(req.protocol, req.schema)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "upgrade_hub", e))?;
+    let req: EnrollRequest = versioned(body)?;
     provisioning::token::check_appliance(&req.appliance)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_appliance", e))?;
     let public_key = provisioning::ca::parse_csr(&req.csr)
@@ -735,9 +750,10 @@ async fn enroll(
 async fn renew(
     State(hub): State<Arc<Hub>>,
     Extension(peer): Extension<Peer>,
-    Json(req): Json<RenewRequest>,
+    Json(body): Json<serde_json::Value>,
 ) -> ApiResult<Json<Issued>> {
     let id = authed(&peer, &hub)?;
+    let req: RenewRequest = versioned(body)?;
     let public_key = provisioning::ca::parse_csr(&req.csr)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_csr", e))?;
     let t = now();
@@ -985,7 +1001,8 @@ async fn restore_plan(
 ) -> ApiResult<Json<shared::api::Plan>> {
     let id = authed(&peer, &hub)?;
     let (c, plan, _) = plan_for(&hub, &id.facility, q).await?;
-    let schema: u32 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let schema =
+        shared::schema::synced_version(c.query_row("PRAGMA user_version", [], |r| r.get(0))?);
     Ok(Json(plan.wire(schema)))
 }
 

@@ -190,7 +190,14 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     problems.extend(cipher.into_iter().map(|p| format!("encryption: {p}")));
-    let position = position(conn)?;
+    // A damaged head is reported like any other damage (the report's position is then zero).
+    let position = position(conn).unwrap_or_else(|e| {
+        problems.push(format!("head: {e}"));
+        Position {
+            seq: 0,
+            hash: [0; 32],
+        }
+    });
     let mut st = conn.prepare(&format!(
         "SELECT {} FROM outbox ORDER BY seq",
         shared::wire::SEGMENT_COLUMNS
@@ -219,6 +226,12 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
             )),
             Err(e) => problems.push(format!("chain: {e}")),
             Ok(()) => {}
+        }
+        // A broken link or a gap does not hide a body that does not match its own hash.
+        if chain::next(after, &prev, &seg).is_err_and(|e| !matches!(e, ChainError::Corrupt { .. }))
+            && chain::segment_hash(&seg.prev_hash, seg.seq, &seg.body) != seg.hash
+        {
+            problems.push(format!("chain: {}", ChainError::Corrupt { seq: seg.seq }));
         }
         last = Some((seg.seq, seg.hash));
     }
@@ -366,6 +379,14 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string()
             .contains("head hash has 1 bytes"));
+        let r = verify(&c).unwrap();
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.starts_with("head: ") && p.contains("head hash has 1 bytes")),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
+use shared::chain;
 use shared::changeset::{Value, Writer};
 use shared::wire::{Frame, RESTORE_MAGIC};
 
@@ -226,10 +227,15 @@ pub fn plan(conn: &Connection, dir: &Path, key: &DbKey, target: &Target) -> anyh
             "SELECT hash, created_at FROM outbox WHERE seq = ?1",
             [to_seq as i64],
             |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?.try_into().unwrap_or([0; 32]),
-                    r.get(1)?,
-                ))
+                let hash = chain::stored_hash(to_seq as i64, "hash", &r.get::<_, Vec<u8>>(0)?)
+                    .map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Blob,
+                            Box::new(e),
+                        )
+                    })?;
+                Ok((hash, r.get(1)?))
             },
         )?
     };
@@ -374,7 +380,12 @@ pub fn stream(
     let mut end = Vec::new();
     let to_hash: [u8; 32] = shared::chain::unhex(&plan.to_hash)
         .and_then(|h| h.try_into().ok())
-        .unwrap_or([0; 32]);
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the plan's target hash {:?} is not 32 bytes of hex",
+                plan.to_hash
+            )
+        })?;
     Frame::End {
         seq: plan.to_seq,
         hash: to_hash,

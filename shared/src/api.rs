@@ -43,6 +43,22 @@ pub struct RenewRequest {
     pub lan: Option<LanRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyRequest>,
+    /// As in `EnrollRequest`: an appliance upgraded since it enrolled says so at renewal.
+    #[serde(default)]
+    pub protocol: u32,
+    #[serde(default)]
+    pub schema: u32,
+}
+
+/// The versions a request body states, read before the body is held to its type: a newer
+/// appliance whose body has fields this hub does not know is told to upgrade the hub, not that
+/// its body is malformed.
+#[derive(Debug, Default, Deserialize)]
+pub struct Versions {
+    #[serde(default)]
+    pub protocol: u32,
+    #[serde(default)]
+    pub schema: u32,
 }
 
 /// The key and names of the appliance's LAN listener, for its server certificate.
@@ -119,7 +135,8 @@ pub struct Plan {
     pub lost_files: u64,
     pub lost_from: Option<String>,
     pub lost_to: Option<String>,
-    /// The copy's `schema::VERSION` (0: a hub from before versions were said, which is 3).
+    /// The copy's synced-tables version (`schema::VERSION`; 0: a hub from before versions were
+    /// said, which is 1).
     #[serde(default)]
     pub schema: u32,
 }
@@ -196,7 +213,7 @@ pub fn hub_takes(appliance_protocol: u32, appliance_schema: u32) -> Result<(), S
     }
     if appliance_schema > crate::schema::VERSION {
         return Err(format!(
-            "this appliance's store has schema {appliance_schema}, and this hub knows up to {}: upgrade the hub before enrolling appliances of this version",
+            "this appliance's synced tables are at version {appliance_schema}, and this hub knows up to {}: upgrade the hub before enrolling appliances of this version",
             crate::schema::VERSION
         ));
     }
@@ -217,7 +234,10 @@ mod tests {
         let e = hub_takes(PROTOCOL + 1, 1).unwrap_err();
         assert!(e.contains("upgrade the hub"), "{e}");
         let e = hub_takes(PROTOCOL, crate::schema::VERSION + 1).unwrap_err();
-        assert!(e.contains("schema") && e.contains("upgrade the hub"), "{e}");
+        assert!(
+            e.contains("synced tables are at version") && e.contains("upgrade the hub"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -40,9 +40,29 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_5,
 ];
 
-/// The clinical schema's version: how many migrations there are. A store's and a copy's
-/// `PRAGMA user_version` is the version they are at.
-pub const VERSION: u32 = MIGRATIONS.len() as u32;
+/// The version of what segments carry (the synced tables and their columns) after each
+/// migration. Only a migration that changes a synced table or column raises it: migrations 2 to
+/// 5 changed local tables and indexes only.
+pub const SYNCED_AT: &[u32] = &[1, 1, 1, 1, 1];
+const _: () = assert!(
+    SYNCED_AT.len() == MIGRATIONS.len(),
+    "say the synced version after every migration"
+);
+
+/// The version of the synced tables a store or a copy at the newest migration holds: what every
+/// segment says, what an appliance says at enrolment, what a restore plan says of a copy. A
+/// local-only migration does not change it, so it never makes an older peer refuse a newer one.
+pub const VERSION: u32 = SYNCED_AT[SYNCED_AT.len() - 1];
+
+/// The synced version of a store or copy at `PRAGMA user_version` `v` (0 before any migration).
+pub fn synced_version(v: i64) -> u32 {
+    usize::try_from(v)
+        .ok()
+        .and_then(|v| v.checked_sub(1))
+        .and_then(|i| SYNCED_AT.get(i))
+        .copied()
+        .unwrap_or(0)
+}
 
 /// The schema version a store has after all migrations.
 pub fn latest_version() -> i64 {
@@ -306,22 +326,27 @@ CREATE INDEX document_pid ON document (patient_id);
 "#;
 
 const MIGRATION_4: &str = r#"
--- The schema version each segment was written at, so that a reader that knows less refuses it
--- by name instead of misreading it. Segments from before were written at 3 or earlier, whose
--- synced tables all have the columns of 3.
-ALTER TABLE outbox ADD COLUMN schema INTEGER NOT NULL DEFAULT 3;
+-- The synced-tables version (`SYNCED_AT`) each segment was written at, so that a reader that
+-- knows less refuses it by name instead of misreading it. Segments from before were all written
+-- at version 1.
+ALTER TABLE outbox ADD COLUMN schema INTEGER NOT NULL DEFAULT 1;
 "#;
 
 const MIGRATION_5: &str = r#"
 -- Which version of the decoder derived the stored rows: when it learns to read more (the
 -- ISO-2022-JP dialects of version 2), the files it reads differently are derived again from
--- their raw bytes, through the outbox like any change. Local to each side, never synced.
-CREATE TABLE derive_state (one INTEGER PRIMARY KEY CHECK (one = 1), decoder INTEGER NOT NULL);
+-- their raw bytes, through the outbox like any change, in chunks; `after_id` is how far the
+-- current pass has come. Local to each side, never synced.
+CREATE TABLE derive_state (
+    one      INTEGER PRIMARY KEY CHECK (one = 1),
+    decoder  INTEGER NOT NULL,
+    after_id INTEGER NOT NULL DEFAULT 0
+);
 INSERT INTO derive_state (one, decoder) VALUES (1, 1);
 "#;
 
 /// The version segments from before segments said theirs are read as (see `MIGRATION_4`).
-pub const LEGACY_SEGMENT_SCHEMA: u32 = 3;
+pub const LEGACY_SEGMENT_SCHEMA: u32 = 1;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,9 @@
 //! segments. A segment: seq u64, raw_len u64, files u64, schema u32 (the schema version it was
 //! written at), prev_hash [32], hash [32], created_at (u16 length + UTF-8), body (u32 length +
 //! zstd bytes). All integers big-endian. `TSB1` batches (protocol 1) are read too: their
-//! segments have no schema field and are read as `schema::LEGACY_SEGMENT_SCHEMA`.
+//! segments have no schema field and are read as `schema::LEGACY_SEGMENT_SCHEMA`. The schema
+//! field is not under the segment hash, which covers the previous hash, the number and the body
+//! as in protocol 1; it travels inside mutual TLS and rests in the encrypted stores.
 //!
 //! A restore stream: `TSR2` (or `TSR1`), the base it starts from (seq u64, hash [32]: the
 //! snapshot's position, or 0 and zeros), then frames, each a kind byte: `S` a snapshot chunk

@@ -76,7 +76,13 @@ enum Set {
     Jis0208,
     /// `ESC $ ( D`: JIS X 0212.
     Jis0212,
+    /// A double-byte set this decoder does not know (`ESC $ ( Q`, JIS X 0213, say): each pair
+    /// is one character it cannot name.
+    UnknownDouble,
 }
+
+/// The most decoding problems a file reports one by one; the rest are counted.
+const MAX_PROBLEMS: usize = 20;
 
 /// Decodes ISO-2022-JP in every dialect SS-MIX2 gateways write (see `Set`). Whatever cannot be
 /// decoded becomes U+FFFD and is reported with its line and why; the caller keeps the raw
@@ -102,7 +108,16 @@ fn decode_iso2022jp(b: &[u8]) -> (String, Vec<String>) {
                 [b'(', b'J', ..] => (Some(Set::Roman), 3),
                 [b'(', b'I', ..] => (Some(Set::Katakana), 3),
                 [b'$', b'B' | b'@', ..] => (Some(Set::Jis0208), 3),
+                [b'$', b'(', b'B' | b'@', ..] => (Some(Set::Jis0208), 4),
                 [b'$', b'(', b'D', ..] => (Some(Set::Jis0212), 4),
+                [b'$', b'(', f, ..] | [b'$', f, ..] if (0x40..=0x7E).contains(f) => {
+                    let n = if b[i + 2] == b'(' { 4 } else { 3 };
+                    problems.push(format!(
+                        "line {line}: a double-byte set this decoder does not know (ESC {}); its characters became U+FFFD",
+                        String::from_utf8_lossy(&b[i + 1..i + n])
+                    ));
+                    (Some(Set::UnknownDouble), n)
+                }
                 // `ESC & @` announces the 1990 revision before `ESC $ B`: nothing to switch.
                 [b'&', b'@', ..] => (None, 3),
                 _ => {
@@ -144,6 +159,14 @@ fn decode_iso2022jp(b: &[u8]) -> (String, Vec<String>) {
                 out.push(char::from_u32(0xFF61 + (c as u32 - 0x21)).unwrap_or('\u{FFFD}'));
                 i += 1;
             }
+            (0x21..=0x7E, Set::UnknownDouble) => {
+                out.push('\u{FFFD}');
+                i += if i + 1 < b.len() && (0x21..=0x7E).contains(&b[i + 1]) {
+                    2
+                } else {
+                    1
+                };
+            }
             (0x21..=0x7E, Set::Jis0208 | Set::Jis0212) => {
                 // A run of double-byte characters up to the next control or escape.
                 let start = i;
@@ -182,6 +205,13 @@ fn decode_iso2022jp(b: &[u8]) -> (String, Vec<String>) {
                 i += 1;
             }
         }
+    }
+    if problems.len() > MAX_PROBLEMS {
+        let more = problems.len() - MAX_PROBLEMS;
+        problems.truncate(MAX_PROBLEMS);
+        problems.push(format!(
+            "and {more} more characters that could not be decoded"
+        ));
     }
     (out, problems)
 }
@@ -639,6 +669,26 @@ mod tests {
                 .any(|x| x.contains("escape sequence this decoder does not know")),
             "{w:?}"
         );
+        // The four-byte designation of JIS X 0208 reads as it; a double-byte set nobody here
+        // knows turns each pair into one U+FFFD, never into ASCII that splits the field.
+        let (m, w) = decoded(&with_name(b"\x1b$(B;3ED"));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(m.first("PID").unwrap().comp(5, 1).as_deref(), Some("山田"));
+        let (m, w) = decoded(&with_name(b"\x1b$(Q;|ED"));
+        assert_eq!(
+            m.first("PID").unwrap().comp(5, 1).as_deref(),
+            Some("\u{FFFD}\u{FFFD}")
+        );
+        assert!(
+            w[0].contains("a double-byte set this decoder does not know (ESC $(Q)"),
+            "{w:?}"
+        );
+        // A file of nothing but bad codes reports twenty and counts the rest.
+        let mut bad = b"\x1b$B".to_vec();
+        bad.extend(std::iter::repeat_n(*b")!", 500).flatten());
+        let (_, w) = decoded(&with_name(&bad));
+        assert_eq!(w.len(), 21, "{:?}", &w[..3]);
+        assert_eq!(w[20], "and 480 more characters that could not be decoded");
     }
 
     #[test]

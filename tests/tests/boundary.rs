@@ -349,7 +349,11 @@ fn a_refused_enrolment_does_not_spend_the_token() {
         serde_json::json!({ "token": token, "csr": csr, "appliance": "box-1", "role": "admin" })
             .to_string();
     let a = raw(&hub_addr, None, &post("/v1/enroll", &body));
-    assert_eq!(status(&a), 422, "{a}");
+    assert_eq!(status(&a), 400, "{a}");
+    assert!(
+        a.contains("bad_request") && a.contains("unknown field `role`"),
+        "{a}"
+    );
     // The same token still enrols the box.
     let edge = Appliance::new(&[], "");
     let out = edge.enroll(&hub, &token, "box-1");
@@ -373,6 +377,13 @@ fn a_refused_enrolment_does_not_spend_the_token() {
         assert_eq!(status(&a), 400, "renew with {name}: {a}");
         assert!(a.contains("bad_lan_names"), "{a}");
     }
+    // An appliance upgraded past its hub says so at renewal, and is told to upgrade the hub.
+    let body =
+        serde_json::json!({ "csr": csr, "protocol": shared::api::PROTOCOL + 1, "new_field": 1 })
+            .to_string();
+    let a = raw(&hub_addr, Some(&me), &post("/v1/renew", &body));
+    assert_eq!(status(&a), 409, "{a}");
+    assert!(a.contains("upgrade_hub"), "{a}");
     let body = serde_json::json!({ "csr": csr, "lan": { "csr": csr, "names": ["box-1.3710000001.tsunagi.internal", "192.168.10.5"] } }).to_string();
     let a = raw(&hub_addr, Some(&me), &post("/v1/renew", &body));
     assert_eq!(status(&a), 200, "its own names: {a}");

@@ -84,63 +84,80 @@ pub fn unix_now() -> i64 {
 /// Roman's `\` and `~` as ¥ and ‾, and SO/SI, JIS X 0212 and some vendor codes as U+FFFD.
 pub const DECODER: i64 = 2;
 
+/// Files derived again per transaction (and so per segment), well below a segment's limits.
+const REDERIVE_CHUNK: i64 = 256;
+
 /// Derives again, from the raw bytes the store keeps, the rows of every file an older decoder
 /// may have read wrongly (one with a Roman, katakana, SO or JIS X 0212 escape, or a file whose
-/// warnings say a character became U+FFFD), in one transaction captured into the outbox like any
-/// change, and records the decoder's version. Nothing happens when the rows are current.
-/// Returns how many files were derived again.
+/// warnings say a character became U+FFFD). It goes in chunks of `REDERIVE_CHUNK` files, each
+/// one transaction captured into the outbox like any change, and remembers how far it came
+/// (`derive_state.after_id`), so that a stop resumes where it was; the decoder's version is
+/// recorded with the last chunk. Nothing happens when the rows are current. Returns how many
+/// files were derived again.
 pub fn rederive(conn: &rusqlite::Connection, now: &str) -> rusqlite::Result<usize> {
-    let decoder: i64 =
-        conn.query_row("SELECT decoder FROM derive_state WHERE one = 1", [], |r| {
-            r.get(0)
-        })?;
-    if decoder >= DECODER {
-        return Ok(0);
-    }
-    let files: Vec<(i64, String, bool)> = conn
-        .prepare(
-            "SELECT id, rel_path, is_current FROM source_file WHERE storage = 'standard' AND (
-                instr(raw, x'1b284a') > 0 OR instr(raw, x'1b2849') > 0 OR instr(raw, x'0e') > 0
-                OR instr(raw, x'1b242844') > 0 OR decode_warnings LIKE '%U+FFFD%')",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let (n, _) = crate::outbox::capture(
-        conn,
-        files.len() as u64,
-        now,
-        |c| -> rusqlite::Result<usize> {
-            let mut n = 0;
-            for (id, rel, current) in &files {
-                let raw = store::sql::raw(c, *id)?;
-                let Ok(name) = path::parse(rel) else { continue };
-                // A file that no longer derives keeps its rows: the store never loses what it holds.
-                let Ok(d) = derive(&name, &raw) else { continue };
-                c.execute(
-                "UPDATE source_file SET message_type = ?2, message_id = ?3, sent_at = ?4, decode_warnings = ?5 WHERE id = ?1",
-                rusqlite::params![id, d.header.message_type, d.header.message_id, d.header.sent_at, d.header.warnings],
-            )?;
-                if *current {
-                    store::sql::delete_rows(c, *id)?;
-                    store::sql::insert_rows(c, *id, &name.patient_id, &d.rows)?;
+    let mut total = 0;
+    loop {
+        let (decoder, after): (i64, i64) = conn.query_row(
+            "SELECT decoder, after_id FROM derive_state WHERE one = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if decoder >= DECODER {
+            break;
+        }
+        let files: Vec<(i64, String, bool)> = conn
+            .prepare_cached(
+                "SELECT id, rel_path, is_current FROM source_file WHERE id > ?1 AND storage = 'standard' AND (
+                    instr(raw, x'1b284a') > 0 OR instr(raw, x'1b2849') > 0 OR instr(raw, x'0e') > 0
+                    OR instr(raw, x'1b242844') > 0 OR decode_warnings LIKE '%U+FFFD%')
+                 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(rusqlite::params![after, REDERIVE_CHUNK], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let last = files.last().map(|f| f.0);
+        let (n, _) = crate::outbox::capture(
+            conn,
+            files.len() as u64,
+            now,
+            |c| -> rusqlite::Result<usize> {
+                let mut n = 0;
+                for (id, rel, current) in &files {
+                    let raw = store::sql::raw(c, *id)?;
+                    let Ok(name) = path::parse(rel) else { continue };
+                    // A file that no longer derives keeps its rows: the store never loses what it holds.
+                    let Ok(d) = derive(&name, &raw) else { continue };
+                    c.execute(
+                    "UPDATE source_file SET message_type = ?2, message_id = ?3, sent_at = ?4, decode_warnings = ?5 WHERE id = ?1",
+                    rusqlite::params![id, d.header.message_type, d.header.message_id, d.header.sent_at, d.header.warnings],
+                )?;
+                    if *current {
+                        store::sql::delete_rows(c, *id)?;
+                        store::sql::insert_rows(c, *id, &name.patient_id, &d.rows)?;
+                    }
+                    n += 1;
                 }
-                n += 1;
-            }
-            c.execute(
-                "UPDATE derive_state SET decoder = ?1 WHERE one = 1",
-                [DECODER],
-            )?;
-            Ok(n)
-        },
-    )?;
-    if n > 0 {
+                match last {
+                    Some(id) => {
+                        c.execute("UPDATE derive_state SET after_id = ?1 WHERE one = 1", [id])?
+                    }
+                    None => c.execute(
+                        "UPDATE derive_state SET decoder = ?1, after_id = 0 WHERE one = 1",
+                        [DECODER],
+                    )?,
+                };
+                Ok(n)
+            },
+        )?;
+        total += n;
+    }
+    if total > 0 {
         tracing::info!(
-            files = n,
+            files = total,
             decoder = DECODER,
             "rows derived again from the stored raw bytes"
         );
     }
-    Ok(n)
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -176,6 +193,12 @@ mod tests {
         let head = crate::outbox::head(&c).unwrap().0;
 
         assert_eq!(rederive(&c, "2026-12-02T00:00:00Z").unwrap(), 1);
+        let state: (i64, i64) = c
+            .query_row("SELECT decoder, after_id FROM derive_state", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(state, (DECODER, 0));
         assert_eq!(kana(&c), ("ﾔﾏﾀﾞ".to_string(), "ﾀﾛｳ".to_string()));
         let w: Option<String> = c
             .query_row(
