@@ -229,24 +229,29 @@ pub fn record_cert(conn: &Connection, c: &Cert) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The columns `cert_row` reads, in its order.
+const CERT_COLUMNS: &str =
+    "serial, facility, appliance, not_before, not_after, issued_at, how, revoked_at, issuer";
+
+fn cert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Cert> {
+    Ok(Cert {
+        serial: r.get(0)?,
+        facility: r.get(1)?,
+        appliance: r.get(2)?,
+        not_before: r.get(3)?,
+        not_after: r.get(4)?,
+        issued_at: r.get(5)?,
+        how: r.get(6)?,
+        revoked_at: r.get(7)?,
+        issuer: r.get(8)?,
+    })
+}
+
 pub fn certs(conn: &Connection, facility: Option<&str>) -> rusqlite::Result<Vec<Cert>> {
-    let mut st = conn.prepare(
-        "SELECT serial, facility, appliance, not_before, not_after, issued_at, how, revoked_at, issuer FROM certificate
-         WHERE ?1 IS NULL OR facility = ?1 ORDER BY issued_at, serial",
-    )?;
-    let rows = st.query_map([facility], |r| {
-        Ok(Cert {
-            serial: r.get(0)?,
-            facility: r.get(1)?,
-            appliance: r.get(2)?,
-            not_before: r.get(3)?,
-            not_after: r.get(4)?,
-            issued_at: r.get(5)?,
-            how: r.get(6)?,
-            revoked_at: r.get(7)?,
-            issuer: r.get(8)?,
-        })
-    })?;
+    let mut st = conn.prepare(&format!(
+        "SELECT {CERT_COLUMNS} FROM certificate WHERE ?1 IS NULL OR facility = ?1 ORDER BY issued_at, serial"
+    ))?;
+    let rows = st.query_map([facility], cert_row)?;
     rows.collect()
 }
 
@@ -325,19 +330,7 @@ pub fn in_use_from(conn: &Connection, issuer: &str, now: i64) -> rusqlite::Resul
         kind("c")
     );
     let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map(params![issuer, now], |r| {
-        Ok(Cert {
-            serial: r.get(0)?,
-            facility: r.get(1)?,
-            appliance: r.get(2)?,
-            not_before: r.get(3)?,
-            not_after: r.get(4)?,
-            issued_at: r.get(5)?,
-            how: r.get(6)?,
-            revoked_at: r.get(7)?,
-            issuer: r.get(8)?,
-        })
-    })?;
+    let rows = st.query_map(params![issuer, now], cert_row)?;
     rows.collect()
 }
 

@@ -344,15 +344,28 @@ impl Browser {
         let s = serde_json::to_string(selector).unwrap();
         self.eval(&format!("document.querySelectorAll({s})[{n}].click()"));
         let start = Instant::now();
+        // Chromium reserves the final name with an empty file at the start, writes to a
+        // `.crdownload` beside it and renames that over it at the end: a download is done when
+        // no `.crdownload` is left and the new file's size held still for one more look.
+        let mut last: Option<(PathBuf, u64)> = None;
         loop {
-            let done: Vec<PathBuf> = std::fs::read_dir(&self.downloads)
+            let all: Vec<PathBuf> = std::fs::read_dir(&self.downloads)
                 .unwrap()
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| !before.contains(p) && p.extension().is_none_or(|x| x != "crdownload"))
                 .collect();
-            if let Some(p) = done.into_iter().next() {
-                return p;
+            let pending = all
+                .iter()
+                .any(|p| p.extension().is_some_and(|x| x == "crdownload"));
+            let done = all
+                .into_iter()
+                .find(|p| !before.contains(p) && p.extension().is_none_or(|x| x != "crdownload"));
+            if let (false, Some(p)) = (pending, done) {
+                let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                if last.as_ref() == Some(&(p.clone(), size)) {
+                    return p;
+                }
+                last = Some((p, size));
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
