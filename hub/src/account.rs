@@ -471,7 +471,8 @@ impl Strangers {
 /// is held to, and the entrance's limit holds a guesser who makes up terminal names. An attempt
 /// over a limit is answered at once, before any password is hashed.
 pub struct Throttle {
-    counts: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
+    /// key → (minute, attempts in that minute, attempts in the minute before it).
+    counts: std::sync::Mutex<std::collections::HashMap<String, (i64, u32, u32)>>,
 }
 
 impl Default for Throttle {
@@ -488,33 +489,38 @@ impl Throttle {
     /// At most this many keys are kept; at the cap, the past minutes' are forgotten first.
     pub const KEPT: usize = 20_000;
 
-    /// Counts an attempt from `terminal` through `entrance` in the minute of `now`; false when
-    /// either is over its limit for this minute (the attempt is then not counted).
+    /// Counts an attempt from `terminal` through `entrance` at `now`; false when either is over
+    /// its limit for the minute up to `now` (the attempt is then not counted). The minute rolls:
+    /// the minute before counts for the part of it still within 60 seconds (rounded up), so a
+    /// guesser gains nothing at the turn of a clock minute.
     pub fn allow(&self, entrance: &str, terminal: &str, now: i64) -> bool {
         let minute = now.div_euclid(60);
+        let left = 60 - now.rem_euclid(60) as u32;
         let mut m = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let keys = [
             (format!("e|{entrance}"), Self::PER_ENTRANCE),
             (format!("t|{entrance}|{terminal}"), Self::PER_TERMINAL),
         ];
-        let used = |m: &std::collections::HashMap<String, (i64, u32)>, k: &str| {
-            m.get(k)
-                .filter(|(at, _)| *at == minute)
-                .map(|(_, n)| *n)
-                .unwrap_or(0)
-        };
-        if keys.iter().any(|(k, limit)| used(&m, k) >= *limit) {
+        // (this minute's attempts, the minute before's) as of `now`.
+        let counts =
+            |m: &std::collections::HashMap<String, (i64, u32, u32)>, k: &str| match m.get(k) {
+                Some(&(at, cur, prev)) if at == minute => (cur, prev),
+                Some(&(at, cur, _)) if at == minute - 1 => (0, cur),
+                _ => (0, 0),
+            };
+        let used = |(cur, prev): (u32, u32)| cur + (prev * left).div_ceil(60);
+        if keys.iter().any(|(k, limit)| used(counts(&m, k)) >= *limit) {
             return false;
         }
         if m.len() + 2 > Self::KEPT {
-            m.retain(|_, (at, _)| *at == minute);
+            m.retain(|_, (at, _, _)| *at >= minute - 1);
             if m.len() + 2 > Self::KEPT {
                 m.clear();
             }
         }
         for (k, _) in keys {
-            let n = used(&m, &k) + 1;
-            m.insert(k, (minute, n));
+            let (cur, prev) = counts(&m, &k);
+            m.insert(k, (minute, cur + 1, prev));
         }
         true
     }
@@ -859,8 +865,27 @@ mod tests {
             "the same terminal name at another facility's appliance is another terminal"
         );
         assert!(
-            t.allow("3710000001/box-1", "box-1/t-a", now + 60),
-            "the next minute"
+            !t.allow("3710000001/box-1", "box-1/t-a", now + 59),
+            "the turn of the clock minute gives nothing back"
+        );
+        assert!(
+            !t.allow("3710000001/box-1", "box-1/t-a", now + 60),
+            "nor the first second of the next"
+        );
+        assert!(
+            t.allow("3710000001/box-1", "box-1/t-a", now + 90),
+            "half a minute on, half the budget is back"
+        );
+        for _ in 1..Throttle::PER_TERMINAL / 2 {
+            assert!(t.allow("3710000001/box-1", "box-1/t-a", now + 90));
+        }
+        assert!(
+            !t.allow("3710000001/box-1", "box-1/t-a", now + 90),
+            "and no more than half"
+        );
+        assert!(
+            t.allow("3710000001/box-1", "box-1/t-a", now + 240),
+            "minutes later"
         );
         // Made-up terminal names do not get past the appliance's limit.
         let mut n = 0;
