@@ -214,7 +214,7 @@ pub enum TerminalCommand {
 fn terminal(command: TerminalCommand) -> anyhow::Result<ExitCode> {
     let open = |c: &ConfigArg| -> anyhow::Result<crate::proxy::local::Local> {
         let cfg = load_config(&c.config)?;
-        crate::proxy::local::Local::open(&cfg.state_dir, &Key::from_file(&cfg.key_file)?)
+        crate::proxy::local::Local::open(&cfg.state_dir, &crate::store::read_key(&cfg.key_file)?)
     };
     match command {
         TerminalCommand::Code {
@@ -224,7 +224,7 @@ fn terminal(command: TerminalCommand) -> anyhow::Result<ExitCode> {
         } => {
             let secs = shared::time::parse_duration(&valid)
                 .map_err(|e| anyhow::anyhow!("--valid: {e}"))?;
-            let now = crate::sync::now();
+            let now = shared::time::now();
             let code = open(&config)?.terminal_code(&name, now, now + secs)?;
             println!("code: {code}");
             println!(
@@ -263,7 +263,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             batch_files,
         } => {
             let (store, key_file) = store.resolve()?;
-            let key = Key::from_file(&key_file)?;
+            let key = crate::store::read_key(&key_file)?;
             let handle = Handle::start(&store, &key)?;
             tracing::info!(version = env!("CARGO_PKG_VERSION"), store = %store.display(), roots = roots.len(), once, rescan_secs, "tsunagi-edge ingest starting");
             let mut opts = Options::new(roots);
@@ -309,7 +309,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             extended_to,
         } => {
             let (store, key_file) = store.resolve()?;
-            let key = Key::from_file(&key_file)?;
+            let key = crate::store::read_key(&key_file)?;
             let conn = store::open_read_only(&store, &key)?;
             let e = crate::export::export(&conn, &to, extended_to.as_deref())?;
             println!(
@@ -322,7 +322,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { store, json } => {
             let (store, key_file) = store.resolve()?;
-            let key = Key::from_file(&key_file)?;
+            let key = crate::store::read_key(&key_file)?;
             let conn = store::open_read_only(&store, &key)?;
             let s = crate::status::read(&conn).map_err(|e| store::Error::classify(e, &store))?;
             if json {
@@ -381,7 +381,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sync { config } => {
             let cfg = load_config(&config.config)?;
-            let key = Key::from_file(&cfg.key_file)?;
+            let key = crate::store::read_key(&cfg.key_file)?;
             let handle = Arc::new(Handle::start(&cfg.store_dir(), &key)?);
             let rt = runtime()?;
             let (n, bytes) = rt.block_on(async {
@@ -414,7 +414,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("restore plan for facility {}:\n{plan}", id.cert.facility);
                 return Ok(ExitCode::SUCCESS);
             }
-            let key = Key::from_file(&cfg.key_file)?;
+            let key = crate::store::read_key(&cfg.key_file)?;
             let r = rt.block_on(restore::restore(
                 &id,
                 cfg.hub_url.as_deref(),
@@ -434,7 +434,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The daemon: the ingest watcher on its own thread, sync (once enrolled) on the async runtime,
 /// until SIGTERM or SIGINT; then both finish what they are doing and stop.
 fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
-    let key = Key::from_file(&cfg.key_file)?;
+    let key = crate::store::read_key(&cfg.key_file)?;
     let rt = runtime()?;
     if !Identity::is_enrolled(&cfg.identity_dir()) && cfg.hub_fingerprint.is_some() {
         // First boot of an image: the enrolment page until the box is enrolled, then the
@@ -684,7 +684,7 @@ async fn run_policy(
         let all = reply.is_some();
         let (ctx2, local2) = (ctx.clone(), local.clone());
         let r = tokio::task::spawn_blocking(move || {
-            crate::policy::run_due(&ctx2, &local2, crate::sync::now(), all)
+            crate::policy::run_due(&ctx2, &local2, shared::time::now(), all)
         })
         .await
         .map_err(|e| anyhow::anyhow!("the checks panicked: {e}"))
@@ -726,9 +726,9 @@ async fn run_policy(
 }
 
 fn check(cfg: &Config, json: bool, no_run: bool) -> anyhow::Result<ExitCode> {
-    let key = Key::from_file(&cfg.key_file)?;
+    let key = crate::store::read_key(&cfg.key_file)?;
     let local = crate::proxy::local::Local::open(&cfg.state_dir, &key)?;
-    let now = crate::sync::now();
+    let now = shared::time::now();
     let p = if no_run {
         crate::policy::current(&local, now, &cfg.policy)?
     } else {

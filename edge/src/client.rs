@@ -324,10 +324,7 @@ mod tests {
     #[test]
     fn a_lan_certificate_never_passes_for_the_hub() {
         let dir = tempfile::tempdir().unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = shared::time::now();
         let mut ca = provisioning::Ca::init(dir.path(), "test", now).unwrap();
         ca.ensure_lan("tsunagi.internal", now).unwrap();
         let v = PinnedRoot {

@@ -35,12 +35,8 @@ struct Refused {
     hash: Option<String>,
 }
 
-pub fn now() -> i64 {
-    crate::ingest::unix_now()
-}
-
 fn stamp() -> String {
-    shared::time::rfc3339(now())
+    shared::time::rfc3339(shared::time::now())
 }
 
 /// Runs `f` on the store's thread without blocking the async runtime.
@@ -282,7 +278,13 @@ impl Syncer {
                 return;
             }
             if Instant::now() >= renew_after {
-                match identity::renew_if_due(&mut self.identity, self.hub.as_deref(), now()).await {
+                match identity::renew_if_due(
+                    &mut self.identity,
+                    self.hub.as_deref(),
+                    shared::time::now(),
+                )
+                .await
+                {
                     Ok(true) => match self.identity.client(self.hub.as_deref()) {
                         Ok(c) => {
                             self.client = c;
@@ -307,8 +309,9 @@ impl Syncer {
                 Ok(Round::CaughtUp) => {
                     backoff.reset();
                     if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
-                        let cutoff =
-                            shared::time::rfc3339(now() - self.settings.retention.as_secs() as i64);
+                        let cutoff = shared::time::rfc3339(
+                            shared::time::now() - self.settings.retention.as_secs() as i64,
+                        );
                         match ask(&self.store, move |c| outbox::prune(c, &cutoff)).await {
                             Ok(Ok(n)) if n > 0 => tracing::info!(
                                 segments = n,

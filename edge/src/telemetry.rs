@@ -27,7 +27,8 @@ use crate::outbox;
 use crate::policy::{Posture, State};
 use crate::proxy::local::Local;
 use crate::store::Handle;
-use crate::sync::{ask, now, Backoff};
+use crate::sync::{ask, Backoff};
+use shared::time::now;
 
 /// A request to run every check now; the answer is the new posture.
 pub type CheckNow = oneshot::Sender<anyhow::Result<Posture>>;

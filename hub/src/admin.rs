@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use crate::account::{self, Role};
 use crate::audit::{self, Verdict};
-use crate::key::HubKey;
+
 use crate::{consent, now, region};
 
 #[derive(Subcommand, Debug)]
@@ -75,7 +75,7 @@ pub enum AuditCommand {
 }
 
 fn open(data: &Path) -> anyhow::Result<rusqlite::Connection> {
-    let key = HubKey::from_file(&data.join("hub.key"))?;
+    let key = crate::key::read(&data.join("hub.key"))?;
     region::open(data, &key.derive("region"))
 }
 

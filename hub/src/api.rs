@@ -24,7 +24,7 @@ use provisioning::{Ca, Identity, Purpose};
 
 use crate::copy::{self, Refusal};
 use crate::db::{self, Worker};
-use crate::key::{DbKey, HubKey};
+use crate::key::Key;
 use crate::region::{self, Readers};
 use crate::snapshot::{self, Target};
 use crate::tls::Revocations;
@@ -44,7 +44,7 @@ pub struct Settings {
 pub struct Hub {
     pub data: PathBuf,
     pub ca: Ca,
-    pub key: HubKey,
+    pub key: Key,
     pub registry: Worker,
     pub revoked: Arc<Revocations>,
     pub settings: Settings,
@@ -109,7 +109,7 @@ impl Hub {
     pub fn new(
         data: PathBuf,
         ca: Ca,
-        key: HubKey,
+        key: Key,
         revoked: Arc<Revocations>,
         settings: Settings,
     ) -> anyhow::Result<Hub> {
@@ -118,8 +118,8 @@ impl Hub {
             &key.derive("registry"),
             registry::MIGRATIONS,
         )?;
-        let registry = Worker::start("registry", conn)?;
-        let region = Worker::start("region", region::open(&data, &key.derive("region"))?)?;
+        let registry = db::worker("registry", conn)?;
+        let region = db::worker("region", region::open(&data, &key.derive("region"))?)?;
         let region_readers = Readers::new(data.join(region::FILE), key.derive("region"));
         let (index_tx, index_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Hub {
@@ -219,7 +219,7 @@ impl Hub {
             &self.key.derive(&format!("copy:{facility}")),
             shared::schema::MIGRATIONS,
         )?;
-        let w = Arc::new(Worker::start(&format!("copy-{facility}"), conn)?);
+        let w = Arc::new(db::worker(&format!("copy-{facility}"), conn)?);
         open.insert(facility.to_string(), w.clone());
         Ok(w)
     }
@@ -290,6 +290,12 @@ impl From<anyhow::Error> for ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> ApiError {
+        anyhow::Error::from(e).into()
+    }
+}
+
+impl From<sqlkit::Error> for ApiError {
+    fn from(e: sqlkit::Error) -> ApiError {
         anyhow::Error::from(e).into()
     }
 }
@@ -971,6 +977,7 @@ fn reader(hub: &Hub, facility: &str) -> anyhow::Result<rusqlite::Connection> {
     db::open_read_only(
         &hub.copy_path(facility),
         &hub.key.derive(&format!("copy:{facility}")),
+        shared::schema::MIGRATIONS,
     )
 }
 
@@ -980,7 +987,7 @@ async fn plan_for(
     hub: &Arc<Hub>,
     facility: &str,
     q: RestoreQuery,
-) -> ApiResult<(rusqlite::Connection, snapshot::Plan, DbKey)> {
+) -> ApiResult<(rusqlite::Connection, snapshot::Plan, Key)> {
     hub.copy(facility)?;
     let (h, facility) = (hub.clone(), facility.to_string());
     tokio::task::spawn_blocking(move || {
@@ -1132,7 +1139,7 @@ mod tests {
             Hub::new(
                 dir.to_owned(),
                 ca,
-                crate::key::HubKey::from_bytes([7; 32]),
+                crate::key::Key::from_bytes([7; 32]),
                 revoked,
                 settings,
             )
@@ -1382,7 +1389,7 @@ mod tests {
         let rid = {
             let c = crate::region::open(
                 dir.path(),
-                &crate::key::HubKey::from_bytes([7; 32]).derive("region"),
+                &crate::key::Key::from_bytes([7; 32]).derive("region"),
             )
             .unwrap();
             let v = crate::account::hash_password("Pass-word1");
@@ -1572,7 +1579,7 @@ mod tests {
         {
             let c = crate::region::open(
                 dir.path(),
-                &crate::key::HubKey::from_bytes([7; 32]).derive("region"),
+                &crate::key::Key::from_bytes([7; 32]).derive("region"),
             )
             .unwrap();
             crate::account::add(

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use provisioning::Ca;
 
 use crate::api::{self, Hub, Settings};
-use crate::key::HubKey;
+use crate::key::Key;
 use crate::tls::Revocations;
 use crate::{copy, db, key, now, registry, snapshot};
 
@@ -281,8 +281,8 @@ fn ca_dir(data: &Path) -> PathBuf {
     data.join("ca")
 }
 
-fn hub_key(data: &Path) -> anyhow::Result<HubKey> {
-    HubKey::from_file(&data.join("hub.key"))
+fn hub_key(data: &Path) -> anyhow::Result<Key> {
+    crate::key::read(&data.join("hub.key"))
 }
 
 fn registry(data: &Path) -> anyhow::Result<rusqlite::Connection> {
@@ -580,7 +580,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_copy(data: &Path, facility: &str) -> anyhow::Result<(rusqlite::Connection, key::DbKey)> {
+fn open_copy(data: &Path, facility: &str) -> anyhow::Result<(rusqlite::Connection, key::Key)> {
     provisioning::token::check_facility(facility).map_err(anyhow::Error::msg)?;
     let path = api::copy_path(data, facility);
     if !path.exists() {
@@ -915,6 +915,7 @@ async fn snapshot_loop(hub: Arc<Hub>, every: i64) {
                         Ok(taken.map(|p| p.seq))
                     })
                     .await
+                    .map_err(anyhow::Error::from)
                     .and_then(|r| r),
                 Err(e) => Err(e),
             };

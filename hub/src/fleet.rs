@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use serde::Serialize;
 use shared::fleet::{self, Ack, Command, Presence, Status};
 
@@ -203,7 +203,8 @@ pub struct Fleet {
     client: Mutex<Option<AsyncClient>>,
     /// Alerts firing: (facility, appliance, kind) → since.
     firing: Mutex<HashMap<(String, String, &'static str), i64>>,
-    history: Mutex<Connection>,
+    /// The thread that owns `fleet.db`.
+    history: crate::db::Worker,
     /// History rows waiting to be written (written in batches, off the MQTT loop).
     pending: Mutex<VecDeque<HistoryRow>>,
     pub messages: AtomicU64,
@@ -213,11 +214,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn open(
-        path: PathBuf,
-        key: &crate::key::DbKey,
-        settings: Settings,
-    ) -> anyhow::Result<Fleet> {
+    pub fn open(path: PathBuf, key: &crate::key::Key, settings: Settings) -> anyhow::Result<Fleet> {
         let conn = crate::db::open(&path, key, MIGRATIONS)?;
         Ok(Fleet {
             settings,
@@ -225,7 +222,7 @@ impl Fleet {
             broker: RwLock::new(BrokerState::default()),
             client: Mutex::new(None),
             firing: Mutex::new(HashMap::new()),
-            history: Mutex::new(conn),
+            history: crate::db::worker("fleet", conn)?,
             pending: Mutex::new(VecDeque::new()),
             messages: AtomicU64::new(0),
             webhook_failures: AtomicU64::new(0),
@@ -332,31 +329,35 @@ impl Fleet {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut c = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = c.transaction()?;
-        {
-            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO history (at, facility, appliance, kind, detail, edge_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-            for (at, f, a, k, d, s) in &rows {
-                st.execute(params![at, f, a, k, d, s])?;
+        let n = rows.len();
+        self.history.call_blocking(move |c| -> rusqlite::Result<()> {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached("INSERT OR IGNORE INTO history (at, facility, appliance, kind, detail, edge_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+                for (at, f, a, k, d, s) in &rows {
+                    st.execute(params![at, f, a, k, d, s])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(rows.len())
+            tx.commit()
+        })??;
+        Ok(n)
     }
 
     /// An appliance's history, newest first.
     pub fn history(&self, facility: &str, appliance: &str, limit: i64) -> anyhow::Result<Vec<Row>> {
         let _ = self.flush();
-        let c = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let mut st = c.prepare("SELECT at, kind, detail FROM history WHERE facility = ?1 AND appliance = ?2 ORDER BY id DESC LIMIT ?3")?;
-        let rows = st.query_map(params![facility, appliance, limit], |r| {
-            Ok(Row {
-                at: r.get(0)?,
-                kind: r.get(1)?,
-                detail: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let (facility, appliance) = (facility.to_string(), appliance.to_string());
+        Ok(self.history.call_blocking(move |c| {
+            let mut st = c.prepare_cached("SELECT at, kind, detail FROM history WHERE facility = ?1 AND appliance = ?2 ORDER BY id DESC LIMIT ?3")?;
+            let rows = st.query_map(params![facility, appliance, limit], |r| {
+                Ok(Row {
+                    at: r.get(0)?,
+                    kind: r.get(1)?,
+                    detail: r.get(2)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })??)
     }
 
     /// Takes one message from the broker.
@@ -947,7 +948,7 @@ mod tests {
 
     fn fleet(s: Settings) -> (tempfile::TempDir, Fleet) {
         let dir = tempfile::tempdir().unwrap();
-        let key = crate::key::HubKey::from_bytes([5; 32]).derive("fleet");
+        let key = crate::key::Key::from_bytes([5; 32]).derive("fleet");
         let f = Fleet::open(dir.path().join(FILE), &key, s).unwrap();
         (dir, f)
     }

@@ -25,10 +25,5 @@ pub mod registry;
 pub mod snapshot;
 pub mod tls;
 
-/// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+/// The clock (`shared::time::now`), for the modules that take it from the crate root.
+pub use shared::time::now;

@@ -70,10 +70,7 @@ pub fn take(
             return Err(format!("access {} has no usable login", a.seq));
         }
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = shared::time::now_ms();
     for a in batch {
         // The offline view runs for days at most; an access from before a year ago, or from the
         // future, is not one it served.
@@ -214,10 +211,7 @@ mod tests {
         account::add(&c, "dr-b", "x", "3710000002", Role::Doctor, &v, "t", 0)
             .unwrap()
             .unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let now = shared::time::now_ms();
         let a = |seq, action: &str| Access {
             seq,
             at: now - 10_000 + seq,

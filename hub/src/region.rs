@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use rusqlite::Connection;
 
-use crate::key::DbKey;
+use crate::key::Key;
 
 pub const FILE: &str = "region.db";
 
@@ -173,7 +173,7 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 
 "#;
 
 /// Opens `region.db` for writing, creating and migrating it.
-pub fn open(data: &Path, key: &DbKey) -> anyhow::Result<Connection> {
+pub fn open(data: &Path, key: &Key) -> anyhow::Result<Connection> {
     crate::db::open(&data.join(FILE), key, MIGRATIONS)
 }
 
@@ -191,12 +191,12 @@ pub fn memory() -> Connection {
 /// blocking thread and put back after.
 pub struct Readers {
     path: PathBuf,
-    key: DbKey,
+    key: Key,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Readers {
-    pub fn new(path: PathBuf, key: DbKey) -> Readers {
+    pub fn new(path: PathBuf, key: Key) -> Readers {
         Readers {
             path,
             key,
@@ -208,7 +208,7 @@ impl Readers {
         if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(c);
         }
-        let c = crate::db::open_read_only(&self.path, &self.key)?;
+        let c = crate::db::open_read_only(&self.path, &self.key, MIGRATIONS)?;
         // A larger page cache than SQLite's default: searches revisit the same index pages.
         c.execute_batch("PRAGMA cache_size = -32768;")?;
         Ok(c)

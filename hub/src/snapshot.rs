@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use shared::chain;
@@ -14,7 +14,7 @@ use shared::changeset::{Value, Writer};
 use shared::wire::{Frame, RESTORE_MAGIC};
 
 use crate::copy::{self, Position};
-use crate::key::DbKey;
+use crate::key::Key;
 
 /// Changeset bytes per snapshot frame before compression.
 const CHUNK: usize = 8 << 20;
@@ -35,18 +35,13 @@ fn name(seq: u64) -> String {
 }
 
 /// Opens a snapshot read-only.
-pub fn open(path: &Path, key: &DbKey) -> anyhow::Result<Connection> {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("cannot open snapshot {}", path.display()))?;
-    c.execute_batch(&format!("PRAGMA key = {};", key.literal()))?;
-    Ok(c)
+pub fn open(path: &Path, key: &Key) -> anyhow::Result<Connection> {
+    crate::db::open_read_only(path, key, shared::schema::MIGRATIONS)
+        .with_context(|| format!("cannot open snapshot {}", path.display()))
 }
 
 /// The snapshots held for a copy, oldest first.
-pub fn list(dir: &Path, key: &DbKey) -> anyhow::Result<Vec<Snapshot>> {
+pub fn list(dir: &Path, key: &Key) -> anyhow::Result<Vec<Snapshot>> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(out);
@@ -88,7 +83,7 @@ pub fn list(dir: &Path, key: &DbKey) -> anyhow::Result<Vec<Snapshot>> {
 
 /// Takes a snapshot of the copy at its current head into `dir`, unless one exists at that head.
 /// Written to a temporary file, synced, then renamed: a crash leaves no half snapshot.
-pub fn take(conn: &Connection, dir: &Path, key: &DbKey) -> anyhow::Result<Option<Position>> {
+pub fn take(conn: &Connection, dir: &Path, key: &Key) -> anyhow::Result<Option<Position>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let pos = copy::position(conn)?;
     if pos.seq == 0 || dir.join(name(pos.seq)).exists() {
@@ -125,7 +120,7 @@ pub fn take(conn: &Connection, dir: &Path, key: &DbKey) -> anyhow::Result<Option
 
 /// Keeps the newest `keep` snapshots, deletes the rest, and returns the oldest kept snapshot's
 /// number: archived segments at or below it are no longer needed.
-pub fn retain(dir: &Path, key: &DbKey, keep: usize) -> anyhow::Result<Option<u64>> {
+pub fn retain(dir: &Path, key: &Key, keep: usize) -> anyhow::Result<Option<u64>> {
     let all = list(dir, key)?;
     let cut = all.len().saturating_sub(keep.max(1));
     for s in &all[..cut] {
@@ -177,7 +172,7 @@ fn range_stats(conn: &Connection, after: u64, upto: u64) -> rusqlite::Result<Sta
 }
 
 /// Works out the plan for `target` from the copy's archive and its snapshots.
-pub fn plan(conn: &Connection, dir: &Path, key: &DbKey, target: &Target) -> anyhow::Result<Plan> {
+pub fn plan(conn: &Connection, dir: &Path, key: &Key, target: &Target) -> anyhow::Result<Plan> {
     let head = copy::position(conn)?;
     let snaps = list(dir, key)?;
     let to_seq = match target {
@@ -298,7 +293,7 @@ impl Plan {
 pub fn stream(
     conn: &Connection,
     plan: &Plan,
-    key: &DbKey,
+    key: &Key,
     mut send: impl FnMut(Vec<u8>) -> bool,
 ) -> anyhow::Result<()> {
     let mut head = RESTORE_MAGIC.to_vec();

@@ -1,5 +1,19 @@
-//! Calendar arithmetic for timestamps written into stores and logs (UTC, RFC 3339), without a
-//! clock: callers pass the seconds since the Unix epoch.
+//! The one clock of both halves ([`now`], [`now_ms`]), and calendar arithmetic for timestamps
+//! written into stores and logs (UTC, RFC 3339): the arithmetic takes the seconds since the Unix
+//! epoch, so it is tested without a clock.
+
+/// Seconds since the Unix epoch (0 for a system clock set before 1970).
+pub fn now() -> i64 {
+    now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch (0 for a system clock set before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// `2026-11-21T08:30:00Z` for the given seconds since 1970-01-01T00:00:00Z.
 pub fn rfc3339(unix_secs: i64) -> String {

@@ -214,7 +214,7 @@ fn kill_9_mid_ingest_then_restart_gives_the_uninterrupted_store() {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let committed = e.store.join("edge.db").exists()
-            && edge::store::open_read_only(&e.store, &edge::store::Key::from_file(&e.key).unwrap())
+            && edge::store::open_read_only(&e.store, &edge::store::read_key(&e.key).unwrap())
                 .ok()
                 .and_then(|c| {
                     c.query_row("SELECT seq FROM outbox_head", [], |r| r.get::<_, i64>(0))
@@ -596,8 +596,8 @@ fn a_full_disk_stops_ingest_and_keeps_what_was_committed() {
         &Scope::Full,
     )
     .unwrap_err();
-    assert!(matches!(err, edge::store::Error::Full), "{err}");
-    assert!(err.to_string().contains("disk holding the store is full"));
+    assert!(matches!(err, edge::store::Error::Full { .. }), "{err}");
+    assert!(err.to_string().contains("is full") && err.to_string().contains("free space"));
     drop(handle);
     let conn = edge::store::open_read_only(&dir.path().join("s"), &key).unwrap();
     assert_eq!(
@@ -627,7 +627,7 @@ fn watching_picks_up_new_files() {
         .spawn()
         .unwrap();
     let count = |e: &Edge| -> i64 {
-        edge::store::open_read_only(&e.store, &edge::store::Key::from_file(&e.key).unwrap())
+        edge::store::open_read_only(&e.store, &edge::store::read_key(&e.key).unwrap())
             .ok()
             .and_then(|c| {
                 c.query_row("SELECT count(*) FROM source_file", [], |r| r.get(0))

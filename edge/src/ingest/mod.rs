@@ -69,15 +69,7 @@ fn join(w: &[String]) -> Option<String> {
 }
 
 pub(crate) fn now() -> String {
-    shared::time::rfc3339(unix_now())
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    shared::time::rfc3339(shared::time::now())
 }
 
 /// The decoder's version: 2 reads every ISO-2022-JP dialect (`hl7::decode`); 1 read JIS X 0201

@@ -385,7 +385,8 @@ impl Local {
     /// Keeps a check's new state, and audits the change (if it is one) in the same transaction.
     pub fn keep_check(&self, s: &CheckState, prev: Option<State>) -> anyhow::Result<Option<Event>> {
         let json = serde_json::to_string(s)?;
-        self.with(|c| {
+        let s = s.clone();
+        self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute("INSERT INTO posture_check (name, state) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET state = excluded.state", params![s.check, json])?;
             let ev = if prev != Some(s.state) { Some(insert_event(&tx, s.checked_at, &format!("check:{}", s.check), prev, s.state, &s.outcome.summary)?) } else { None };
@@ -402,11 +403,12 @@ impl Local {
         to: State,
         summary: &str,
     ) -> anyhow::Result<Event> {
-        self.with(|c| insert_event(c, at, subject, from, to, summary))
+        let (subject, summary) = (subject.to_string(), summary.to_string());
+        self.with(move |c| insert_event(c, at, &subject, from, to, &summary))
     }
 
-    fn events(&self, filter_and_order: &str, limit: i64) -> anyhow::Result<Vec<Event>> {
-        self.with(|c| {
+    fn events(&self, filter_and_order: &'static str, limit: i64) -> anyhow::Result<Vec<Event>> {
+        self.with(move |c| {
             let mut st = c.prepare(&format!("SELECT seq, at, subject, from_state, to_state, summary FROM posture_event {filter_and_order} LIMIT ?1"))?;
             let rows = st.query_map([limit], |r| {
                 Ok(Event { seq: r.get(0)?, at: r.get(1)?, subject: r.get(2)?, from: r.get::<_, Option<String>>(3)?.as_deref().and_then(state_from), to: state_from(&r.get::<_, String>(4)?).unwrap_or(State::Error), summary: r.get(5)? })
@@ -421,7 +423,7 @@ impl Local {
     }
 
     pub fn events_sent(&self, upto: i64) -> anyhow::Result<()> {
-        self.with(|c| {
+        self.with(move |c| {
             c.execute("UPDATE posture_event SET sent = 1 WHERE seq <= ?1", [upto])
                 .map(|_| ())
         })
@@ -440,7 +442,8 @@ impl Local {
         token_hash: &[u8; 32],
         now: i64,
     ) -> anyhow::Result<Option<String>> {
-        self.take_terminal_code(code, now, |tx, name| {
+        let token_hash = *token_hash;
+        self.take_terminal_code(code, now, move |tx, name| {
             tx.execute(
                 "INSERT INTO reporter (token, name, enrolled_at) VALUES (?1, ?2, ?3)",
                 params![&token_hash[..], name, now],
@@ -450,7 +453,8 @@ impl Local {
     }
 
     pub fn reporter_name(&self, token_hash: &[u8; 32]) -> anyhow::Result<Option<String>> {
-        self.with(|c| {
+        let token_hash = *token_hash;
+        self.with(move |c| {
             c.query_row(
                 "SELECT name FROM reporter WHERE token = ?1",
                 [&token_hash[..]],
@@ -467,7 +471,9 @@ impl Local {
         at: i64,
         o: &screenlock::Report,
     ) -> anyhow::Result<Option<i64>> {
-        self.with(|c| {
+        let (name, o) = (name.to_string(), o.clone());
+        self.with(move |c| {
+            let name = name.as_str();
             let tx = c.transaction()?;
             let prev: Option<Option<i64>> = tx.query_row("SELECT failing_since FROM terminal_report WHERE name = ?1", [name], |r| r.get(0)).optional()?;
             let since = match o.outcome.status {
@@ -696,7 +702,7 @@ impl TerminalGate {
     /// makes a terminal unknown).
     pub fn reload(&self) -> anyhow::Result<()> {
         let rows = self.local.terminal_reports()?;
-        let now = crate::sync::now();
+        let now = shared::time::now();
         let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
         let mut reports = HashMap::new();
         for (name, r) in rows {
@@ -721,7 +727,7 @@ impl TerminalGate {
     }
 
     pub fn state_of(&self, name: Option<&str>) -> TerminalState {
-        let now = crate::sync::now();
+        let now = shared::time::now();
         match name {
             None => TerminalState {
                 name: String::new(),
@@ -770,7 +776,7 @@ impl TerminalPolicy for TerminalGate {
 
     fn report(&self, name: &str, posted: &screenlock::Posted) -> anyhow::Result<serde_json::Value> {
         let r = screenlock::classify(posted, self.settings.screen_lock_max.as_secs());
-        let now = crate::sync::now();
+        let now = shared::time::now();
         self.local.keep_report(name, now, &r)?;
         TerminalGate::reload(self)?;
         let st = self.state_of(Some(name));
@@ -925,7 +931,7 @@ mod tests {
             matches!(gate.check(&t), Verdict::Warn(_)),
             "unknown terminals are warned by default"
         );
-        let now = crate::sync::now();
+        let now = shared::time::now();
         let bad = screenlock::Report {
             outcome: Outcome::new(Status::Fail, "lock after 900 s", "r"),
             lock_secs: Some(900),

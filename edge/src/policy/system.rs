@@ -425,7 +425,7 @@ pub fn updates(ctx: &Context) -> Outcome {
         .max_by_key(|(_, t)| *t);
     assess_updates(
         newest,
-        crate::sync::now(),
+        shared::time::now(),
         ctx.settings.updates_max_age.as_secs() as i64,
     )
 }
@@ -549,7 +549,7 @@ pub fn assess_certificate(not_after: i64, now: i64) -> Outcome {
 
 pub fn certificate(ctx: &Context) -> Outcome {
     match crate::identity::Identity::load(&ctx.identity_dir) {
-        Ok(id) => assess_certificate(id.cert.not_after, crate::sync::now()),
+        Ok(id) => assess_certificate(id.cert.not_after, shared::time::now()),
         Err(e) => Outcome::error(format!("{e:#}"), "アプライアンスが登録されていません。ネットワーク事務局から登録トークンを受け取り、登録してください。"),
     }
 }

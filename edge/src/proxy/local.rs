@@ -3,7 +3,6 @@
 //! offline until the hub has taken them into its audit log. SQLCipher, with a key derived from the store's.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -47,42 +46,53 @@ CREATE TABLE IF NOT EXISTS terminal_code (
 
 pub use shared::offline::{Access, Verifier};
 
+/// `offline.db`, owned by its own thread ([`sqlkit::Worker`]): the proxy's handlers reach it
+/// with [`Local::call`], the posture and telemetry threads with the blocking methods below.
 pub struct Local {
-    conn: Mutex<Connection>,
+    worker: sqlkit::Worker,
 }
+
+/// The key label of `offline.db` under the store key.
+const LABEL: &str = "offline.db";
 
 impl Local {
     pub fn open(state_dir: &Path, key: &Key) -> anyhow::Result<Local> {
         let path = state_dir.join(FILE);
-        let conn =
-            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        conn.execute_batch(&key.derive("offline.db").pragma()).and_then(|_| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")).with_context(|| {
+        let conn = open_and_rekey(&path, key).with_context(|| {
             format!("{} cannot be read with the store key: it is damaged or belongs to another key; move it away (offline logins and unsent offline accesses in it are lost)", path.display())
         })?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
         conn.execute_batch(SCHEMA)
             .and_then(|_| conn.execute_batch(crate::policy::SCHEMA))
             .with_context(|| format!("{}: cannot create its tables", path.display()))?;
         Ok(Local {
-            conn: Mutex::new(conn),
+            worker: sqlkit::Worker::start("offline-db", conn, sqlkit::Queue::Unbounded)?,
         })
     }
 
-    pub(crate) fn with<T>(
+    /// Runs `f` on `offline.db`'s thread and waits for it (from a blocking thread).
+    pub(crate) fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(&mut c)?)
+        Ok(self.worker.call_blocking(f)??)
+    }
+
+    /// Runs `f` on `offline.db`'s thread from async code, without blocking the runtime.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        Ok(self.worker.call(f).await??)
     }
 
     /// Replaces the verifiers with the hub's current list, in one transaction: people the hub
     /// no longer lists (disabled, moved, removed) can no longer log in offline.
     pub fn replace_verifiers(&self, list: &[Verifier], now: i64) -> anyhow::Result<()> {
-        self.with(|c| {
+        let list = list.to_vec();
+        self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM verifier", [])?;
-            for v in list {
+            for v in &list {
                 tx.execute("INSERT INTO verifier (login, name, role, verifier, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)", params![v.login, v.name, v.role, v.verifier, v.expires_at])?;
             }
             tx.execute("INSERT INTO meta (k, v) VALUES ('verifiers_at', ?1) ON CONFLICT (k) DO UPDATE SET v = excluded.v", [now.to_string()])?;
@@ -91,10 +101,11 @@ impl Local {
     }
 
     pub fn verifier(&self, login: &str) -> anyhow::Result<Option<Verifier>> {
-        self.with(|c| {
+        let login = login.to_string();
+        self.with(move |c| {
             c.query_row(
                 "SELECT login, name, role, verifier, expires_at FROM verifier WHERE login = ?1",
-                [login],
+                [&login],
                 |r| {
                     Ok(Verifier {
                         login: r.get(0)?,
@@ -109,8 +120,9 @@ impl Local {
         })
     }
 
+    /// How many staff can log in offline (the login page says so when none can yet).
     pub fn verifier_count(&self) -> anyhow::Result<i64> {
-        self.with(|c| c.query_row("SELECT count(*) FROM verifier", [], |r| r.get(0)))
+        self.with(count_verifiers)
     }
 
     /// Records an access before it is served; if it cannot be recorded, it must not be served.
@@ -123,7 +135,16 @@ impl Local {
         patient_id: &str,
         outcome: &str,
     ) -> anyhow::Result<i64> {
-        self.with(|c| {
+        let row = (
+            at_ms,
+            login.to_string(),
+            terminal.to_string(),
+            action.to_string(),
+            patient_id.to_string(),
+            outcome.to_string(),
+        );
+        self.with(move |c| {
+            let (at_ms, login, terminal, action, patient_id, outcome) = row;
             c.execute(
                 "INSERT INTO access (at, login, terminal, action, patient_id, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![at_ms, login, terminal, action, patient_id, outcome],
@@ -134,7 +155,7 @@ impl Local {
 
     /// Accesses the hub has not taken yet, oldest first.
     pub fn pending(&self, limit: i64) -> anyhow::Result<Vec<Access>> {
-        self.with(|c| {
+        self.with(move |c| {
             let mut st = c.prepare("SELECT seq, at, login, terminal, action, patient_id, outcome FROM access WHERE uploaded = 0 ORDER BY seq LIMIT ?1")?;
             let rows = st.query_map([limit], |r| {
                 Ok(Access { seq: r.get(0)?, at: r.get(1)?, login: r.get(2)?, terminal: r.get(3)?, action: r.get(4)?, patient_id: r.get(5)?, outcome: r.get(6)? })
@@ -145,7 +166,7 @@ impl Local {
 
     /// Marks accesses up to `seq` as taken by the hub.
     pub fn uploaded(&self, seq: i64) -> anyhow::Result<()> {
-        self.with(|c| {
+        self.with(move |c| {
             c.execute(
                 "UPDATE access SET uploaded = 1 WHERE seq <= ?1 AND uploaded = 0",
                 [seq],
@@ -166,7 +187,8 @@ impl Local {
         }
         let code = provisioning::token::generate();
         let hash = provisioning::token::hash(&code);
-        self.with(|c| {
+        let name = name.to_string();
+        self.with(move |c| {
             c.execute("DELETE FROM terminal_code WHERE expires_at < ?1", [now])?;
             c.execute(
                 "INSERT INTO terminal_code (hash, name, expires_at) VALUES (?1, ?2, ?3)",
@@ -183,7 +205,8 @@ impl Local {
         id: &[u8; 32],
         now: i64,
     ) -> anyhow::Result<Option<String>> {
-        self.take_terminal_code(code, now, |tx, name| {
+        let id = *id;
+        self.take_terminal_code(code, now, move |tx, name| {
             tx.execute("INSERT INTO terminal (id, name, enrolled_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, enrolled_at = excluded.enrolled_at", params![&id[..], name, now]).map(|_| ())
         })
     }
@@ -195,10 +218,10 @@ impl Local {
         &self,
         code: &str,
         now: i64,
-        enrol: impl FnOnce(&rusqlite::Transaction, &str) -> rusqlite::Result<()>,
+        enrol: impl FnOnce(&rusqlite::Transaction, &str) -> rusqlite::Result<()> + Send + 'static,
     ) -> anyhow::Result<Option<String>> {
         let hash = provisioning::token::hash(code);
-        self.with(|c| {
+        self.with(move |c| {
             let tx = c.transaction()?;
             let name: Option<String> = tx
                 .query_row(
@@ -218,7 +241,8 @@ impl Local {
 
     /// The enrolled name of the terminal whose cookie hashes to `id`.
     pub fn terminal_name(&self, id: &[u8; 32]) -> anyhow::Result<Option<String>> {
-        self.with(|c| {
+        let id = *id;
+        self.with(move |c| {
             c.query_row("SELECT name FROM terminal WHERE id = ?1", [&id[..]], |r| {
                 r.get(0)
             })
@@ -251,13 +275,63 @@ impl Local {
 
     /// Forgets the terminals enrolled under `name`; returns how many.
     pub fn forget_terminal(&self, name: &str) -> anyhow::Result<usize> {
-        self.with(|c| c.execute("DELETE FROM terminal WHERE name = ?1", [name]))
+        let name = name.to_string();
+        self.with(move |c| c.execute("DELETE FROM terminal WHERE name = ?1", [name]))
+    }
+}
+
+pub(crate) fn count_verifiers(c: &mut Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT count(*) FROM verifier", [], |r| r.get(0))
+}
+
+/// Opens `offline.db` with its key ([`Key::derive`]). A file from before there was one
+/// derivation is keyed with the HMAC of the label ([`Key::derive_hmac_v1`]): it is opened with
+/// that key once and re-keyed in place, keeping its offline logins and unsent accesses.
+fn open_and_rekey(path: &Path, key: &Key) -> sqlkit::Result<Connection> {
+    let current = key.derive(LABEL);
+    match sqlkit::open(path, &current, &[], "tsunagi-edge") {
+        Err(sqlkit::Error::WrongKey { .. }) => {
+            let conn = sqlkit::open(path, &key.derive_hmac_v1(LABEL), &[], "tsunagi-edge")?;
+            conn.execute_batch(&current.rekey_pragma())?;
+            tracing::info!("offline.db re-keyed to the HKDF-derived key");
+            Ok(conn)
+        }
+        other => other,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An offline.db an earlier appliance keyed with the HMAC derivation opens once with it, is
+    /// re-keyed to the one derivation, and keeps its unsent accesses; afterwards only the new key
+    /// opens it.
+    #[test]
+    fn an_offline_db_under_the_earlier_key_is_rekeyed_and_keeps_its_accesses() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::from_bytes([9; 32]);
+        let path = dir.path().join(FILE);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&key.derive_hmac_v1(LABEL).pragma())
+                .unwrap();
+            c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute("INSERT INTO access (at, login, terminal, action, patient_id, outcome) VALUES (1, 'dr', 't', 'view', 'P1', 'ok')", []).unwrap();
+        }
+        let l = Local::open(dir.path(), &key).unwrap();
+        assert_eq!(l.pending(10).unwrap().len(), 1);
+        drop(l);
+        assert!(matches!(
+            sqlkit::open(&path, &key.derive_hmac_v1(LABEL), &[], "t"),
+            Err(sqlkit::Error::WrongKey { .. })
+        ));
+        sqlkit::open(&path, &key.derive(LABEL), &[], "t").unwrap();
+        let l = Local::open(dir.path(), &key).unwrap();
+        assert_eq!(l.pending(10).unwrap()[0].patient_id, "P1");
+        assert!(Local::open(dir.path(), &Key::from_bytes([1; 32])).is_err());
+    }
 
     #[test]
     fn verifiers_are_replaced_and_accesses_wait_for_the_hub() {

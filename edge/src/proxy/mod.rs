@@ -135,12 +135,7 @@ pub fn random_token() -> String {
     shared::chain::hex(&provisioning::secret::random32())
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use shared::time::now_ms;
 
 // ---------------------------------------------------------------------------------------------
 // Terminals and their posture.
@@ -476,7 +471,7 @@ impl Health {
     pub fn down(&self, why: &str) -> bool {
         let mut s = self.offline_since.lock().unwrap_or_else(|e| e.into_inner());
         if s.is_none() {
-            *s = Some(crate::sync::now());
+            *s = Some(shared::time::now());
             tracing::warn!(why = %why, "the hub cannot be reached: serving the offline view");
             true
         } else {
@@ -489,7 +484,7 @@ impl Health {
         let mut s = self.offline_since.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(since) = s.take() {
             tracing::info!(
-                offline_for_s = crate::sync::now() - since,
+                offline_for_s = shared::time::now() - since,
                 "the hub is reachable again: back to the portal"
             );
             true
@@ -708,7 +703,7 @@ impl Proxy {
                 )
             }
         };
-        let now = crate::sync::now();
+        let now = shared::time::now();
         if let Some(code) = value.get("code").and_then(|c| c.as_str()) {
             let fresh = random_token();
             let (local, hash, code) = (
@@ -818,7 +813,7 @@ impl Proxy {
             let (local, id, now) = (
                 self.local.clone(),
                 shared::chain::content_hash(fresh.as_bytes()),
-                crate::sync::now(),
+                shared::time::now(),
             );
             let sent_from_here = cookie(&parts.headers, ENROL_COOKIE).is_some_and(|c| {
                 form.as_ref()
@@ -1074,7 +1069,7 @@ impl Proxy {
         let local = self.local.clone();
         let n = list.users.len();
         tokio::task::spawn_blocking(move || {
-            local.replace_verifiers(&list.users, crate::sync::now())
+            local.replace_verifiers(&list.users, shared::time::now())
         })
         .await??;
         Ok(n)

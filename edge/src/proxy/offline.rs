@@ -281,7 +281,7 @@ impl Offline {
         let query = fields(req.uri().query().unwrap_or(""));
         let method = req.method().clone();
         match (method, path.as_str()) {
-            (Method::GET, "/offline/login") => self.login_form("", "", since),
+            (Method::GET, "/offline/login") => self.login_form("", "", since).await,
             (Method::POST, "/offline/login") => self.login(req, terminal, since).await,
             (Method::POST, "/offline/logout") => self.logout(req, terminal).await,
             (Method::GET, "/offline/" | "/offline/search") => {
@@ -313,10 +313,17 @@ impl Offline {
         }
     }
 
-    fn login_form(&self, message: &str, login: &str, since: i64) -> Response<Body> {
+    async fn login_form(&self, message: &str, login: &str, since: i64) -> Response<Body> {
         let csrf = random_token();
         let mut message = message.to_string();
-        if message.is_empty() && self.local.verifier_count().unwrap_or(0) == 0 {
+        if message.is_empty()
+            && self
+                .local
+                .call(super::local::count_verifiers)
+                .await
+                .unwrap_or(0)
+                == 0
+        {
             message = "この端末でオフラインにログインできる利用者の情報が、まだハブから届いていません。接続が戻るまでお待ちください。".into();
         }
         let mut r = self.render(
@@ -352,7 +359,9 @@ impl Offline {
         since: i64,
     ) -> Response<Body> {
         let Some((headers, f)) = Self::form(req).await else {
-            return self.login_form("入力を読み取れませんでした。", "", since);
+            return self
+                .login_form("入力を読み取れませんでした。", "", since)
+                .await;
         };
         let pre = cookie(&headers, PRE).unwrap_or_default();
         if pre.is_empty() || !view::password::same_bytes(pre.as_bytes(), get(&f, "csrf").as_bytes())
@@ -362,7 +371,9 @@ impl Offline {
         let login = get(&f, "login").to_string();
         let password = f.get("password").cloned().unwrap_or_default();
         if login.is_empty() || login.len() > 64 {
-            return self.login_form("IDまたはパスワードが違います。", "", since);
+            return self
+                .login_form("IDまたはパスワードが違います。", "", since)
+                .await;
         }
         let (count, locked) = {
             let mut fl = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -379,7 +390,7 @@ impl Offline {
         if locked {
             self.audit(&login, terminal, "offline-login", "", "locked")
                 .await;
-            return self.login_form("失敗が続いたため、このIDはこのアプライアンスでロックされています。30分後に再度お試しください。", &login, since);
+            return self.login_form("失敗が続いたため、このIDはこのアプライアンスでロックされています。30分後に再度お試しください。", &login, since).await;
         }
         let local = self.local.clone();
         let l = login.clone();
@@ -452,6 +463,7 @@ impl Offline {
                     tokio::time::sleep(Duration::from_secs(1 << (count + 1 - 2).min(3))).await;
                 }
                 self.login_form("IDまたはパスワードが違います。", &login, since)
+                    .await
             }
         }
     }

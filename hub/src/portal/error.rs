@@ -35,6 +35,12 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+impl From<sqlkit::Error> for Error {
+    fn from(e: sqlkit::Error) -> Error {
+        anyhow::Error::from(e).into()
+    }
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {

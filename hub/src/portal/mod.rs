@@ -183,12 +183,7 @@ impl Portal {
     }
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use shared::time::now_ms;
 
 /// A form's or a query string's fields.
 pub type Params = HashMap<String, String>;
@@ -232,7 +227,7 @@ mod tests {
             Hub::new(
                 dir.path().to_owned(),
                 ca,
-                crate::key::HubKey::from_bytes([7; 32]),
+                crate::key::Key::from_bytes([7; 32]),
                 revoked,
                 settings,
             )

@@ -7,7 +7,7 @@ pub mod browser;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use edge::store::{self, Key};
+use edge::store;
 use rusqlite::types::ValueRef;
 
 pub struct Edge {
@@ -76,7 +76,7 @@ impl Edge {
     }
 
     pub fn conn(&self) -> rusqlite::Connection {
-        store::open_read_only(&self.store, &Key::from_file(&self.key).unwrap()).unwrap()
+        store::open_read_only(&self.store, &store::read_key(&self.key).unwrap()).unwrap()
     }
 
     /// Rows of a query, every value shown as text (blobs as hex).

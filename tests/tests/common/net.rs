@@ -200,13 +200,13 @@ impl Hub {
     /// The regional database (index, consent, accounts, audit), opened for reading and writing
     /// with the hub's key.
     pub fn region(&self) -> rusqlite::Connection {
-        let key = hub::key::HubKey::from_file(&self.data().join("hub.key"))
+        let key = hub::key::read(&self.data().join("hub.key"))
             .unwrap()
             .derive("region");
         let c = rusqlite::Connection::open(self.data().join("region.db")).unwrap();
         c.execute_batch(&format!(
-            "PRAGMA key = {}; PRAGMA busy_timeout = 5000;",
-            key.literal()
+            "PRAGMA key = \"{}\"; PRAGMA busy_timeout = 5000;",
+            key.raw_literal()
         ))
         .unwrap();
         c
@@ -244,7 +244,7 @@ impl Hub {
 
     /// The facility's copy, opened with the key the hub derives for it.
     pub fn copy(&self, facility: &str) -> rusqlite::Connection {
-        let key = hub::key::HubKey::from_file(&self.data().join("hub.key"))
+        let key = hub::key::read(&self.data().join("hub.key"))
             .unwrap()
             .derive(&format!("copy:{facility}"));
         let c = rusqlite::Connection::open_with_flags(
@@ -253,8 +253,8 @@ impl Hub {
         )
         .unwrap();
         c.execute_batch(&format!(
-            "PRAGMA key = {}; PRAGMA busy_timeout = 5000;",
-            key.literal()
+            "PRAGMA key = \"{}\"; PRAGMA busy_timeout = 5000;",
+            key.raw_literal()
         ))
         .unwrap();
         c
@@ -533,7 +533,7 @@ impl Appliance {
 
     /// The appliance's offline data (verifiers and accesses), opened with its key.
     pub fn offline(&self) -> edge::proxy::local::Local {
-        let key = edge::store::Key::from_file(&self.dir.path().join("store.key")).unwrap();
+        let key = edge::store::read_key(&self.dir.path().join("store.key")).unwrap();
         edge::proxy::local::Local::open(self.dir.path(), &key).unwrap()
     }
 
@@ -611,7 +611,7 @@ impl Appliance {
     }
 
     pub fn store(&self) -> rusqlite::Connection {
-        let key = edge::store::Key::from_file(&self.dir.path().join("store.key")).unwrap();
+        let key = edge::store::read_key(&self.dir.path().join("store.key")).unwrap();
         edge::store::open_read_only(&self.dir.path().join("store"), &key).unwrap()
     }
 

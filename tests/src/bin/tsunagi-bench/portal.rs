@@ -19,7 +19,6 @@ use tower::ServiceExt;
 
 use hub::api::{Hub, Settings};
 use hub::index::{self, Demographics};
-use hub::key::HubKey;
 use tests::gen::{self, Rng, Spec};
 
 use super::sync::run;
@@ -181,7 +180,7 @@ fn hub_data(bin_dir: &Path, data: &Path) -> anyhow::Result<()> {
 
 fn open_hub(data: &Path) -> anyhow::Result<Arc<Hub>> {
     let ca = provisioning::Ca::load(&data.join("ca")).map_err(anyhow::Error::msg)?;
-    let key = HubKey::from_file(&data.join("hub.key"))?;
+    let key = hub::key::read(&data.join("hub.key"))?;
     let revoked = Arc::new(hub::tls::Revocations::new(
         data.join("ca").join(provisioning::ca::CRL),
         ca.issuing_ders(),
@@ -212,7 +211,7 @@ fn build_index(bin_dir: &Path, data: &Path) -> anyhow::Result<f64> {
     let _ = std::fs::remove_dir_all(data);
     std::fs::create_dir_all(data)?;
     hub_data(bin_dir, data)?;
-    let key = HubKey::from_file(&data.join("hub.key"))?;
+    let key = hub::key::read(&data.join("hub.key"))?;
     let mut c = hub::region::open(data, &key.derive("region"))?;
     // A bulk load: the benchmark measures searches, not this.
     c.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -1000000;")?;
@@ -554,7 +553,7 @@ async fn search_bench(bin_dir: &Path, data: &Path) -> anyhow::Result<(f64, Vec<L
     let bin = bin_dir.join("tsunagi-hub");
     let pw = data.join("pw");
     std::fs::write(&pw, PASSWORD)?;
-    let key = HubKey::from_file(&data.join("hub/hub.key"))?;
+    let key = hub::key::read(&data.join("hub/hub.key"))?;
     let c = hub::region::open(&data.join("hub"), &key.derive("region"))?;
     // Start every run from fresh accounts.
     c.execute("DELETE FROM user", [])?;
@@ -736,7 +735,7 @@ async fn page_bench(
         hub.index_facility(c).await?;
     }
     // Link the person's three entries and publish the other two to the first facility.
-    let key = HubKey::from_file(&hub_dir.join("hub.key"))?;
+    let key = hub::key::read(&hub_dir.join("hub.key"))?;
     let c = hub::region::open(&hub_dir, &key.derive("region"))?;
     let ids: Vec<i64> = codes
         .iter()
@@ -767,8 +766,8 @@ async fn page_bench(
     for (i, f) in codes.iter().enumerate() {
         let copy = rusqlite::Connection::open(hub.copy_path(f))?;
         copy.execute_batch(&format!(
-            "PRAGMA key = {};",
-            key.derive(&format!("copy:{f}")).literal()
+            "PRAGMA key = \"{}\";",
+            key.derive(&format!("copy:{f}")).raw_literal()
         ))?;
         let pid = format!("00{}4242", i + 1);
         let n = |t: &str| -> rusqlite::Result<i64> {

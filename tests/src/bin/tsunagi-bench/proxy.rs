@@ -370,11 +370,11 @@ pub fn bench(bin_dir: &Path, data: &Path, runs: usize) -> anyhow::Result<Report>
             .arg(&pw))?;
     }
     // Past the first-login change, so a login lands on the portal.
-    let k = hub::key::HubKey::from_file(&hub.data.join("hub.key"))?.derive("region");
+    let k = hub::key::read(&hub.data.join("hub.key"))?.derive("region");
     let c = rusqlite::Connection::open(hub.data.join("region.db"))?;
     c.execute_batch(&format!(
-        "PRAGMA key = {}; UPDATE user SET must_change = 0;",
-        k.literal()
+        "PRAGMA key = \"{}\"; UPDATE user SET must_change = 0;",
+        k.raw_literal()
     ))?;
     drop(c);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -279,7 +279,7 @@ pub fn wire(corpus: &Path, work: &Path, bin_dir: &Path, key: &Path) -> anyhow::R
     ingest()?;
     run(Command::new(&edge).arg("sync").arg("--config").arg(&config))?;
     let store = |sql: &str| -> anyhow::Result<i64> {
-        let k = edge::store::Key::from_file(key)?;
+        let k = edge::store::read_key(key)?;
         let c = edge::store::open_read_only(&work.join("edge/store"), &k)?;
         Ok(c.query_row(sql, [], |r| r.get(0))?)
     };
@@ -418,7 +418,7 @@ pub fn throughput(
         .arg("-a")
         .arg(store)
         .arg(state.join("store")))?;
-    let k = edge::store::Key::from_file(key)?;
+    let k = edge::store::read_key(key)?;
     let (segments, bytes): (i64, i64) = edge::store::open_read_only(&state.join("store"), &k)?
         .query_row(
             "SELECT count(*), coalesce(sum(length(body)), 0) FROM outbox",
