@@ -212,9 +212,9 @@ pub enum TerminalCommand {
 }
 
 fn terminal(command: TerminalCommand) -> anyhow::Result<ExitCode> {
-    let open = |c: &ConfigArg| -> anyhow::Result<crate::proxy::local::Local> {
+    let open = |c: &ConfigArg| -> anyhow::Result<crate::local::Local> {
         let cfg = load_config(&c.config)?;
-        crate::proxy::local::Local::open(&cfg.state_dir, &crate::store::read_key(&cfg.key_file)?)
+        crate::local::Local::open(&cfg.state_dir, &crate::store::read_key(&cfg.key_file)?)
     };
     match command {
         TerminalCommand::Code {
@@ -528,7 +528,7 @@ fn run_daemon(mut cfg: Config) -> anyhow::Result<ExitCode> {
                 }
             })
         };
-        let local = Arc::new(crate::proxy::local::Local::open(&cfg.state_dir, &key)?);
+        let local = Arc::new(crate::local::Local::open(&cfg.state_dir, &key)?);
         let (posture_tx, posture_rx) = tokio::sync::watch::channel(None);
         let (checks_tx, checks_rx) = tokio::sync::mpsc::channel(4);
         let policy_task = {
@@ -587,7 +587,7 @@ fn terminated() -> std::io::Result<impl std::future::Future<Output = ()>> {
 async fn run_proxy(
     cfg: Config,
     key: Key,
-    local: Arc<crate::proxy::local::Local>,
+    local: Arc<crate::local::Local>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let dir = cfg.identity_dir();
@@ -615,7 +615,7 @@ async fn run_proxy(
 async fn prepare_proxy(
     cfg: &Config,
     key: &Key,
-    local: Arc<crate::proxy::local::Local>,
+    local: Arc<crate::local::Local>,
 ) -> anyhow::Result<Arc<crate::proxy::Proxy>> {
     let dir = cfg.identity_dir();
     let mut id = Identity::load(&dir)?;
@@ -672,7 +672,7 @@ fn policy_context(cfg: &Config) -> crate::policy::Context {
 /// The checks on their schedule inside `run`, and on demand (a command from the hub).
 async fn run_policy(
     cfg: Config,
-    local: Arc<crate::proxy::local::Local>,
+    local: Arc<crate::local::Local>,
     posture: tokio::sync::watch::Sender<Option<crate::policy::Posture>>,
     mut now_rx: tokio::sync::mpsc::Receiver<crate::telemetry::CheckNow>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -727,7 +727,7 @@ async fn run_policy(
 
 fn check(cfg: &Config, json: bool, no_run: bool) -> anyhow::Result<ExitCode> {
     let key = crate::store::read_key(&cfg.key_file)?;
-    let local = crate::proxy::local::Local::open(&cfg.state_dir, &key)?;
+    let local = crate::local::Local::open(&cfg.state_dir, &key)?;
     let now = shared::time::now();
     let p = if no_run {
         crate::policy::current(&local, now, &cfg.policy)?

@@ -186,7 +186,7 @@ impl Enforce {
 #[derive(Debug, Clone)]
 pub struct PolicySettings {
     pub ssids: Vec<String>,
-    pub wifi_floor: crate::policy::wifi::Security,
+    pub wifi_floor: Security,
     pub grace: Duration,
     pub screen_lock_max: Duration,
     pub report_expiry: Duration,
@@ -203,7 +203,7 @@ impl Default for PolicySettings {
     fn default() -> Self {
         PolicySettings {
             ssids: Vec::new(),
-            wifi_floor: crate::policy::wifi::Security::Wpa2,
+            wifi_floor: Security::Wpa2,
             grace: Duration::from_secs(72 * 3600),
             screen_lock_max: Duration::from_secs(300),
             report_expiry: Duration::from_secs(2 * 3600),
@@ -373,9 +373,9 @@ impl Config {
         }
         let d = PolicySettings::default();
         let floor = match raw.policy.wifi_floor.as_deref() {
-            None | Some("wpa2") => crate::policy::wifi::Security::Wpa2,
-            Some("owe") => crate::policy::wifi::Security::Owe,
-            Some("wpa3") => crate::policy::wifi::Security::Wpa3,
+            None | Some("wpa2") => Security::Wpa2,
+            Some("owe") => Security::Owe,
+            Some("wpa3") => Security::Wpa3,
             Some(o) => {
                 return Err(format!(
                     "policy.wifi_floor: {o:?} is not one of wpa2, owe, wpa3"
@@ -491,6 +491,22 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?} is negative"));
     }
     Ok((n * mult) as u64)
+}
+
+/// How strong a network's security is, weakest first; the configured floor for facility SSIDs
+/// is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Security {
+    Open,
+    Wep,
+    Wpa1,
+    /// WPA2 (or WPA3 transition) with TKIP allowed as a pairwise cipher.
+    Wpa2Tkip,
+    /// WPA2 with CCMP, PSK or 802.1X (including WPA2/WPA3 transition mode).
+    Wpa2,
+    Owe,
+    Wpa3,
 }
 
 #[cfg(test)]

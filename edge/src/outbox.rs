@@ -85,7 +85,7 @@ pub fn segments_after(
 ) -> rusqlite::Result<Vec<Segment>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {} FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        shared::wire::SEGMENT_COLUMNS
+        shared::chain::SEGMENT_COLUMNS
     ))?;
     let rows = st.query_map(params![after as i64, limit as i64], segment_row)?;
     rows.collect()

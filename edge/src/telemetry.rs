@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::identity::{self, Identity};
+use crate::local::Local;
 use crate::outbox;
 use crate::policy::{Posture, State};
-use crate::proxy::local::Local;
 use crate::store::Handle;
 use crate::sync::{ask, Backoff};
 use shared::time::now;

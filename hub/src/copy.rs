@@ -141,7 +141,7 @@ pub fn column_count(conn: &Connection, table: &str) -> Option<usize> {
 pub fn archived(conn: &Connection, after: u64, upto: u64) -> rusqlite::Result<Vec<Segment>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {} FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-        shared::wire::SEGMENT_COLUMNS
+        shared::chain::SEGMENT_COLUMNS
     ))?;
     let rows = st.query_map(params![after as i64, upto as i64], segment_row)?;
     rows.collect()
@@ -200,7 +200,7 @@ pub fn verify(conn: &Connection) -> anyhow::Result<Report> {
     });
     let mut st = conn.prepare(&format!(
         "SELECT {} FROM outbox ORDER BY seq",
-        shared::wire::SEGMENT_COLUMNS
+        shared::chain::SEGMENT_COLUMNS
     ))?;
     let mut rows = st.query([])?;
     let mut first: Option<u64> = None;

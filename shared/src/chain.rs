@@ -3,6 +3,8 @@
 
 use ring::digest;
 
+use crate::wire::Segment;
+
 /// The hash that stands before segment 1.
 pub const GENESIS: [u8; 32] = [0; 32];
 
@@ -50,7 +52,7 @@ impl std::error::Error for ChainError {}
 
 /// Checks that `s` follows the segment (`seq`, `hash`): the next number, chained to it, and its
 /// hash over its body.
-pub fn next(seq: u64, hash: &[u8; 32], s: &crate::wire::Segment) -> Result<(), ChainError> {
+pub fn next(seq: u64, hash: &[u8; 32], s: &Segment) -> Result<(), ChainError> {
     let expected = seq.wrapping_add(1);
     if s.seq != expected {
         return Err(ChainError::Gap {
@@ -69,11 +71,7 @@ pub fn next(seq: u64, hash: &[u8; 32], s: &crate::wire::Segment) -> Result<(), C
 
 /// Checks that `segs` continue the chain at (`after`, `prev`) without gap or change, and returns
 /// where they end.
-pub fn verify(
-    after: u64,
-    prev: [u8; 32],
-    segs: &[crate::wire::Segment],
-) -> Result<(u64, [u8; 32]), ChainError> {
+pub fn verify(after: u64, prev: [u8; 32], segs: &[Segment]) -> Result<(u64, [u8; 32]), ChainError> {
     let (mut seq, mut hash) = (after, prev);
     for s in segs {
         next(seq, &hash, s)?;
@@ -123,6 +121,40 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     t.chunks(2)
         .map(|p| Some(val(p[0])? << 4 | val(p[1])?))
         .collect()
+}
+
+/// The columns of an `outbox` row, in the order `Segment::from_row` takes them.
+pub const SEGMENT_COLUMNS: &str = "seq, prev_hash, hash, body, raw_len, files, created_at, schema";
+
+impl Segment {
+    /// A segment from a stored `outbox` row (`SEGMENT_COLUMNS`), refusing one that cannot be a
+    /// segment rather than reading it as something else.
+    #[expect(clippy::too_many_arguments, reason = "one per column of the row")]
+    pub fn from_row(
+        seq: i64,
+        prev_hash: &[u8],
+        hash: &[u8],
+        body: Vec<u8>,
+        raw_len: i64,
+        files: i64,
+        created_at: String,
+        schema: i64,
+    ) -> Result<Segment, ChainError> {
+        let bad = |what: &str| ChainError::BadRow {
+            seq,
+            what: what.to_string(),
+        };
+        Ok(Segment {
+            seq: u64::try_from(seq).map_err(|_| bad("its number is negative"))?,
+            prev_hash: stored_hash(seq, "previous hash", prev_hash)?,
+            hash: stored_hash(seq, "hash", hash)?,
+            body,
+            raw_len: usize::try_from(raw_len).map_err(|_| bad("its length is negative"))?,
+            files: u64::try_from(files).map_err(|_| bad("its file count is negative"))?,
+            created_at,
+            schema: u32::try_from(schema).map_err(|_| bad("its schema version is out of range"))?,
+        })
+    }
 }
 
 #[cfg(test)]

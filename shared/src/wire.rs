@@ -42,39 +42,7 @@ pub struct Segment {
     pub schema: u32,
 }
 
-/// The columns of an `outbox` row, in the order `Segment::from_row` takes them.
-pub const SEGMENT_COLUMNS: &str = "seq, prev_hash, hash, body, raw_len, files, created_at, schema";
-
 impl Segment {
-    /// A segment from a stored `outbox` row (`SEGMENT_COLUMNS`), refusing one that cannot be a
-    /// segment rather than reading it as something else.
-    #[expect(clippy::too_many_arguments, reason = "one per column of the row")]
-    pub fn from_row(
-        seq: i64,
-        prev_hash: &[u8],
-        hash: &[u8],
-        body: Vec<u8>,
-        raw_len: i64,
-        files: i64,
-        created_at: String,
-        schema: i64,
-    ) -> Result<Segment, crate::chain::ChainError> {
-        let bad = |what: &str| crate::chain::ChainError::BadRow {
-            seq,
-            what: what.to_string(),
-        };
-        Ok(Segment {
-            seq: u64::try_from(seq).map_err(|_| bad("its number is negative"))?,
-            prev_hash: crate::chain::stored_hash(seq, "previous hash", prev_hash)?,
-            hash: crate::chain::stored_hash(seq, "hash", hash)?,
-            body,
-            raw_len: usize::try_from(raw_len).map_err(|_| bad("its length is negative"))?,
-            files: u64::try_from(files).map_err(|_| bad("its file count is negative"))?,
-            created_at,
-            schema: u32::try_from(schema).map_err(|_| bad("its schema version is out of range"))?,
-        })
-    }
-
     /// Bytes this segment takes in a batch.
     pub fn wire_len(&self) -> usize {
         8 * 3 + 4 + 64 + 2 + self.created_at.len() + 4 + self.body.len()

@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::posture::Report;
+
 use super::{Outcome, Status};
 
 /// What a reporter posts.
@@ -35,15 +37,6 @@ pub struct Posted {
     pub lock_enabled: String,
     #[serde(default)]
     pub lock_delay: String,
-}
-
-/// A terminal's classified report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
-    #[serde(flatten)]
-    pub outcome: Outcome,
-    /// After how many idle seconds the terminal locks, if it does.
-    pub lock_secs: Option<u64>,
 }
 
 /// A value from `reg query` output: `    Name    REG_TYPE    data`.

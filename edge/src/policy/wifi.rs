@@ -14,28 +14,15 @@
 
 use serde::Serialize;
 
+/// The security levels are settings vocabulary (`policy.wifi_floor`), so they live in `config`.
+pub use crate::config::Security;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Pass,
     Warn,
     Fail,
-}
-
-/// How strong a network's security is, weakest first; the configured floor for facility SSIDs
-/// is one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Security {
-    Open,
-    Wep,
-    Wpa1,
-    /// WPA2 (or WPA3 transition) with TKIP allowed as a pairwise cipher.
-    Wpa2Tkip,
-    /// WPA2 with CCMP, PSK or 802.1X (including WPA2/WPA3 transition mode).
-    Wpa2,
-    Owe,
-    Wpa3,
 }
 
 /// One network as seen in a scan (or as `nmcli` lists it).

@@ -12,13 +12,12 @@
 //! - When the hub cannot be reached, the offline view (`offline.rs`) serves the facility's own
 //!   records from the store, read-only, to its own staff, and keeps an audit of it for the hub.
 
-pub mod local;
 mod offline;
 pub use offline::fields;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,6 +36,8 @@ use rustls::sign::CertifiedKey;
 use crate::client;
 use crate::config::ProxySettings;
 use crate::identity::{self, Identity};
+use crate::local;
+use crate::policy::{Terminal, TerminalPolicy, Verdict};
 use crate::store::Key;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -136,66 +137,6 @@ pub fn random_token() -> String {
 }
 
 pub use shared::time::now_ms;
-
-// ---------------------------------------------------------------------------------------------
-// Terminals and their posture.
-
-/// A terminal as the proxy knows it: the id in its cookie, and where it connects from.
-#[derive(Debug, Clone)]
-pub struct Terminal {
-    pub id: String,
-    pub addr: IpAddr,
-    /// Whether the terminal came without the cookie (first visit, or cookies cleared).
-    pub new: bool,
-    /// The name the facility administrator enrolled it under (`tsunagi-edge terminal code`),
-    /// or None for a terminal nobody enrolled.
-    pub enrolled: Option<String>,
-    /// Set when the posture policy warns about the terminal; the hub then shows a banner.
-    pub warned: bool,
-}
-
-impl Terminal {
-    /// How the terminal is named in audit logs: the start of its id and its address.
-    pub fn label(&self) -> String {
-        format!("t-{}@{}", &self.id[..self.id.len().min(12)], self.addr)
-    }
-}
-
-/// What the posture policy says of a terminal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    /// Served, with the reason logged and sent to the browser in `x-tsunagi-posture`.
-    Warn(String),
-    /// Not served: the reason is shown to the person at the terminal.
-    Refuse(String),
-}
-
-/// The hook the posture checks plug into: decides, per request, whether a terminal may use the
-/// portal. The default allows every terminal; the policy work fills this in.
-pub trait TerminalPolicy: Send + Sync {
-    fn check(&self, t: &Terminal) -> Verdict;
-    /// Called every few seconds to read the terminals' states again.
-    fn reload(&self) {}
-    /// Takes a screen-lock report from the terminal enrolled as `name`; answers what the
-    /// terminal's state now is, as JSON for the reporter to show.
-    fn report(
-        &self,
-        name: &str,
-        posted: &crate::policy::screenlock::Posted,
-    ) -> anyhow::Result<serde_json::Value> {
-        let _ = (name, posted);
-        anyhow::bail!("this appliance takes no screen-lock reports")
-    }
-}
-
-pub struct AllowAll;
-
-impl TerminalPolicy for AllowAll {
-    fn check(&self, _: &Terminal) -> Verdict {
-        Verdict::Allow
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // What LAN requests may not carry.
@@ -1262,6 +1203,7 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::AllowAll;
 
     #[test]
     fn identity_claims_and_hop_headers_are_stripped() {

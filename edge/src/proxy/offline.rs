@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::local::Local;
-use super::{cookie, now_ms, page, random_token, redirect, set_cookie, Body, Terminal};
+use super::{cookie, now_ms, page, random_token, redirect, set_cookie, Body};
+use crate::local::{self, Local};
+use crate::policy::Terminal;
 use crate::store::Key;
 use view::fmt::{hl7_time, jst, sex_label};
 use view::record::{self, Tab};
@@ -316,14 +317,7 @@ impl Offline {
     async fn login_form(&self, message: &str, login: &str, since: i64) -> Response<Body> {
         let csrf = random_token();
         let mut message = message.to_string();
-        if message.is_empty()
-            && self
-                .local
-                .call(super::local::count_verifiers)
-                .await
-                .unwrap_or(0)
-                == 0
-        {
+        if message.is_empty() && self.local.call(local::count_verifiers).await.unwrap_or(0) == 0 {
             message = "この端末でオフラインにログインできる利用者の情報が、まだハブから届いていません。接続が戻るまでお待ちください。".into();
         }
         let mut r = self.render(
@@ -394,7 +388,7 @@ impl Offline {
         }
         let local = self.local.clone();
         let l = login.clone();
-        let found = tokio::task::spawn_blocking(move || -> Option<(super::local::Verifier, bool)> {
+        let found = tokio::task::spawn_blocking(move || -> Option<(local::Verifier, bool)> {
             let v = local.verifier(&l).ok().flatten();
             // Unknown IDs cost the same argon2 time as known ones.
             let verifier = v.as_ref().map(|v| v.verifier.clone()).unwrap_or_else(|| "argon2id$m=19456,t=2$00000000000000000000000000000000$0000000000000000000000000000000000000000000000000000000000000000".into());

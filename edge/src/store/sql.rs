@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Result};
 
-use crate::ingest::path::StoredName;
-use crate::ingest::record::Row;
+use ssmix2::path::StoredName;
+use ssmix2::record::Row;
 
 /// What a scan remembers of a file: enough to skip reading it when it has not changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,7 +298,7 @@ pub fn table_counts(conn: &Connection) -> Result<Vec<(String, i64)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::path;
+    use ssmix2::path;
 
     fn mem() -> Connection {
         crate::store::in_memory()

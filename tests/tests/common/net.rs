@@ -532,9 +532,9 @@ impl Appliance {
     }
 
     /// The appliance's offline data (verifiers and accesses), opened with its key.
-    pub fn offline(&self) -> edge::proxy::local::Local {
+    pub fn offline(&self) -> edge::local::Local {
         let key = edge::store::read_key(&self.dir.path().join("store.key")).unwrap();
-        edge::proxy::local::Local::open(self.dir.path(), &key).unwrap()
+        edge::local::Local::open(self.dir.path(), &key).unwrap()
     }
 
     pub fn cmd(&self, sub: &str) -> Command {

@@ -1,6 +1,8 @@
-//! `offline.db`: what the appliance keeps so its facility can work while the hub is down — the
-//! password verifiers of its own staff, as the hub last handed them over, and the accesses served
-//! offline until the hub has taken them into its audit log. SQLCipher, with a key derived from the store's.
+//! `offline.db`, and the one module that reads or writes it: what the appliance keeps so its
+//! facility can work while the hub is down (the password verifiers of its own staff, as the hub
+//! last handed them over, and the accesses served offline until the hub has taken them into its
+//! audit log), the terminals the facility enrolled, and the posture's book ([`posture`]).
+//! SQLCipher, with a key derived from the store's.
 
 use std::path::Path;
 
@@ -8,6 +10,8 @@ use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::Key;
+
+mod posture;
 
 pub const FILE: &str = "offline.db";
 
@@ -62,7 +66,7 @@ impl Local {
             format!("{} cannot be read with the store key: it is damaged or belongs to another key; move it away (offline logins and unsent offline accesses in it are lost)", path.display())
         })?;
         conn.execute_batch(SCHEMA)
-            .and_then(|_| conn.execute_batch(crate::policy::SCHEMA))
+            .and_then(|_| conn.execute_batch(posture::SCHEMA))
             .with_context(|| format!("{}: cannot create its tables", path.display()))?;
         Ok(Local {
             worker: sqlkit::Worker::start("offline-db", conn, sqlkit::Queue::Unbounded)?,
