@@ -10,15 +10,30 @@ pub mod password;
 pub mod record;
 
 /// A cookie's value from a request's Cookie headers (the hub's sessions, the appliance's proxy).
+/// Parsed by the `cookie` crate (RFC 6265); a malformed pair is skipped, not guessed at.
 pub fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+/// A `Set-Cookie` value for a session-like cookie: `__Host-` rules (Secure, Path=/, no Domain),
+/// HttpOnly, SameSite=Strict, and `Max-Age` when given (0 removes the cookie).
+pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>) -> String {
+    let mut c = cookie::Cookie::new(name, value);
+    c.set_secure(true);
+    c.set_http_only(true);
+    c.set_path("/");
+    c.set_same_site(cookie::SameSite::Strict);
+    if let Some(s) = max_age {
+        c.set_max_age(cookie::time::Duration::seconds(s));
+    }
+    c.to_string()
 }
 
 /// The security headers on every portal page, from the hub or from the appliance: no caching of
@@ -39,6 +54,37 @@ pub fn harden(h: &mut http::HeaderMap) {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_name_and_written_with_host_rules() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            "a=1; __Host-tsunagi=abc; b".parse().unwrap(),
+        );
+        h.append(http::header::COOKIE, "c=3".parse().unwrap());
+        assert_eq!(cookie(&h, "__Host-tsunagi").as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "c").as_deref(), Some("3"));
+        assert_eq!(cookie(&h, "b"), None);
+        assert_eq!(cookie(&h, "__Host"), None);
+        let s = set_cookie("__Host-tsunagi", "v", Some(0));
+        for part in [
+            "__Host-tsunagi=v",
+            "Secure",
+            "HttpOnly",
+            "Path=/",
+            "SameSite=Strict",
+            "Max-Age=0",
+        ] {
+            assert!(s.contains(part), "{s}");
+        }
+        assert!(!set_cookie("n", "v", None).contains("Max-Age"));
+    }
 }
 
 /// The portal's one stylesheet.

@@ -114,11 +114,11 @@ pub use view::cookie;
 
 /// A `Set-Cookie` value for a session-scoped secure cookie.
 pub fn set_cookie(name: &str, value: &str) -> String {
-    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict")
+    view::set_cookie(name, value, None)
 }
 
 pub fn clear_cookie(name: &str) -> String {
-    format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+    view::set_cookie(name, "", Some(0))
 }
 
 #[cfg(test)]
