@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 
 use provisioning::Ca;
 
-use crate::api::{self, Hub, Settings};
+use crate::api;
 use crate::key::Key;
+use crate::state::{self, Hub, Settings};
 use crate::tls::Revocations;
 use crate::{copy, db, key, now, registry, snapshot};
 
@@ -582,7 +583,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn open_copy(data: &Path, facility: &str) -> anyhow::Result<(rusqlite::Connection, key::Key)> {
     provisioning::token::check_facility(facility).map_err(anyhow::Error::msg)?;
-    let path = api::copy_path(data, facility);
+    let path = state::copy_path(data, facility);
     if !path.exists() {
         anyhow::bail!(
             "there is no copy of facility {facility} in {} (has its appliance synced?)",
@@ -598,7 +599,7 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
         CopyCommand::Verify { facility, json } => {
             let (conn, k) = open_copy(data, &facility)?;
             let mut report = copy::verify(&conn)?;
-            let snaps = snapshot::list(&api::snapshot_dir(data, &facility), &k);
+            let snaps = snapshot::list(&state::snapshot_dir(data, &facility), &k);
             match &snaps {
                 Ok(list) => {
                     for s in list {
@@ -656,7 +657,7 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
         }
         CopyCommand::Snapshot { facility } => {
             let (conn, k) = open_copy(data, &facility)?;
-            match snapshot::take(&conn, &api::snapshot_dir(data, &facility), &k)? {
+            match snapshot::take(&conn, &state::snapshot_dir(data, &facility), &k)? {
                 Some(p) => println!("snapshot of {facility} at segment {}", p.seq),
                 None => println!(
                     "a snapshot at the copy's position already exists (or the copy is empty)"
@@ -665,10 +666,10 @@ fn copy_command(data: &Path, command: CopyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CopyCommand::List => {
-            for f in api::facilities(data) {
+            for f in state::facilities(data) {
                 let (conn, k) = open_copy(data, &f)?;
                 let p = copy::position(&conn)?;
-                let snaps = snapshot::list(&api::snapshot_dir(data, &f), &k)?;
+                let snaps = snapshot::list(&state::snapshot_dir(data, &f), &k)?;
                 println!(
                     "{f}  segment {:>8}  snapshots {}",
                     p.seq,

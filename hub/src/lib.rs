@@ -23,6 +23,7 @@ pub mod record;
 pub mod region;
 pub mod registry;
 pub mod snapshot;
+pub mod state;
 pub mod tls;
 
 /// The clock (`shared::time::now`), for the modules that take it from the crate root.

@@ -7,8 +7,8 @@ use axum::http::HeaderMap;
 
 use super::{session, Error, Portal, Result};
 use crate::account::{self, Role, User};
-use crate::api::{Channel, Remote};
 use crate::audit;
+use crate::state::{Channel, Remote};
 
 /// The header bar every logged-in page shows.
 #[derive(Debug, Clone)]

@@ -19,8 +19,8 @@ use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::account;
-use crate::api::Hub;
 use crate::audit;
+use crate::state::Hub;
 
 pub use auth::{
     authed, entrance_fits, entrance_key, terminal, Ctx, Nav, Term, POSTURE_HEADER, TERMINAL_HEADER,
@@ -218,7 +218,7 @@ mod tests {
             dir.path().join("ca").join(provisioning::ca::CRL),
             ca.issuing_ders(),
         ));
-        let settings = crate::api::Settings {
+        let settings = crate::state::Settings {
             client_cert_lifetime: 86_400,
             max_body: 1 << 20,
             snapshots_kept: 1,

@@ -11,7 +11,7 @@ use axum::Router;
 
 use super::{fleetview, office, page, Error, Portal};
 use crate::account::Role;
-use crate::api::Channel;
+use crate::state::Channel;
 
 /// Refuses portal requests that came neither through an appliance (with a certificate that is
 /// still valid) nor on the operators' listener.
@@ -22,7 +22,7 @@ async fn gate(
 ) -> Response {
     let refused = match req.extensions().get::<Channel>() {
         Some(Channel::Operators) => None,
-        Some(Channel::Proxy(id)) => crate::api::still_valid(&p.hub, id).err().map(|(_, why)| {
+        Some(Channel::Proxy(id)) => crate::state::still_valid(&p.hub, id).err().map(|(_, why)| {
             tracing::warn!(appliance = %id.appliance, facility = %id.facility, why = %why, "portal request refused: the appliance's certificate is no longer valid");
             "この施設のアプライアンスの証明書が失効しているか期限切れです。施設の管理者またはネットワーク事務局に連絡してください。".to_string()
         }),

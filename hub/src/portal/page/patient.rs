@@ -254,7 +254,7 @@ pub async fn document(
         "attachment; filename=\"document\"; filename*=UTF-8''{}",
         urlencode(&file_name)
     );
-    let body = axum::body::Body::new(crate::api::ChannelBody(rx, Some(size.max(0) as u64)));
+    let body = axum::body::Body::new(crate::state::ChannelBody(rx, Some(size.max(0) as u64)));
     Ok((
         [
             (header::CONTENT_TYPE, media_type),

@@ -17,8 +17,8 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use hub::api::{Hub, Settings};
 use hub::index::{self, Demographics};
+use hub::state::{Hub, Settings};
 use tests::gen::{self, Rng, Spec};
 
 use super::sync::run;
@@ -296,7 +296,7 @@ fn app_at(portal: &Arc<hub::portal::Portal>, facility: &str, appliance: &str) ->
         purpose: provisioning::Purpose::PortalProxy,
         issuer: portal.hub.ca.issuing_subject(),
     };
-    hub::portal::router(portal.clone()).layer(axum::Extension(hub::api::Channel::Proxy(id)))
+    hub::portal::router(portal.clone()).layer(axum::Extension(hub::state::Channel::Proxy(id)))
 }
 
 async fn call(app: &Router, req: Request<Body>) -> anyhow::Result<axum::response::Response> {

@@ -1,0 +1,95 @@
+//! The fleet's upkeep every few seconds (history written, the copies' positions read, alerts
+//! evaluated), and the webhook the alerts that start and end are posted to.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Fleet;
+use crate::now;
+use crate::state::Hub;
+
+/// Every few seconds: writes history, reads the copies' positions, evaluates alerts and sends
+/// them to the webhook.
+pub async fn upkeep(fleet: Arc<Fleet>, hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        n += 1;
+        if n % 5 == 1 {
+            let mut positions = HashMap::new();
+            let facilities: std::collections::HashSet<String> =
+                fleet.list().into_iter().map(|a| a.facility).collect();
+            for f in hub
+                .facilities()
+                .into_iter()
+                .filter(|f| facilities.contains(f))
+            {
+                if let Ok(w) = hub.copy(&f) {
+                    if let Ok(Ok(p)) = w.call(|c| crate::copy::position(c)).await {
+                        positions.insert(f, p.seq);
+                    }
+                }
+            }
+            fleet.set_copy_positions(&positions);
+        }
+        let (started, ended) = fleet.evaluate(now());
+        let f2 = fleet.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || f2.flush()).await {
+            tracing::error!(error = %format!("{e:#}"), "the fleet history cannot be written");
+        }
+        for (f, a, k, d) in &started {
+            tracing::warn!(facility = %f, appliance = %a, kind = k, detail = %d, "fleet alert");
+        }
+        if let Some(url) = fleet.settings.webhook.clone() {
+            let mut items: Vec<serde_json::Value> = started.iter().map(|(f, a, k, d)| serde_json::json!({"state": "firing", "kind": k, "facility": f, "appliance": a, "detail": d, "at": now()})).collect();
+            items.extend(ended.iter().map(|(f, a, k)| serde_json::json!({"state": "resolved", "kind": k, "facility": f, "appliance": a, "at": now()})));
+            if !items.is_empty() {
+                let body =
+                    serde_json::json!({"source": "tsunagi-hub", "alerts": items}).to_string();
+                if let Err(e) = post_webhook(&url, body).await {
+                    fleet.webhook_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(webhook = %url, error = %e, "the alert webhook failed");
+                }
+            }
+        }
+    }
+}
+
+/// POSTs JSON to an `http://` webhook (a relay on the operators' network forwards it on).
+async fn post_webhook(url: &str, body: String) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// webhooks (to a relay on the operators' network) are supported")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let r = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .map_err(|_| "no answer in 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("answered {}", r.status()));
+    }
+    Ok(())
+}
