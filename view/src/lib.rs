@@ -56,6 +56,9 @@ pub fn harden(h: &mut http::HeaderMap) {
     );
 }
 
+/// The portal's one stylesheet.
+pub const PORTAL_CSS: &str = include_str!("../portal.css");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +89,3 @@ mod tests {
         assert!(!set_cookie("n", "v", None).contains("Max-Age"));
     }
 }
-
-/// The portal's one stylesheet.
-pub const PORTAL_CSS: &str = include_str!("../portal.css");

@@ -189,7 +189,7 @@ pub fn login(c: &Connection, login: &str, password: &str, now: i64) -> rusqlite:
 }
 
 // A verifier of a random password, for timing parity on unknown IDs.
-pub(super) const DUMMY: &str = "argon2id$m=19456,t=2$00000000000000000000000000000000$0000000000000000000000000000000000000000000000000000000000000000";
+pub(super) const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 #[cfg(test)]
 mod tests {

@@ -11,12 +11,13 @@ pub use attempt::{
     check_attempt, login, record_login, Check, Login, Strangers, STRANGERS_KEPT, VERIFICATIONS,
 };
 pub use password::{
-    check_login, check_password, hash_password, same_bytes, temporary_password, verify_password,
+    check_login, check_password, hash_password, needs_rehash, same_bytes, temporary_password,
+    verify_password,
 };
 pub use role::Role;
 pub use throttle::Throttle;
 pub use users::{
-    add, check_new_password, disable, enable, get, list, reset, set_password, Error, User,
+    add, check_new_password, disable, enable, get, list, rehash, reset, set_password, Error, User,
 };
 
 /// Passwords expire after two months.

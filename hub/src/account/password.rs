@@ -38,7 +38,7 @@ pub fn hash_password(password: &str) -> String {
     view::password::hash(password, &s16)
 }
 
-pub use view::password::{same_bytes, verify as verify_password};
+pub use view::password::{needs_rehash, same_bytes, verify as verify_password};
 
 /// A temporary password handed to a person by the office or their administrator; it must be
 /// changed at first login.

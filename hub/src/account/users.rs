@@ -167,6 +167,16 @@ pub fn set_password(c: &Connection, login: &str, verifier: &str, now: i64) -> ru
     Ok(())
 }
 
+/// Replaces `login`'s verifier `old` with `new`, a verifier of the same password (a rehash at
+/// login: the password's age and the previous password stay as they were). Nothing happens if
+/// the verifier changed since it was read.
+pub fn rehash(c: &Connection, login: &str, old: &str, new: &str) -> rusqlite::Result<bool> {
+    Ok(c.execute(
+        "UPDATE user SET pw = ?3 WHERE login = ?1 AND pw = ?2",
+        params![login, old, new],
+    )? == 1)
+}
+
 /// Why a password change was refused.
 pub fn check_new_password(u: &User, new: &str) -> Result<(), &'static str> {
     check_password(new)?;

@@ -108,10 +108,14 @@ pub async fn login(
         .as_ref()
         .is_some_and(|u| entrance_fits(u, &term.channel).is_ok());
     let known = user.is_some();
+    let old_verifier = user.as_ref().map(|u| u.pw.clone());
     // argon2 runs on a blocking thread, not on the region database's writer, and runs the same
     // for every attempt, whoever's ID it names.
     let check = p
-        .hash(move || account::check_attempt(user.as_ref(), &password, t))
+        .hash({
+            let password = password.clone();
+            move || account::check_attempt(user.as_ref(), &password, t)
+        })
         .await?;
     // A disabled account whose password was wrong is treated as any stranger's attempt.
     let disabled_wrong = check == account::Check::Disabled { right: false };
@@ -155,6 +159,14 @@ pub async fn login(
         Login::Ok { must_change } => {
             e.outcome = "ok".into();
             p.audit(e).await?;
+            // A verifier in an earlier format or with older parameters is replaced now that the
+            // password is known to be right (only if nobody changed it meanwhile).
+            if let Some(old) = old_verifier.filter(|v| account::needs_rehash(v)) {
+                let new = p.hash(move || account::hash_password(&password)).await?;
+                let l = login.clone();
+                p.write(move |c| Ok(account::rehash(c, &l, &old, &new)?))
+                    .await?;
+            }
             tracing::info!(login = %login, terminal = %terminal, "logged in");
             let token = p.sessions.create(&login, &terminal, must_change);
             let mut r = Redirect::to(if must_change { "/password" } else { "/" }).into_response();
