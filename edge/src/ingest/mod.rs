@@ -6,6 +6,7 @@
 //! surges of either raise an alarm.
 
 pub use ssmix2::{hl7, path, record};
+mod apply;
 mod scan;
 pub mod watch;
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs as root every minute (tsunagi-probe.timer): records, for the unprivileged edge, the
 # outputs of the commands its posture checks read (policy.probe_dir; file names as in
-# edge/src/policy/system.rs), then refreshes the firewall's address sets from edge.toml.
+# edge/src/policy/system/), then refreshes the firewall's address sets from edge.toml.
 # Each file is written whole and renamed, so the edge never reads half an output.
 set -u
 OUT=${1:-/run/tsunagi-probe}

@@ -1,0 +1,271 @@
+//! The offline view: while the hub cannot be reached, the facility's own staff log in with the
+//! verifiers the hub last handed over and read their own facility's records from the store —
+//! search, and the patient page with its tabs — read-only, under a banner that says since when
+//! the hub is unreachable. Every access is recorded in `offline.db` before it is served, and
+//! handed to the hub's audit log when the hub is back.
+
+mod login;
+mod records;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{now_ms, page, redirect, Body};
+use crate::local::Local;
+use crate::policy::Terminal;
+use crate::store::Key;
+use view::fmt::jst;
+
+struct Session {
+    login: String,
+    name: String,
+    csrf: String,
+    last: Instant,
+}
+
+pub struct Offline {
+    store_dir: PathBuf,
+    key: Key,
+    local: Arc<Local>,
+    facility: String,
+    idle: Duration,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<String, (u32, Option<Instant>)>>,
+}
+
+pub struct Who {
+    pub login: String,
+    pub name: String,
+    pub csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "offline_error.html")]
+struct ErrorPage<'a> {
+    who: Option<Who>,
+    facility: &'a str,
+    since: String,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// `%`-encodes everything but unreserved characters, for a patient ID in a path.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Decodes `%XX` (and `+` as a space, for form fields); None for broken escapes or non-UTF-8.
+pub fn decode(s: &str, plus: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The fields of a query string or an urlencoded form.
+pub fn fields(s: &str) -> HashMap<String, String> {
+    s.split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter_map(|(k, v)| Some((decode(k, true)?, decode(v, true)?)))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+fn get<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
+    f.get(k).map(|s| s.trim()).unwrap_or("")
+}
+
+impl Offline {
+    pub fn new(
+        store_dir: &Path,
+        key: Key,
+        local: Arc<Local>,
+        facility: String,
+        idle: Duration,
+    ) -> Offline {
+        Offline {
+            store_dir: store_dir.to_owned(),
+            key,
+            local,
+            facility,
+            idle,
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn render(&self, t: &impl Template, status: StatusCode) -> Response<Body> {
+        match t.render() {
+            Ok(html) => page(status, "text/html; charset=utf-8", html),
+            Err(e) => {
+                tracing::error!(error = %e, "offline template failed");
+                page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    "error",
+                )
+            }
+        }
+    }
+
+    /// An error page; with `since`, under the offline banner.
+    pub fn error_page(
+        &self,
+        status: StatusCode,
+        title: &str,
+        message: &str,
+        since: Option<i64>,
+    ) -> Response<Body> {
+        let since = since.map(jst).unwrap_or_default();
+        self.render(
+            &ErrorPage {
+                who: None,
+                facility: &self.facility,
+                since,
+                title,
+                message,
+            },
+            status,
+        )
+    }
+
+    /// Records an access; if it cannot be recorded it is not served.
+    async fn audit(
+        &self,
+        login: &str,
+        terminal: &Terminal,
+        action: &str,
+        patient_id: &str,
+        outcome: &str,
+    ) -> bool {
+        let (local, login, t, action, pid, outcome) = (
+            self.local.clone(),
+            login.to_string(),
+            terminal.label(),
+            action.to_string(),
+            patient_id.to_string(),
+            outcome.to_string(),
+        );
+        match tokio::task::spawn_blocking(move || {
+            local.record(now_ms(), &login, &t, &action, &pid, &outcome)
+        })
+        .await
+        {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "an offline access cannot be recorded: refusing it");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn unrecorded(&self, since: i64) -> Response<Body> {
+        self.error_page(StatusCode::SERVICE_UNAVAILABLE, "記録できないため表示できません", "アクセスの記録を保存できませんでした。アプライアンスの空き容量などを管理者に確認してもらってください。", Some(since))
+    }
+
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        terminal: &Terminal,
+        since: i64,
+    ) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let query = fields(req.uri().query().unwrap_or(""));
+        let method = req.method().clone();
+        match (method, path.as_str()) {
+            (Method::GET, "/offline/login") => self.login_form("", "", since).await,
+            (Method::POST, "/offline/login") => self.login(req, terminal, since).await,
+            (Method::POST, "/offline/logout") => self.logout(req, terminal).await,
+            (Method::GET, "/offline/" | "/offline/search") => {
+                self.search(
+                    req.headers(),
+                    &query,
+                    terminal,
+                    since,
+                    path.ends_with("search"),
+                )
+                .await
+            }
+            (Method::GET, p) if p.starts_with("/offline/patient/") => {
+                match decode(&p["/offline/patient/".len()..], false) {
+                    Some(pid) => {
+                        self.patient(req.headers(), &pid, &query, terminal, since)
+                            .await
+                    }
+                    None => self.error_page(
+                        StatusCode::BAD_REQUEST,
+                        "入力を確認してください",
+                        "患者IDが正しくありません。",
+                        Some(since),
+                    ),
+                }
+            }
+            // Everything else of the portal waits for the hub.
+            _ => redirect("/offline/"),
+        }
+    }
+}
+
+/// A kana name as the portal shows it: full-width katakana with the sound marks joined, family
+/// and given names apart.
+fn kana_shown(s: &str) -> String {
+    s.split([' ', '\u{3000}'])
+        .filter(|p| !p.is_empty())
+        .map(view::names::kana_norm)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_forms_round_trip() {
+        assert_eq!(encode("0000 77/01"), "0000%2077%2F01");
+        assert_eq!(
+            decode(&encode("患者/01"), false).as_deref(),
+            Some("患者/01")
+        );
+        assert_eq!(decode("%zz", false), None);
+        let f = fields("login=dr-a&password=a%2Bb+c&csrf=");
+        assert_eq!(
+            (get(&f, "login"), f["password"].as_str(), get(&f, "csrf")),
+            ("dr-a", "a+b c", "")
+        );
+        assert_eq!(kana_shown("ﾔﾏﾀﾞ ﾀﾛｳ"), "ヤマダ タロウ");
+        assert_eq!(kana_shown("ヤマタ゛\u{3000}タロウ"), "ヤマダ タロウ");
+    }
+}
