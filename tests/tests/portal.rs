@@ -90,6 +90,24 @@ fn region() -> (Hub, Vec<(tempfile::TempDir, Appliance)>) {
     (hub, boxes)
 }
 
+/// A verifier as the hub wrote them before PHC strings: `argon2id$m=…,t=…$<salt hex>$<hash hex>`.
+fn legacy_verifier(password: &str) -> String {
+    let salt = [5u8; 16];
+    let mut out = [0u8; 32];
+    argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(19 * 1024, 2, 1, Some(32)).unwrap(),
+    )
+    .hash_password_into(password.as_bytes(), &salt, &mut out)
+    .unwrap();
+    format!(
+        "argon2id$m=19456,t=2${}${}",
+        shared::chain::hex(&salt),
+        shared::chain::hex(&out)
+    )
+}
+
 fn login(b: &mut Browser, base: &str, user: &str, password: &str) {
     b.goto(&format!("{base}/login"));
     b.fill("#login", user);

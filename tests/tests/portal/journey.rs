@@ -1,7 +1,10 @@
 //! The portal in Chromium from login to the audit CSV: two facilities and a core hospital, search,
 //! the patient page, linking, consent, emergency access, the access history and the audit chain.
 
-use super::{first_login, login, logout, region, search, A, A_NAME, B, B_NAME, C, FIRST, NEW};
+use super::{
+    first_login, legacy_verifier, login, logout, region, search, A, A_NAME, B, B_NAME, C, FIRST,
+    NEW,
+};
 use crate::common::browser::{artefacts, Browser};
 
 #[test]
@@ -390,7 +393,38 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     };
     // A nurse is told there is a refusal, but not where, and cannot open it even by forging the form.
     let mut ns = Browser::start(dir.clone(), &pin);
+    // ns-c's verifier is put back in the format before PHC strings: the login still succeeds,
+    // and stores a PHC string of the same password in its place.
+    let (pw_at, prev): (i64, Option<String>) = hub
+        .region()
+        .query_row(
+            "SELECT pw_changed_at, pw_prev FROM user WHERE login = 'ns-c'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    hub.region()
+        .execute(
+            "UPDATE user SET pw = ?1 WHERE login = 'ns-c'",
+            [legacy_verifier(NEW)],
+        )
+        .unwrap();
     login(&mut ns, &c, "ns-c", NEW);
+    let (pw, pw_at2, prev2): (String, i64, Option<String>) = hub
+        .region()
+        .query_row(
+            "SELECT pw, pw_changed_at, pw_prev FROM user WHERE login = 'ns-c'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert!(pw.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{pw}");
+    assert!(view::password::verify(&pw, NEW));
+    assert_eq!(
+        (pw_at2, prev2),
+        (pw_at, prev),
+        "a rehash is not a password change"
+    );
     start(&mut ns, "意識障害で搬送");
     assert!(ns.text("#refusal").contains("非公開"));
     assert_eq!((ns.count("#refused li"), ns.count("#life-form")), (0, 0));

@@ -12,7 +12,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use hub::api::{Hub, Settings};
+use hub::state::{Hub, Settings};
 
 use super::{encode, NEW_PASSWORD, PASSWORD};
 
@@ -87,7 +87,7 @@ pub(super) fn app_at(portal: &Arc<hub::portal::Portal>, facility: &str, applianc
         purpose: provisioning::Purpose::PortalProxy,
         issuer: portal.hub.ca.issuing_subject(),
     };
-    hub::portal::router(portal.clone()).layer(axum::Extension(hub::api::Channel::Proxy(id)))
+    hub::portal::router(portal.clone()).layer(axum::Extension(hub::state::Channel::Proxy(id)))
 }
 
 async fn call(app: &Router, req: Request<Body>) -> anyhow::Result<axum::response::Response> {
