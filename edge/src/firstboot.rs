@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::config::Config;
 use crate::identity::{self, Identity};
-use crate::proxy::{escape, fields, page, Body};
+use crate::proxy::{fields, page, Body};
 
 /// Where the console text goes: agetty shows `/run/issue.d/*.issue` above the login prompt
 /// (the image links `/run/issue.d/tsunagi.issue` to this file in the service's runtime folder).
@@ -173,6 +173,9 @@ impl Page {
             .or(local.map(|a| a.ip().to_string()))
             .unwrap_or_default();
         match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/static/portal.css") => {
+                page(StatusCode::OK, "text/css; charset=utf-8", view::PORTAL_CSS)
+            }
             (&Method::GET | &Method::HEAD, _) => self.form(StatusCode::OK, &default_name, None),
             (&Method::POST, "/enrol") => {
                 // A page elsewhere must not be able to submit a token to the box.
@@ -257,18 +260,22 @@ impl Page {
         .await
         {
             Ok(id) => {
-                let portal = format!("https://{}/", names[0]);
-                let body = format!(
-                    "<!doctype html><html lang=ja><meta charset=utf-8><title>tsunagi 登録完了</title>{STYLE}<main><h1>登録しました / Enrolled</h1>\
-                     <p>施設 {} の機器として登録されました。施設のデータがハブにあれば復元してから起動します（数分かかります）。</p>\
-                     <p>This box is enrolled for facility {}. It restores the facility's copy from the hub if there is one, then starts.</p>\
-                     <p>次に開く画面 / Next: <a href=\"{p}\">{p}</a></p></main></html>",
-                    escape(&id.cert.facility),
-                    escape(&id.cert.facility),
-                    p = escape(&portal)
-                );
+                let enrolled = Enrolled {
+                    facility: id.cert.facility.clone(),
+                    portal: format!("https://{}/", names[0]),
+                };
                 let _ = self.done.send(id).await;
-                page(StatusCode::OK, "text/html; charset=utf-8", body)
+                self.render(
+                    StatusCode::OK,
+                    &EnrolPage {
+                        enrolled: Some(enrolled),
+                        message: None,
+                        hub: &self.hub,
+                        name: default_name,
+                        appliance: &self.appliance,
+                        fingerprint: &self.fingerprint,
+                    },
+                )
             }
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -289,31 +296,53 @@ impl Page {
         default_name: &str,
         message: Option<&str>,
     ) -> Response<Body> {
-        let msg = message
-            .map(|m| format!("<p class=error role=alert>{}</p>", escape(m)))
-            .unwrap_or_default();
-        let body = format!(
-            "<!doctype html><html lang=ja><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>tsunagi 機器の登録</title>{STYLE}\
-             <main><h1>tsunagi 機器の登録 / Enrol this appliance</h1>{msg}\
-             <p>ネットワーク事務局から届いた登録用トークンを入力してください。ハブ {hub} に登録します。</p>\
-             <form method=post action=/enrol>\
-             <label>登録用トークン / Enrolment token<input name=token required autocomplete=off autofocus></label>\
-             <label>院内で使う機器の名前またはアドレス / Name browsers use for this box<input name=name required value=\"{name}\"></label>\
-             <label>機器番号 / Appliance id<input name=appliance value=\"{app}\"></label>\
-             <button>登録する / Enrol</button></form>\
-             <p class=small>ハブの証明書の指紋 / Network root fingerprint: <code>{fp}</code></p></main></html>",
-            hub = escape(&self.hub),
-            name = escape(default_name),
-            app = escape(&self.appliance),
-            fp = escape(&self.fingerprint),
-        );
-        page(status, "text/html; charset=utf-8", body)
+        self.render(
+            status,
+            &EnrolPage {
+                enrolled: None,
+                message,
+                hub: &self.hub,
+                name: default_name,
+                appliance: &self.appliance,
+                fingerprint: &self.fingerprint,
+            },
+        )
+    }
+
+    fn render(&self, status: StatusCode, p: &EnrolPage<'_>) -> Response<Body> {
+        use askama::Template;
+        match p.render() {
+            Ok(html) => page(status, "text/html; charset=utf-8", html),
+            Err(e) => {
+                tracing::error!(error = %e, "the enrolment page cannot be rendered");
+                page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    "the enrolment page cannot be rendered",
+                )
+            }
+        }
     }
 }
 
-const STYLE: &str = "<style>body{font-family:sans-serif;margin:2rem;max-width:44rem}label{display:block;margin:1rem 0}\
-input{display:block;width:100%;font-size:1.1rem;padding:.3rem}button{font-size:1.1rem;padding:.4rem 1.2rem}\
-.error{color:#a00;font-weight:bold}.small{font-size:.8rem;color:#555;word-break:break-all}</style>";
+/// The first-boot page: the enrolment form, or what happened once it was sent. Its look is the
+/// portal's stylesheet, served beside it at `/static/portal.css` (the page's CSP allows no inline
+/// style).
+#[derive(askama::Template)]
+#[template(path = "firstboot.html")]
+struct EnrolPage<'a> {
+    enrolled: Option<Enrolled>,
+    message: Option<&'a str>,
+    hub: &'a str,
+    name: &'a str,
+    appliance: &'a str,
+    fingerprint: &'a str,
+}
+
+struct Enrolled {
+    facility: String,
+    portal: String,
+}
 
 /// After enrolment: restores the facility's copy when the hub holds one and this box has no store
 /// yet (a replacement). Returns what was restored, if anything.

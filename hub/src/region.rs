@@ -192,14 +192,17 @@ pub fn memory() -> Connection {
 pub struct Readers {
     path: PathBuf,
     key: Key,
+    /// The file's migrations: a reader refuses a file newer than them.
+    migrations: &'static [&'static str],
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Readers {
-    pub fn new(path: PathBuf, key: Key) -> Readers {
+    pub fn new(path: PathBuf, key: Key, migrations: &'static [&'static str]) -> Readers {
         Readers {
             path,
             key,
+            migrations,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -208,7 +211,7 @@ impl Readers {
         if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(c);
         }
-        let c = crate::db::open_read_only(&self.path, &self.key, MIGRATIONS)?;
+        let c = crate::db::open_read_only(&self.path, &self.key, self.migrations)?;
         // A larger page cache than SQLite's default: searches revisit the same index pages.
         c.execute_batch("PRAGMA cache_size = -32768;")?;
         Ok(c)

@@ -63,7 +63,11 @@ impl Hub {
         )?;
         let registry = db::worker("registry", conn)?;
         let region = db::worker("region", region::open(&data, &key.derive("region"))?)?;
-        let region_readers = Readers::new(data.join(region::FILE), key.derive("region"));
+        let region_readers = Readers::new(
+            data.join(region::FILE),
+            key.derive("region"),
+            region::MIGRATIONS,
+        );
         let (index_tx, index_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Hub {
             data,
@@ -90,6 +94,7 @@ impl Hub {
                 Arc::new(Readers::new(
                     self.copy_path(facility),
                     self.key.derive(&format!("copy:{facility}")),
+                    shared::schema::MIGRATIONS,
                 ))
             })
             .clone()

@@ -111,14 +111,11 @@ pub fn redirect(to: &str) -> Response<Body> {
 
 pub use view::cookie;
 
+/// A `Set-Cookie` header (`view::set_cookie`: Secure, HttpOnly, SameSite=Strict, Path=/).
 pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    let age = max_age
-        .map(|a| format!("; Max-Age={a}"))
-        .unwrap_or_default();
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
+    let age = max_age.map(|a| i64::try_from(a).unwrap_or(i64::MAX));
+    HeaderValue::from_str(&view::set_cookie(name, value, age))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// HTML-escapes text for the few pages the proxy writes without a template.

@@ -55,50 +55,36 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
-/// `%`-encodes everything but unreserved characters, for a patient ID in a path.
+/// `%`-encodes everything but RFC 3986's unreserved characters, for a patient ID in a path
+/// (`percent-encoding`).
 pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
 }
 
-/// Decodes `%XX` (and `+` as a space, for form fields); None for broken escapes or non-UTF-8.
-pub fn decode(s: &str, plus: bool) -> Option<String> {
+/// Decodes a `%`-encoded path segment; None for a broken escape (refused rather than read as
+/// text) or bytes that are not UTF-8.
+pub fn decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(h, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    let hex = |i: usize| b.get(i).is_some_and(u8::is_ascii_hexdigit);
+    if (0..b.len()).any(|i| b[i] == b'%' && !(hex(i + 1) && hex(i + 2))) {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
-/// The fields of a query string or an urlencoded form.
+/// The fields of a query string or an urlencoded form (`form_urlencoded`, as browsers write them).
 pub fn fields(s: &str) -> HashMap<String, String> {
-    s.split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .filter_map(|(k, v)| Some((decode(k, true)?, decode(v, true)?)))
+    form_urlencoded::parse(s.as_bytes())
         .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -219,7 +205,7 @@ impl Offline {
                 .await
             }
             (Method::GET, p) if p.starts_with("/offline/patient/") => {
-                match decode(&p["/offline/patient/".len()..], false) {
+                match decode(&p["/offline/patient/".len()..]) {
                     Some(pid) => {
                         self.patient(req.headers(), &pid, &query, terminal, since)
                             .await
@@ -255,11 +241,9 @@ mod tests {
     #[test]
     fn ids_and_forms_round_trip() {
         assert_eq!(encode("0000 77/01"), "0000%2077%2F01");
-        assert_eq!(
-            decode(&encode("患者/01"), false).as_deref(),
-            Some("患者/01")
-        );
-        assert_eq!(decode("%zz", false), None);
+        assert_eq!(decode(&encode("患者/01")).as_deref(), Some("患者/01"));
+        assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("a%2"), None);
         let f = fields("login=dr-a&password=a%2Bb+c&csrf=");
         assert_eq!(
             (get(&f, "login"), f["password"].as_str(), get(&f, "csrf")),
