@@ -7,6 +7,7 @@ mod common;
 
 use std::process::Command;
 
+use common::browser::Browser;
 use common::net::{free_port, wait_for, Appliance, Hub, FACILITY};
 
 fn curl(args: &[&str]) -> (String, String) {
@@ -52,6 +53,23 @@ fn a_new_box_shows_its_enrolment_page_enrols_restores_the_facility_and_serves() 
     );
     // The name the browser used is offered as the box's LAN name.
     assert!(body.contains("value=\"127.0.0.2\""), "{body}");
+    // The page is styled by the stylesheet served beside it: its CSP allows no inline style, so
+    // Chromium applies the portal's rules (the blue bar) only if the file is linked and served.
+    assert!(!body.contains("<style"), "{body}");
+    let (css, code) = curl(&[&format!("{page}static/portal.css")]);
+    assert!(code == "200" && css.contains(".bar"), "{code} {css}");
+    let mut b = Browser::start(common::browser::artefacts("firstboot"), "");
+    b.goto(&page);
+    assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('header.bar')).backgroundColor"),
+        "rgb(31, 95, 168)"
+    );
+    assert_eq!(
+        b.text("#title"),
+        "tsunagi 機器の登録 / Enrol this appliance"
+    );
+    b.screenshot("01-enrolment-page");
+    drop(b);
     let console = std::fs::read_to_string(runtime.path().join("console.issue")).unwrap();
     assert!(
         console.contains("not enrolled yet") && console.contains(&format!("http://\\4:{plain}/")),
