@@ -24,12 +24,15 @@ pub fn verifiers(c: &Connection, facility: &str, now: i64) -> rusqlite::Result<V
                 && !u.must_change
                 && u.role.clinical()
         })
-        .map(|u| Verifier {
-            expires_at: u.password_expires_at(),
-            login: u.login,
-            name: u.name,
-            role: u.role.code().into(),
-            verifier: u.pw,
+        // In the format every appliance release reads (`view::password::legacy_form`).
+        .filter_map(|u| {
+            Some(Verifier {
+                expires_at: u.password_expires_at(),
+                verifier: view::password::legacy_form(&u.pw)?,
+                login: u.login,
+                name: u.name,
+                role: u.role.code().into(),
+            })
         })
         .collect())
 }
@@ -178,11 +181,15 @@ mod tests {
         }
         c.execute("UPDATE user SET must_change = 0 WHERE login != 'new-a'", [])
             .unwrap();
-        let got: Vec<String> = verifiers(&c, "3710000001", 10)
-            .unwrap()
-            .into_iter()
-            .map(|v| v.login)
-            .collect();
+        let handed = verifiers(&c, "3710000001", 10).unwrap();
+        // In the format appliances not yet upgraded read, and still the same password.
+        assert!(
+            handed[0].verifier.starts_with("argon2id$m=19456,t=2$"),
+            "{}",
+            handed[0].verifier
+        );
+        assert!(view::password::verify(&handed[0].verifier, "Pass-word1"));
+        let got: Vec<String> = handed.into_iter().map(|v| v.login).collect();
         assert_eq!(
             got,
             vec!["dr-a"],

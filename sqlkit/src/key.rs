@@ -41,9 +41,10 @@ impl Key {
         Key(out)
     }
 
-    /// The key the appliance derived for `label` before there was one derivation: HMAC-SHA256
-    /// of the label. Only to open such a file once and re-key it to [`Key::derive`].
-    pub fn derive_hmac_v1(&self, label: &str) -> Key {
+    /// The appliance's derivation for `offline.db`: HMAC-SHA256 of the label. Kept, not migrated:
+    /// re-keying the file would leave a box that rolls back to its previous release unable to
+    /// open it. New files use [`Key::derive`].
+    pub fn derive_hmac(&self, label: &str) -> Key {
         let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
         let mut out = [0u8; 32];
         out.copy_from_slice(ring::hmac::sign(&k, label.as_bytes()).as_ref());
@@ -66,11 +67,6 @@ impl Key {
     pub fn pragma(&self) -> String {
         format!("PRAGMA key = \"{}\";", self.raw_literal())
     }
-
-    /// The statement that re-keys an open connection to this key.
-    pub fn rekey_pragma(&self) -> String {
-        format!("PRAGMA rekey = \"{}\";", self.raw_literal())
-    }
 }
 
 #[cfg(test)]
@@ -88,7 +84,7 @@ mod tests {
             Key::from_bytes([8; 32]).derive("registry").0,
             k.derive("registry").0
         );
-        assert_ne!(k.derive("offline.db").0, k.derive_hmac_v1("offline.db").0);
+        assert_ne!(k.derive("offline.db").0, k.derive_hmac("offline.db").0);
         let expect_hkdf = {
             let prk = ring::hmac::sign(
                 &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SALT),

@@ -69,16 +69,32 @@ fn crate_refs(s: &str) -> BTreeSet<String> {
             continue;
         }
         if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let name: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    out.insert(name);
+            // The first name of each item at the group's own depth: `{a::{b, c}, d}` is a and d.
+            let (mut depth, mut at_start) = (0usize, true);
+            let mut name = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        if !name.is_empty() {
+                            out.insert(std::mem::take(&mut name));
+                        }
+                        at_start = true
+                    }
+                    c if at_start && depth == 0 && (c.is_alphanumeric() || c == '_') => {
+                        name.push(c)
+                    }
+                    _ if at_start && depth == 0 && !name.is_empty() => {
+                        out.insert(std::mem::take(&mut name));
+                        at_start = false;
+                    }
+                    _ => {}
                 }
+            }
+            if !name.is_empty() {
+                out.insert(name);
             }
         } else {
             let name: String = rest
@@ -152,6 +168,10 @@ fn no_import_cycle_between_the_top_level_modules_of_any_crate() {
     let mut cycles = Vec::new();
     for c in CRATES {
         let g = module_graph(&root().join(c).join("src"));
+        if ["edge", "hub"].contains(c) {
+            // Not a vacuous pass: these crates' modules do use one another.
+            assert!(g.len() > 10, "{c}: only {} modules read", g.len());
+        }
         for m in g.keys() {
             if let Some(cycle) = cycle_from(&g, m) {
                 cycles.push(format!("{c}: {}", cycle.join(" -> ")));
@@ -164,8 +184,13 @@ fn no_import_cycle_between_the_top_level_modules_of_any_crate() {
 
 #[test]
 fn the_cycle_check_finds_a_cycle_and_reads_grouped_imports() {
-    let refs = crate_refs("use crate::{a, b::c};\nuse crate::d::e; my_crate::f; x = crate::g(1);");
-    assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["a", "b", "d", "g"]);
+    let refs = crate_refs(
+        "use crate::{a, b::c};\nuse crate::d::e; my_crate::f; x = crate::g(1);\nuse crate::{h::{i, j}, k};",
+    );
+    assert_eq!(
+        refs.into_iter().collect::<Vec<_>>(),
+        ["a", "b", "d", "g", "h", "k"]
+    );
     let mut g = BTreeMap::new();
     g.insert("a".to_string(), BTreeSet::from(["b".to_string()]));
     g.insert("b".to_string(), BTreeSet::from(["c".to_string()]));
@@ -182,6 +207,7 @@ fn no_source_file_is_over_600_lines_without_a_reason_at_its_top() {
     for c in CRATES.iter().chain(&["fuzz"]) {
         rust_files(&root().join(c), &mut files);
     }
+    assert!(files.len() > 100, "only {} source files found", files.len());
     for f in files {
         if f.components().any(|c| c.as_os_str() == "target") {
             continue;
@@ -215,14 +241,20 @@ fn the_shared_crate_does_no_io() {
         "std::net",
         "std::process",
         "std::env",
+        "std::os",
         "std::io::std",
+        "std::{",
         "File::",
         "tokio",
+        "print!",
         "println!",
-        "eprintln!",
+        "dbg!",
+        ".exists()",
+        "metadata(",
     ];
     let mut files = Vec::new();
     rust_files(&root().join("shared/src"), &mut files);
+    assert!(files.len() > 5, "the shared crate's sources were not found");
     let mut found = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
@@ -238,6 +270,10 @@ fn the_shared_crate_does_no_io() {
         found.join("\n")
     );
     let manifest = std::fs::read_to_string(root().join("shared/Cargo.toml")).unwrap();
+    assert!(
+        !manifest.contains("dependencies."),
+        "shared/Cargo.toml: list dependencies in [dependencies], one a line"
+    );
     let deps = manifest
         .split("[dependencies]")
         .nth(1)
@@ -294,6 +330,8 @@ fn only_the_store_thread_writes_the_store() {
             );
         }
         let writes = code.contains("store::open(")
+            || code.contains("use crate::store::open")
+            || code.contains("DB_FILE")
             || (rel == "edge/src/store/mod.rs" && code.contains("pub fn open("));
         assert!(
             !writes || ["edge/src/store/mod.rs", "edge/src/restore.rs"].contains(&rel.as_str()),

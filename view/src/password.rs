@@ -50,9 +50,38 @@ pub fn needs_rehash(verifier: &str) -> bool {
         return true;
     };
     h.algorithm.as_str() != "argon2id"
+        || h.version != Some(19)
         || h.params.get_decimal("m") != Some(M_COST)
         || h.params.get_decimal("t") != Some(T_COST)
         || h.params.get_decimal("p") != Some(1)
+}
+
+/// The verifier in the format before PHC strings (`argon2id$m=…,t=…$<salt hex>$<hash hex>`), which
+/// every appliance release reads, so the hub hands verifiers to appliances in it: one that has not
+/// been upgraded yet still logs its staff in offline. Lossless for the verifiers the hub writes
+/// (argon2id, version 19, one lane, a 16-byte salt, a 32-byte hash); None for any other.
+pub fn legacy_form(verifier: &str) -> Option<String> {
+    if !verifier.starts_with('$') {
+        return verifier
+            .starts_with("argon2id$")
+            .then(|| verifier.to_string());
+    }
+    let h = PasswordHash::new(verifier).ok()?;
+    let (m, t) = (h.params.get_decimal("m")?, h.params.get_decimal("t")?);
+    let salt = h.salt.as_ref()?.as_ref().to_vec();
+    let hash = h.hash.as_ref()?.as_bytes().to_vec();
+    (h.algorithm.as_str() == "argon2id"
+        && h.version == Some(19)
+        && h.params.get_decimal("p") == Some(1)
+        && salt.len() == 16
+        && hash.len() == 32)
+        .then(|| {
+            format!(
+                "argon2id$m={m},t={t}${}${}",
+                shared::chain::hex(&salt),
+                shared::chain::hex(&hash)
+            )
+        })
 }
 
 fn verify_phc(verifier: &str, password: &str) -> bool {
@@ -159,6 +188,20 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(verify(&weak, "x") && needs_rehash(&weak));
+    }
+
+    /// What the hub hands an appliance reads with the earlier format's own code (what an
+    /// appliance not yet upgraded runs), for the same password only.
+    #[test]
+    fn the_legacy_form_checks_the_same_password_with_the_earlier_code() {
+        let v = hash("Pass-word1", &[9; 16]);
+        let old = legacy_form(&v).unwrap();
+        assert!(old.starts_with("argon2id$m=19456,t=2$09090909"), "{old}");
+        assert!(verify_legacy(&old, "Pass-word1"));
+        assert!(!verify_legacy(&old, "Pass-word2"));
+        assert_eq!(legacy_form(&old).as_deref(), Some(old.as_str()));
+        assert_eq!(legacy_form("plain"), None);
+        assert_eq!(legacy_form(&v.replace("argon2id", "argon2i")), None);
     }
 
     #[test]

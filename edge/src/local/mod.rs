@@ -62,7 +62,7 @@ const LABEL: &str = "offline.db";
 impl Local {
     pub fn open(state_dir: &Path, key: &Key) -> anyhow::Result<Local> {
         let path = state_dir.join(FILE);
-        let conn = open_and_rekey(&path, key).with_context(|| {
+        let conn = open_file(&path, key).with_context(|| {
             format!("{} cannot be read with the store key: it is damaged or belongs to another key; move it away (offline logins and unsent offline accesses in it are lost)", path.display())
         })?;
         conn.execute_batch(SCHEMA)
@@ -288,52 +288,42 @@ pub(crate) fn count_verifiers(c: &mut Connection) -> rusqlite::Result<i64> {
     c.query_row("SELECT count(*) FROM verifier", [], |r| r.get(0))
 }
 
-/// Opens `offline.db` with its key ([`Key::derive`]). A file from before there was one
-/// derivation is keyed with the HMAC of the label ([`Key::derive_hmac_v1`]): it is opened with
-/// that key once and re-keyed in place, keeping its offline logins and unsent accesses.
-fn open_and_rekey(path: &Path, key: &Key) -> sqlkit::Result<Connection> {
-    let current = key.derive(LABEL);
-    match sqlkit::open(path, &current, &[], "tsunagi-edge") {
-        Err(sqlkit::Error::WrongKey { .. }) => {
-            let conn = sqlkit::open(path, &key.derive_hmac_v1(LABEL), &[], "tsunagi-edge")?;
-            conn.execute_batch(&current.rekey_pragma())?;
-            tracing::info!("offline.db re-keyed to the HKDF-derived key");
-            Ok(conn)
-        }
-        other => other,
-    }
+/// Opens `offline.db` with its key: the HMAC-SHA256 of the label under the store key
+/// ([`Key::derive_hmac`]), as every appliance release has keyed it. It stays so: a box that rolls
+/// back to its previous release (docs/image.md) must still open the file, with its offline logins
+/// and unsent accesses.
+fn open_file(path: &Path, key: &Key) -> sqlkit::Result<Connection> {
+    sqlkit::open(path, &key.derive_hmac(LABEL), &[], "tsunagi-edge")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// An offline.db an earlier appliance keyed with the HMAC derivation opens once with it, is
-    /// re-keyed to the one derivation, and keeps its unsent accesses; afterwards only the new key
-    /// opens it.
+    /// offline.db is keyed as every earlier appliance keyed it, so a file written before this
+    /// release opens with its accesses (and one written now opens with an earlier release).
     #[test]
-    fn an_offline_db_under_the_earlier_key_is_rekeyed_and_keeps_its_accesses() {
+    fn an_offline_db_keeps_the_key_earlier_appliances_wrote_it_with() {
         let dir = tempfile::tempdir().unwrap();
         let key = Key::from_bytes([9; 32]);
         let path = dir.path().join(FILE);
         {
             let c = Connection::open(&path).unwrap();
-            c.execute_batch(&key.derive_hmac_v1(LABEL).pragma())
-                .unwrap();
+            let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[9; 32]);
+            let tag = ring::hmac::sign(&k, b"offline.db");
+            c.execute_batch(&format!(
+                "PRAGMA key = \"x'{}'\";",
+                shared::chain::hex(tag.as_ref())
+            ))
+            .unwrap();
             c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
             c.execute_batch(SCHEMA).unwrap();
             c.execute("INSERT INTO access (at, login, terminal, action, patient_id, outcome) VALUES (1, 'dr', 't', 'view', 'P1', 'ok')", []).unwrap();
         }
         let l = Local::open(dir.path(), &key).unwrap();
-        assert_eq!(l.pending(10).unwrap().len(), 1);
-        drop(l);
-        assert!(matches!(
-            sqlkit::open(&path, &key.derive_hmac_v1(LABEL), &[], "t"),
-            Err(sqlkit::Error::WrongKey { .. })
-        ));
-        sqlkit::open(&path, &key.derive(LABEL), &[], "t").unwrap();
-        let l = Local::open(dir.path(), &key).unwrap();
         assert_eq!(l.pending(10).unwrap()[0].patient_id, "P1");
+        drop(l);
+        sqlkit::open(&path, &key.derive_hmac(LABEL), &[], "t").unwrap();
         assert!(Local::open(dir.path(), &Key::from_bytes([1; 32])).is_err());
     }
 

@@ -79,14 +79,6 @@ impl Handle {
         self.worker.call_blocking(f)
     }
 
-    /// Runs `f` on the store's thread from async code.
-    pub async fn call_async<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
-    ) -> Result<T> {
-        self.worker.call(f).await
-    }
-
     /// Queues `f` on the store's thread; its answer arrives on the returned channel.
     pub fn submit<T: Send + 'static>(
         &self,

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::Fleet;
+use super::{Fleet, HistoryRow};
 
 pub const FILE: &str = "fleet.db";
 
@@ -53,29 +53,37 @@ impl Fleet {
             ));
     }
 
-    /// Writes the waiting history rows in one transaction.
-    pub fn flush(&self) -> anyhow::Result<usize> {
-        let rows: Vec<_> = self
-            .pending
+    fn take_pending(&self) -> Vec<HistoryRow> {
+        self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
-            .collect();
+            .collect()
+    }
+
+    /// Writes the waiting history rows in one transaction, and waits for it (blocking code).
+    pub fn flush(&self) -> anyhow::Result<usize> {
+        let rows = self.take_pending();
         if rows.is_empty() {
             return Ok(0);
         }
         let n = rows.len();
-        self.history.call_blocking(move |c| -> rusqlite::Result<()> {
-            let tx = c.transaction()?;
-            {
-                let mut st = tx.prepare_cached("INSERT OR IGNORE INTO history (at, facility, appliance, kind, detail, edge_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-                for (at, f, a, k, d, s) in &rows {
-                    st.execute(params![at, f, a, k, d, s])?;
-                }
-            }
-            tx.commit()
-        })??;
+        self.history
+            .call_blocking(move |c| write_rows(c, &rows))??;
         Ok(n)
+    }
+
+    /// The same without waiting, from async code: `fleet.db`'s thread writes the rows when it
+    /// gets to them, and logs a failure.
+    pub fn flush_later(&self) {
+        let rows = self.take_pending();
+        if !rows.is_empty() {
+            self.history.send(move |c| {
+                if let Err(e) = write_rows(c, &rows) {
+                    tracing::error!(error = %e, "the fleet history cannot be written");
+                }
+            });
+        }
     }
 
     /// An appliance's history, newest first.
@@ -94,4 +102,15 @@ impl Fleet {
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })??)
     }
+}
+
+fn write_rows(c: &mut rusqlite::Connection, rows: &[HistoryRow]) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    {
+        let mut st = tx.prepare_cached("INSERT OR IGNORE INTO history (at, facility, appliance, kind, detail, edge_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        for (at, f, a, k, d, s) in rows {
+            st.execute(params![at, f, a, k, d, s])?;
+        }
+    }
+    tx.commit()
 }

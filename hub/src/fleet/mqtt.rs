@@ -210,7 +210,7 @@ impl Fleet {
             ),
             None,
         );
-        let _ = self.flush();
+        self.flush_later();
         Ok(())
     }
 
