@@ -114,8 +114,18 @@ pub fn open_read_only(
 
 /// Keys the connection; the first read fails with NotADatabase when the key is wrong.
 fn unlock(conn: &Connection, key: &Key) -> rusqlite::Result<()> {
-    conn.execute_batch(&key.pragma())?;
+    // An error from the keying statement could quote it, key and all: it is replaced by one that
+    // says only what failed.
+    conn.execute_batch(&key.pragma()).map_err(keying_error)?;
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+}
+
+/// The error of a keying statement, without its text (which could quote the statement).
+fn keying_error(e: rusqlite::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(e.sqlite_error().map_or(1, |f| f.extended_code)),
+        Some("the database key could not be set".into()),
+    )
 }
 
 fn version(conn: &Connection) -> rusqlite::Result<i64> {
@@ -200,6 +210,28 @@ mod tests {
         assert!(
             r.execute("INSERT INTO a (x) VALUES (2)", []).is_err(),
             "read-only"
+        );
+    }
+
+    /// Whatever goes wrong while keying, the key never appears in the error, and the error keeps
+    /// its code (a wrong key is still told apart).
+    #[test]
+    fn an_error_while_keying_does_not_quote_the_key() {
+        let key = Key::from_bytes([0xAB; 32]);
+        let quoting = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(26),
+            Some(format!("near \"{}\": syntax error", key.pragma())),
+        );
+        assert!(format!("{quoting:?}").contains("abababab"));
+        let e = keying_error(quoting);
+        let shown = format!("{e} {e:?}");
+        assert!(
+            !shown.contains("abababab") && shown.contains("key could not be set"),
+            "{shown}"
+        );
+        assert_eq!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase)
         );
     }
 
