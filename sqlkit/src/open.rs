@@ -75,11 +75,11 @@ pub fn open(
     unlock(&conn, key)
         .and_then(|_| {
             conn.execute_batch(
-                "PRAGMA journal_mode = WAL;
+                "PRAGMA busy_timeout = 10000;
+                 PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA temp_store = MEMORY;
-                 PRAGMA foreign_keys = OFF;
-                 PRAGMA busy_timeout = 10000;",
+                 PRAGMA foreign_keys = OFF;",
             )
         })
         .map_err(|e| Error::classify(e, path))?;
@@ -156,11 +156,32 @@ pub fn migrate(
     let found = version(conn)?;
     too_new(path, found, migrations, program)?;
     for (i, sql) in migrations.iter().enumerate().skip(found as usize) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit().map_err(|e| Error::classify(e, path))?;
-        tracing::info!(file = %path.display(), version = i + 1, "schema migrated");
+        // IMMEDIATE takes the write lock before the version is read again, so two processes
+        // opening the same file (a command beside the daemon) never both run a migration: the
+        // second waits (busy_timeout), then finds it done.
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| Error::classify(e, path))?;
+        let step = (|| -> Result<bool> {
+            if version(conn)? > i as i64 {
+                return Ok(false);
+            }
+            conn.execute_batch(sql)?;
+            conn.pragma_update(None, "user_version", i as i64 + 1)?;
+            Ok(true)
+        })();
+        match step {
+            Ok(ran) => {
+                conn.execute_batch("COMMIT")
+                    .map_err(|e| Error::classify(e, path))?;
+                if ran {
+                    tracing::info!(file = %path.display(), version = i + 1, "schema migrated");
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }
@@ -233,6 +254,29 @@ mod tests {
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::NotADatabase)
         );
+    }
+
+    /// Processes opening a new file at once (here threads, each with its own connection) all
+    /// succeed, and each migration ran once: a second run of `CREATE TABLE a` would fail.
+    #[test]
+    fn files_opened_at_once_are_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        let key = Key::from_bytes([7; 32]);
+        drop(open(&p, &key, &[], "tsunagi-test").unwrap());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (p, key, b) = (p.clone(), key.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    b.wait();
+                    open(&p, &key, M, "tsunagi-test").map(|c| version(&c).unwrap())
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), 2);
+        }
     }
 
     #[test]
