@@ -31,3 +31,14 @@ pub fn sex_label(s: &str) -> &'static str {
         _ => "不明",
     }
 }
+
+/// `%`-encodes everything but RFC 3986's unreserved characters (`percent-encoding`), for an ID
+/// in a link or a path: the hub's portal and the appliance's offline view write the same links.
+pub fn percent_encode(s: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
+}

@@ -55,16 +55,8 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
-/// `%`-encodes everything but RFC 3986's unreserved characters, for a patient ID in a path
-/// (`percent-encoding`).
-pub fn encode(s: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
-}
+/// A patient ID `%`-encoded for a path, as the hub's portal encodes it.
+pub use view::fmt::percent_encode as encode;
 
 /// Decodes a `%`-encoded path segment; None for a broken escape (refused rather than read as
 /// text) or bytes that are not UTF-8.

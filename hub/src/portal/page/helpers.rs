@@ -24,15 +24,7 @@ pub(super) fn iso(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Everything but RFC 3986's unreserved characters is percent-encoded (`percent-encoding`).
-pub fn urlencode(s: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
-}
+pub use view::fmt::percent_encode as urlencode;
 
 #[cfg(test)]
 mod tests {
