@@ -169,26 +169,6 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-/// The host and port of `https://host[:port]`; anything but https is refused.
-pub fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| anyhow::anyhow!("hub URL {url:?} must start with https://"))?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h.trim_matches(|c| c == '[' || c == ']').to_string(),
-            p.parse()
-                .with_context(|| format!("bad port in hub URL {url:?}"))?,
-        ),
-        _ => (authority.to_string(), 443),
-    };
-    if host.is_empty() {
-        anyhow::bail!("hub URL {url:?} has no host");
-    }
-    Ok((host, port))
-}
-
 /// A response read whole.
 #[derive(Debug)]
 pub struct Reply {
@@ -216,45 +196,26 @@ impl Reply {
     }
 }
 
+/// The appliance's client to the hub (`serve::client`: pooled, one origin, a deadline on
+/// connecting).
 #[derive(Clone)]
 pub struct Client {
-    host: String,
-    port: u16,
-    tls: Arc<ClientConfig>,
+    inner: serve::client::Client<Full<Bytes>>,
 }
 
 impl Client {
     /// `url` is `https://host[:port]`; anything but https is refused.
     pub fn new(url: &str, tls: Arc<ClientConfig>) -> anyhow::Result<Client> {
-        let (host, port) = host_port(url)?;
-        Ok(Client { host, port, tls })
-    }
-
-    async fn connect(
-        &self,
-    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let name = ServerName::try_from(self.host.clone())
-            .with_context(|| format!("{:?} is not a host name", self.host))?;
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .with_context(|| format!("cannot reach the hub at {}:{}", self.host, self.port))?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await
-                .context("TLS with the hub failed")?;
-            anyhow::Ok(tls)
-        };
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting to the hub timed out"))??;
-        let (send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(send)
+        let inner = serve::client::Client::https(
+            url,
+            tls,
+            serve::client::Options {
+                connect: CONNECT_TIMEOUT,
+                ..serve::client::Options::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("hub URL: {e}"))?;
+        Ok(Client { inner })
     }
 
     /// Sends a request and returns the status and the streaming body.
@@ -265,17 +226,20 @@ impl Client {
         content_type: &str,
         body: Bytes,
     ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-        let mut send = self.connect().await?;
         let req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
             .header(hyper::header::CONTENT_TYPE, content_type)
             .header(hyper::header::CONTENT_LENGTH, body.len())
             .body(Full::new(body))?;
-        send.send_request(req)
-            .await
-            .context("the hub closed the connection")
+        self.inner.send(req).await.map_err(|e| match e {
+            serve::client::Error::Connect(m) => {
+                anyhow::anyhow!("cannot reach the hub at {}: {m}", self.inner.authority())
+            }
+            serve::client::Error::Failed(m) => {
+                anyhow::anyhow!("the hub closed the connection: {m}")
+            }
+        })
     }
 
     /// Sends a request and reads the whole answer.
@@ -369,12 +333,13 @@ mod tests {
     fn urls() {
         let tls = tls_config(&"00".repeat(32), None).unwrap();
         let c = Client::new("https://127.0.0.1:8443", tls.clone()).unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8443));
+        assert_eq!(c.inner.authority(), "127.0.0.1:8443");
         assert_eq!(
             Client::new("https://hub.example/", tls.clone())
                 .unwrap()
-                .port,
-            443
+                .inner
+                .authority(),
+            "hub.example:443"
         );
         assert!(Client::new("http://hub", tls).is_err());
     }

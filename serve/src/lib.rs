@@ -14,6 +14,8 @@
 //! - on stop, no new connection is accepted, open ones finish the request they are in (HTTP/1.1
 //!   graceful shutdown) and `serve` returns once they have, or after `drain`.
 
+pub mod client;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -52,8 +52,48 @@ fn telemetry(edge: &Appliance, broker: &Broker, probe: &Path, policy: &str) {
     ));
 }
 
-fn posture_is(hub: &Hub, facility: &str, appliance: &str, state: &str) -> bool {
-    hub.metric(&format!("tsunagi_appliance_posture{{facility=\"{facility}\",appliance=\"{appliance}\",state=\"{state}\"}}")) == Some(1.0)
+/// An operator signed in to the hub's fleet page: the one window on each appliance (`/metrics`
+/// holds aggregates only).
+struct Ops {
+    b: Browser,
+    op: String,
+}
+
+impl Ops {
+    /// Creates the operator `login` and signs in.
+    fn start(hub: &Hub, login_as: &str) -> Ops {
+        hub.user(login_as, "operator", "", FIRST);
+        let op = hub.operator_url();
+        let mut b = Browser::start(
+            common::browser::artefacts(&format!("fleet-{login_as}")),
+            &hub.spki_pin(),
+        );
+        login(&mut b, &op, login_as);
+        Ops { b, op }
+    }
+
+    /// The appliance's row on the fleet page (state, posture, the row's text), or `None` when
+    /// the hub knows no such appliance.
+    fn row(&mut self, facility: &str, appliance: &str) -> Option<(String, String, String)> {
+        self.b.goto(&format!("{}/fleet", self.op));
+        let sel = format!("#fleet tr[data-facility='{facility}'][data-appliance='{appliance}']");
+        let got = self.b.eval(&format!(
+            "(r => r ? [r.dataset.state, r.dataset.posture, r.innerText] : null)(document.querySelector({}))",
+            serde_json::to_string(&sel).unwrap()
+        ));
+        let got = got.as_array()?;
+        let s = |i: usize| got[i].as_str().unwrap_or("").to_string();
+        Some((s(0), s(1), s(2)))
+    }
+
+    /// Whether the page shows the appliance online; `None` when it shows no such appliance.
+    fn up(&mut self, facility: &str, appliance: &str) -> Option<bool> {
+        self.row(facility, appliance).map(|r| r.0 == "online")
+    }
+
+    fn posture_is(&mut self, facility: &str, appliance: &str, state: &str) -> bool {
+        self.row(facility, appliance).is_some_and(|r| r.1 == state)
+    }
 }
 
 fn login(b: &mut Browser, base: &str, user: &str) {

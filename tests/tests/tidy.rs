@@ -291,6 +291,47 @@ fn the_shared_crate_does_no_io() {
 }
 
 #[test]
+fn every_http_request_goes_through_the_one_client_and_every_listener_through_serve() {
+    // A client or an accept loop of its own is written with these; `serve` holds the only ones.
+    const OWN: &[&str] = &[
+        "hyper::client::conn",
+        "client::legacy",
+        "TlsConnector",
+        "HttpsConnector",
+        "server::conn::http1",
+        "TcpListener::accept",
+        ".accept().await",
+    ];
+    let mut files = Vec::new();
+    for dir in [
+        "edge/src",
+        "hub/src",
+        "view/src",
+        "provisioning/src",
+        "sqlkit/src",
+    ] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "the sources were not found");
+    let mut found = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for needle in OWN {
+            if without_tests(&text).contains(needle) {
+                found.push(format!("{}: {needle}", f.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "use serve::client and serve::serve instead:\n{}",
+        found.join("\n")
+    );
+    let client = std::fs::read_to_string(root().join("serve/src/client.rs")).unwrap();
+    assert!(client.contains("client::legacy") && client.contains("HttpsConnector"));
+}
+
+#[test]
 fn the_appliance_and_the_hub_never_depend_on_each_other() {
     for (me, other, lib) in [
         ("edge", "tsunagi-hub", "hub"),

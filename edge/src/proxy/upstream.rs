@@ -5,19 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
-use rustls::pki_types::ServerName;
 
 use super::{full, Body};
-use crate::client;
 use crate::identity::{self, Identity};
 
-type Sender = hyper::client::conn::http1::SendRequest<Body>;
+type Client = serve::client::Client<Body>;
 
 /// Why a request could not be passed on.
 #[derive(Debug)]
@@ -29,17 +25,15 @@ pub enum UpError {
 }
 
 /// The hub as the LAN proxy reaches it: on the proxy's own portal-only certificate
-/// (`identity::PROXY`), never the appliance's identity.
+/// (`identity::PROXY`), never the appliance's identity, through one pooled client
+/// (`serve::client`) that is built again when that certificate changes.
 pub struct Upstream {
-    host: String,
-    port: u16,
-    authority: HeaderValue,
+    url: String,
     identity_dir: PathBuf,
     fingerprint: String,
     hub_url: Option<String>,
     timeout: Duration,
-    tls: Mutex<Option<(SystemTime, Arc<rustls::ClientConfig>)>>,
-    idle: Mutex<Vec<Sender>>,
+    client: Mutex<Option<(SystemTime, Arc<Client>)>>,
 }
 
 impl Upstream {
@@ -50,119 +44,59 @@ impl Upstream {
     ) -> anyhow::Result<Upstream> {
         let id = Identity::load(identity_dir)?;
         let url = hub_url.clone().unwrap_or_else(|| id.enrolment.hub.clone());
-        let (host, port) = client::host_port(&url)?;
-        let authority = HeaderValue::from_str(&format!("{host}:{port}")).context("hub address")?;
+        serve::client::origin(&url).map_err(anyhow::Error::msg)?;
         let fingerprint = id.enrolment.fingerprint.clone();
         Ok(Upstream {
-            host,
-            port,
-            authority,
+            url,
             identity_dir: identity_dir.to_owned(),
             fingerprint,
             hub_url,
             timeout,
-            tls: Mutex::new(None),
-            idle: Mutex::new(Vec::new()),
+            client: Mutex::new(None),
         })
     }
 
-    /// The client TLS configuration, reloaded when the proxy's certificate changes (a renewal).
-    fn tls(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    /// The client, built again when the proxy's certificate changes (a renewal): connections made
+    /// with the old one are not reused.
+    fn client(&self) -> anyhow::Result<Arc<Client>> {
         let stamp = std::fs::metadata(self.identity_dir.join(identity::PROXY))
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut t = self.tls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((s, c)) = t.as_ref() {
+        let mut c = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, client)) = c.as_ref() {
             if *s == stamp {
-                return Ok(c.clone());
+                return Ok(client.clone());
             }
         }
-        let cfg = identity::proxy_tls_config(&self.identity_dir, &self.fingerprint)?;
-        if t.is_some() {
-            // New identity: connections made with the old one are not reused.
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-        *t = Some((stamp, cfg.clone()));
-        Ok(cfg)
-    }
-
-    async fn connect(&self) -> Result<Sender, UpError> {
-        let tls = self
-            .tls()
-            .map_err(|e| UpError::Unreachable(format!("{e:#}")))?;
-        let name = ServerName::try_from(self.host.clone())
-            .map_err(|e| UpError::Unreachable(e.to_string()))?;
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| format!("cannot reach the hub at {}:{}: {e}", self.host, self.port))?;
-            let _ = tcp.set_nodelay(true);
-            tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS with the hub failed: {e}"))
-        };
-        let stream = tokio::time::timeout(self.timeout, connect)
-            .await
-            .map_err(|_| UpError::Unreachable("the hub did not answer in time".into()))?
-            .map_err(UpError::Unreachable)?;
-        let (send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| UpError::Unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(send)
-    }
-
-    /// A pooled connection ready for a request, or a new one.
-    async fn sender(&self) -> Result<Sender, UpError> {
-        loop {
-            let candidate = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.retain(|s| !s.is_closed());
-                let ready = idle.iter().position(|s| s.is_ready());
-                ready.map(|i| idle.swap_remove(i))
-            };
-            match candidate {
-                Some(s) if s.is_ready() => return Ok(s),
-                Some(_) => continue,
-                None => return self.connect().await,
-            }
-        }
-    }
-
-    fn put_back(&self, s: Sender) {
-        if s.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < 32 {
-            idle.push(s);
-        }
-    }
-
-    /// Sends `req` to the hub. A pooled connection the hub has closed meanwhile is retried once on
-    /// a fresh one (the request was not sent on it).
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpError> {
-        req.headers_mut()
-            .insert(header::HOST, self.authority.clone());
-        for attempt in 0..2 {
-            let mut s = self.sender().await?;
-            match s.try_send_request(req).await {
-                Ok(resp) => {
-                    // The connection is ready again once this response's body has been read.
-                    self.put_back(s);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(back) if attempt == 0 => req = back,
-                    _ => return Err(UpError::Failed(e.into_error().to_string())),
+        let tls = identity::proxy_tls_config(&self.identity_dir, &self.fingerprint)?;
+        let client = Arc::new(
+            Client::https(
+                &self.url,
+                tls,
+                serve::client::Options {
+                    connect: self.timeout,
+                    max_idle: 32,
+                    ..serve::client::Options::default()
                 },
-            }
-        }
-        Err(UpError::Failed("the hub closed the connection".into()))
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+        *c = Some((stamp, client.clone()));
+        Ok(client)
+    }
+
+    /// Sends `req` to the hub.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpError> {
+        let client = self
+            .client()
+            .map_err(|e| UpError::Unreachable(format!("{e:#}")))?;
+        client.send(req).await.map_err(|e| match e {
+            serve::client::Error::Connect(m) => UpError::Unreachable(format!(
+                "cannot reach the hub at {}: {m}",
+                client.authority()
+            )),
+            serve::client::Error::Failed(m) => UpError::Failed(m),
+        })
     }
 
     /// Whether the hub answers the portal on the proxy's certificate (the stylesheet: public,

@@ -1,124 +1,172 @@
-//! `/metrics`: the fleet in Prometheus' text format, served in plain HTTP to a scraper on the
-//! operators' network.
+//! `/metrics`: the fleet in OpenMetrics text (`prometheus-client`), served in plain HTTP to a
+//! scraper on the operators' network. Aggregates only: counts and sums over the fleet, never a
+//! series per appliance. The endpoint has no login, so it names no facility; and a region's
+//! thousands of appliances would be thousands of series per metric for a scraper to keep. Each
+//! appliance is on the operators' fleet page, behind their login.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Appliance, Fleet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Fleet;
 use crate::now;
 
-impl Fleet {
-    /// Prometheus' text format.
-    pub fn metrics(&self) -> String {
-        use std::fmt::Write;
-        let list = self.list();
-        let now = now();
-        let mut o = String::new();
-        let b = self.broker();
-        let _ = writeln!(o, "# HELP tsunagi_broker_connected Whether the hub is connected to the MQTT broker.\n# TYPE tsunagi_broker_connected gauge\ntsunagi_broker_connected {}", b.connected as u8);
-        let _ = writeln!(o, "# HELP tsunagi_fleet_messages_total MQTT messages the hub took.\n# TYPE tsunagi_fleet_messages_total counter\ntsunagi_fleet_messages_total {}", self.messages.load(Ordering::Relaxed));
-        let count = |f: &dyn Fn(&Appliance) -> bool| list.iter().filter(|a| f(a)).count();
-        let _ = writeln!(o, "# HELP tsunagi_fleet_appliances Appliances by liveness.\n# TYPE tsunagi_fleet_appliances gauge");
-        let _ = writeln!(
-            o,
-            "tsunagi_fleet_appliances{{state=\"online\"}} {}",
-            count(&|a| a.online == Some(true))
-        );
-        let _ = writeln!(
-            o,
-            "tsunagi_fleet_appliances{{state=\"offline\"}} {}",
-            count(&|a| a.online == Some(false))
-        );
-        let _ = writeln!(
-            o,
-            "tsunagi_fleet_appliances{{state=\"unknown\"}} {}",
-            count(&|a| a.online.is_none())
-        );
-        let _ = writeln!(o, "# HELP tsunagi_fleet_reporting Appliances whose status the hub holds.\n# TYPE tsunagi_fleet_reporting gauge\ntsunagi_fleet_reporting {}", count(&|a| a.status.is_some()));
-        let _ = writeln!(o, "# HELP tsunagi_fleet_alerts Alerts firing, by kind.\n# TYPE tsunagi_fleet_alerts gauge");
-        let firing = self.firing();
-        for k in ["offline", "lag", "posture", "certificate"] {
-            let _ = writeln!(
-                o,
-                "tsunagi_fleet_alerts{{kind=\"{k}\"}} {}",
-                firing.iter().filter(|f| f.2 == k).count()
-            );
-        }
-        let lbl = |a: &Appliance| {
-            format!(
-                "facility=\"{}\",appliance=\"{}\"",
-                esc(&a.facility),
-                esc(&a.appliance)
-            )
-        };
-        let _ = writeln!(o, "# HELP tsunagi_appliance_up Whether the appliance is connected to the broker.\n# TYPE tsunagi_appliance_up gauge");
-        for a in &list {
-            let _ = writeln!(
-                o,
-                "tsunagi_appliance_up{{{}}} {}",
-                lbl(a),
-                (a.online == Some(true)) as u8
-            );
-        }
-        let _ = writeln!(o, "# HELP tsunagi_appliance_sync_backlog_segments Segments the appliance has not had acknowledged.\n# TYPE tsunagi_appliance_sync_backlog_segments gauge");
-        for a in &list {
-            if let Some(s) = &a.status {
-                let _ = writeln!(
-                    o,
-                    "tsunagi_appliance_sync_backlog_segments{{{}}} {}",
-                    lbl(a),
-                    s.sync.backlog
-                );
-            }
-        }
-        let _ = writeln!(o, "# HELP tsunagi_appliance_sync_lag_segments Segments the hub's copy is behind the appliance.\n# TYPE tsunagi_appliance_sync_lag_segments gauge");
-        for a in &list {
-            if let Some(l) = a.lag() {
-                let _ = writeln!(o, "tsunagi_appliance_sync_lag_segments{{{}}} {l}", lbl(a));
-            }
-        }
-        let _ = writeln!(o, "# HELP tsunagi_appliance_quarantine_files Files the appliance could not ingest.\n# TYPE tsunagi_appliance_quarantine_files gauge");
-        for a in &list {
-            if let Some(s) = &a.status {
-                let _ = writeln!(
-                    o,
-                    "tsunagi_appliance_quarantine_files{{{}}} {}",
-                    lbl(a),
-                    s.quarantine
-                );
-            }
-        }
-        let _ = writeln!(o, "# HELP tsunagi_appliance_posture The appliance's posture (1 for its current state).\n# TYPE tsunagi_appliance_posture gauge");
-        for a in &list {
-            if a.status.is_some() {
-                let _ = writeln!(
-                    o,
-                    "tsunagi_appliance_posture{{{},state=\"{}\"}} 1",
-                    lbl(a),
-                    esc(a.posture())
-                );
-            }
-        }
-        let _ = writeln!(o, "# HELP tsunagi_appliance_cert_expiry_seconds Seconds until the client certificate expires.\n# TYPE tsunagi_appliance_cert_expiry_seconds gauge");
-        for a in &list {
-            if let Some(s) = &a.status {
-                let _ = writeln!(
-                    o,
-                    "tsunagi_appliance_cert_expiry_seconds{{{}}} {}",
-                    lbl(a),
-                    s.cert_not_after - now
-                );
-            }
-        }
-        o
-    }
+/// The posture states an appliance reports (`edge::posture::State`); anything else counts as
+/// `other`, so a box cannot add label values.
+const POSTURES: [&str; 5] = ["compliant", "in-grace", "non-compliant", "error", "unknown"];
+
+type Labelled = Family<Vec<(&'static str, &'static str)>, Gauge>;
+
+fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(v);
+    r.register(name, help, g);
 }
 
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter<u64, AtomicU64> = Counter::default();
+    c.inc_by(v);
+    r.register(name, help, c);
+}
+
+fn family(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    values: &[(&'static str, i64)],
+) {
+    let f = Labelled::default();
+    for (label, v) in values {
+        f.get_or_create(&vec![(key, *label)]).set(*v);
+    }
+    r.register(name, help, f);
+}
+
+impl Fleet {
+    /// The fleet's aggregates in OpenMetrics text.
+    pub fn metrics(&self) -> String {
+        let list = self.list();
+        let now = now();
+        let mut r = Registry::with_prefix("tsunagi");
+        let count =
+            |f: &dyn Fn(&super::Appliance) -> bool| list.iter().filter(|a| f(a)).count() as i64;
+        gauge(
+            &mut r,
+            "broker_connected",
+            "Whether the hub is connected to the MQTT broker.",
+            self.broker().connected as i64,
+        );
+        counter(
+            &mut r,
+            "fleet_messages",
+            "MQTT messages the hub took.",
+            self.messages.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut r,
+            "fleet_webhook_failures",
+            "Alerts the webhook did not take.",
+            self.webhook_failures.load(Ordering::Relaxed),
+        );
+        family(
+            &mut r,
+            "fleet_appliances",
+            "Appliances by liveness.",
+            "state",
+            &[
+                ("online", count(&|a| a.online == Some(true))),
+                ("offline", count(&|a| a.online == Some(false))),
+                ("unknown", count(&|a| a.online.is_none())),
+            ],
+        );
+        gauge(
+            &mut r,
+            "fleet_reporting",
+            "Appliances whose status the hub holds.",
+            count(&|a| a.status.is_some()),
+        );
+        let firing = self.firing();
+        let kinds = ["offline", "lag", "posture", "certificate"]
+            .map(|k| (k, firing.iter().filter(|f| f.2 == k).count() as i64));
+        family(
+            &mut r,
+            "fleet_alerts",
+            "Alerts firing, by kind.",
+            "kind",
+            &kinds,
+        );
+        let mut postures: Vec<(&'static str, i64)> = POSTURES
+            .iter()
+            .map(|p| (*p, count(&|a| a.status.is_some() && a.posture() == *p)))
+            .collect();
+        postures.push((
+            "other",
+            count(&|a| a.status.is_some() && !POSTURES.contains(&a.posture())),
+        ));
+        family(
+            &mut r,
+            "fleet_posture",
+            "Reporting appliances by posture.",
+            "state",
+            &postures,
+        );
+        let statuses = || list.iter().filter_map(|a| a.status.as_ref());
+        gauge(
+            &mut r,
+            "fleet_sync_backlog_segments",
+            "Segments the appliances have not had acknowledged, summed.",
+            statuses().map(|s| s.sync.backlog as i64).sum(),
+        );
+        gauge(
+            &mut r,
+            "fleet_sync_lag_segments",
+            "Segments the hub's copies are behind the appliances, summed.",
+            list.iter().filter_map(|a| a.lag()).map(|l| l as i64).sum(),
+        );
+        gauge(
+            &mut r,
+            "fleet_sync_behind",
+            "Appliances the hub's copy is behind.",
+            count(&|a| a.lag().is_some_and(|l| l > 0)),
+        );
+        gauge(
+            &mut r,
+            "fleet_quarantine_files",
+            "Files the appliances could not ingest, summed.",
+            statuses().map(|s| s.quarantine as i64).sum(),
+        );
+        let within = |days: i64| {
+            statuses()
+                .filter(|s| s.cert_not_after - now < days * 86_400)
+                .count() as i64
+        };
+        family(
+            &mut r,
+            "fleet_certificates_expiring",
+            "Appliances whose client certificate expires within the window.",
+            "within",
+            &[("7d", within(7)), ("30d", within(30))],
+        );
+        if let Some(soonest) = statuses().map(|s| s.cert_not_after - now).min() {
+            let g: Gauge<i64, AtomicI64> = Gauge::default();
+            g.set(soonest);
+            r.register(
+                "fleet_cert_expiry_min_seconds",
+                "Seconds until the soonest client certificate expires.",
+                g,
+            );
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r)
+            .expect("writing to a String cannot fail");
+        out
+    }
 }
 
 /// Serves `/metrics` in plain HTTP (bind it to loopback or the operators' network).
@@ -135,7 +183,7 @@ pub async fn serve_metrics(
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     f.metrics(),
                 )

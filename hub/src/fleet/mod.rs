@@ -339,8 +339,22 @@ mod tests {
             m.contains("tsunagi_fleet_appliances{state=\"online\"} 1"),
             "{m}"
         );
-        assert!(m.contains("tsunagi_appliance_sync_lag_segments{facility=\"1234567890\",appliance=\"box-1\"} 55"), "{m}");
-        assert!(m.contains("tsunagi_appliance_posture{facility=\"1234567890\",appliance=\"box-1\",state=\"non-compliant\"} 1"));
+        assert!(m.contains("tsunagi_fleet_sync_lag_segments 55"), "{m}");
+        assert!(m.contains("tsunagi_fleet_sync_behind 1"), "{m}");
+        assert!(
+            m.contains("tsunagi_fleet_posture{state=\"non-compliant\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("tsunagi_fleet_certificates_expiring{within=\"30d\"} 1"),
+            "{m}"
+        );
+        assert!(m.contains("tsunagi_fleet_alerts{kind=\"lag\"} 1"), "{m}");
+        assert!(m.ends_with("# EOF\n"), "{m}");
+        assert!(
+            !m.contains("1234567890") && !m.contains("box-1"),
+            "no series names a facility or an appliance: {m}"
+        );
         assert_eq!(
             f.facility_posture("1234567890").as_deref(),
             Some("non-compliant")

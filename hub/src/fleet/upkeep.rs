@@ -58,33 +58,28 @@ pub async fn upkeep(fleet: Arc<Fleet>, hub: Arc<Hub>) {
     }
 }
 
-/// POSTs JSON to an `http://` webhook (a relay on the operators' network forwards it on).
+/// POSTs JSON to an `http://` webhook (a relay on the operators' network forwards it on), through
+/// the one client (`serve::client`), with 5 s to connect and 10 s for the answer.
 async fn post_webhook(url: &str, body: String) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// webhooks (to a relay on the operators' network) are supported")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(authority),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    if !url.starts_with("http://") {
+        return Err(
+            "only http:// webhooks (to a relay on the operators' network) are supported".into(),
+        );
+    }
+    let client = serve::client::Client::http(
+        url,
+        serve::client::Options {
+            connect: Duration::from_secs(5),
+            ..serve::client::Options::default()
+        },
+    )?;
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, authority)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let r = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+    let r = tokio::time::timeout(Duration::from_secs(10), client.send(req))
         .await
         .map_err(|_| "no answer in 10 s".to_string())?
         .map_err(|e| e.to_string())?;

@@ -5,17 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{
-    compliant_probe, login, posture_is, split_identity, telemetry, A, B, FIRST, KEEP_ALIVE,
-};
-use crate::common::browser::{artefacts, Browser};
+use super::{compliant_probe, split_identity, telemetry, Ops, A, B, KEEP_ALIVE};
 use crate::common::net::{wait_for, Appliance, Broker, Hub};
-
-fn up(hub: &Hub, facility: &str, appliance: &str) -> Option<f64> {
-    hub.metric(&format!(
-        "tsunagi_appliance_up{{facility=\"{facility}\",appliance=\"{appliance}\"}}"
-    ))
-}
 
 /// A webhook receiver on 127.0.0.1: every POST body it got.
 fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -68,25 +59,26 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     let mut edge = Appliance::enrolled_as(&hub, &[], A, "つなぎ内科クリニック", "box-1");
     telemetry(&edge, &broker, probe.path(), "");
     edge.start(&[]);
+    let mut ops = Ops::start(&hub, "ops1");
+    let op = ops.op.clone();
     wait_for(30, "the hub to see box-1 online", || {
-        up(&hub, A, "box-1") == Some(1.0)
+        ops.up(A, "box-1") == Some(true)
     });
     wait_for(30, "box-1's compliant posture to reach the hub", || {
-        posture_is(&hub, A, "box-1", "compliant")
+        ops.posture_is(A, "box-1", "compliant")
+    });
+    // The row names the certificate's expiry and an empty backlog; the metrics count the
+    // appliance without naming it.
+    let (_, _, row) = ops.row(A, "box-1").unwrap();
+    assert!(row.contains("残り"), "{row}");
+    assert!(row.contains("0 (0 B)"), "{row}");
+    wait_for(10, "the aggregates to count box-1", || {
+        hub.metric("tsunagi_fleet_appliances{state=\"online\"}") == Some(1.0)
+            && hub.metric("tsunagi_fleet_posture{state=\"compliant\"}") == Some(1.0)
+            && hub.metric("tsunagi_fleet_sync_backlog_segments") == Some(0.0)
     });
     let m = hub.metrics();
-    assert!(
-        m.contains(&format!(
-            "tsunagi_appliance_cert_expiry_seconds{{facility=\"{A}\",appliance=\"box-1\"}}"
-        )),
-        "{m}"
-    );
-    assert!(
-        m.contains(&format!(
-            "tsunagi_appliance_sync_backlog_segments{{facility=\"{A}\",appliance=\"box-1\"}} 0"
-        )),
-        "{m}"
-    );
+    assert!(!m.contains(A) && !m.contains("box-1"), "{m}");
 
     // Another appliance of A, with its own valid certificate, tries to speak for facility B and
     // for its sibling box-1: the broker drops both. Then, as a control, its own topic arrives.
@@ -138,7 +130,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for(10, "the control message under box-own's own topic", || {
-        up(&hub, A, "box-own") == Some(1.0)
+        ops.up(A, "box-own") == Some(true)
     });
     let log = broker.log();
     assert!(
@@ -153,38 +145,40 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
         "the hub's session was taken over: {log}"
     );
     assert_eq!(
-        up(&hub, A, "box-1"),
-        Some(1.0),
+        ops.up(A, "box-1"),
+        Some(true),
         "a sibling's presence is not box-own's to write"
     );
     assert_eq!(
-        up(&hub, B, "box-9"),
+        ops.up(B, "box-9"),
         None,
         "a message published under another facility's topic must never reach the hub"
     );
     assert!(
-        !hub.metrics().contains(B),
+        !ops.b.text("#fleet").contains(B),
         "nothing of facility B reached the hub"
+    );
+    assert_eq!(
+        hub.metric("tsunagi_fleet_appliances{state=\"online\"}"),
+        Some(2.0),
+        "box-1 and box-own, nobody else"
     );
 
     // The operators' page: the box is online and compliant.
-    hub.user("ops1", "operator", "", FIRST);
-    let op = hub.operator_url();
-    let mut b = Browser::start(artefacts("fleet"), &hub.spki_pin());
-    login(&mut b, &op, "ops1");
-    b.goto(&format!("{op}/fleet"));
+    ops.b.goto(&format!("{op}/fleet"));
     let row = "#fleet tr[data-appliance='box-1']";
     assert_eq!(
-        b.eval(&format!("document.querySelector(\"{row}\").dataset.state")),
+        ops.b
+            .eval(&format!("document.querySelector(\"{row}\").dataset.state")),
         "online"
     );
     assert_eq!(
-        b.eval(&format!(
+        ops.b.eval(&format!(
             "document.querySelector(\"{row}\").dataset.posture"
         )),
         "compliant"
     );
-    b.screenshot("fleet-online");
+    ops.b.screenshot("fleet-online");
 
     // A command goes to the box and its acknowledgement comes back: the firewall ruleset
     // changes, the operator asks for the checks now, the answer names the failing check, and
@@ -194,17 +188,17 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
         probe.path().join("nft-ruleset.txt"),
     )
     .unwrap();
-    b.goto(&format!("{op}/fleet/{A}/box-1"));
-    b.click("#cmd-check");
+    ops.b.goto(&format!("{op}/fleet/{A}/box-1"));
+    ops.b.click("#cmd-check");
     assert!(
-        b.text("#message").contains("コマンド"),
+        ops.b.text("#message").contains("コマンド"),
         "{}",
-        b.text("#message")
+        ops.b.text("#message")
     );
     let mut history = String::new();
     wait_for(30, "the acknowledgement in the box's history", || {
-        b.goto(&format!("{op}/fleet/{A}/box-1"));
-        history = b.text("#history");
+        ops.b.goto(&format!("{op}/fleet/{A}/box-1"));
+        history = ops.b.text("#history");
         history.contains("ok: posture in-grace (firewall in-grace)")
     });
     assert!(
@@ -212,11 +206,12 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
         "{history}"
     );
     assert!(
-        b.text("#checks")
+        ops.b
+            .text("#checks")
             .contains("no input chain drops by default"),
         "the check's finding is on the page"
     );
-    b.screenshot("fleet-detail-ack");
+    ops.b.screenshot("fleet-detail-ack");
     let audit = hub
         .region()
         .query_row(
@@ -233,7 +228,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     wait_for(
         KEEP_ALIVE * 3 / 2 + 1,
         "box-1 offline after kill -9",
-        || up(&hub, A, "box-1") == Some(0.0),
+        || ops.up(A, "box-1") == Some(false),
     );
     assert!(
         t0.elapsed() <= Duration::from_millis(KEEP_ALIVE * 1500),
@@ -250,21 +245,26 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
                 && b.contains("box-1")
         })
     });
-    b.goto(&format!("{op}/fleet?state=offline"));
+    ops.b.goto(&format!("{op}/fleet?state=offline"));
     assert_eq!(
-        b.eval(&format!("document.querySelector(\"{row}\").dataset.state")),
+        ops.b
+            .eval(&format!("document.querySelector(\"{row}\").dataset.state")),
         "offline"
     );
-    assert!(b.text(row).contains("connection lost"), "{}", b.text(row));
     assert!(
-        b.text(row).contains("offline"),
+        ops.b.text(row).contains("connection lost"),
+        "{}",
+        ops.b.text(row)
+    );
+    assert!(
+        ops.b.text(row).contains("offline"),
         "the alert shows on the row"
     );
-    b.screenshot("fleet-offline");
+    ops.b.screenshot("fleet-offline");
     // A command to an offline box is refused at the hub, not queued.
-    b.goto(&format!("{op}/fleet/{A}/box-1"));
+    ops.b.goto(&format!("{op}/fleet/{A}/box-1"));
     assert_eq!(
-        b.count("#cmd-check"),
+        ops.b.count("#cmd-check"),
         0,
         "no command buttons for an offline box"
     );
@@ -272,7 +272,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     // A box that freezes (no FIN, as a power cut or a dead switch) is caught by the keep-alive.
     edge.start(&[]);
     wait_for(30, "box-1 online again", || {
-        up(&hub, A, "box-1") == Some(1.0)
+        ops.up(A, "box-1") == Some(true)
     });
     wait_for(10, "the offline alert to resolve", || {
         hub.metric("tsunagi_fleet_alerts{kind=\"offline\"}") == Some(0.0)
@@ -288,7 +288,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let t0 = Instant::now();
     wait_for(KEEP_ALIVE * 3, "box-1 offline after it froze", || {
-        up(&hub, A, "box-1") == Some(0.0)
+        ops.up(A, "box-1") == Some(false)
     });
     let took = t0.elapsed();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
@@ -301,7 +301,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
         "not before the keep-alive ran out ({took:?})"
     );
     wait_for(30, "box-1 back after it thawed", || {
-        up(&hub, A, "box-1") == Some(1.0)
+        ops.up(A, "box-1") == Some(true)
     });
 
     // The broker restarts: the box and the hub reconnect by themselves and resubscribe, and a
@@ -310,16 +310,16 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
     // The hub said box-1's liveness was unknown while the broker was away (not its last state);
     // online again means box-1 said so since.
     wait_for(60, "box-1 online after the broker restarted", || {
-        hub.metric("tsunagi_broker_connected") == Some(1.0) && up(&hub, A, "box-1") == Some(1.0)
+        hub.metric("tsunagi_broker_connected") == Some(1.0) && ops.up(A, "box-1") == Some(true)
     });
-    b.goto(&format!("{op}/fleet/{A}/box-1"));
-    b.click("#cmd-check");
+    ops.b.goto(&format!("{op}/fleet/{A}/box-1"));
+    ops.b.click("#cmd-check");
     wait_for(
         30,
         "a second acknowledgement after the broker restart",
         || {
-            b.goto(&format!("{op}/fleet/{A}/box-1"));
-            b.text("#history").matches("ok: posture").count() >= 2
+            ops.b.goto(&format!("{op}/fleet/{A}/box-1"));
+            ops.b.text("#history").matches("ok: posture").count() >= 2
         },
     );
 
@@ -335,7 +335,7 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    wait_for(10, "box-1 offline", || up(&hub, A, "box-1") == Some(0.0));
+    wait_for(10, "box-1 offline", || ops.up(A, "box-1") == Some(false));
     edge.start(&[]);
     wait_for(20, "the revoked box to be refused", || {
         std::fs::read_to_string(edge.log_path())
@@ -343,8 +343,8 @@ fn operators_see_the_fleet_live_and_the_broker_holds_each_facility_to_its_own_to
             .contains("CertificateRevoked")
     });
     assert_eq!(
-        up(&hub, A, "box-1"),
-        Some(0.0),
+        ops.up(A, "box-1"),
+        Some(false),
         "a revoked appliance never shows online"
     );
     assert!(

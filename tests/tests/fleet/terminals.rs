@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{compliant_probe, login, posture_is, telemetry, A, FIRST};
+use super::{compliant_probe, login, telemetry, Ops, A, FIRST};
 use crate::common::browser::{artefacts, Browser};
 use crate::common::net::{wait_for, Appliance, Broker, Hub};
 
@@ -67,8 +67,9 @@ fn terminals_report_their_screen_lock_and_the_proxy_enforces_it() {
     let mut edge = Appliance::with_proxy(&hub, &[], A, "つなぎ内科クリニック", "box-1", "");
     telemetry(&edge, &broker, probe.path(), "grace = \"0s\"");
     edge.start(&[]);
+    let mut ops = Ops::start(&hub, "ops1");
     wait_for(30, "box-1's compliant posture at the hub", || {
-        posture_is(&hub, A, "box-1", "compliant")
+        ops.posture_is(A, "box-1", "compliant")
     });
     edge.wait_for_proxy();
     hub.user("dr-a", "doctor", A, FIRST);
@@ -155,7 +156,7 @@ fn terminals_report_their_screen_lock_and_the_proxy_enforces_it() {
     )
     .unwrap();
     wait_for(30, "box-1's non-compliant posture at the hub", || {
-        posture_is(&hub, A, "box-1", "non-compliant")
+        ops.posture_is(A, "box-1", "non-compliant")
     });
     b.goto(&format!("{base}/"));
     assert!(
