@@ -1,6 +1,6 @@
 //! The appliance's HTTPS client to the hub: TLS 1.2/1.3 with rustls and ring, the network root
-//! pinned by its SHA-256 fingerprint, and the facility's client certificate once enrolled. One
-//! connection a request keeps it simple; requests are few and large.
+//! pinned by its SHA-256 fingerprint, and the facility's client certificate once enrolled, over
+//! the one pooled client (`serve::client`). An answer read whole is bounded in size and time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,10 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 /// How long connecting and the TLS handshake may take before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an answer read whole ([`Client::call`]) may take, and how large it may be: the hub's
+/// JSON answers (enrolment, renewal, the restore plan) are kilobytes.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+const CALL_MAX: usize = 16 << 20;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -252,12 +256,19 @@ impl Client {
     ) -> anyhow::Result<Reply> {
         let resp = self.send(method, path, content_type, body).await?;
         let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .context("reading the hub's answer")?
-            .to_bytes();
+        let body = tokio::time::timeout(
+            CALL_TIMEOUT,
+            http_body_util::Limited::new(resp.into_body(), CALL_MAX).collect(),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the hub's answer did not arrive whole within {} s",
+                CALL_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("reading the hub's answer (at most {CALL_MAX} bytes): {e}"))?
+        .to_bytes();
         Ok(Reply { status, body })
     }
 

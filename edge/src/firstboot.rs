@@ -190,10 +190,18 @@ impl Page {
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                if let Some(o) = origin.filter(|o| o != "null") {
-                    if o.split_once("://").map(|(_, h)| h) != Some(host.as_str()) {
-                        return self.form(StatusCode::FORBIDDEN, &default_name, Some("別のページからの送信は受け付けません。/ Submissions from other pages are refused."));
-                    }
+                // A browser names the page that submits (Origin, and Sec-Fetch-Site in Chromium);
+                // `null` is a sandboxed frame, a file or a data: page, never this page, so it is
+                // refused like any other. A tool that sends neither is not a browser another site
+                // could drive.
+                let cross_site = req
+                    .headers()
+                    .get("sec-fetch-site")
+                    .is_some_and(|v| v.as_bytes() != b"same-origin" && v.as_bytes() != b"none");
+                let foreign = origin
+                    .is_some_and(|o| o.split_once("://").map(|(_, h)| h) != Some(host.as_str()));
+                if cross_site || foreign {
+                    return self.form(StatusCode::FORBIDDEN, &default_name, Some("別のページからの送信は受け付けません。/ Submissions from other pages are refused."));
                 }
                 let (_, body) = req.into_parts();
                 let Ok(bytes) = Limited::new(body, 8 << 10)

@@ -93,7 +93,7 @@ pub fn take(conn: &Connection, dir: &Path, key: &Key) -> anyhow::Result<Option<P
     let _ = std::fs::remove_file(&tmp);
     conn.execute(
         "ATTACH DATABASE ?1 AS snap KEY ?2",
-        rusqlite::params![tmp.to_string_lossy(), key.raw_literal()],
+        rusqlite::params![tmp.to_string_lossy(), key.raw_literal().as_str()],
     )?;
     let result = (|| -> anyhow::Result<Position> {
         conn.execute_batch("BEGIN")?;

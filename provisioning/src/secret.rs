@@ -37,15 +37,15 @@ pub fn check_and_read(path: &Path) -> Result<Vec<u8>, String> {
 /// Reads a 256-bit key from an owner-only file: 64 hexadecimal characters (as `keygen` writes
 /// them), or 32 raw bytes. The reason on failure does not repeat the path.
 pub fn read_key(path: &Path) -> Result<[u8; 32], String> {
-    parse_key(&check_and_read(path)?)
+    parse_key(&zeroize::Zeroizing::new(check_and_read(path)?))
 }
 
 /// A key's bytes as [`read_key`] accepts them (for secrets whose file systemd guards, such as a
 /// credential in the service's private, RAM-only credentials folder).
 pub fn parse_key(raw: &[u8]) -> Result<[u8; 32], String> {
     let text = std::str::from_utf8(raw).map(str::trim).unwrap_or("");
-    match shared::chain::unhex(text) {
-        Some(b) if b.len() == 32 => Ok(b.try_into().expect("32 bytes")),
+    match shared::chain::unhex(text).map(zeroize::Zeroizing::new) {
+        Some(b) if b.len() == 32 => Ok(b[..].try_into().expect("32 bytes")),
         _ if raw.len() == 32 => Ok(raw.try_into().expect("32 bytes")),
         _ => Err("must hold 32 random bytes, written as 64 hexadecimal characters".into()),
     }

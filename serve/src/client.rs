@@ -4,12 +4,19 @@
 //! pins the network root); what this module decides, once:
 //!
 //! - connecting, the TLS handshake included, has `connect` to finish, or the request fails as
-//!   [`Error::Connect`] (the far side cannot be reached: the proxy goes offline on it);
+//!   [`Error::Connect`] (the far side cannot be reached: the proxy goes offline on it). A server
+//!   that refuses the client's certificate under TLS 1.3 says so after the client's side of the
+//!   handshake is done, so that shows as [`Error::Failed`] on the request instead;
+//! - the answer's head has `answer` to arrive once the request is sent, or the request fails as
+//!   [`Error::Failed`] (a server that took the request and went silent, or a half-open kept-alive
+//!   connection; TCP keepalive probes those too). Reading the body is the caller's to bound;
 //! - an idle kept-alive connection is dropped after `idle`, below the 15 s a tsunagi listener
 //!   waits for the next request on one, so a request is not sent down a connection the server is
-//!   closing; one the server closed first is retried on a fresh one (the request was not sent);
+//!   closing; one the server closed first is retried on another connection (only a request that
+//!   was not sent is: a form is never submitted twice);
 //! - the request goes to the client's one origin: a request carries a path, never a host, so no
-//!   caller can be talked into another server.
+//!   caller can be talked into another server. A URL with a user and password in it is refused
+//!   (they would be dropped, and then logged with the URL).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +38,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Options {
     /// TCP connect and TLS handshake together.
     pub connect: Duration,
+    /// From the request sent to the answer's head.
+    pub answer: Duration,
     /// How long an unused connection stays in the pool.
     pub idle: Duration,
     /// At most this many unused connections are kept.
@@ -41,6 +50,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             connect: Duration::from_secs(15),
+            answer: Duration::from_secs(120),
             idle: Duration::from_secs(10),
             max_idle: 4,
         }
@@ -100,6 +110,7 @@ pub struct Client<B> {
     scheme: &'static str,
     authority: String,
     host: HeaderValue,
+    answer: Duration,
 }
 
 impl<B> Clone for Client<B> {
@@ -109,6 +120,7 @@ impl<B> Clone for Client<B> {
             scheme: self.scheme,
             authority: self.authority.clone(),
             host: self.host.clone(),
+            answer: self.answer,
         }
     }
 }
@@ -123,6 +135,12 @@ pub fn origin(url: &str) -> Result<(&'static str, String, String, u16), String> 
         Some("http") => "http",
         _ => return Err(format!("{url:?} must start with https:// or http://")),
     };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "a URL must not carry a user or password (they would be sent to nobody and logged): {scheme}://…@{}",
+            uri.host().unwrap_or("")
+        ));
+    }
     let host = uri
         .host()
         .filter(|h| !h.is_empty())
@@ -197,6 +215,7 @@ where
             scheme,
             authority,
             host,
+            answer: options.answer,
         }
     }
 
@@ -213,13 +232,25 @@ where
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let path = if path.starts_with('/') { path } else { "/" };
+        if !path.starts_with('/') {
+            return Err(Error::Failed(format!(
+                "a request names a path starting with /, not {path:?}"
+            )));
+        }
         let absolute = format!("{}://{}{}", self.scheme, self.authority, path);
         *req.uri_mut() = absolute
             .parse()
             .map_err(|e| Error::Failed(format!("bad request path: {e}")))?;
         req.headers_mut().insert(HOST, self.host.clone());
-        self.inner.request(req).await.map_err(|e| {
+        let answered = tokio::time::timeout(self.answer, self.inner.request(req))
+            .await
+            .map_err(|_| {
+                Error::Failed(format!(
+                    "no answer within {} s of the request",
+                    self.answer.as_secs()
+                ))
+            })?;
+        answered.map_err(|e| {
             let text = chain(&e);
             if e.is_connect() {
                 Error::Connect(text)
@@ -234,6 +265,7 @@ fn http(options: Options) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(30)));
     http.set_connect_timeout(Some(options.connect));
     http
 }
@@ -396,5 +428,54 @@ mod tests {
             "{e:?}"
         );
         hold.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_takes_the_request_and_goes_silent_fails_it_in_time() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                held.push(l.accept().await.unwrap());
+            }
+        });
+        let c = Client::<Full<Bytes>>::http(
+            &format!("http://127.0.0.1:{port}"),
+            Options {
+                answer: Duration::from_millis(300),
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let e = c
+            .send(Request::get("/").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Failed(m) if m.contains("no answer within")),
+            "{e:?}"
+        );
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn credentials_in_urls_and_paths_without_a_slash_are_refused() {
+        let e = Client::<Full<Bytes>>::http("http://user:secret@relay:9/x", Options::default())
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("user or password") && !e.contains("secret"),
+            "{e}"
+        );
+        let c = Client::<Full<Bytes>>::http("http://127.0.0.1:9", Options::default()).unwrap();
+        let e = c
+            .send(Request::options("*").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Failed(m) if m.contains("starting with /")),
+            "{e:?}"
+        );
     }
 }

@@ -1,11 +1,20 @@
 //! A 256-bit SQLCipher key, and the keys derived from one for other files.
 
 use ring::hkdf;
+use zeroize::{Zeroize, Zeroizing};
 
 /// A raw 256-bit SQLCipher key (no passphrase derivation runs at open). `Debug` shows nothing of
-/// it, and nothing here formats it except into the pragma that hands it to SQLCipher.
+/// it, nothing here formats it except into the pragma that hands it to SQLCipher, and its bytes
+/// and every text made of them are overwritten when dropped (SQLCipher keeps its own copy, in
+/// memory it wipes on close).
 #[derive(Clone)]
 pub struct Key([u8; 32]);
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,9 +60,10 @@ impl Key {
         Key(out)
     }
 
-    /// The key as SQLCipher reads a raw key from a string: `x'…'` (for `ATTACH … KEY ?`).
-    pub fn raw_literal(&self) -> String {
-        let mut s = String::with_capacity(67);
+    /// The key as SQLCipher reads a raw key from a string: `x'…'` (for `ATTACH … KEY ?`), wiped
+    /// when dropped.
+    pub fn raw_literal(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(67));
         s.push_str("x'");
         for b in self.0 {
             s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
@@ -63,9 +73,13 @@ impl Key {
         s
     }
 
-    /// The statement that keys a connection: `PRAGMA key = "x'…'";`.
-    pub fn pragma(&self) -> String {
-        format!("PRAGMA key = \"{}\";", self.raw_literal())
+    /// The statement that keys a connection: `PRAGMA key = "x'…'";`, wiped when dropped.
+    pub fn pragma(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(83));
+        s.push_str("PRAGMA key = \"");
+        s.push_str(&self.raw_literal());
+        s.push_str("\";");
+        s
     }
 }
 
@@ -103,8 +117,19 @@ mod tests {
         );
         assert_eq!(format!("{:?}", k.derive("registry")), "Key(..)");
         assert_eq!(
-            Key::from_bytes([0xAB; 32]).raw_literal(),
+            *Key::from_bytes([0xAB; 32]).raw_literal(),
             format!("x'{}'", "ab".repeat(32))
         );
+        assert_eq!(
+            *Key::from_bytes([0xAB; 32]).pragma(),
+            format!("PRAGMA key = \"x'{}'\";", "ab".repeat(32))
+        );
+        // Dropping wipes: the bytes a key held read as zeros afterwards.
+        let mut slot = std::mem::MaybeUninit::new(Key::from_bytes([0x5A; 32]));
+        // SAFETY: `slot` holds an initialised key, dropped once here and then only read as bytes.
+        unsafe {
+            std::ptr::drop_in_place(slot.as_mut_ptr());
+            assert_eq!(*slot.as_ptr().cast::<[u8; 32]>(), [0; 32]);
+        }
     }
 }

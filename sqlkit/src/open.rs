@@ -241,7 +241,7 @@ mod tests {
         let key = Key::from_bytes([0xAB; 32]);
         let quoting = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(26),
-            Some(format!("near \"{}\": syntax error", key.pragma())),
+            Some(format!("near \"{}\": syntax error", key.pragma().as_str())),
         );
         assert!(format!("{quoting:?}").contains("abababab"));
         let e = keying_error(quoting);

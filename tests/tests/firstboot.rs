@@ -78,17 +78,27 @@ fn a_new_box_shows_its_enrolment_page_enrols_restores_the_facility_and_serves() 
 
     let enrol = format!("{page}enrol");
     // Another site's page cannot submit a token to the box.
+    // Nor a sandboxed frame or a data: page (Origin: null), nor a page Chromium calls cross-site.
     let token = hub.token(FACILITY, "1d");
-    let (body, code) = curl(&[
-        "-H",
+    for header in [
         "Origin: http://evil.example",
-        "--data-urlencode",
-        &format!("token={token}"),
-        "--data-urlencode",
-        "name=127.0.0.2",
-        &enrol,
-    ]);
-    assert_eq!(code, "403", "{body}");
+        "Origin: null",
+        "Sec-Fetch-Site: cross-site",
+        "Sec-Fetch-Site: same-site",
+    ] {
+        let (body, code) = curl(&[
+            "-H",
+            header,
+            "--data-urlencode",
+            &format!("token={token}"),
+            "--data-urlencode",
+            "name=127.0.0.2",
+            &enrol,
+        ]);
+        assert_eq!(code, "403", "{header}: {body}");
+        assert!(body.contains("別のページからの送信"), "{header}: {body}");
+    }
+    assert!(!new.dir.path().join("identity/identity.pem").exists());
     // A wrong token: the hub's reason, and nothing written.
     let (body, code) = curl(&[
         "--data-urlencode",

@@ -36,6 +36,7 @@ fn shared_person(pid: &str) -> Patient {
         birth: "19580412".into(),
         sex: "M",
         visits: Some(6),
+        allergic: true,
     }
 }
 

@@ -36,6 +36,7 @@ fn clinic(hub: &Hub, proxy: &str) -> (tempfile::TempDir, Appliance) {
         birth: "19580412".into(),
         sex: "M",
         visits: Some(6),
+        allergic: true,
     };
     gen::generate_with(&spec, tree.path(), &[me]);
     let roots = [tree.path().join("standard"), tree.path().join("extended")];
@@ -202,13 +203,27 @@ fn through_the_proxy_then_offline_and_back() {
     let hits = b.texts("#results tbody tr");
     assert_eq!(hits.len(), 1, "{hits:?}");
     b.click("#results a.patient-link");
-    assert_eq!(b.text("#patient-id"), PID);
-    assert!(b.text("#name-kanji").contains("山田"));
-    assert!(
-        b.text("#holders").contains("ヤマダ タロウ"),
-        "kana shown as the portal shows it: {}",
-        b.text("#holders")
+    // The same patient header as the portal's: name, kana as the portal shows it, both
+    // calendars, the facility's ID and the allergy warning.
+    assert_eq!(b.text("#ph-name"), "山田 太郎");
+    assert_eq!(
+        b.text("#ph-kana"),
+        "ヤマダ タロウ",
+        "kana shown as the portal shows it"
     );
+    assert_eq!(b.text("#ph-birth"), "S33/04/12（1958/04/12）");
+    assert!(b.text("#ph-age").ends_with("ヶ月"), "{}", b.text("#ph-age"));
+    assert!(
+        b.text("#ph-holders").contains(PID),
+        "{}",
+        b.text("#ph-holders")
+    );
+    assert!(b.text("#ph-allergy").contains("ペニシリン"));
+    assert!(b
+        .eval("document.title")
+        .as_str()
+        .unwrap()
+        .starts_with("山田 太郎"));
     b.click("#tab-prescription");
     assert_eq!(
         first_cells(&mut b),

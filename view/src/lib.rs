@@ -7,6 +7,7 @@
 pub mod fmt;
 pub mod names;
 pub mod password;
+pub mod patient;
 pub mod record;
 
 /// A cookie's value from a request's Cookie headers (the hub's sessions, the appliance's proxy).

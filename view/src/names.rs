@@ -53,9 +53,31 @@ fn voiced(k: char, mark: u32) -> char {
     }
 }
 
+/// A kana name as the portal shows it: full-width katakana with the sound marks joined, family
+/// and given names apart (`ﾔﾏﾀﾞ ﾀﾛｳ` → `ヤマダ タロウ`).
+pub fn kana_shown(s: &str) -> String {
+    s.split([' ', '\u{3000}'])
+        .filter(|p| !p.is_empty())
+        .map(kana_norm)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Normalizes a kanji name: spaces removed.
 pub fn kanji_norm(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_whitespace() && *c != '\u{3000}')
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kana_is_shown_full_width_with_the_names_apart() {
+        assert_eq!(kana_shown("ﾔﾏﾀﾞ ﾀﾛｳ"), "ヤマダ タロウ");
+        assert_eq!(kana_shown("ヤマタ゛\u{3000}タロウ"), "ヤマダ タロウ");
+        assert_eq!(kana_shown("  "), "");
+    }
 }

@@ -207,6 +207,18 @@ pub fn basic(copy: &Connection, patient_id: &str) -> rusqlite::Result<Vec<(&'sta
         .collect())
 }
 
+/// The patient's allergens as recorded (the allergen's name, or its code when it has no name),
+/// each once, oldest first: the patient header's warning.
+pub fn allergens(copy: &Connection, patient_id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = copy.prepare_cached(
+        "SELECT coalesce(nullif(allergen, ''), allergen_code, '') FROM allergy
+         WHERE patient_id = ?1 GROUP BY 1 ORDER BY min(id)",
+    )?;
+    let rows = st.query_map([patient_id], |r| r.get::<_, String>(0))?;
+    rows.filter(|r| !matches!(r, Ok(s) if s.is_empty()))
+        .collect()
+}
+
 /// An event on the calendar: the day (YYYYMMDD) and what happened.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Event {

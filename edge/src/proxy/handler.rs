@@ -161,7 +161,9 @@ impl Proxy {
                 redirect("/offline/")
             }
             Err(UpError::Failed(why)) => {
-                tracing::warn!(path = %path, error = %why, "a request to the hub failed");
+                // The route, not the path: a path names a patient's record and its documents.
+                let route = path.split('/').nth(1).unwrap_or("");
+                tracing::warn!(route = %route, error = %why, "a request to the hub failed");
                 self.offline.error_page(
                     StatusCode::BAD_GATEWAY,
                     "ハブとの通信に失敗しました",

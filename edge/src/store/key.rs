@@ -22,7 +22,7 @@ pub fn read_key(path: &Path) -> Result<Key, Error> {
             reason: format!("{reason}{hint}"),
         }
     })?;
-    provisioning::secret::parse_key(&raw)
+    provisioning::secret::parse_key(&zeroize::Zeroizing::new(raw))
         .map(Key::from_bytes)
         .map_err(|reason| Error::KeyFile { path, reason })
 }

@@ -16,8 +16,8 @@ use prometheus_client::registry::Registry;
 use super::Fleet;
 use crate::now;
 
-/// The posture states an appliance reports (`edge::posture::State`); anything else counts as
-/// `other`, so a box cannot add label values.
+/// The posture states an appliance reports (`edge::posture::State`), and `unknown` for one that
+/// has sent no status yet; anything else counts as `other`, so a box cannot add label values.
 const POSTURES: [&str; 5] = ["compliant", "in-grace", "non-compliant", "error", "unknown"];
 
 type Labelled = Family<Vec<(&'static str, &'static str)>, Gauge>;
@@ -71,7 +71,7 @@ impl Fleet {
         counter(
             &mut r,
             "fleet_webhook_failures",
-            "Alerts the webhook did not take.",
+            "Webhook POSTs that failed (each carries every alert that started or ended in one upkeep round).",
             self.webhook_failures.load(Ordering::Relaxed),
         );
         family(
@@ -103,16 +103,13 @@ impl Fleet {
         );
         let mut postures: Vec<(&'static str, i64)> = POSTURES
             .iter()
-            .map(|p| (*p, count(&|a| a.status.is_some() && a.posture() == *p)))
+            .map(|p| (*p, count(&|a| a.posture() == *p)))
             .collect();
-        postures.push((
-            "other",
-            count(&|a| a.status.is_some() && !POSTURES.contains(&a.posture())),
-        ));
+        postures.push(("other", count(&|a| !POSTURES.contains(&a.posture()))));
         family(
             &mut r,
             "fleet_posture",
-            "Reporting appliances by posture.",
+            "Appliances by posture (unknown: no status yet).",
             "state",
             &postures,
         );
@@ -149,9 +146,13 @@ impl Fleet {
         family(
             &mut r,
             "fleet_certificates_expiring",
-            "Appliances whose client certificate expires within the window.",
+            "Appliances whose client certificate has expired or expires within the window.",
             "within",
-            &[("7d", within(7)), ("30d", within(30))],
+            &[
+                ("expired", within(0)),
+                ("7d", within(7)),
+                ("30d", within(30)),
+            ],
         );
         if let Some(soonest) = statuses().map(|s| s.cert_not_after - now).min() {
             let g: Gauge<i64, AtomicI64> = Gauge::default();

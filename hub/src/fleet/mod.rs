@@ -349,6 +349,11 @@ mod tests {
             m.contains("tsunagi_fleet_certificates_expiring{within=\"30d\"} 1"),
             "{m}"
         );
+        assert!(
+            m.contains("tsunagi_fleet_certificates_expiring{within=\"expired\"} 0")
+                && m.contains("tsunagi_fleet_posture{state=\"unknown\"} 0"),
+            "{m}"
+        );
         assert!(m.contains("tsunagi_fleet_alerts{kind=\"lag\"} 1"), "{m}");
         assert!(m.ends_with("# EOF\n"), "{m}");
         assert!(

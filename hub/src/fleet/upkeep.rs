@@ -51,7 +51,9 @@ pub async fn upkeep(fleet: Arc<Fleet>, hub: Arc<Hub>) {
                     serde_json::json!({"source": "tsunagi-hub", "alerts": items}).to_string();
                 if let Err(e) = post_webhook(&url, body).await {
                     fleet.webhook_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(webhook = %url, error = %e, "the alert webhook failed");
+                    // The relay, not the URL: a path may carry the relay's token.
+                    let relay = serve::client::origin(&url).map(|o| o.1).unwrap_or_default();
+                    tracing::error!(webhook = %relay, error = %e, "the alert webhook failed");
                 }
             }
         }

@@ -16,7 +16,7 @@ fn grams(norm: &str) -> Vec<String> {
 }
 
 /// A patient as the index holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
     pub id: i64,
     pub facility: String,

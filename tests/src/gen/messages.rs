@@ -63,7 +63,7 @@ fn patient_master(w: &mut Writer, p: &Patient, spec: &Spec) {
             date
         ),
     ];
-    if w.rng.chance(20) {
+    if w.rng.chance(20) || p.allergic {
         segs.push("AL1|1|DA^薬剤アレルギー^HL70127|1^ペニシリン^99XYZ".into());
     }
     let b = w.encode(&segs);

@@ -123,6 +123,8 @@ pub struct Patient {
     pub sex: &'static str,
     /// Visit days over the period: spread evenly when given, random otherwise.
     pub visits: Option<u64>,
+    /// Recorded as allergic to penicillin in the master record whatever the dice say.
+    pub allergic: bool,
 }
 
 /// Writes a tree: `out/standard` (standardized storage) and `out/extended` (extended storage).
@@ -151,6 +153,7 @@ pub fn generate_with(spec: &Spec, out: &Path, people: &[Patient]) -> Written {
             birth: ymd(-18_000 + w.rng.below(25_000) as i64),
             sex,
             visits: None,
+            allergic: false,
         };
         person(&mut w, &p, spec);
     }

@@ -81,6 +81,9 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     let rid_a = doc.text("#rid");
     assert!(rid_a.starts_with('R'), "{rid_a}");
     assert_eq!(doc.count("#holders tr.holder"), 1);
+    // The patient header: who this is, before anything else.
+    header_names_the_shared_person(&mut doc, &rid_a, &[A_NAME]);
+    doc.screenshot("03b-patient-header");
 
     // The tabs: each shows its rows, with the source facility on every row.
     let mut seen_rows = 0;
@@ -128,6 +131,8 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
             .any(|e| e.contains(A_NAME) && e.contains("受診")),
         "{events:?}"
     );
+    header_names_the_shared_person(&mut doc, &rid_a, &[A_NAME]);
+    assert!(doc.text("#back-to-patient").contains("記録"));
     doc.screenshot("05-calendar-month");
     doc.click("#view-week");
     assert_eq!(doc.count("#calendar tbody td"), 7);
@@ -227,6 +232,15 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     );
     assert_eq!(doc.count("#values tbody tr"), n);
     assert!(!doc.text("#test-name").is_empty());
+    // Across both facilities now: the header lists each, with why it is visible.
+    header_names_the_shared_person(&mut doc, &rid, &[A_NAME, B_NAME]);
+    let holders = doc.texts("#ph-holders li");
+    assert!(
+        holders
+            .iter()
+            .any(|h| h.contains(B_NAME) && h.contains("0000880002") && h.contains("同意")),
+        "{holders:?}"
+    );
     doc.screenshot("09-trend");
 
     // Refused: A's administrator posting B's consent form by editing the form's target, and a
@@ -538,4 +552,47 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("row {seq}")), "{said}");
+}
+
+/// The patient header on the page in `b` names the shared person (山田 太郎, born 1958-04-12,
+/// allergic to penicillin) with the regional ID `rid`, the facilities `holders`, and the name in
+/// the tab's title.
+fn header_names_the_shared_person(b: &mut Browser, rid: &str, holders: &[&str]) {
+    assert_eq!(b.text("#ph-name"), "山田 太郎");
+    assert_eq!(b.text("#ph-kana"), "ヤマダ タロウ");
+    assert_eq!(b.text("#ph-sex"), "男");
+    assert_eq!(b.text("#ph-birth"), "S33/04/12（1958/04/12）");
+    // The age from the machine's own calendar in Japan, not from the code under test.
+    let today = std::process::Command::new("date")
+        .env("TZ", "Asia/Tokyo")
+        .arg("+%Y %m %d")
+        .output()
+        .unwrap();
+    let t: Vec<i64> = String::from_utf8(today.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let mut months = (t[0] - 1958) * 12 + (t[1] - 4);
+    if t[2] < 12 {
+        months -= 1;
+    }
+    assert_eq!(
+        b.text("#ph-age"),
+        format!("{}歳{}ヶ月", months / 12, months % 12)
+    );
+    assert_eq!(b.text("#rid"), rid);
+    let listed = b.texts("#ph-holders li .ph-facility");
+    assert_eq!(listed.len(), holders.len(), "{listed:?}");
+    assert!(
+        holders.iter().all(|h| listed.iter().any(|l| l == h)),
+        "{listed:?}"
+    );
+    assert!(b.text("#ph-allergy").contains("ペニシリン"));
+    let title = b.eval("document.title");
+    let title = title.as_str().unwrap();
+    assert!(
+        title.contains("山田 太郎") && title.contains(rid),
+        "{title}"
+    );
 }

@@ -216,16 +216,6 @@ impl Offline {
     }
 }
 
-/// A kana name as the portal shows it: full-width katakana with the sound marks joined, family
-/// and given names apart.
-fn kana_shown(s: &str) -> String {
-    s.split([' ', '\u{3000}'])
-        .filter(|p| !p.is_empty())
-        .map(view::names::kana_norm)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +231,5 @@ mod tests {
             (get(&f, "login"), f["password"].as_str(), get(&f, "csrf")),
             ("dr-a", "a+b c", "")
         );
-        assert_eq!(kana_shown("ﾔﾏﾀﾞ ﾀﾛｳ"), "ヤマダ タロウ");
-        assert_eq!(kana_shown("ヤマタ゛\u{3000}タロウ"), "ヤマダ タロウ");
     }
 }

@@ -7,10 +7,11 @@ use askama::Template;
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 
-use super::{encode, get, kana_shown, Offline, Who};
+use super::{encode, get, Offline, Who};
 use crate::policy::Terminal;
 use crate::proxy::{redirect, Body};
 use view::fmt::{hl7_time, jst, sex_label};
+use view::names::kana_shown;
 use view::record::{self, Tab};
 
 struct Hit {
@@ -42,12 +43,8 @@ struct PatientPage<'a> {
     who: Option<Who>,
     facility: &'a str,
     since: String,
-    patient_id: String,
     link: String,
-    kanji: String,
-    kana: String,
-    birth: String,
-    sex: &'static str,
+    header: view::patient::Header,
     basic: Vec<(&'static str, String)>,
     tabs: Vec<(&'static str, &'static str, bool)>,
     tab_label: &'static str,
@@ -195,22 +192,27 @@ impl Offline {
                     .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
                 let Some(head) = head else { return Ok(None) };
                 let basic = record::basic(c, &id)?;
+                let allergies = record::allergens(c, &id)?;
                 let lines = record::tab(c, tab, &id, 500)?;
-                Ok(Some((head, basic, lines)))
+                Ok(Some((head, basic, allergies, lines)))
             })
             .await;
         match found {
-            Ok(Some(((kanji, kana, birth, sex), basic, lines))) => {
+            Ok(Some(((kanji, kana, birth, sex), basic, allergies, lines))) => {
+                let mut header =
+                    view::patient::Header::new(&kanji, &kana, &sex, &birth, view::fmt::today_jst());
+                header.holders.push(view::patient::Holder {
+                    facility: self.facility.clone(),
+                    patient_id: pid.to_string(),
+                    basis: String::new(),
+                });
+                header.add_allergies(allergies);
                 let p = PatientPage {
                     who: Some(who),
                     facility: &self.facility,
                     since: jst(since),
-                    patient_id: pid.to_string(),
                     link: encode(pid),
-                    kanji,
-                    kana: kana_shown(&kana),
-                    birth: hl7_time(&birth),
-                    sex: sex_label(&sex),
+                    header,
                     basic,
                     tabs: Tab::ALL
                         .iter()

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::helpers::{iso, parse_date};
-use super::patient::{owners, visible};
+use super::patient::{header, owners, visible};
 use crate::portal::{authed, field, render, Error, Nav, Params, Portal, Result, Term};
 use crate::{now, record};
 
@@ -24,6 +24,7 @@ pub struct Day {
 #[template(path = "calendar.html")]
 struct CalendarPage {
     nav: Option<Nav>,
+    header: view::patient::Header,
     rid: String,
     title: String,
     week: bool,
@@ -150,8 +151,10 @@ pub async fn calendar(
         iso(day)
     );
     p.audit(e).await?;
+    let header = header(&p, &ctx, &rid, &seen).await?;
     render(&CalendarPage {
         nav: Some(ctx.nav),
+        header,
         rid,
         title,
         week,

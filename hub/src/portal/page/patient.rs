@@ -40,6 +40,7 @@ pub struct Line {
 #[template(path = "patient.html")]
 struct PatientPage {
     nav: Option<Nav>,
+    header: view::patient::Header,
     rid: String,
     holders: Vec<Holder>,
     tabs: Vec<(&'static str, &'static str, bool)>,
@@ -48,6 +49,46 @@ struct PatientPage {
     lines: Vec<Line>,
     notes: Vec<String>,
     emergency_until: Option<String>,
+}
+
+/// The patient header of a page (`view::patient::Header`): the viewer's own facility's entry
+/// names the patient when there is one, every facility with records is listed with why it is
+/// visible, and the allergies of those whose records the viewer may read are warned of.
+pub(super) async fn header(
+    p: &Arc<Portal>,
+    ctx: &Ctx,
+    rid: &str,
+    seen: &[(Entry, Basis)],
+) -> Result<view::patient::Header> {
+    let named = seen
+        .iter()
+        .find(|(e, _)| e.facility == ctx.user.facility)
+        .or(seen.first())
+        .map(|(e, _)| e.clone())
+        .unwrap_or_default();
+    let mut h = view::patient::Header::new(
+        &named.name_kanji,
+        &named.name_kana,
+        &named.sex,
+        &named.birth_date,
+        view::fmt::today_jst(),
+    );
+    h.regional_id = rid.to_string();
+    for (entry, basis) in seen {
+        h.holders.push(view::patient::Holder {
+            facility: p.facility_name(&entry.facility).await,
+            patient_id: entry.patient_id.clone(),
+            basis: basis.label().to_string(),
+        });
+        if basis.clinical() && ctx.user.role.clinical() {
+            let pid = entry.patient_id.clone();
+            let found = p
+                .read_copy(&entry.facility, move |c| Ok(record::allergens(c, &pid)?))
+                .await?;
+            h.add_allergies(found);
+        }
+    }
+    Ok(h)
 }
 
 /// The entries of a regional patient the request may see, refusing (and auditing the refusal)
@@ -189,8 +230,10 @@ pub async fn patient(
         e.reason = "emergency; life at stake, over the patient's refusal (非公開)".into();
     }
     p.audit(e).await?;
+    let header = header(&p, &ctx, &rid, &seen).await?;
     render(&PatientPage {
         nav: Some(ctx.nav),
+        header,
         tabs: Tab::ALL
             .iter()
             .map(|t| (t.code(), t.label(), *t == tab))

@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::helpers::iso;
-use super::patient::{owners, visible};
+use super::patient::{header, owners, visible};
 use crate::portal::{authed, field, hl7_time, render, Error, Nav, Params, Portal, Result, Term};
 use crate::record;
 
@@ -23,6 +23,7 @@ pub struct Series {
 #[template(path = "trend.html")]
 struct TrendPage {
     nav: Option<Nav>,
+    header: view::patient::Header,
     rid: String,
     name: String,
     unit: String,
@@ -159,8 +160,10 @@ pub async fn trend(
     e.owners = owners(&seen);
     e.detail = format!("trend code={code}");
     p.audit(e).await?;
+    let header = header(&p, &ctx, &rid, &seen).await?;
     render(&TrendPage {
         nav: Some(ctx.nav),
+        header,
         rid,
         name,
         unit,

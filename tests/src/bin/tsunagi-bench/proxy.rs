@@ -374,7 +374,7 @@ pub fn bench(bin_dir: &Path, data: &Path, runs: usize) -> anyhow::Result<Report>
     let c = rusqlite::Connection::open(hub.data.join("region.db"))?;
     c.execute_batch(&format!(
         "PRAGMA key = \"{}\"; UPDATE user SET must_change = 0;",
-        k.raw_literal()
+        k.raw_literal().as_str()
     ))?;
     drop(c);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -191,7 +191,7 @@ impl Hub {
         let c = rusqlite::Connection::open(self.data().join("region.db")).unwrap();
         c.execute_batch(&format!(
             "PRAGMA key = \"{}\"; PRAGMA busy_timeout = 5000;",
-            key.raw_literal()
+            key.raw_literal().as_str()
         ))
         .unwrap();
         c
@@ -239,7 +239,7 @@ impl Hub {
         .unwrap();
         c.execute_batch(&format!(
             "PRAGMA key = \"{}\"; PRAGMA busy_timeout = 5000;",
-            key.raw_literal()
+            key.raw_literal().as_str()
         ))
         .unwrap();
         c

@@ -47,6 +47,7 @@ pub(super) async fn page_bench(
                 birth: "19450505".into(),
                 sex: "M",
                 visits: Some(120),
+                allergic: false,
             };
             let tree = work.join(format!("tree-{code}"));
             eprintln!("portal: ten years at facility {code}");
@@ -126,7 +127,7 @@ pub(super) async fn page_bench(
         let copy = rusqlite::Connection::open(hub.copy_path(f))?;
         copy.execute_batch(&format!(
             "PRAGMA key = \"{}\";",
-            key.derive(&format!("copy:{f}")).raw_literal()
+            key.derive(&format!("copy:{f}")).raw_literal().as_str()
         ))?;
         let pid = format!("00{}4242", i + 1);
         let n = |t: &str| -> rusqlite::Result<i64> {
