@@ -114,13 +114,91 @@ impl Tab {
 }
 
 /// One row of a tab: its date (HL7 form), the cells after it, and for lab rows the test code
-/// (for the trend link) or for documents the source file id (for the download).
+/// (for the trend link) and how the value is marked, or for documents the source file id (for
+/// the download).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     pub at: String,
     pub cells: Vec<String>,
     pub code: String,
     pub file_id: Option<i64>,
+    /// A lab value out of its range: the class its cell is marked with (`high`, `low`, …).
+    pub mark: Option<&'static str>,
+}
+
+/// The lab tab's column of the value, which an abnormal result marks.
+pub const LAB_VALUE_COLUMN: usize = 1;
+
+/// How an out-of-range result is shown: the class its value is marked with, the arrow before the
+/// value, and the word in the 判定 column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judgement {
+    pub class: &'static str,
+    pub arrow: &'static str,
+    pub word: &'static str,
+}
+
+/// A result's judgement: from its abnormal flag (HL7 table 0078) when the facility sent one, or
+/// else from the value against its reference range (`3.3-8.6`, `-0.5`, `10-`, `<5`), so a result
+/// whose system sends no flags is marked too. `None` for a normal result or one that cannot be
+/// judged.
+pub fn judge(value: &str, range: &str, flag: &str) -> Option<Judgement> {
+    let j = |class, arrow, word| Some(Judgement { class, arrow, word });
+    match flag.trim() {
+        "H" => return j("high", "↑", "高値"),
+        "HH" => return j("high critical", "↑↑", "異常高値"),
+        ">" => return j("high", "↑", "測定上限超"),
+        "L" => return j("low", "↓", "低値"),
+        "LL" => return j("low critical", "↓↓", "異常低値"),
+        "<" => return j("low", "↓", "測定下限未満"),
+        "A" | "AA" => return j("abnormal", "！", "異常"),
+        "N" => return None,
+        _ => {}
+    }
+    let v: f64 = value.trim().parse().ok()?;
+    let (lo, hi) = reference(range)?;
+    if lo.is_some_and(|lo| v < lo) {
+        j("low", "↓", "低値（基準値から）")
+    } else if hi.is_some_and(|hi| v > hi) {
+        j("high", "↑", "高値（基準値から）")
+    } else {
+        None
+    }
+}
+
+/// A reference range's bounds: `3.3-8.6` → both, `-0.5` or `<0.5` or `≦0.5` → an upper one,
+/// `10-` or `>10` → a lower one; `None` for text that is not a numeric range.
+pub fn reference(range: &str) -> Option<(Option<f64>, Option<f64>)> {
+    let r: String = range
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '０'..='９' => char::from(b'0' + (c as u32 - '０' as u32) as u8),
+            '．' => '.',
+            '－' | '～' | '〜' | '~' | '−' => '-',
+            c => c,
+        })
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let num = |s: &str| s.parse::<f64>().ok();
+    for p in ["<=", "≦", "<", "≤"] {
+        if let Some(x) = r.strip_prefix(p) {
+            return num(x).map(|h| (None, Some(h)));
+        }
+    }
+    for p in [">=", "≧", ">", "≥"] {
+        if let Some(x) = r.strip_prefix(p) {
+            return num(x).map(|l| (Some(l), None));
+        }
+    }
+    // A dash splits the bounds; a leading one is "up to", a trailing one "from".
+    let (a, b) = r.split_once('-')?;
+    match (a.is_empty(), b.is_empty()) {
+        (true, false) => num(b).map(|h| (None, Some(h))),
+        (false, true) => num(a).map(|l| (Some(l), None)),
+        (false, false) => Some((Some(num(a)?), Some(num(b)?))).filter(|(l, h)| l <= h),
+        (true, true) => None,
+    }
 }
 
 const ENCOUNTER_LABELS: &[(&str, &str)] = &[
@@ -164,10 +242,20 @@ pub fn tab(
                 x => x.into(),
             };
         }
-        let code = if tab == Tab::Lab {
-            r.get::<_, String>(7)?
+        let (code, mark) = if tab == Tab::Lab {
+            // The value marked and the flag said in words: `↑ 9.1`, 判定 `H 高値`.
+            let judged = judge(&cells[1], &cells[3], &cells[4]);
+            if let Some(j) = judged {
+                cells[1] = format!("{} {}", j.arrow, cells[1]);
+                cells[4] = if cells[4].trim().is_empty() {
+                    j.word.to_string()
+                } else {
+                    format!("{} {}", cells[4].trim(), j.word)
+                };
+            }
+            (r.get::<_, String>(7)?, judged.map(|j| j.class))
         } else {
-            String::new()
+            (String::new(), None)
         };
         let file_id = if tab == Tab::Documents {
             r.get::<_, Option<i64>>(8).ok().flatten()
@@ -179,6 +267,7 @@ pub fn tab(
             cells,
             code,
             file_id,
+            mark,
         });
     }
     out.sort_by(|a, b| b.at.cmp(&a.at));
@@ -263,12 +352,15 @@ pub struct Point {
     pub text: String,
     pub unit: String,
     pub name: String,
+    pub range: String,
+    pub judged: Option<Judgement>,
 }
 
 /// Every numeric result of test `code` for the patient, oldest first.
 pub fn trend(copy: &Connection, patient_id: &str, code: &str) -> rusqlite::Result<Vec<Point>> {
     let mut st = copy.prepare_cached(
-        "SELECT coalesce(collected_at, observed_at, reported_at, ''), coalesce(value, ''), coalesce(unit, ''), coalesce(name, local_name, '')
+        "SELECT coalesce(collected_at, observed_at, reported_at, ''), coalesce(value, ''), coalesce(unit, ''), coalesce(name, local_name, ''),
+                coalesce(reference_range, ''), coalesce(abnormal_flag, '')
          FROM lab_result WHERE patient_id = ?1 AND coalesce(code, local_code) = ?2 ORDER BY 1",
     )?;
     let rows = st.query_map(params![patient_id, code], |r| {
@@ -277,18 +369,22 @@ pub fn trend(copy: &Connection, patient_id: &str, code: &str) -> rusqlite::Resul
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (at, text, unit, name) = row?;
+        let (at, text, unit, name, range, flag) = row?;
         if let Ok(value) = text.trim().parse::<f64>() {
             out.push(Point {
+                judged: judge(&text, &range, &flag),
                 at,
                 value,
                 text,
                 unit,
                 name,
+                range,
             });
         }
     }
@@ -331,4 +427,43 @@ pub fn stream_file(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_judged_by_their_flag_or_else_their_range() {
+        let class = |v, r, f| judge(v, r, f).map(|j| j.class);
+        assert_eq!(class("9.1", "3.3-8.6", "H"), Some("high"));
+        assert_eq!(class("2.0", "3.3-8.6", "L"), Some("low"));
+        assert_eq!(class("30", "", "HH"), Some("high critical"));
+        // The facility's flag wins: it may know the range better than the text says.
+        assert_eq!(class("9.1", "3.3-8.6", "N"), None);
+        // No flag sent: the range decides.
+        assert_eq!(class("9.1", "3.3-8.6", ""), Some("high"));
+        assert_eq!(class("3.2", "3.3～8.6", ""), Some("low"));
+        assert_eq!(class("5.0", "3.3-8.6", ""), None);
+        assert_eq!(class("0.6", "-0.5", ""), Some("high"));
+        assert_eq!(class("0.6", "<0.5", ""), Some("high"));
+        assert_eq!(class("9", "10-", ""), Some("low"));
+        assert_eq!(class("9", "≧10", ""), Some("low"));
+        assert_eq!(
+            class("９", "３.３－８.６", ""),
+            None,
+            "a value that is no number is not judged"
+        );
+        assert_eq!(class("9", "３．３－８．６", ""), Some("high"));
+        assert_eq!(class("陰性", "陰性", ""), None);
+        assert_eq!(
+            class("5", "8.6-3.3", ""),
+            None,
+            "a range upside down is no range"
+        );
+        assert_eq!(judge("9.1", "", "H").unwrap().arrow, "↑");
+        assert_eq!(reference("3.3-8.6"), Some((Some(3.3), Some(8.6))));
+        assert_eq!(reference("-0.5"), Some((None, Some(0.5))));
+        assert_eq!(reference("abc"), None);
+    }
 }

@@ -224,6 +224,9 @@ fn lab(w: &mut Writer, p: &Patient, date: &str) {
     for (k, l) in tests.iter().enumerate() {
         let span = l.4 - l.3;
         let v = l.3 - span * 0.2 + span * 1.4 * (w.rng.below(1000) as f64 / 1000.0);
+        // Judged on the value as reported (to its decimals), as a laboratory system does.
+        let scale = 10f64.powi(l.5 as i32);
+        let v = (v * scale).round() / scale;
         let flag = if v < l.3 {
             "L"
         } else if v > l.4 {
@@ -231,6 +234,8 @@ fn lab(w: &mut Writer, p: &Patient, date: &str) {
         } else {
             ""
         };
+        // A unit with a component separator in it (`10^3/uL`) is escaped, as HL7 requires.
+        let unit = l.2.replace('^', "\\S\\");
         segs.push(format!(
             "OBX|{}|NM|{}^{}^JC10||{:.*}|{}^{}^99XYZ|{}-{}|{flag}|||F|||{date}0930",
             k + 1,
@@ -238,8 +243,8 @@ fn lab(w: &mut Writer, p: &Patient, date: &str) {
             l.1,
             l.5 as usize,
             v,
-            l.2,
-            l.2,
+            unit,
+            unit,
             l.3,
             l.4
         ));

@@ -215,6 +215,41 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
 
     // A lab trend across both facilities.
     doc.goto(&format!("{a}/patient/{rid}?tab=lab"));
+    // Out-of-range values are marked on the value, by colour and arrow, and said in words; the
+    // test judges each row from its own value and range text, not from the page's marks.
+    let rows = doc.eval("Array.from(document.querySelectorAll('#records tr.record')).map(r => [r.cells[3].textContent, r.cells[5].textContent, r.cells[6].textContent, r.cells[3].className])");
+    let (mut high, mut low) = (0, 0);
+    for r in rows.as_array().unwrap() {
+        let cell = |i: usize| r[i].as_str().unwrap().to_string();
+        let (value, range, judged, class) = (cell(0), cell(1), cell(2), cell(3));
+        let number: f64 = value.trim_start_matches(['↑', '↓', ' ']).parse().unwrap();
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi): (f64, f64) = (lo.parse().unwrap(), hi.parse().unwrap());
+        if number > hi {
+            high += 1;
+            assert!(
+                value.starts_with('↑') && class.contains("high") && judged.contains("高値"),
+                "{r}"
+            );
+        } else if number < lo {
+            low += 1;
+            assert!(
+                value.starts_with('↓') && class.contains("low") && judged.contains("低値"),
+                "{r}"
+            );
+        } else {
+            assert!(!class.contains("value") && judged.is_empty(), "{r}");
+        }
+    }
+    assert!(
+        high + low > 0,
+        "some of the shared person's results are out of range"
+    );
+    assert_eq!(
+        doc.eval("getComputedStyle(document.querySelector('#records td.value')).fontWeight"),
+        "700"
+    );
+    doc.screenshot("08b-lab-marked");
     let links = doc.eval("Array.from(document.querySelectorAll('#records a.trend-link')).map(a => a.getAttribute('href'))");
     let mut by_test: std::collections::BTreeMap<String, u64> = Default::default();
     for l in links.as_array().unwrap() {
@@ -232,6 +267,33 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     );
     assert_eq!(doc.count("#values tbody tr"), n);
     assert!(!doc.text("#test-name").is_empty());
+    // The reference band is drawn from the newest result's range, the ticks step evenly, and
+    // each row of the table says its range and judgement.
+    let newest_range = doc.text("#values tbody tr td:nth-child(4)");
+    assert_eq!(doc.text("#band-text"), newest_range);
+    assert_eq!(doc.count("#chart rect.band"), 1);
+    let ticks: Vec<f64> = doc
+        .eval("Array.from(document.querySelectorAll('#chart text.ylabel')).map(t => t.textContent)")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    let step = ticks[1] - ticks[0];
+    assert!(
+        ticks
+            .windows(2)
+            .all(|w| ((w[1] - w[0]) - step).abs() < 1e-9),
+        "{ticks:?}"
+    );
+    let mantissa = step / 10f64.powf(step.log10().floor());
+    assert!(
+        [1.0, 2.0, 2.5, 5.0]
+            .iter()
+            .any(|m| (m - mantissa).abs() < 1e-9),
+        "{step}"
+    );
     // Across both facilities now: the header lists each, with why it is visible.
     header_names_the_shared_person(&mut doc, &rid, &[A_NAME, B_NAME]);
     let holders = doc.texts("#ph-holders li");

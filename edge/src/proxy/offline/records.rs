@@ -49,7 +49,7 @@ struct PatientPage<'a> {
     tabs: Vec<(&'static str, &'static str, bool)>,
     tab_label: &'static str,
     columns: &'static [&'static str],
-    lines: Vec<(String, Vec<String>)>,
+    lines: Vec<(String, Vec<String>, Option<&'static str>)>,
 }
 
 impl Offline {
@@ -222,7 +222,7 @@ impl Offline {
                     columns: tab.columns(),
                     lines: lines
                         .into_iter()
-                        .map(|l| (hl7_time(&l.at), l.cells))
+                        .map(|l| (hl7_time(&l.at), l.cells, l.mark))
                         .collect(),
                 };
                 self.render(&p, StatusCode::OK)

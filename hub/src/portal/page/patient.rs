@@ -34,6 +34,7 @@ pub struct Line {
     pub cells: Vec<String>,
     pub trend: Option<String>,
     pub download: Option<String>,
+    pub mark: Option<&'static str>,
 }
 
 #[derive(Template)]
@@ -60,6 +61,18 @@ pub(super) async fn header(
     rid: &str,
     seen: &[(Entry, Basis)],
 ) -> Result<view::patient::Header> {
+    header_with(p, ctx, rid, seen, None).await
+}
+
+/// As [`header`], with the allergens already read (one list an entry of `seen`, in its order)
+/// by a page that opened each copy anyway.
+async fn header_with(
+    p: &Arc<Portal>,
+    ctx: &Ctx,
+    rid: &str,
+    seen: &[(Entry, Basis)],
+    read: Option<Vec<Vec<String>>>,
+) -> Result<view::patient::Header> {
     let named = seen
         .iter()
         .find(|(e, _)| e.facility == ctx.user.facility)
@@ -74,17 +87,23 @@ pub(super) async fn header(
         view::fmt::today_jst(),
     );
     h.regional_id = rid.to_string();
+    let mut read = read.map(Vec::into_iter);
     for (entry, basis) in seen {
         h.holders.push(view::patient::Holder {
             facility: p.facility_name(&entry.facility).await,
             patient_id: entry.patient_id.clone(),
             basis: basis.label().to_string(),
         });
+        let already = read.as_mut().and_then(Iterator::next);
         if basis.clinical() && ctx.user.role.clinical() {
-            let pid = entry.patient_id.clone();
-            let found = p
-                .read_copy(&entry.facility, move |c| Ok(record::allergens(c, &pid)?))
-                .await?;
+            let found = match already {
+                Some(found) => found,
+                None => {
+                    let pid = entry.patient_id.clone();
+                    p.read_copy(&entry.facility, move |c| Ok(record::allergens(c, &pid)?))
+                        .await?
+                }
+            };
             h.add_allergies(found);
         }
     }
@@ -156,21 +175,26 @@ pub async fn patient(
     let mut lines = Vec::new();
     let mut notes = Vec::new();
     let mut emergency_until = None;
+    let mut allergies = Vec::new();
     for (entry, basis) in &seen {
         let name = p.facility_name(&entry.facility).await;
         let clinical = basis.clinical() && ctx.user.role.clinical();
         let pid = entry.patient_id.clone();
-        let (basic, rows) = p
+        let (basic, rows, found) = p
             .read_copy(&entry.facility, move |c| {
                 let basic = record::basic(c, &pid)?;
-                let rows = if clinical {
-                    record::tab(c, tab, &pid, ROWS_PER_FACILITY)?
+                let (rows, found) = if clinical {
+                    (
+                        record::tab(c, tab, &pid, ROWS_PER_FACILITY)?,
+                        record::allergens(c, &pid)?,
+                    )
                 } else {
-                    vec![]
+                    (vec![], vec![])
                 };
-                Ok((basic, rows))
+                Ok((basic, rows, found))
             })
             .await?;
+        allergies.push(found);
         if rows.len() == ROWS_PER_FACILITY {
             notes.push(format!(
                 "{name}: 新しい順に{ROWS_PER_FACILITY}件まで表示しています。"
@@ -201,6 +225,7 @@ pub async fn patient(
                 download: r
                     .file_id
                     .map(|f| format!("/patient/{rid}/document/{}/{f}", entry.id)),
+                mark: r.mark,
                 cells: r.cells,
             });
         }
@@ -230,7 +255,7 @@ pub async fn patient(
         e.reason = "emergency; life at stake, over the patient's refusal (非公開)".into();
     }
     p.audit(e).await?;
-    let header = header(&p, &ctx, &rid, &seen).await?;
+    let header = header_with(&p, &ctx, &rid, &seen, Some(allergies)).await?;
     render(&PatientPage {
         nav: Some(ctx.nav),
         header,

@@ -16,7 +16,56 @@ pub struct Series {
     pub facility_name: String,
     pub color: &'static str,
     pub points: String,
-    pub dots: Vec<(f64, f64, String)>,
+    /// x, y, the tooltip, and the class that marks an out-of-range result (`dot high`).
+    pub dots: Vec<(f64, f64, String, String)>,
+}
+
+/// One result in the table under the chart.
+pub struct Row {
+    pub at: String,
+    pub facility: String,
+    pub value: String,
+    pub range: String,
+    pub judgement: String,
+    pub mark: Option<&'static str>,
+}
+
+/// The reference band, as drawn: its top and bottom in the view box and its text.
+pub struct Band {
+    pub top: f64,
+    pub bottom: f64,
+    pub text: String,
+}
+
+/// Axis bounds and a step of 1, 2 or 5 times a power of ten that cover `lo..hi` in about five
+/// ticks: 0.5..1.2 → 0.4..1.2 by 0.2, not 0.5, 0.7, 0.9.
+pub fn nice_ticks(lo: f64, hi: f64) -> (f64, f64, f64) {
+    let (lo, hi) = if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    };
+    let rough = (hi - lo) / 4.0;
+    let mag = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= rough)
+        .unwrap_or(10.0 * mag);
+    ((lo / step).floor() * step, (hi / step).ceil() * step, step)
+}
+
+/// A tick's label: as many decimals as the step needs, no more.
+fn tick_label(v: f64, step: f64) -> String {
+    let mut decimals = 0usize;
+    while decimals < 6 {
+        let scaled = step * 10f64.powi(decimals as i32);
+        if (scaled.round() - scaled).abs() < 1e-6 {
+            break;
+        }
+        decimals += 1;
+    }
+    format!("{v:.decimals$}")
 }
 
 #[derive(Template)]
@@ -28,7 +77,8 @@ struct TrendPage {
     name: String,
     unit: String,
     series: Vec<Series>,
-    table: Vec<(String, String, String)>,
+    table: Vec<Row>,
+    band: Option<Band>,
     y_labels: Vec<(f64, String)>,
     x_labels: Vec<(f64, String)>,
 }
@@ -81,15 +131,28 @@ pub async fn trend(
         .iter()
         .flat_map(|(_, v)| v.iter().map(|p| p.at.chars().take(8).collect::<String>()))
         .collect();
+    // The reference range the newest result gives (each facility may have its own; the band is
+    // the newest one's, and each row says its own).
+    let newest = all
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .max_by(|a, b| a.at.cmp(&b.at));
+    let band_range = newest.and_then(|pt| {
+        let (l, h) = view::record::reference(&pt.range)?;
+        Some((l, h, pt.range.clone()))
+    });
     let (lo, hi) = values
         .iter()
+        .chain(
+            band_range
+                .iter()
+                .flat_map(|(l, h, _)| l.iter().chain(h.iter())),
+        )
         .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
-    let (lo, hi) = if values.is_empty() {
-        (0.0, 1.0)
-    } else if hi - lo < 1e-9 {
-        (lo - 1.0, hi + 1.0)
+    let (lo, hi, step) = if values.is_empty() {
+        (0.0, 1.0, 0.25)
     } else {
-        (lo - (hi - lo) * 0.1, hi + (hi - lo) * 0.1)
+        nice_ticks(lo, hi)
     };
     let days = |s: &str| -> f64 {
         shared::time::days_from_civil(
@@ -112,16 +175,26 @@ pub async fn trend(
     // The plot area is 60..740 by 20..280 in a 800 x 320 view box, leaving room for the labels.
     let x = |s: &str| 60.0 + (days(s) - t0) / (t1 - t0) * 680.0;
     let y = |v: f64| 280.0 - (v - lo) / (hi - lo) * 260.0;
+    let band = band_range.map(|(l, h, text)| Band {
+        top: y(h.unwrap_or(hi)),
+        bottom: y(l.unwrap_or(lo)),
+        text,
+    });
     let mut series = Vec::new();
     let mut table = Vec::new();
     for (i, (fname, pts)) in all.iter().enumerate() {
-        let coords: Vec<(f64, f64, String)> = pts
+        let coords: Vec<(f64, f64, String, String)> = pts
             .iter()
             .map(|pt| {
+                let word = pt.judged.map(|j| j.word).unwrap_or("");
                 (
                     x(&pt.at),
                     y(pt.value),
-                    format!("{} {} {}", hl7_time(&pt.at), pt.text, pt.unit),
+                    format!("{} {} {} {word}", hl7_time(&pt.at), pt.text, pt.unit),
+                    match pt.judged {
+                        Some(j) => format!("dot {}", j.class),
+                        None => "dot".into(),
+                    },
                 )
             })
             .collect();
@@ -130,23 +203,30 @@ pub async fn trend(
             color: COLORS[i % COLORS.len()],
             points: coords
                 .iter()
-                .map(|(a, b, _)| format!("{a:.1},{b:.1}"))
+                .map(|(a, b, _, _)| format!("{a:.1},{b:.1}"))
                 .collect::<Vec<_>>()
                 .join(" "),
             dots: coords,
         });
         for pt in pts {
-            table.push((
-                hl7_time(&pt.at),
-                fname.clone(),
-                format!("{} {}", pt.text, pt.unit),
-            ));
+            table.push(Row {
+                at: hl7_time(&pt.at),
+                facility: fname.clone(),
+                value: match pt.judged {
+                    Some(j) => format!("{} {} {}", j.arrow, pt.text, pt.unit),
+                    None => format!("{} {}", pt.text, pt.unit),
+                },
+                range: pt.range.clone(),
+                judgement: pt.judged.map(|j| j.word).unwrap_or("").to_string(),
+                mark: pt.judged.map(|j| j.class),
+            });
         }
     }
-    table.sort_by(|a, b| b.0.cmp(&a.0));
-    let y_labels = (0..=4)
-        .map(|i| lo + (hi - lo) * i as f64 / 4.0)
-        .map(|v| (y(v), format!("{v:.1}")))
+    table.sort_by(|a, b| b.at.cmp(&a.at));
+    let ticks = ((hi - lo) / step).round() as i64;
+    let y_labels = (0..=ticks)
+        .map(|i| lo + step * i as f64)
+        .map(|v| (y(v), tick_label(v, step)))
         .collect();
     let x_labels = if times.is_empty() {
         vec![]
@@ -169,7 +249,31 @@ pub async fn trend(
         unit,
         series,
         table,
+        band,
         y_labels,
         x_labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_step_evenly_by_one_two_or_five() {
+        let near = |(a, b, c): (f64, f64, f64), (x, y, z): (f64, f64, f64)| {
+            (a - x).abs() < 1e-9 && (b - y).abs() < 1e-9 && (c - z).abs() < 1e-9
+        };
+        let (lo, hi, step) = nice_ticks(0.5, 1.2);
+        assert!(near((lo, hi, step), (0.4, 1.2, 0.2)), "{lo} {hi} {step}");
+        let labels: Vec<String> = (0..=((hi - lo) / step).round() as i64)
+            .map(|i| tick_label(lo + step * i as f64, step))
+            .collect();
+        assert_eq!(labels, ["0.4", "0.6", "0.8", "1.0", "1.2"]);
+        assert!(near(nice_ticks(8.1, 42.9), (0.0, 50.0, 10.0)));
+        assert!(near(nice_ticks(3.3, 8.6), (2.0, 10.0, 2.0)));
+        assert!(near(nice_ticks(5.0, 5.0), (4.0, 6.0, 0.5)));
+        assert_eq!(tick_label(97.5, 2.5), "97.5");
+        assert_eq!(tick_label(1200.0, 500.0), "1200");
+    }
 }
