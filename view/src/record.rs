@@ -2,6 +2,7 @@
 //! patient page, the calendar's events and a lab test's trend. Plain SQL on a read-only copy
 //! connection; the portal merges several facilities' answers.
 
+use crate::fmt;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The patient page's tabs, in the order the networks show them.
@@ -72,8 +73,8 @@ impl Tab {
         match self {
             Tab::Visits => {
                 "SELECT coalesce(event_at, admit_at, recorded_at, ''), data_type, coalesce(patient_class, ''), coalesce(department, ''),
-                        trim(coalesce(ward, '') || ' ' || coalesce(room, '')), coalesce(attending, ''), coalesce(discharge_at, ''),
-                        CASE is_cancel WHEN 1 THEN '（取消）' ELSE '' END, ''
+                        coalesce(ward, ''), coalesce(attending, ''), coalesce(discharge_at, ''),
+                        CASE is_cancel WHEN 1 THEN '（取消）' ELSE '' END, '', coalesce(room, '')
                  FROM encounter WHERE patient_id = ?1"
             }
             Tab::Allergy => {
@@ -87,13 +88,13 @@ impl Tab {
                  FROM diagnosis WHERE patient_id = ?1"
             }
             Tab::Prescription => {
-                "SELECT coalesce(ordered_at, start_at, ''), coalesce(drug_name, ''), trim(coalesce(dose, '') || ' ' || coalesce(unit, '')),
-                        coalesce(usage_text, ''), coalesce(days, ''), coalesce(orderer, ''), coalesce(department, ''), '', ''
+                "SELECT coalesce(ordered_at, start_at, ''), coalesce(drug_name, ''), coalesce(dose, ''),
+                        coalesce(usage_text, ''), coalesce(days, ''), coalesce(orderer, ''), coalesce(department, ''), '', '', coalesce(unit, '')
                  FROM medication_order WHERE patient_id = ?1 AND kind = 'prescription'"
             }
             Tab::Injection => {
-                "SELECT coalesce(ordered_at, start_at, ''), coalesce(drug_name, ''), trim(coalesce(dose, '') || ' ' || coalesce(unit, '')),
-                        coalesce(route, ''), coalesce(instruction, ''), coalesce(orderer, ''), coalesce(department, ''), '', ''
+                "SELECT coalesce(ordered_at, start_at, ''), coalesce(drug_name, ''), coalesce(dose, ''),
+                        coalesce(route, ''), coalesce(instruction, ''), coalesce(orderer, ''), coalesce(department, ''), '', '', coalesce(unit, '')
                  FROM medication_order WHERE patient_id = ?1 AND kind = 'injection'"
             }
             Tab::Lab => {
@@ -103,10 +104,10 @@ impl Tab {
             }
             Tab::Documents => {
                 "SELECT coalesce(observed_at, reported_at, ''), CASE kind WHEN 'radiology' THEN '放射線' WHEN 'endoscopy' THEN '内視鏡' WHEN 'physiology' THEN '生理' ELSE kind END,
-                        coalesce(item, ''), coalesce(modality, ''), coalesce(result_status, ''), '', '', '', ''
+                        coalesce(item, ''), coalesce(modality, ''), coalesce(result_status, ''), '', '', '', NULL, NULL, NULL
                  FROM exam_report WHERE patient_id = ?1
                  UNION ALL
-                 SELECT substr(s.issued_at, 1, 14), '文書', coalesce(d.doc_name, d.std_name, ''), d.file_name || ' (' || d.size || ' bytes)', '', '', '', '', d.file_id
+                 SELECT substr(s.issued_at, 1, 14), '文書', coalesce(d.doc_name, d.std_name, ''), d.file_name, '', '', '', '', d.file_id, CAST(d.size AS TEXT), d.media_type
                  FROM document d JOIN source_file s ON s.id = d.file_id WHERE d.patient_id = ?1"
             }
         }
@@ -124,6 +125,9 @@ pub struct Line {
     pub file_id: Option<i64>,
     /// A lab value out of its range: the class its cell is marked with (`high`, `low`, …).
     pub mark: Option<&'static str>,
+    /// A document a browser shows itself (a PDF), which the page offers to open as well as to
+    /// download.
+    pub viewable: bool,
 }
 
 /// The lab tab's column of the value, which an abnormal result marks.
@@ -220,6 +224,17 @@ pub fn tab(
     patient_id: &str,
     limit: usize,
 ) -> rusqlite::Result<Vec<Line>> {
+    // The facility's own names for its department codes, as its orders carry them.
+    let departments: std::collections::HashMap<String, String> = if tab == Tab::Visits {
+        let mut st = copy.prepare_cached(
+            "SELECT department_code, department FROM medication_order
+             WHERE patient_id = ?1 AND department_code IS NOT NULL AND department <> '' GROUP BY 1",
+        )?;
+        let pairs = st.query_map(params![patient_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        pairs.collect::<rusqlite::Result<_>>()?
+    } else {
+        Default::default()
+    };
     let mut st = copy.prepare_cached(tab.sql())?;
     let mut rows = st.query(params![patient_id])?;
     let ncols = tab.columns().len();
@@ -241,6 +256,42 @@ pub fn tab(
                 "O" => "外来".into(),
                 x => x.into(),
             };
+            cells[2] = fmt::department(&cells[2], departments.get(&cells[2]).map(String::as_str));
+            // A ward and room are an inpatient's; an outpatient's location is a code of the
+            // clinic's own that names nothing the department column does not.
+            cells[3] = if cells[1] == "外来" {
+                String::new()
+            } else {
+                fmt::ward_room(&cells[3], &r.get::<_, String>(9)?)
+            };
+            // A discharge says when in its own event time when the discharge field is empty.
+            if cells[5].is_empty() && r.get::<_, String>(1)? == "ADT-52" {
+                cells[5] = r.get(0)?;
+            }
+            cells[5] = fmt::hl7_time(&cells[5]);
+        }
+        if matches!(tab, Tab::Prescription | Tab::Injection) {
+            cells[1] = fmt::dose(&cells[1], &r.get::<_, String>(9)?);
+            if tab == Tab::Prescription {
+                cells[3] = fmt::days(&cells[3]);
+            }
+        }
+        let viewable = tab == Tab::Documents
+            && r.get::<_, Option<String>>(10)?.as_deref() == Some("application/pdf");
+        if tab == Tab::Documents {
+            match r.get::<_, Option<String>>(9)? {
+                // A document: its file and size.
+                Some(bytes) => {
+                    let n: i64 = bytes.parse().unwrap_or(0);
+                    cells[2] = format!("{}（{}）", cells[2], fmt::size(n));
+                }
+                // An exam report: the item, modality and status in words.
+                None => {
+                    cells[1] = fmt::exam_item(&cells[1]);
+                    cells[2] = fmt::modality(&cells[2]);
+                    cells[3] = fmt::result_status(&cells[3]);
+                }
+            }
         }
         let (code, mark) = if tab == Tab::Lab {
             // The value marked and the flag said in words: `↑ 9.1`, 判定 `H 高値`.
@@ -268,6 +319,7 @@ pub fn tab(
             code,
             file_id,
             mark,
+            viewable,
         });
     }
     out.sort_by(|a, b| b.at.cmp(&a.at));

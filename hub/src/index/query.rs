@@ -77,11 +77,18 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
         Scope::Office => String::new(),
     };
     // The candidate source: the most selective criterion given.
+    // A facility patient ID typed without its leading zeros, or in full width, still finds it.
+    let id_forms = if q.patient_id.is_empty() {
+        String::new()
+    } else {
+        view::fmt::patient_id_forms(&q.patient_id)
+            .into_iter()
+            .map(&mut arg)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let source = if !q.patient_id.is_empty() {
-        format!(
-            "SELECT id AS patient FROM patient WHERE patient_id = {}",
-            arg(q.patient_id.clone())
-        )
+        format!("SELECT id AS patient FROM patient WHERE patient_id IN ({id_forms})")
     } else if !q.regional_id.is_empty() {
         format!(
             "SELECT id AS patient FROM patient WHERE regional_id = {}",
@@ -136,7 +143,7 @@ pub fn search(c: &Connection, q: &Query, scope: &Scope) -> rusqlite::Result<(Vec
     };
     let mut filters: Vec<String> = Vec::new();
     if !q.patient_id.is_empty() {
-        filters.push(format!("p.patient_id = {}", arg(q.patient_id.clone())));
+        filters.push(format!("p.patient_id IN ({id_forms})"));
     }
     if !q.regional_id.is_empty() {
         filters.push(format!("p.regional_id = {}", arg(q.regional_id.clone())));

@@ -38,7 +38,16 @@ async fn gate(
 /// from anywhere.
 async fn harden(mut r: Response) -> Response {
     let h = r.headers_mut();
+    // An answer that set its own policy (a PDF shown inline) keeps it; every other gets the
+    // portal's.
+    let own = h
+        .get(header::CONTENT_SECURITY_POLICY)
+        .filter(|v| v.as_bytes() == page::PDF_CSP.as_bytes())
+        .cloned();
     view::harden(h);
+    if let Some(csp) = own {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
     h.insert(
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000"),

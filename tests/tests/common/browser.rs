@@ -193,6 +193,25 @@ impl Browser {
         self.call("Network.setExtraHTTPHeaders", json!({ "headers": map }));
     }
 
+    /// The `Cookie` header the browser would send to `url`, for a tool that asks the same server
+    /// as the same terminal (the portal's pages allow no `fetch`).
+    pub fn cookie_header(&mut self, url: &str) -> String {
+        let r = self.call("Network.getCookies", json!({ "urls": [url] }));
+        r["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}={}",
+                    c["name"].as_str().unwrap(),
+                    c["value"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Evaluates JavaScript in the page (awaiting a promise) and returns its value.
     pub fn eval(&mut self, js: &str) -> Value {
         let r = self.call(

@@ -112,6 +112,20 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
         }
     }
     assert!(seen_rows > 5, "tabs showed {seen_rows} rows in all");
+    // Names, not codes: the department by name, no heading left empty, days with 日, doses with
+    // their short unit.
+    doc.click("#tab-visits");
+    let departments = doc.texts("#records tr.record td:nth-child(5)");
+    assert!(
+        !departments.is_empty() && departments.iter().all(|d| d == "内科"),
+        "{departments:?}"
+    );
+    assert_eq!(doc.count("#records thead th:empty"), 0);
+    doc.click("#tab-prescription");
+    let days = doc.texts("#records tr.record td:nth-child(6)");
+    assert!(days.iter().all(|d| d.ends_with('日')), "{days:?}");
+    let doses = doc.texts("#records tr.record td:nth-child(4)");
+    assert!(doses.iter().all(|d| !d.contains("ミリグラム")), "{doses:?}");
 
     // The calendar, on the month of the first visit, then that week.
     doc.click("#tab-visits");
@@ -147,17 +161,67 @@ fn the_portal_in_chromium_from_login_to_the_audit_csv() {
     office.goto(&format!(
         "{op}/search?name=%E3%83%A4%E3%83%9E%E3%83%80&birth_date=1958-04-12"
     ));
-    let rows = office.texts("#results tbody tr");
+    let rows = office.eval("Array.from(document.querySelectorAll('#results tbody tr')).map(r => [r.textContent, r.querySelector('td.rid').textContent])");
+    let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     let rid_b = rows
         .iter()
-        .find(|r| r.contains("0000880002"))
-        .unwrap()
-        .split_whitespace()
-        .next()
+        .find(|r| r[0].as_str().unwrap().contains("0000880002"))
+        .unwrap()[1]
+        .as_str()
         .unwrap()
         .to_string();
     assert_ne!(rid_a, rid_b);
+
+    // Search forgives what people type: the office finds B's patient by the ID without its
+    // leading zeros and in full width, and by the birth date in 和暦 and unpadded; the result
+    // names the patient with both calendars and the age, the name the link for a doctor.
+    for (field, typed) in [
+        ("patient_id", "880002"),
+        ("patient_id", "００００８８０００２"),
+        ("birth_date", "S33.4.12"),
+        ("birth_date", "昭和33年4月12日"),
+        ("birth_date", "1958/4/12"),
+    ] {
+        let hits = search(&mut office, &op, field, typed);
+        assert!(
+            hits.iter().any(|h| h.contains("0000880002")
+                && h.contains("S33/04/12（1958/04/12）")
+                && h.contains("歳")),
+            "{field}={typed}: {hits:?}"
+        );
+        if typed == "S33.4.12" {
+            office.screenshot("03c-search-wareki");
+        }
+    }
+    let hits = search(&mut doc, &a, "patient_id", "７７０００１");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(doc.text("#results td.name a.patient-link"), "山田 太郎");
+    doc.screenshot("03d-search-full-width-id");
+    // A date that is none, an empty search and no hits each say what to do.
+    search(&mut doc, &a, "birth_date", "S33.2.30");
+    assert!(
+        doc.text("#message").contains("S51.11.08"),
+        "{}",
+        doc.text("#message")
+    );
+    assert_eq!(
+        doc.eval("document.querySelector('#birth_date').value"),
+        "S33.2.30"
+    );
+    search(&mut doc, &a, "name", "");
+    assert!(
+        doc.text("#message").contains("いずれかを入力"),
+        "{}",
+        doc.text("#message")
+    );
+    let none = search(&mut doc, &a, "name", "存在しない名前");
+    assert!(none.is_empty());
+    assert!(
+        doc.text("#count").contains("該当する患者はいません"),
+        "{}",
+        doc.text("#count")
+    );
 
     // Refused: A's doctor editing the URL to B's patient.
     doc.goto(&format!("{a}/patient/{rid_b}"));

@@ -107,7 +107,19 @@ impl Offline {
         {
             return self.unrecorded(since);
         }
-        let birth8: String = birth.chars().filter(char::is_ascii_digit).collect();
+        // What people type: 和暦 or 西暦, full width, an ID without its leading zeros.
+        let birth8 = if birth.trim().is_empty() {
+            String::new()
+        } else {
+            match view::fmt::parse_day(&birth) {
+                Some(d) => d,
+                None => {
+                    p.message = format!("生年月日「{birth}」を日付として読めませんでした。1976-11-08、S51.11.08 のように入力してください。");
+                    return self.render(&p, StatusCode::OK);
+                }
+            }
+        };
+        let pid_forms = view::fmt::patient_id_forms(&pid);
         let (qkanji, qkana) = (
             view::names::kanji_norm(&name),
             view::names::kana_norm(&name),
@@ -138,7 +150,7 @@ impl Offline {
         p.hits = rows
             .into_iter()
             .filter(|(id, kanji, kana, b, _)| {
-                (pid.is_empty() || *id == pid)
+                (pid.is_empty() || pid_forms.contains(id))
                     && (birth8.is_empty() || b.starts_with(&birth8))
                     && (name.is_empty()
                         || view::names::kanji_norm(kanji).contains(&qkanji)

@@ -13,6 +13,6 @@ pub use calendar::calendar;
 pub use helpers::urlencode;
 pub use home::home;
 pub use login::{login, login_form, logout, password, password_form};
-pub use patient::{document, patient};
+pub use patient::{document, patient, PDF_CSP};
 pub use search::search;
 pub use trend::trend;

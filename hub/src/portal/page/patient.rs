@@ -34,6 +34,8 @@ pub struct Line {
     pub cells: Vec<String>,
     pub trend: Option<String>,
     pub download: Option<String>,
+    /// For a PDF: the same file shown in the browser.
+    pub open: Option<String>,
     pub mark: Option<&'static str>,
 }
 
@@ -46,6 +48,8 @@ struct PatientPage {
     holders: Vec<Holder>,
     tabs: Vec<(&'static str, &'static str, bool)>,
     tab_label: &'static str,
+    /// The heading of the links column (推移, ファイル), empty for a tab without links.
+    links_heading: &'static str,
     columns: &'static [&'static str],
     lines: Vec<Line>,
     notes: Vec<String>,
@@ -225,6 +229,10 @@ pub async fn patient(
                 download: r
                     .file_id
                     .map(|f| format!("/patient/{rid}/document/{}/{f}", entry.id)),
+                open: r
+                    .file_id
+                    .filter(|_| r.viewable)
+                    .map(|f| format!("/patient/{rid}/document/{}/{f}?view=inline", entry.id)),
                 mark: r.mark,
                 cells: r.cells,
             });
@@ -264,6 +272,11 @@ pub async fn patient(
             .map(|t| (t.code(), t.label(), *t == tab))
             .collect(),
         tab_label: tab.label(),
+        links_heading: match tab {
+            Tab::Lab => "推移",
+            Tab::Documents => "ファイル",
+            _ => "",
+        },
         columns: tab.columns(),
         rid,
         holders,
@@ -273,11 +286,15 @@ pub async fn patient(
     })
 }
 
+/// The policy of a PDF shown inline: its viewer, and nothing that could run in the portal's origin.
+pub const PDF_CSP: &str = "default-src 'none'; object-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 pub async fn document(
     State(p): State<Arc<Portal>>,
     t: Term,
     headers: HeaderMap,
     Path((rid, entry_id, file)): Path<(String, i64, i64)>,
+    Query(q): Query<Params>,
 ) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let seen = visible(&p, &ctx, &rid, "download").await?;
@@ -301,9 +318,15 @@ pub async fn document(
     let Some((file_name, media_type, size)) = doc else {
         return Err(Error::NotFound("文書が見つかりません。".into()));
     };
+    // A PDF may be shown in the browser's own viewer; anything else is only downloaded, so no
+    // stored file is ever rendered as a page of the portal's origin.
+    let inline = field(&q, "view") == "inline" && media_type == "application/pdf";
     let mut e = ctx.event("download", &rid);
     e.owners = vec![entry.facility.clone()];
-    e.detail = format!("document file={file} bytes={size}");
+    e.detail = format!(
+        "document file={file} bytes={size}{}",
+        if inline { " shown" } else { "" }
+    );
     p.audit(e).await?;
     // The bytes stream from the copy in chunks on a blocking thread; a large scan is never held whole.
     let readers = p.hub.copy_readers(&entry.facility);
@@ -319,16 +342,25 @@ pub async fn document(
         }
     });
     let disposition = format!(
-        "attachment; filename=\"document\"; filename*=UTF-8''{}",
+        "{}; filename=\"document\"; filename*=UTF-8''{}",
+        if inline { "inline" } else { "attachment" },
         urlencode(&file_name)
     );
     let body = axum::body::Body::new(crate::state::ChannelBody(rx, Some(size.max(0) as u64)));
-    Ok((
+    let mut r = (
         [
             (header::CONTENT_TYPE, media_type),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if inline {
+        // The browser's PDF viewer is a plugin frame of its own; nothing else may run or load.
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static(PDF_CSP),
+        );
+    }
+    Ok(r)
 }

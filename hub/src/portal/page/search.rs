@@ -8,7 +8,6 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::helpers::parse_date;
 use crate::index::{self, Entry};
 use crate::portal::{
     authed, field, hl7_time, render, sex_label, Nav, Params, Portal, Result, Term,
@@ -21,6 +20,7 @@ pub struct Hit {
     pub facility_name: String,
     pub basis: &'static str,
     pub birth: String,
+    pub age: String,
     pub sex: &'static str,
 }
 
@@ -50,7 +50,9 @@ pub async fn search(
     ctx.require(ctx.user.role.views_patients() || office, "患者の検索")?;
     let mut query = index::Query {
         patient_id: field(&q, "patient_id").into(),
-        regional_id: field(&q, "regional_id").to_uppercase(),
+        regional_id: view::fmt::ascii_width(field(&q, "regional_id"))
+            .trim()
+            .to_uppercase(),
         name: field(&q, "name").into(),
         birth_date: String::new(),
     };
@@ -68,10 +70,12 @@ pub async fn search(
     };
     let birth = field(&q, "birth_date");
     if !birth.is_empty() {
-        match parse_date(birth) {
+        match view::fmt::parse_day(birth) {
             Some(d) => query.birth_date = d,
             None => {
-                page.message = "生年月日は 1960-01-31 の形で入力してください。".into();
+                page.message = format!(
+                    "生年月日「{birth}」を日付として読めませんでした。1976-11-08、1976/11/8、S51.11.08、昭和51年11月8日 のように入力してください。"
+                );
                 return render(&page);
             }
         }
@@ -84,6 +88,15 @@ pub async fn search(
         return render(&page);
     }
     if query.is_empty() {
+        // The form opened from the menu says nothing; an empty search says what to enter.
+        if q.contains_key("patient_id")
+            || q.contains_key("name")
+            || q.contains_key("birth_date")
+            || q.contains_key("regional_id")
+        {
+            page.message =
+                "患者ID、地域患者ID、氏名、生年月日のいずれかを入力して検索してください。".into();
+        }
         return render(&page);
     }
     let scope = if office {
@@ -104,6 +117,7 @@ pub async fn search(
     );
     e.outcome = format!("{} hits{}", found.len(), if more { "+" } else { "" });
     p.audit(e).await?;
+    let today = view::fmt::today_jst();
     for entry in found {
         let basis = if office {
             "—"
@@ -115,7 +129,14 @@ pub async fn search(
         page.hits.push(Hit {
             facility_name: p.facility_name(&entry.facility).await,
             basis,
-            birth: hl7_time(&entry.birth_date),
+            birth: match (
+                view::fmt::wareki(&entry.birth_date),
+                view::fmt::seireki(&entry.birth_date),
+            ) {
+                (Some(w), Some(s)) => format!("{w}（{s}）"),
+                _ => hl7_time(&entry.birth_date),
+            },
+            age: view::fmt::age(&entry.birth_date, today).unwrap_or_default(),
             sex: sex_label(&entry.sex),
             entry,
         });
