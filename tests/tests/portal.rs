@@ -10,6 +10,8 @@ mod common;
 // the submodules name their files.
 #[path = "portal/journey.rs"]
 mod journey;
+#[path = "portal/reading.rs"]
+mod reading;
 #[path = "portal/session.rs"]
 mod session;
 
