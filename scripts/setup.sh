@@ -65,6 +65,9 @@ fi
 if ! command -v cargo-deny >/dev/null 2>&1 || [ "$(cargo-deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
   cargo install --locked --quiet cargo-deny@0.20.2
 fi
+# Every dependency's source for every platform, from the lock file: cargo deny reads the whole
+# graph offline (a build fetches only this platform's crates).
+cargo fetch --locked --quiet --manifest-path "$(dirname "$0")/../Cargo.toml"
 # The image's tools tree (Debian trixie: mkosi 25, systemd 257, qemu, OVMF, swtpm), once.
 if [ "$(id -u)" -eq 0 ]; then
   "$(dirname "$0")/../image/tools/tools-tree.sh"
