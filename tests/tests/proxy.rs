@@ -209,6 +209,11 @@ fn through_the_proxy_then_offline_and_back() {
     b.click("#search");
     let hits = b.texts("#results tbody tr");
     assert!(hits.len() == 1 && hits[0].contains(PID), "{hits:?}");
+    // An ID longer than any is refused before anything is read.
+    let long = format!("{base}/offline/search?patient_id={}1", "0".repeat(4000));
+    b.goto(&long);
+    let said = b.text("#message");
+    assert!(said.contains("40文字以内"), "{said}");
     b.goto(&format!("{base}/offline/"));
     b.fill("#name", "ﾔﾏﾀﾞ ﾀﾛｳ");
     b.click("#search");

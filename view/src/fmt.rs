@@ -58,12 +58,14 @@ fn ymd(s: &str) -> Option<(i64, u32, u32)> {
     if b.len() < 8 || !b[..8].iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let (y, m, d) = (
+    let (y, m, d): (i32, u8, u8) = (
         s[0..4].parse().ok()?,
         s[4..6].parse().ok()?,
         s[6..8].parse().ok()?,
     );
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
+    // A day the calendar has: no 1966-02-31.
+    time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
+    Some((i64::from(y), u32::from(m), u32::from(d)))
 }
 
 /// `19660606` → `S41/06/06`, as K-MIX R writes a birth date in 和暦; `None` for what is not a
@@ -82,7 +84,8 @@ pub fn seireki(s: &str) -> Option<String> {
 }
 
 /// The age on `today` (Japan time, as `(year, month, day)`) of someone born on `birth`
-/// (`YYYYMMDD`), in 歳ヶ月 (`60歳5ヶ月`); `None` when the birth date is not a date or is later.
+/// (`YYYYMMDD`), in 歳ヶ月 (`60歳5ヶ月`), or in days under a month (`生後12日`: doses for a newborn
+/// go by it); `None` when the birth date is not a date or is later.
 pub fn age(birth: &str, today: (i64, u32, u32)) -> Option<String> {
     let (by, bm, bd) = ymd(birth)?;
     let (ty, tm, td) = today;
@@ -90,7 +93,12 @@ pub fn age(birth: &str, today: (i64, u32, u32)) -> Option<String> {
     if td < bd {
         months -= 1;
     }
-    (months >= 0).then(|| format!("{}歳{}ヶ月", months / 12, months % 12))
+    if months == 0 {
+        let days =
+            shared::time::days_from_civil(ty, tm, td) - shared::time::days_from_civil(by, bm, bd);
+        return (days >= 0).then(|| format!("生後{days}日"));
+    }
+    (months > 0).then(|| format!("{}歳{}ヶ月", months / 12, months % 12))
 }
 
 /// Today in Japan time, as `(year, month, day)`.
@@ -288,11 +296,11 @@ pub fn ascii_width(s: &str) -> String {
 /// digits (`1000022` finds `0001000022`).
 pub fn patient_id_forms(id: &str) -> Vec<String> {
     let plain = ascii_width(id).trim().to_string();
-    if plain.is_empty() || !plain.bytes().all(|b| b.is_ascii_digit()) {
+    // Longer than any ID, not a number, or all zeros (a dummy patient's): as typed only.
+    let bare = plain.trim_start_matches('0');
+    if plain.len() > 20 || bare.is_empty() || !plain.bytes().all(|b| b.is_ascii_digit()) {
         return vec![plain];
     }
-    let bare = plain.trim_start_matches('0');
-    let bare = if bare.is_empty() { "0" } else { bare };
     let mut forms: Vec<String> = (bare.len()..=20.max(plain.len()))
         .map(|w| format!("{bare:0>w$}"))
         .collect();
@@ -349,7 +357,7 @@ pub fn parse_day(s: &str) -> Option<String> {
         None if y >= 1000 => y,
         None => return None,
         Some(i) => {
-            if y < 1 {
+            if !(1..=99).contains(&y) {
                 return None;
             }
             ERAS[i].2 + y - 1
@@ -425,8 +433,12 @@ mod tests {
         assert_eq!(age("19660606", (2026, 12, 2)).as_deref(), Some("60歳5ヶ月"));
         assert_eq!(age("19660606", (2026, 6, 5)).as_deref(), Some("59歳11ヶ月"));
         assert_eq!(age("19660606", (2026, 6, 6)).as_deref(), Some("60歳0ヶ月"));
-        assert_eq!(age("20261201", (2026, 12, 2)).as_deref(), Some("0歳0ヶ月"));
+        assert_eq!(age("20261201", (2026, 12, 2)).as_deref(), Some("生後1日"));
+        assert_eq!(age("20261120", (2026, 12, 2)).as_deref(), Some("生後12日"));
+        assert_eq!(age("20261102", (2026, 12, 2)).as_deref(), Some("0歳1ヶ月"));
         assert_eq!(age("20270101", (2026, 12, 2)), None);
+        assert_eq!(wareki("19660231"), None, "a day the calendar does not have");
+        assert_eq!(age("19660231", (2026, 12, 2)), None);
     }
 
     #[test]
@@ -476,7 +488,15 @@ mod tests {
         );
         assert!(patient_id_forms("０００１００００２２").contains(&"0001000022".to_string()));
         assert_eq!(patient_id_forms("A-12"), ["A-12"]);
-        assert!(patient_id_forms("0").contains(&"0".to_string()));
+        assert_eq!(
+            patient_id_forms("0"),
+            ["0"],
+            "all zeros: a dummy patient, as typed only"
+        );
+        assert_eq!(patient_id_forms("000"), ["000"]);
+        let long = format!("{}1", "0".repeat(100_000));
+        assert_eq!(patient_id_forms(&long).len(), 1, "no quadratic blow-up");
+        assert_eq!(parse_day("R1976.1.1"), None, "an era year is at most 99");
     }
 
     #[test]

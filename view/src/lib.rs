@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fmt;
+pub mod lab;
 pub mod names;
 pub mod password;
 pub mod patient;

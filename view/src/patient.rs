@@ -27,6 +27,13 @@ pub struct Header {
     pub holders: Vec<Holder>,
     /// Allergens, each once, in the order first recorded.
     pub allergies: Vec<String>,
+    /// Facilities whose allergies the viewer could not read (their records are visible as basic
+    /// information only): the header says they were not checked, never "none".
+    pub unchecked: Vec<String>,
+    /// The viewer's role reads no clinical records: the header says so instead of "none".
+    pub hidden_for_role: bool,
+    /// What the facilities' registrations disagree on (氏名, 生年月日, 性別), said in the header.
+    pub mismatch: Vec<&'static str>,
 }
 
 impl Header {
@@ -60,6 +67,9 @@ impl Header {
             regional_id: String::new(),
             holders: Vec::new(),
             allergies: Vec::new(),
+            unchecked: Vec::new(),
+            hidden_for_role: false,
+            mismatch: Vec::new(),
         }
     }
 
@@ -118,8 +128,27 @@ mod tests {
         assert_eq!(h.title(), "山田 <b>太郎</b>（R0000000004）");
         let none = Header::new("", "", "", "", (2026, 12, 2)).to_string();
         assert!(
-            none.contains("（氏名未登録）") && !none.contains("ph-allergy"),
+            none.contains("（氏名未登録）") && !none.contains("id=\"ph-allergy\""),
             "{none}"
+        );
+        assert!(
+            none.contains("アレルギー登録なし"),
+            "silence never reads as none: {none}"
+        );
+        let mut clerk = Header::new("山田", "", "M", "19660606", (2026, 12, 2));
+        clerk.hidden_for_role = true;
+        assert!(clerk.to_string().contains("この職種では表示されません"));
+        let mut basic = Header::new("山田", "", "M", "19660606", (2026, 12, 2));
+        basic.unchecked.push("さぬき中央病院".into());
+        basic.mismatch.push("生年月日");
+        let html = basic.to_string();
+        assert!(
+            html.contains("未確認（さぬき中央病院") && !html.contains("登録なし"),
+            "{html}"
+        );
+        assert!(
+            html.contains("施設間で登録内容が異なります（生年月日）"),
+            "{html}"
         );
     }
 }

@@ -133,78 +133,6 @@ pub struct Line {
 /// The lab tab's column of the value, which an abnormal result marks.
 pub const LAB_VALUE_COLUMN: usize = 1;
 
-/// How an out-of-range result is shown: the class its value is marked with, the arrow before the
-/// value, and the word in the 判定 column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Judgement {
-    pub class: &'static str,
-    pub arrow: &'static str,
-    pub word: &'static str,
-}
-
-/// A result's judgement: from its abnormal flag (HL7 table 0078) when the facility sent one, or
-/// else from the value against its reference range (`3.3-8.6`, `-0.5`, `10-`, `<5`), so a result
-/// whose system sends no flags is marked too. `None` for a normal result or one that cannot be
-/// judged.
-pub fn judge(value: &str, range: &str, flag: &str) -> Option<Judgement> {
-    let j = |class, arrow, word| Some(Judgement { class, arrow, word });
-    match flag.trim() {
-        "H" => return j("high", "↑", "高値"),
-        "HH" => return j("high critical", "↑↑", "異常高値"),
-        ">" => return j("high", "↑", "測定上限超"),
-        "L" => return j("low", "↓", "低値"),
-        "LL" => return j("low critical", "↓↓", "異常低値"),
-        "<" => return j("low", "↓", "測定下限未満"),
-        "A" | "AA" => return j("abnormal", "！", "異常"),
-        "N" => return None,
-        _ => {}
-    }
-    let v: f64 = value.trim().parse().ok()?;
-    let (lo, hi) = reference(range)?;
-    if lo.is_some_and(|lo| v < lo) {
-        j("low", "↓", "低値（基準値から）")
-    } else if hi.is_some_and(|hi| v > hi) {
-        j("high", "↑", "高値（基準値から）")
-    } else {
-        None
-    }
-}
-
-/// A reference range's bounds: `3.3-8.6` → both, `-0.5` or `<0.5` or `≦0.5` → an upper one,
-/// `10-` or `>10` → a lower one; `None` for text that is not a numeric range.
-pub fn reference(range: &str) -> Option<(Option<f64>, Option<f64>)> {
-    let r: String = range
-        .trim()
-        .chars()
-        .map(|c| match c {
-            '０'..='９' => char::from(b'0' + (c as u32 - '０' as u32) as u8),
-            '．' => '.',
-            '－' | '～' | '〜' | '~' | '−' => '-',
-            c => c,
-        })
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let num = |s: &str| s.parse::<f64>().ok();
-    for p in ["<=", "≦", "<", "≤"] {
-        if let Some(x) = r.strip_prefix(p) {
-            return num(x).map(|h| (None, Some(h)));
-        }
-    }
-    for p in [">=", "≧", ">", "≥"] {
-        if let Some(x) = r.strip_prefix(p) {
-            return num(x).map(|l| (Some(l), None));
-        }
-    }
-    // A dash splits the bounds; a leading one is "up to", a trailing one "from".
-    let (a, b) = r.split_once('-')?;
-    match (a.is_empty(), b.is_empty()) {
-        (true, false) => num(b).map(|h| (None, Some(h))),
-        (false, true) => num(a).map(|l| (Some(l), None)),
-        (false, false) => Some((Some(num(a)?), Some(num(b)?))).filter(|(l, h)| l <= h),
-        (true, true) => None,
-    }
-}
-
 const ENCOUNTER_LABELS: &[(&str, &str)] = &[
     ("ADT-12", "外来受付"),
     ("ADT-21", "入院予定"),
@@ -295,7 +223,7 @@ pub fn tab(
         }
         let (code, mark) = if tab == Tab::Lab {
             // The value marked and the flag said in words: `↑ 9.1`, 判定 `H 高値`.
-            let judged = judge(&cells[1], &cells[3], &cells[4]);
+            let judged = crate::lab::judge(&cells[1], &cells[3], &cells[4]);
             if let Some(j) = judged {
                 cells[1] = format!("{} {}", j.arrow, cells[1]);
                 cells[4] = if cells[4].trim().is_empty() {
@@ -353,10 +281,22 @@ pub fn basic(copy: &Connection, patient_id: &str) -> rusqlite::Result<Vec<(&'sta
 pub fn allergens(copy: &Connection, patient_id: &str) -> rusqlite::Result<Vec<String>> {
     let mut st = copy.prepare_cached(
         "SELECT coalesce(nullif(allergen, ''), allergen_code, '') FROM allergy
-         WHERE patient_id = ?1 GROUP BY 1 ORDER BY min(id)",
+         WHERE patient_id = ?1 AND coalesce(action_code, '') NOT IN ('D', 'X')
+         GROUP BY 1 ORDER BY min(id)",
     )?;
     let rows = st.query_map([patient_id], |r| r.get::<_, String>(0))?;
-    rows.filter(|r| !matches!(r, Ok(s) if s.is_empty()))
+    // A row that records "no known allergy" is not an allergy to warn of.
+    const NONE: [&str; 8] = [
+        "なし",
+        "無し",
+        "特記なし",
+        "特になし",
+        "アレルギーなし",
+        "NKA",
+        "NKDA",
+        "-",
+    ];
+    rows.filter(|r| !matches!(r, Ok(s) if s.trim().is_empty() || NONE.contains(&s.trim())))
         .collect()
 }
 
@@ -405,7 +345,7 @@ pub struct Point {
     pub unit: String,
     pub name: String,
     pub range: String,
-    pub judged: Option<Judgement>,
+    pub judged: Option<crate::lab::Judgement>,
 }
 
 /// Every numeric result of test `code` for the patient, oldest first.
@@ -430,7 +370,7 @@ pub fn trend(copy: &Connection, patient_id: &str, code: &str) -> rusqlite::Resul
         let (at, text, unit, name, range, flag) = row?;
         if let Ok(value) = text.trim().parse::<f64>() {
             out.push(Point {
-                judged: judge(&text, &range, &flag),
+                judged: crate::lab::judge(&text, &range, &flag),
                 at,
                 value,
                 text,
@@ -458,6 +398,17 @@ pub fn document(
     .optional()
 }
 
+/// Whether a stored file's bytes begin with `prefix` (a PDF's `%PDF-`), read without loading it.
+pub fn begins_with(copy: &Connection, file_id: i64, prefix: &[u8]) -> rusqlite::Result<bool> {
+    let blob = copy.blob_open(rusqlite::MAIN_DB, "source_file", "raw", file_id, true)?;
+    if blob.len() < prefix.len() {
+        return Ok(false);
+    }
+    let mut head = vec![0u8; prefix.len()];
+    blob.read_at_exact(&mut head, 0)?;
+    Ok(head == prefix)
+}
+
 /// Streams a stored file's bytes in chunks of `chunk` bytes to `send`, with SQLite's incremental
 /// blob I/O, so a large document is never held whole. Stops early (Ok) when `send` says false.
 pub fn stream_file(
@@ -479,43 +430,4 @@ pub fn stream_file(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_are_judged_by_their_flag_or_else_their_range() {
-        let class = |v, r, f| judge(v, r, f).map(|j| j.class);
-        assert_eq!(class("9.1", "3.3-8.6", "H"), Some("high"));
-        assert_eq!(class("2.0", "3.3-8.6", "L"), Some("low"));
-        assert_eq!(class("30", "", "HH"), Some("high critical"));
-        // The facility's flag wins: it may know the range better than the text says.
-        assert_eq!(class("9.1", "3.3-8.6", "N"), None);
-        // No flag sent: the range decides.
-        assert_eq!(class("9.1", "3.3-8.6", ""), Some("high"));
-        assert_eq!(class("3.2", "3.3～8.6", ""), Some("low"));
-        assert_eq!(class("5.0", "3.3-8.6", ""), None);
-        assert_eq!(class("0.6", "-0.5", ""), Some("high"));
-        assert_eq!(class("0.6", "<0.5", ""), Some("high"));
-        assert_eq!(class("9", "10-", ""), Some("low"));
-        assert_eq!(class("9", "≧10", ""), Some("low"));
-        assert_eq!(
-            class("９", "３.３－８.６", ""),
-            None,
-            "a value that is no number is not judged"
-        );
-        assert_eq!(class("9", "３．３－８．６", ""), Some("high"));
-        assert_eq!(class("陰性", "陰性", ""), None);
-        assert_eq!(
-            class("5", "8.6-3.3", ""),
-            None,
-            "a range upside down is no range"
-        );
-        assert_eq!(judge("9.1", "", "H").unwrap().arrow, "↑");
-        assert_eq!(reference("3.3-8.6"), Some((Some(3.3), Some(8.6))));
-        assert_eq!(reference("-0.5"), Some((None, Some(0.5))));
-        assert_eq!(reference("abc"), None);
-    }
 }

@@ -61,6 +61,12 @@ pub fn search_forgives(office: &mut Browser, op: &str, doc: &mut Browser, a: &st
         doc.eval("document.querySelector('#birth_date').value"),
         "S33.2.30"
     );
+    search(doc, a, "birth_date", "R99.1.1");
+    assert!(
+        doc.text("#message").contains("今日より後"),
+        "{}",
+        doc.text("#message")
+    );
     search(doc, a, "name", "");
     assert!(
         doc.text("#message").contains("いずれかを入力"),

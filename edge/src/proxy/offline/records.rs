@@ -97,6 +97,10 @@ impl Offline {
         if !searched {
             return self.render(&p, StatusCode::OK);
         }
+        if [&pid, &name, &birth].iter().any(|s| s.chars().count() > 40) {
+            p.message = "検索条件は40文字以内で入力してください。".into();
+            return self.render(&p, StatusCode::OK);
+        }
         if pid.is_empty() && name.is_empty() && birth.is_empty() {
             p.message = "患者ID、氏名、生年月日のいずれかを入れてください。".into();
             return self.render(&p, StatusCode::OK);

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::helpers::{iso, parse_date};
-use super::patient::{header, owners, visible};
+use super::patient::{header_with, owners, visible};
 use crate::portal::{authed, field, render, Error, Nav, Params, Portal, Result, Term};
 use crate::{now, record};
 
@@ -93,17 +93,24 @@ pub async fn calendar(
     };
     let seen = visible(&p, &ctx, &rid, "calendar").await?;
     let mut by_day: HashMap<String, Vec<String>> = HashMap::new();
+    // The header's allergens are read with the events: one read a copy.
+    let mut allergies = Vec::with_capacity(seen.len());
     for (entry, basis) in &seen {
         if !(basis.clinical() && ctx.user.role.clinical()) {
+            allergies.push(vec![]);
             continue;
         }
         let name = p.facility_name(&entry.facility).await;
         let (pid, from, to) = (entry.patient_id.clone(), ymd(first), ymd(last));
-        let events = p
+        let (events, found) = p
             .read_copy(&entry.facility, move |c| {
-                Ok(record::events(c, &pid, &from, &to)?)
+                Ok((
+                    record::events(c, &pid, &from, &to)?,
+                    record::allergens(c, &pid)?,
+                ))
             })
             .await?;
+        allergies.push(found);
         for ev in events {
             let text = if ev.count > 1 {
                 format!("{name}: {} ×{}", ev.what, ev.count)
@@ -151,7 +158,7 @@ pub async fn calendar(
         iso(day)
     );
     p.audit(e).await?;
-    let header = header(&p, &ctx, &rid, &seen).await?;
+    let header = header_with(&p, &ctx, &rid, &seen, Some(allergies)).await?;
     render(&CalendarPage {
         nav: Some(ctx.nav),
         header,

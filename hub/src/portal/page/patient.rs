@@ -59,18 +59,9 @@ struct PatientPage {
 /// The patient header of a page (`view::patient::Header`): the viewer's own facility's entry
 /// names the patient when there is one, every facility with records is listed with why it is
 /// visible, and the allergies of those whose records the viewer may read are warned of.
-pub(super) async fn header(
-    p: &Arc<Portal>,
-    ctx: &Ctx,
-    rid: &str,
-    seen: &[(Entry, Basis)],
-) -> Result<view::patient::Header> {
-    header_with(p, ctx, rid, seen, None).await
-}
-
-/// As [`header`], with the allergens already read (one list an entry of `seen`, in its order)
-/// by a page that opened each copy anyway.
-async fn header_with(
+/// `read` holds the allergens a page read with its rows (one list an entry of `seen`, in its
+/// order), so each copy is opened once; `None` reads them here.
+pub(super) async fn header_with(
     p: &Arc<Portal>,
     ctx: &Ctx,
     rid: &str,
@@ -91,6 +82,18 @@ async fn header_with(
         view::fmt::today_jst(),
     );
     h.regional_id = rid.to_string();
+    // Registrations that disagree are said, so a doctor checks it is one person.
+    let differs = |f: &dyn Fn(&Entry) -> String| seen.windows(2).any(|w| f(&w[0].0) != f(&w[1].0));
+    if differs(&|e| view::names::kanji_norm(&e.name_kanji)) {
+        h.mismatch.push("氏名");
+    }
+    if differs(&|e| e.birth_date.clone()) {
+        h.mismatch.push("生年月日");
+    }
+    if differs(&|e| e.sex.clone()) {
+        h.mismatch.push("性別");
+    }
+    h.hidden_for_role = !ctx.user.role.clinical();
     let mut read = read.map(Vec::into_iter);
     for (entry, basis) in seen {
         h.holders.push(view::patient::Holder {
@@ -99,6 +102,9 @@ async fn header_with(
             basis: basis.label().to_string(),
         });
         let already = read.as_mut().and_then(Iterator::next);
+        if !basis.clinical() && ctx.user.role.clinical() {
+            h.unchecked.push(p.facility_name(&entry.facility).await);
+        }
         if basis.clinical() && ctx.user.role.clinical() {
             let found = match already {
                 Some(found) => found,
@@ -240,7 +246,13 @@ pub async fn patient(
         holders.push(Holder {
             facility_name: name,
             basis: basis.label(),
-            birth: hl7_time(&entry.birth_date),
+            birth: match (
+                view::fmt::wareki(&entry.birth_date),
+                view::fmt::seireki(&entry.birth_date),
+            ) {
+                (Some(w), Some(s)) => format!("{w}（{s}）"),
+                _ => hl7_time(&entry.birth_date),
+            },
             sex: sex_label(&entry.sex),
             basic,
             consent_link: entry.facility == ctx.user.facility
@@ -312,15 +324,18 @@ pub async fn document(
     let pid = entry.patient_id.clone();
     let doc = p
         .read_copy(&entry.facility, move |c| {
-            Ok(record::document(c, &pid, file)?)
+            Ok(match record::document(c, &pid, file)? {
+                Some(d) => Some((d, record::begins_with(c, file, b"%PDF-")?)),
+                None => None,
+            })
         })
         .await?;
-    let Some((file_name, media_type, size)) = doc else {
+    let Some(((file_name, media_type, size), is_pdf)) = doc else {
         return Err(Error::NotFound("文書が見つかりません。".into()));
     };
     // A PDF may be shown in the browser's own viewer; anything else is only downloaded, so no
     // stored file is ever rendered as a page of the portal's origin.
-    let inline = field(&q, "view") == "inline" && media_type == "application/pdf";
+    let inline = field(&q, "view") == "inline" && media_type == "application/pdf" && is_pdf;
     let mut e = ctx.event("download", &rid);
     e.owners = vec![entry.facility.clone()];
     e.detail = format!(

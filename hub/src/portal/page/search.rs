@@ -69,8 +69,20 @@ pub async fn search(
         message: String::new(),
     };
     let birth = field(&q, "birth_date");
+    if birth.chars().count() > 20 {
+        page.message =
+            "生年月日は20文字以内で入力してください（例: 1976-11-08、S51.11.08）。".into();
+        return render(&page);
+    }
     if !birth.is_empty() {
+        let (y, m, d) = view::fmt::today_jst();
+        let today = format!("{y:04}{m:02}{d:02}");
         match view::fmt::parse_day(birth) {
+            Some(d) if d > today => {
+                page.message =
+                    format!("生年月日「{birth}」は今日より後の日付です。入力を確かめてください。");
+                return render(&page);
+            }
             Some(d) => query.birth_date = d,
             None => {
                 page.message = format!(

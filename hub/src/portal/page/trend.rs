@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::helpers::iso;
-use super::patient::{header, owners, visible};
+use super::patient::{header_with, owners, visible};
 use crate::portal::{authed, field, hl7_time, render, Error, Nav, Params, Portal, Result, Term};
 use crate::record;
 
@@ -37,8 +37,8 @@ pub struct Band {
     pub text: String,
 }
 
-/// Axis bounds and a step of 1, 2 or 5 times a power of ten that cover `lo..hi` in about five
-/// ticks: 0.5..1.2 → 0.4..1.2 by 0.2, not 0.5, 0.7, 0.9.
+/// Axis bounds and a step of 1, 2, 2.5 or 5 times a power of ten that cover `lo..hi` in about
+/// five ticks: 0.5..1.2 → 0.4..1.2 by 0.2, not 0.5, 0.7, 0.9.
 pub fn nice_ticks(lo: f64, hi: f64) -> (f64, f64, f64) {
     let (lo, hi) = if hi - lo < 1e-9 {
         (lo - 1.0, hi + 1.0)
@@ -79,6 +79,7 @@ struct TrendPage {
     series: Vec<Series>,
     table: Vec<Row>,
     band: Option<Band>,
+    scale_note: String,
     y_labels: Vec<(f64, String)>,
     x_labels: Vec<(f64, String)>,
 }
@@ -105,14 +106,20 @@ pub async fn trend(
     }
     let seen = visible(&p, &ctx, &rid, "trend").await?;
     let mut all: Vec<(String, Vec<record::Point>)> = Vec::new();
+    // The header's allergens are read with the points: one read a copy.
+    let mut allergies = Vec::with_capacity(seen.len());
     for (entry, basis) in &seen {
         if !(basis.clinical() && ctx.user.role.clinical()) {
+            allergies.push(vec![]);
             continue;
         }
         let (pid, c2) = (entry.patient_id.clone(), code.clone());
-        let pts = p
-            .read_copy(&entry.facility, move |c| Ok(record::trend(c, &pid, &c2)?))
+        let (pts, found) = p
+            .read_copy(&entry.facility, move |c| {
+                Ok((record::trend(c, &pid, &c2)?, record::allergens(c, &pid)?))
+            })
             .await?;
+        allergies.push(found);
         if !pts.is_empty() {
             all.push((p.facility_name(&entry.facility).await, pts));
         }
@@ -131,16 +138,32 @@ pub async fn trend(
         .iter()
         .flat_map(|(_, v)| v.iter().map(|p| p.at.chars().take(8).collect::<String>()))
         .collect();
-    // The reference range the newest result gives (each facility may have its own; the band is
-    // the newest one's, and each row says its own).
-    let newest = all
+    // One band and one unit only when every result shares them: facilities (or one facility over
+    // the years) may use other ranges or units, and a band drawn under another's points would
+    // mislead. Otherwise the page says so, and each row keeps its own range.
+    let mut points = all.iter().flat_map(|(_, v)| v.iter());
+    let shared_scale = points
+        .next()
+        .map(|first| {
+            all.iter()
+                .flat_map(|(_, v)| v.iter())
+                .all(|pt| pt.range == first.range && pt.unit == first.unit)
+        })
+        .unwrap_or(true);
+    let band_range = all
         .iter()
-        .flat_map(|(_, v)| v.iter())
-        .max_by(|a, b| a.at.cmp(&b.at));
-    let band_range = newest.and_then(|pt| {
-        let (l, h) = view::record::reference(&pt.range)?;
-        Some((l, h, pt.range.clone()))
-    });
+        .flat_map(|(_, v)| v.first())
+        .next()
+        .filter(|_| shared_scale)
+        .and_then(|pt| {
+            let (l, h) = view::lab::reference(&pt.range)?;
+            Some((l.map(|b| b.value), h.map(|b| b.value), pt.range.clone()))
+        });
+    let scale_note = if shared_scale {
+        String::new()
+    } else {
+        "施設または時期により基準値・単位が異なるため、基準値の帯は表示していません。各結果の基準値は表をご覧ください。".to_string()
+    };
     let (lo, hi) = values
         .iter()
         .chain(
@@ -240,7 +263,7 @@ pub async fn trend(
     e.owners = owners(&seen);
     e.detail = format!("trend code={code}");
     p.audit(e).await?;
-    let header = header(&p, &ctx, &rid, &seen).await?;
+    let header = header_with(&p, &ctx, &rid, &seen, Some(allergies)).await?;
     render(&TrendPage {
         nav: Some(ctx.nav),
         header,
@@ -250,6 +273,7 @@ pub async fn trend(
         series,
         table,
         band,
+        scale_note,
         y_labels,
         x_labels,
     })
