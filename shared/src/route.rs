@@ -3,6 +3,13 @@
 //! hub only when it is one of them, in canonical form. Everything else a LAN browser asks for
 //! (the appliance API above all) stops at the proxy.
 
+/// The cookie that carries which notice the next portal page shows (a code such as `expired`,
+/// never text): the hub sets it on its redirects, and so does the appliance's proxy when it ends
+/// a session itself.
+pub const NOTICE_COOKIE: &str = "__Host-tsunagi-notice";
+/// The cookie that remembers the page asked for before a login, to return to after it.
+pub const NEXT_COOKIE: &str = "__Host-tsunagi-next";
+
 /// The portal's routes as axum writes them (`{name}` is one path segment).
 pub const PORTAL: &[&str] = &[
     "/",
@@ -28,6 +35,7 @@ pub const PORTAL: &[&str] = &[
     "/fleet/{facility}/{appliance}",
     "/fleet/{facility}/{appliance}/command",
     "/static/portal.css",
+    "/static/portal.js",
 ];
 
 /// Whether one segment of a request path may stand for a `{name}`: the characters IDs, codes and

@@ -39,7 +39,8 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<i64>) -> String {
 }
 
 /// The security headers on every portal page, from the hub or from the appliance: no caching of
-/// patient data, no sniffing, no framing, no referrer, and a CSP that allows no script at all.
+/// patient data, no sniffing, no framing, no referrer, and a CSP that allows no script but the
+/// portal's own file (`/static/portal.js`, never inline).
 pub fn harden(h: &mut http::HeaderMap) {
     use http::header::{self, HeaderValue};
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -54,12 +55,15 @@ pub fn harden(h: &mut http::HeaderMap) {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        HeaderValue::from_static("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
 }
 
 /// The portal's one stylesheet.
 pub const PORTAL_CSS: &str = include_str!("../portal.css");
+
+/// The portal's one script: it blanks a page when its session's idle time has run out.
+pub const PORTAL_JS: &str = include_str!("../portal.js");
 
 #[cfg(test)]
 mod tests {

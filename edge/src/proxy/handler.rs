@@ -201,9 +201,26 @@ impl Proxy {
         if let Some(s) = cookie(&parts.headers, HUB_SESSION) {
             if self.idle_expired(&s) {
                 tracing::info!(terminal = %terminal.label(), "session ended at the proxy after the idle time");
-                let mut r = redirect("/login?m=expired");
-                r.headers_mut()
-                    .append(header::SET_COOKIE, set_cookie(HUB_SESSION, "", Some(0)));
+                let mut r = redirect("/login");
+                let h = r.headers_mut();
+                h.append(header::SET_COOKIE, set_cookie(HUB_SESSION, "", Some(0)));
+                // The login says why, and returns to the page asked for, as the hub's own do.
+                h.append(
+                    header::SET_COOKIE,
+                    set_cookie(shared::route::NOTICE_COOKIE, "expired", Some(120)),
+                );
+                if parts.method == hyper::Method::GET {
+                    if let Some(pq) = parts.uri.path_and_query() {
+                        h.append(
+                            header::SET_COOKIE,
+                            set_cookie(
+                                shared::route::NEXT_COOKIE,
+                                &view::fmt::percent_encode(pq.as_str()),
+                                Some(120),
+                            ),
+                        );
+                    }
+                }
                 return Ok(r);
             }
         }

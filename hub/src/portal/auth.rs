@@ -25,6 +25,8 @@ pub struct Nav {
     pub fleet: bool,
     /// A banner about posture: this terminal's (from its appliance) or the facility's.
     pub posture: Option<String>,
+    /// Seconds without a request before the session ends: the page blanks itself then.
+    pub idle: u64,
 }
 
 /// A logged-in request: the person, their session and where they are.
@@ -202,6 +204,7 @@ pub async fn authed(
         core: core && user.role.clinical(),
         fleet: matches!(user.role, Role::Office | Role::Operator),
         posture: posture_banner(p, &user, &channel, headers),
+        idle: p.sessions.idle().as_secs(),
     };
     Ok(Ctx {
         csrf: s.csrf,

@@ -52,7 +52,7 @@ struct ErrorPage<'a> {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, title, message) = match &self {
-            Error::Login(m) => return Redirect::to(&format!("/login?m={m}")).into_response(),
+            Error::Login(m) => return super::session::redirect_with_notice("/login", m),
             Error::MustChange => return Redirect::to("/password").into_response(),
             Error::Forbidden(m) => (StatusCode::FORBIDDEN, "アクセスできません", m.as_str()),
             Error::NotFound(m) => (StatusCode::NOT_FOUND, "見つかりません", m.as_str()),

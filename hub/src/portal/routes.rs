@@ -268,6 +268,12 @@ pub const ROUTES: &[Route] = &[
         post: None,
         handlers: || get(stylesheet),
     },
+    Route {
+        path: "/static/portal.js",
+        get: Some(Who::Anyone),
+        post: None,
+        handlers: || get(script),
+    },
 ];
 
 pub fn router(p: Arc<Portal>) -> Router {
@@ -276,10 +282,53 @@ pub fn router(p: Arc<Portal>) -> Router {
         .fold(Router::new(), |r, route| {
             r.route(route.path, (route.handlers)())
         })
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(remember_target))
         .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
         .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::map_response(harden))
         .with_state(p)
+}
+
+/// A page the portal does not have, said in Japanese with the way home (not an empty 404).
+async fn not_found() -> Response {
+    Error::NotFound(
+        "お探しのページはありません。アドレスが正しいか確認し、メニューから開き直してください。"
+            .into(),
+    )
+    .into_response()
+}
+
+/// A page asked for without a session is remembered (in a short-lived cookie of this origin) so
+/// that the login returns to it.
+async fn remember_target(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let asked = (req.method() == axum::http::Method::GET)
+        .then(|| req.uri().path_and_query().map(|p| p.as_str().to_string()))
+        .flatten();
+    let mut r = next.run(req).await;
+    let to_login = r
+        .headers()
+        .get(header::LOCATION)
+        .is_some_and(|l| l.as_bytes() == b"/login");
+    if let (true, Some(path)) = (to_login, asked) {
+        if path != "/" && !path.starts_with("/login") && path.len() <= 512 {
+            let cookie = super::session::flash_cookie(
+                super::session::NEXT_COOKIE,
+                &view::fmt::percent_encode(&path),
+            );
+            if let Ok(v) = cookie.parse() {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    r
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        view::PORTAL_JS,
+    )
 }
 
 async fn stylesheet() -> impl IntoResponse {

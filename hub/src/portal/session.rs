@@ -121,6 +121,53 @@ pub fn clear_cookie(name: &str) -> String {
     view::set_cookie(name, "", Some(0))
 }
 
+/// The page a person asked for before the login, to return to after it.
+pub use shared::route::NEXT_COOKIE;
+/// Which notice the next page shows (`expired`, `logout`, `password`, …): a code in a short-lived
+/// cookie of this origin, never text from the URL, so a link cannot put words on a page.
+pub use shared::route::NOTICE_COOKIE;
+
+/// A `Set-Cookie` value that lives two minutes: long enough for a redirect and a login form.
+pub fn flash_cookie(name: &str, value: &str) -> String {
+    view::set_cookie(name, value, Some(120))
+}
+
+/// A redirect to `to` that carries the notice `code` for the page there.
+pub fn redirect_with_notice(to: &str, code: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = axum::response::Redirect::to(to).into_response();
+    if let Ok(v) = flash_cookie(NOTICE_COOKIE, code).parse() {
+        r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The notice code a request carries, if any (the page that shows it clears it).
+pub fn notice(headers: &axum::http::HeaderMap) -> String {
+    cookie(headers, NOTICE_COOKIE)
+        .filter(|c| c.len() <= 32 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+        .unwrap_or_default()
+}
+
+/// Where to go after a login: the page asked for, when it is one of the portal's own GET pages
+/// (`/patient/…`, `/search?…`), never another origin, the login itself or the password form.
+pub fn return_target(headers: &axum::http::HeaderMap) -> Option<String> {
+    let raw = cookie(headers, NEXT_COOKIE)?;
+    let path = percent_encoding::percent_decode_str(&raw)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let b = path.as_bytes();
+    let own = b.first() == Some(&b'/')
+        && !matches!(b.get(1), Some(b'/' | b'\\'))
+        && path.len() <= 512
+        && path.chars().all(|c| !c.is_control() && c != '\\')
+        && !["/login", "/logout", "/password", "/static/"]
+            .iter()
+            .any(|p| path.starts_with(p));
+    (own && path != "/").then_some(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

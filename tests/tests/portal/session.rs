@@ -13,7 +13,7 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
     let mut b = Browser::start(artefacts("portal-session"), &hub.spki_pin());
     first_login(&mut b, &op, "office1", None);
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    b.goto(&format!("{op}/search"));
+    b.goto(&format!("{op}/search?name=%E5%B1%B1%E7%94%B0"));
     assert_eq!(b.path(), "/login");
     assert!(
         b.text("#message").contains("一定時間"),
@@ -21,6 +21,45 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
         b.text("#message")
     );
     b.screenshot("expired");
+    // The login returns to the page asked for, with its query.
+    login(&mut b, &op, "office1", NEW);
+    assert_eq!(b.path(), "/search");
+    assert_eq!(b.eval("document.querySelector('#name').value"), "山田");
+    // Left alone, the page blanks itself when the session ends (the portal's own script, allowed
+    // by the CSP as a file of its own), then shows the login.
+    crate::common::net::wait_for(15, "the page to blank itself", || {
+        b.eval("document.querySelector('#search-form') === null && (document.querySelector('#session-ended') !== null || location.pathname === '/login')") == serde_json::json!(true)
+    });
+    crate::common::net::wait_for(15, "the login after the blank", || {
+        b.eval("location.pathname === '/login' && document.readyState === 'complete'")
+            == serde_json::json!(true)
+    });
+    assert!(
+        b.text("#message").contains("一定時間"),
+        "{}",
+        b.text("#message")
+    );
+    b.screenshot("blanked-then-login");
+    login(&mut b, &op, "office1", NEW);
+    // A page the portal does not have says so in Japanese, with the way home.
+    b.goto(&format!("{op}/no-such-page"));
+    assert_eq!(b.text("#error-title"), "見つかりません");
+    assert!(b
+        .text("#error-message")
+        .contains("お探しのページはありません"));
+    // No notice comes from the URL: a link cannot put words on the login page.
+    b.goto(&format!("{op}/"));
+    b.click("#logout");
+    assert_eq!(b.text("#message"), "ログアウトしました。");
+    b.goto(&format!("{op}/login?m=disabled"));
+    assert_eq!(b.count("#message"), 0, "the URL's m= is not a notice");
+    // Nor can a remembered page send the login elsewhere: only the portal's own paths.
+    b.goto(&format!("{op}//evil.example/"));
+    login(&mut b, &op, "office1", NEW);
+    assert_eq!(b.path(), "/");
+    let host = b.eval("location.host");
+    assert!(op.contains(host.as_str().unwrap()), "{host}");
+    b.click("#logout");
     // A login posted with a forged token is refused, whatever the password.
     b.goto(&format!("{op}/login"));
     b.fill("#login", "office1");

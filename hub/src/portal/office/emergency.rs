@@ -208,5 +208,8 @@ pub async fn emergency_end(
         return Err(Error::BadRequest("終了する緊急閲覧はありません。".into()));
     }
     tracing::info!(login = %ctx.user.login, regional_id = %rid, "emergency access ended");
-    Ok(Redirect::to("/?m=emergency-ended").into_response())
+    Ok(crate::portal::session::redirect_with_notice(
+        "/",
+        "emergency-ended",
+    ))
 }

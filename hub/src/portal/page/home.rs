@@ -4,32 +4,31 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use crate::portal::{authed, field, jst, render, Nav, Params, Portal, Result, Term};
+use crate::portal::{authed, jst, render, session, Nav, Portal, Result, Term};
 use crate::{account, consent, now};
 
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage {
     nav: Option<Nav>,
+    /// What was just done (green).
+    done: Vec<String>,
+    /// What needs doing (yellow).
     notices: Vec<String>,
     unread: i64,
 }
 
-pub async fn home(
-    State(p): State<Arc<Portal>>,
-    t: Term,
-    headers: HeaderMap,
-    Query(q): Query<Params>,
-) -> Result<Response> {
+pub async fn home(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> Result<Response> {
     let ctx = authed(&p, &headers, t, false).await?;
     let mut notices = Vec::new();
-    match field(&q, "m") {
-        "password" => notices.push("パスワードを変更しました。".to_string()),
-        "emergency-ended" => notices.push("緊急閲覧を終了しました。".to_string()),
+    let mut done = Vec::new();
+    match session::notice(&headers).as_str() {
+        "password" => done.push("パスワードを変更しました。".to_string()),
+        "emergency-ended" => done.push("緊急閲覧を終了しました。".to_string()),
         _ => {}
     }
     let left = ctx.user.password_expires_at() - now();
@@ -42,9 +41,19 @@ pub async fn home(
     }
     let f = ctx.user.facility.clone();
     let unread = p.read(move |c| Ok(consent::unread(c, &f)?)).await?;
-    render(&HomePage {
+    let mut r = render(&HomePage {
         nav: Some(ctx.nav),
+        done,
         notices,
         unread,
-    })
+    })?;
+    if !session::notice(&headers).is_empty() {
+        r.headers_mut().append(
+            axum::http::header::SET_COOKIE,
+            session::clear_cookie(session::NOTICE_COOKIE)
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+    }
+    Ok(r)
 }

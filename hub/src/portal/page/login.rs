@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -53,8 +53,16 @@ fn login_page(message: &str, login: &str) -> Result<Response> {
     Ok(r)
 }
 
-pub async fn login_form(Query(q): Query<Params>) -> Result<Response> {
-    login_page(login_message(field(&q, "m")), "")
+/// The login form, with the notice the redirect here carried (never text from the URL).
+pub async fn login_form(headers: HeaderMap) -> Result<Response> {
+    let mut r = login_page(login_message(&session::notice(&headers)), "")?;
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::clear_cookie(session::NOTICE_COOKIE)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    Ok(r)
 }
 
 pub async fn login(
@@ -177,7 +185,10 @@ pub async fn login(
             }
             tracing::info!(login = %login, terminal = %terminal, "logged in");
             let token = p.sessions.create(&login, &terminal, must_change);
-            let mut r = Redirect::to(if must_change { "/password" } else { "/" }).into_response();
+            // Back to the page asked for before the login (a password change comes first).
+            let target = session::return_target(&headers).unwrap_or_else(|| "/".into());
+            let mut r =
+                Redirect::to(if must_change { "/password" } else { &target }).into_response();
             let h = r.headers_mut();
             h.append(
                 header::SET_COOKIE,
@@ -188,6 +199,12 @@ pub async fn login(
             h.append(
                 header::SET_COOKIE,
                 session::clear_cookie(session::PRE_COOKIE)
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+            h.append(
+                header::SET_COOKIE,
+                session::clear_cookie(session::NEXT_COOKIE)
                     .parse()
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
             );
@@ -224,7 +241,7 @@ pub async fn logout(
     ctx.check_csrf(f.get("csrf").map(String::as_str))?;
     p.sessions.end(&ctx.token);
     p.audit(ctx.event("logout", "")).await?;
-    let mut r = Redirect::to("/login?m=logout").into_response();
+    let mut r = session::redirect_with_notice("/login", "logout");
     r.headers_mut().append(
         header::SET_COOKIE,
         session::clear_cookie(session::COOKIE)
@@ -304,5 +321,5 @@ pub async fn password(
     })
     .await?;
     p.sessions.password_changed(&ctx.token);
-    Ok(Redirect::to("/?m=password").into_response())
+    Ok(session::redirect_with_notice("/", "password"))
 }
