@@ -283,6 +283,7 @@ pub fn router(p: Arc<Portal>) -> Router {
             r.route(route.path, (route.handlers)())
         })
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(remember_target))
         .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
         .layer(axum::middleware::from_fn(deadline))
@@ -299,11 +300,37 @@ async fn not_found() -> Response {
     .into_response()
 }
 
-/// A page asked for without a session is remembered (in a short-lived cookie of this origin) so
-/// that the login returns to it.
+/// A page asked for the wrong way (`GET /logout`): said in Japanese, still a 405.
+async fn wrong_method() -> Response {
+    let mut r = Error::NotFound(
+        "このページはこの方法では開けません。メニューやボタンから開き直してください。".into(),
+    )
+    .into_response();
+    *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// A page asked for by someone whose session ended is remembered (in a short-lived cookie of this
+/// origin) so that the login returns to it. Only when the request came from the portal itself
+/// and carried the session that ended: a link from another site (which carries no session under
+/// SameSite=Strict) cannot choose where a login lands. A search's query (names, birth dates) is
+/// not kept.
 async fn remember_target(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let asked = (req.method() == axum::http::Method::GET)
-        .then(|| req.uri().path_and_query().map(|p| p.as_str().to_string()))
+    let h = req.headers();
+    let ours = h
+        .get("sec-fetch-site")
+        .is_none_or(|v| v.as_bytes() == b"same-origin" || v.as_bytes() == b"none")
+        && super::session::cookie(h, super::session::COOKIE).is_some();
+    let asked = (req.method() == axum::http::Method::GET && ours)
+        .then(|| {
+            req.uri().path_and_query().map(|p| {
+                if p.path() == "/search" {
+                    p.path().to_string()
+                } else {
+                    p.as_str().to_string()
+                }
+            })
+        })
         .flatten();
     let mut r = next.run(req).await;
     let to_login = r

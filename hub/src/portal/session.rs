@@ -149,28 +149,79 @@ pub fn notice(headers: &axum::http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Where to go after a login: the page asked for, when it is one of the portal's own GET pages
-/// (`/patient/…`, `/search?…`), never another origin, the login itself or the password form.
+/// Where to go after a login: the page asked for, when it is one of the portal's own pages in
+/// canonical form (`shared::route::is_portal_path`: no `//`, `.` or `..`, no encoding) that only
+/// shows something (a patient, a search, the calendar), never another origin, the login, the
+/// password form, or a page that acts or downloads (the inbox marks notices read, a document or
+/// the CSV downloads).
 pub fn return_target(headers: &axum::http::HeaderMap) -> Option<String> {
     let raw = cookie(headers, NEXT_COOKIE)?;
-    let path = percent_encoding::percent_decode_str(&raw)
+    let target = percent_encoding::percent_decode_str(&raw)
         .decode_utf8()
         .ok()?
         .into_owned();
-    let b = path.as_bytes();
-    let own = b.first() == Some(&b'/')
-        && !matches!(b.get(1), Some(b'/' | b'\\'))
-        && path.len() <= 512
-        && path.chars().all(|c| !c.is_control() && c != '\\')
-        && !["/login", "/logout", "/password", "/static/"]
-            .iter()
-            .any(|p| path.starts_with(p));
-    (own && path != "/").then_some(path)
+    if target.len() > 512 || target.chars().any(|c| c.is_control() || c == '\\') {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or("");
+    const SHOWS: [&str; 4] = ["/search", "/patient/", "/history", "/fleet"];
+    let shows = SHOWS
+        .iter()
+        .any(|p| path == p.trim_end_matches('/') || path.starts_with(p))
+        && !path.contains("/document/")
+        && !path.ends_with(".csv");
+    (shared::route::is_portal_path(path) && shows).then_some(target)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_returns_only_to_the_portals_own_pages_that_only_show() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::header::COOKIE,
+                format!("{NEXT_COOKIE}={}", view::fmt::percent_encode(v))
+                    .parse()
+                    .unwrap(),
+            );
+            return_target(&h)
+        };
+        assert_eq!(
+            with("/patient/R0000000001?tab=lab").as_deref(),
+            Some("/patient/R0000000001?tab=lab")
+        );
+        assert_eq!(with("/search").as_deref(), Some("/search"));
+        assert_eq!(
+            with("/patient/R1/calendar").as_deref(),
+            Some("/patient/R1/calendar")
+        );
+        for forged in [
+            "//evil.example/",
+            "/\\evil.example",
+            "///evil.example",
+            "/.//evil.example",
+            "/x/../password",
+            "/%2e%2e/login",
+            "https://evil.example/",
+            "evil.example",
+            "/login",
+            "/logout",
+            "/password",
+            "/inbox",
+            "/history.csv",
+            "/patient/R1/document/2/3",
+            "/admin/users/dr/disable",
+            "/emergency/end",
+            "/patient/R1\n",
+            "/",
+        ] {
+            assert_eq!(with(forged), None, "{forged:?}");
+        }
+        assert_eq!(with(&format!("/patient/{}", "R".repeat(600))), None);
+    }
 
     #[test]
     fn sessions_expire_when_idle_and_end_per_person() {

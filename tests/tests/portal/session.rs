@@ -13,7 +13,7 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
     let mut b = Browser::start(artefacts("portal-session"), &hub.spki_pin());
     first_login(&mut b, &op, "office1", None);
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    b.goto(&format!("{op}/search?name=%E5%B1%B1%E7%94%B0"));
+    b.goto(&format!("{op}/history?view=ours"));
     assert_eq!(b.path(), "/login");
     assert!(
         b.text("#message").contains("一定時間"),
@@ -23,8 +23,9 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
     b.screenshot("expired");
     // The login returns to the page asked for, with its query.
     login(&mut b, &op, "office1", NEW);
-    assert_eq!(b.path(), "/search");
-    assert_eq!(b.eval("document.querySelector('#name').value"), "山田");
+    assert_eq!(b.path(), "/history");
+    assert_eq!(b.eval("location.search"), "?view=ours");
+    b.goto(&format!("{op}/search"));
     // Left alone, the page blanks itself when the session ends (the portal's own script, allowed
     // by the CSP as a file of its own), then shows the login.
     crate::common::net::wait_for(15, "the page to blank itself", || {
@@ -34,12 +35,15 @@ fn idle_sessions_end_and_forms_need_their_tokens() {
         b.eval("location.pathname === '/login' && document.readyState === 'complete'")
             == serde_json::json!(true)
     });
+    b.screenshot("blanked-then-login");
+    // The blank asked for nothing that renews the session: it has ended at the hub.
+    b.goto(&format!("{op}/search"));
+    assert_eq!(b.path(), "/login");
     assert!(
         b.text("#message").contains("一定時間"),
         "{}",
         b.text("#message")
     );
-    b.screenshot("blanked-then-login");
     login(&mut b, &op, "office1", NEW);
     // A page the portal does not have says so in Japanese, with the way home.
     b.goto(&format!("{op}/no-such-page"));

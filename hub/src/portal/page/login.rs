@@ -242,6 +242,13 @@ pub async fn logout(
     p.sessions.end(&ctx.token);
     p.audit(ctx.event("logout", "")).await?;
     let mut r = session::redirect_with_notice("/login", "logout");
+    // A remembered page is the person's who logged out, not the next one's.
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        session::clear_cookie(session::NEXT_COOKIE)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     r.headers_mut().append(
         header::SET_COOKIE,
         session::clear_cookie(session::COOKIE)

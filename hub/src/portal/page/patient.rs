@@ -336,6 +336,15 @@ pub async fn document(
     // A PDF may be shown in the browser's own viewer; anything else is only downloaded, so no
     // stored file is ever rendered as a page of the portal's origin.
     let inline = field(&q, "view") == "inline" && media_type == "application/pdf" && is_pdf;
+    // A document is never a subresource of a page: no <script>, <link> or <img> may load one.
+    if headers
+        .get("sec-fetch-dest")
+        .is_some_and(|d| !matches!(d.as_bytes(), b"document" | b"empty" | b"iframe"))
+    {
+        return Err(Error::Forbidden(
+            "文書はページの一部として読み込めません。".into(),
+        ));
+    }
     let mut e = ctx.event("download", &rid);
     e.owners = vec![entry.facility.clone()];
     e.detail = format!(
@@ -362,9 +371,17 @@ pub async fn document(
         urlencode(&file_name)
     );
     let body = axum::body::Body::new(crate::state::ChannelBody(rx, Some(size.max(0) as u64)));
+    // Only a PDF shown inline keeps its type; anything else goes as bytes, so a stored file can
+    // never be loaded as a script or a stylesheet of the portal's origin, whatever type the
+    // facility's record gave it.
+    let served = if inline {
+        media_type
+    } else {
+        "application/octet-stream".to_string()
+    };
     let mut r = (
         [
-            (header::CONTENT_TYPE, media_type),
+            (header::CONTENT_TYPE, served),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         body,
