@@ -340,6 +340,19 @@ mod tests {
         )
     }
 
+    /// A server that accepts connections and never says a word (no handshake, no answer).
+    async fn silent() -> (u16, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                held.push(l.accept().await.unwrap());
+            }
+        });
+        (port, hold)
+    }
+
     /// A plain HTTP server on a port: answers each request with its path and the `Host` it got,
     /// and counts connections.
     async fn echo() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
@@ -402,14 +415,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Connect(_)), "{e:?}");
         // A server that accepts and never answers the handshake: the deadline.
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let hold = tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                held.push(l.accept().await.unwrap());
-            }
-        });
+        let (port, hold) = silent().await;
         let c = Client::<Full<Bytes>>::https(
             &format!("https://127.0.0.1:{port}"),
             tls(),
@@ -432,14 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_takes_the_request_and_goes_silent_fails_it_in_time() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let hold = tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                held.push(l.accept().await.unwrap());
-            }
-        });
+        let (port, hold) = silent().await;
         let c = Client::<Full<Bytes>>::http(
             &format!("http://127.0.0.1:{port}"),
             Options {

@@ -123,6 +123,13 @@ pub fn clear_cookie(name: &str) -> String {
 
 /// The page a person asked for before the login, to return to after it.
 pub use shared::route::NEXT_COOKIE;
+/// Adds a `Set-Cookie` (one of this module's values) to a response.
+pub fn add_cookie(r: &mut axum::response::Response, cookie: String) {
+    if let Ok(v) = cookie.parse() {
+        r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+    }
+}
+
 /// Which notice the next page shows (`expired`, `logout`, `password`, …): a code in a short-lived
 /// cookie of this origin, never text from the URL, so a link cannot put words on a page.
 pub use shared::route::NOTICE_COOKIE;
@@ -136,9 +143,7 @@ pub fn flash_cookie(name: &str, value: &str) -> String {
 pub fn redirect_with_notice(to: &str, code: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut r = axum::response::Redirect::to(to).into_response();
-    if let Ok(v) = flash_cookie(NOTICE_COOKIE, code).parse() {
-        r.headers_mut().append(axum::http::header::SET_COOKIE, v);
-    }
+    add_cookie(&mut r, flash_cookie(NOTICE_COOKIE, code));
     r
 }
 

@@ -48,12 +48,7 @@ pub async fn home(State(p): State<Arc<Portal>>, t: Term, headers: HeaderMap) -> 
         unread,
     })?;
     if !session::notice(&headers).is_empty() {
-        r.headers_mut().append(
-            axum::http::header::SET_COOKIE,
-            session::clear_cookie(session::NOTICE_COOKIE)
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
+        session::add_cookie(&mut r, session::clear_cookie(session::NOTICE_COOKIE));
     }
     Ok(r)
 }

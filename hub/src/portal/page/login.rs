@@ -44,24 +44,14 @@ fn login_page(message: &str, login: &str) -> Result<Response> {
         message: message.into(),
         login: login.into(),
     })?;
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(session::PRE_COOKIE, &csrf)
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    session::add_cookie(&mut r, session::set_cookie(session::PRE_COOKIE, &csrf));
     Ok(r)
 }
 
 /// The login form, with the notice the redirect here carried (never text from the URL).
 pub async fn login_form(headers: HeaderMap) -> Result<Response> {
     let mut r = login_page(login_message(&session::notice(&headers)), "")?;
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::clear_cookie(session::NOTICE_COOKIE)
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    session::add_cookie(&mut r, session::clear_cookie(session::NOTICE_COOKIE));
     Ok(r)
 }
 
@@ -243,18 +233,8 @@ pub async fn logout(
     p.audit(ctx.event("logout", "")).await?;
     let mut r = session::redirect_with_notice("/login", "logout");
     // A remembered page is the person's who logged out, not the next one's.
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::clear_cookie(session::NEXT_COOKIE)
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::clear_cookie(session::COOKIE)
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    session::add_cookie(&mut r, session::clear_cookie(session::NEXT_COOKIE));
+    session::add_cookie(&mut r, session::clear_cookie(session::COOKIE));
     Ok(r)
 }
 
