@@ -86,6 +86,17 @@ impl TerminalGate {
 }
 
 impl TerminalPolicy for TerminalGate {
+    fn warning(&self, t: &Terminal) -> &'static str {
+        let st = self.state_of(t.enrolled.as_deref());
+        match (st.known, st.state) {
+            (false, _) if t.enrolled.is_none() => "unenrolled",
+            (false, _) => "unreported",
+            (true, State::InGrace) => "in-grace",
+            (true, State::NonCompliant) => "non-compliant",
+            _ => "unreported",
+        }
+    }
+
     fn check(&self, t: &Terminal) -> Verdict {
         let st = self.state_of(t.enrolled.as_deref());
         let what = match (st.known, st.state) {
@@ -172,6 +183,13 @@ mod tests {
             matches!(gate.check(&t), Verdict::Warn(_)),
             "unknown terminals are warned by default"
         );
+        // The hub's banner is told what to say: an enrolled terminal that never reported.
+        assert_eq!(gate.warning(&t), "unreported");
+        let stranger = Terminal {
+            enrolled: None,
+            ..t.clone()
+        };
+        assert_eq!(gate.warning(&stranger), "unenrolled");
         let now = shared::time::now();
         let bad = screenlock::Report {
             outcome: Outcome::new(Status::Fail, "lock after 900 s", "r"),
@@ -183,6 +201,7 @@ mod tests {
             matches!(gate.check(&t), Verdict::Warn(_)),
             "in grace: warned"
         );
+        assert_eq!(gate.warning(&t), "in-grace");
         assert_eq!(
             local.keep_report("受付PC1", now + 1, &bad).unwrap(),
             Some(now),

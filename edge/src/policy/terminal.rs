@@ -39,6 +39,12 @@ pub enum Verdict {
 /// portal. The default allows every terminal; the policy work fills this in.
 pub trait TerminalPolicy: Send + Sync {
     fn check(&self, t: &Terminal) -> Verdict;
+    /// For a warned terminal, what the hub's banner should say, as a code the hub turns into
+    /// words (`unenrolled`, `unreported`, `in-grace`, `non-compliant`: hub `portal::auth`);
+    /// `warn` when the policy cannot say more.
+    fn warning(&self, _t: &Terminal) -> &'static str {
+        "warn"
+    }
     /// Called every few seconds to read the terminals' states again.
     fn reload(&self) {}
     /// Takes a screen-lock report from the terminal enrolled as `name`; answers what the

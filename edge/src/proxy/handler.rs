@@ -241,9 +241,10 @@ impl Proxy {
             parts.headers.insert(TERMINAL_HEADER, v);
         }
         if terminal.warned {
-            parts
-                .headers
-                .insert(POSTURE_HEADER, HeaderValue::from_static("warn"));
+            parts.headers.insert(
+                POSTURE_HEADER,
+                HeaderValue::from_static(self.policy.warning(terminal)),
+            );
         }
         let pq = parts
             .uri

@@ -227,12 +227,20 @@ fn posture_banner(
         return None;
     }
     let mut parts = Vec::new();
-    if matches!(channel, Channel::Proxy(_))
-        && headers
-            .get(POSTURE_HEADER)
-            .is_some_and(|v| v.as_bytes() == b"warn")
-    {
-        parts.push("この端末はセキュリティ基準（画面ロック等）を満たしていないか、確認できていません。施設の管理者に確認してください。".to_string());
+    // What the appliance says of this terminal, in words that say what to do and whom to ask.
+    let terminal = headers
+        .get(POSTURE_HEADER)
+        .filter(|_| matches!(channel, Channel::Proxy(_)))
+        .and_then(|v| match v.as_bytes() {
+            b"unenrolled" => Some("この端末は施設の端末として登録されていません。施設の管理者に登録コードの発行を依頼し、この端末のブラウザで /_tsunagi/terminal を開いて登録してください。"),
+            b"unreported" => Some("この端末から画面ロックなどの状態が届いていません。施設の管理者に、この端末の画面ロック報告（reporters/screenlock）の設定を確認してもらってください。"),
+            b"in-grace" => Some("この端末は画面ロックなどのセキュリティ基準を満たしていません（猶予期間中）。期限までに設定を直すよう、施設の管理者に連絡してください。"),
+            b"non-compliant" => Some("この端末は画面ロックなどのセキュリティ基準を満たしていません。設定を直すよう、施設の管理者に連絡してください。"),
+            b"warn" => Some("この端末はセキュリティ基準（画面ロック等）を満たしていないか、確認できていません。施設の管理者に確認してください。"),
+            _ => None,
+        });
+    if let Some(t) = terminal {
+        parts.push(t.to_string());
     }
     match p.fleet.as_ref().and_then(|f| f.facility_posture(&user.facility)).as_deref() {
         Some("in-grace") => parts.push("施設のセキュリティ点検: 猶予期間中の不適合があります（期限までに対応してください）。".into()),

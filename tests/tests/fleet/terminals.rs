@@ -78,9 +78,13 @@ fn terminals_report_their_screen_lock_and_the_proxy_enforces_it() {
 
     // A terminal nobody enrolled is unknown: warned by default, and the hub shows the banner.
     login(&mut b, &base, "dr-a");
+    // It says what to do and whom to ask.
     assert!(
-        b.text("#posture").contains("この端末はセキュリティ基準"),
-        "an unknown terminal is warned"
+        b.text("#posture").contains("登録されていません")
+            && b.text("#posture").contains("施設の管理者")
+            && b.text("#posture").contains("/_tsunagi/terminal"),
+        "an unknown terminal is warned: {}",
+        b.text("#posture")
     );
     b.screenshot("terminal-unknown-warned");
 
