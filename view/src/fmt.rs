@@ -77,6 +77,15 @@ pub fn wareki(s: &str) -> Option<String> {
     Some(format!("{letter}{}/{m:02}/{d:02}", y - base + 1))
 }
 
+/// A birth date as K-MIX R shows it: `19660606` → `S41/06/06（1966/06/06）`; what is not a date
+/// (or falls before 明治) as [`hl7_time`] shows it.
+pub fn birth(s: &str) -> String {
+    match (wareki(s), seireki(s)) {
+        (Some(w), Some(d)) => format!("{w}（{d}）"),
+        _ => hl7_time(s),
+    }
+}
+
 /// `19660606` → `1966/06/06`.
 pub fn seireki(s: &str) -> Option<String> {
     let (y, m, d) = ymd(s)?;

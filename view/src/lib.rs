@@ -59,6 +59,20 @@ pub fn harden(h: &mut http::HeaderMap) {
     );
 }
 
+/// The cookie value that remembers the page a request asked for, for the login to return to
+/// (`shared::route::NEXT_COOKIE`; the hub's `session::return_target` decides at the login whether
+/// it does): percent-encoded, a search without its words, nothing for the home page, the login or
+/// a target over 512 bytes. The hub and the appliance's proxy both remember this way.
+pub fn remembered(pq: &http::uri::PathAndQuery) -> Option<String> {
+    let kept = if pq.path() == "/search" {
+        pq.path()
+    } else {
+        pq.as_str()
+    };
+    (kept != "/" && !kept.starts_with("/login") && kept.len() <= 512)
+        .then(|| fmt::percent_encode(kept))
+}
+
 /// The portal's one stylesheet.
 pub const PORTAL_CSS: &str = include_str!("../portal.css");
 
@@ -68,6 +82,19 @@ pub const PORTAL_JS: &str = include_str!("../portal.js");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_remembered_without_a_searchs_words() {
+        let r = |s: &str| remembered(&s.parse().unwrap());
+        assert_eq!(
+            r("/patient/R1?tab=lab").as_deref(),
+            Some("%2Fpatient%2FR1%3Ftab%3Dlab")
+        );
+        assert_eq!(r("/search?name=%E5%B1%B1").as_deref(), Some("%2Fsearch"));
+        assert_eq!(r("/"), None);
+        assert_eq!(r("/login?x=1"), None);
+        assert_eq!(r(&format!("/patient/{}", "R".repeat(600))), None);
+    }
 
     #[test]
     fn cookies_are_read_by_name_and_written_with_host_rules() {

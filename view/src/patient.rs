@@ -46,14 +46,7 @@ impl Header {
         birth_date: &str,
         today: (i64, u32, u32),
     ) -> Header {
-        let birth = match (
-            crate::fmt::wareki(birth_date),
-            crate::fmt::seireki(birth_date),
-        ) {
-            (Some(w), Some(s)) => format!("{w}（{s}）"),
-            (None, Some(s)) => s,
-            _ => birth_date.to_string(),
-        };
+        let birth = crate::fmt::birth(birth_date);
         Header {
             name_kanji: if name_kanji.is_empty() {
                 "（氏名未登録）".into()

@@ -210,27 +210,12 @@ impl Proxy {
                     set_cookie(shared::route::NOTICE_COOKIE, "expired", Some(120)),
                 );
                 if parts.method == hyper::Method::GET {
-                    // The hub decides at the login whether to return there
-                    // (session::return_target); a search's query is not kept.
-                    let pq = parts
-                        .uri
-                        .path_and_query()
-                        .filter(|pq| pq.as_str().len() <= 512);
-                    let pq = pq.map(|pq| {
-                        if pq.path() == "/search" {
-                            pq.path()
-                        } else {
-                            pq.as_str()
-                        }
-                    });
-                    if let Some(pq) = pq {
+                    // Remembered as the hub remembers (view::remembered).
+                    let target = parts.uri.path_and_query().and_then(view::remembered);
+                    if let Some(target) = target {
                         h.append(
                             header::SET_COOKIE,
-                            set_cookie(
-                                shared::route::NEXT_COOKIE,
-                                &view::fmt::percent_encode(pq),
-                                Some(120),
-                            ),
+                            set_cookie(shared::route::NEXT_COOKIE, &target, Some(120)),
                         );
                     }
                 }

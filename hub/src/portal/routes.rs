@@ -322,31 +322,16 @@ async fn remember_target(req: axum::extract::Request, next: axum::middleware::Ne
         .is_none_or(|v| v.as_bytes() == b"same-origin" || v.as_bytes() == b"none")
         && super::session::cookie(h, super::session::COOKIE).is_some();
     let asked = (req.method() == axum::http::Method::GET && ours)
-        .then(|| {
-            req.uri().path_and_query().map(|p| {
-                if p.path() == "/search" {
-                    p.path().to_string()
-                } else {
-                    p.as_str().to_string()
-                }
-            })
-        })
+        .then(|| req.uri().path_and_query().and_then(view::remembered))
         .flatten();
     let mut r = next.run(req).await;
     let to_login = r
         .headers()
         .get(header::LOCATION)
         .is_some_and(|l| l.as_bytes() == b"/login");
-    if let (true, Some(path)) = (to_login, asked) {
-        if path != "/" && !path.starts_with("/login") && path.len() <= 512 {
-            let cookie = super::session::flash_cookie(
-                super::session::NEXT_COOKIE,
-                &view::fmt::percent_encode(&path),
-            );
-            if let Ok(v) = cookie.parse() {
-                r.headers_mut().append(header::SET_COOKIE, v);
-            }
-        }
+    if let (true, Some(target)) = (to_login, asked) {
+        let cookie = super::session::flash_cookie(super::session::NEXT_COOKIE, &target);
+        super::session::add_cookie(&mut r, cookie);
     }
     r
 }

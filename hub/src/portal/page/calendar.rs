@@ -158,7 +158,7 @@ pub async fn calendar(
         iso(day)
     );
     p.audit(e).await?;
-    let header = header_with(&p, &ctx, &rid, &seen, Some(allergies)).await?;
+    let header = header_with(&p, &ctx, &rid, &seen, allergies).await?;
     render(&CalendarPage {
         nav: Some(ctx.nav),
         header,

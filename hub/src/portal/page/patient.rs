@@ -59,14 +59,14 @@ struct PatientPage {
 /// The patient header of a page (`view::patient::Header`): the viewer's own facility's entry
 /// names the patient when there is one, every facility with records is listed with why it is
 /// visible, and the allergies of those whose records the viewer may read are warned of.
-/// `read` holds the allergens a page read with its rows (one list an entry of `seen`, in its
-/// order), so each copy is opened once; `None` reads them here.
+/// `read` holds the allergens the page read with its rows (one list an entry of `seen`, in its
+/// order), so each copy is opened once.
 pub(super) async fn header_with(
     p: &Arc<Portal>,
     ctx: &Ctx,
     rid: &str,
     seen: &[(Entry, Basis)],
-    read: Option<Vec<Vec<String>>>,
+    read: Vec<Vec<String>>,
 ) -> Result<view::patient::Header> {
     let named = seen
         .iter()
@@ -94,26 +94,18 @@ pub(super) async fn header_with(
         h.mismatch.push("性別");
     }
     h.hidden_for_role = !ctx.user.role.clinical();
-    let mut read = read.map(Vec::into_iter);
+    let mut read = read.into_iter();
     for (entry, basis) in seen {
         h.holders.push(view::patient::Holder {
             facility: p.facility_name(&entry.facility).await,
             patient_id: entry.patient_id.clone(),
             basis: basis.label().to_string(),
         });
-        let already = read.as_mut().and_then(Iterator::next);
+        let found = read.next().unwrap_or_default();
         if !basis.clinical() && ctx.user.role.clinical() {
             h.unchecked.push(p.facility_name(&entry.facility).await);
         }
         if basis.clinical() && ctx.user.role.clinical() {
-            let found = match already {
-                Some(found) => found,
-                None => {
-                    let pid = entry.patient_id.clone();
-                    p.read_copy(&entry.facility, move |c| Ok(record::allergens(c, &pid)?))
-                        .await?
-                }
-            };
             h.add_allergies(found);
         }
     }
@@ -246,13 +238,7 @@ pub async fn patient(
         holders.push(Holder {
             facility_name: name,
             basis: basis.label(),
-            birth: match (
-                view::fmt::wareki(&entry.birth_date),
-                view::fmt::seireki(&entry.birth_date),
-            ) {
-                (Some(w), Some(s)) => format!("{w}（{s}）"),
-                _ => hl7_time(&entry.birth_date),
-            },
+            birth: view::fmt::birth(&entry.birth_date),
             sex: sex_label(&entry.sex),
             basic,
             consent_link: entry.facility == ctx.user.facility
@@ -275,7 +261,7 @@ pub async fn patient(
         e.reason = "emergency; life at stake, over the patient's refusal (非公開)".into();
     }
     p.audit(e).await?;
-    let header = header_with(&p, &ctx, &rid, &seen, Some(allergies)).await?;
+    let header = header_with(&p, &ctx, &rid, &seen, allergies).await?;
     render(&PatientPage {
         nav: Some(ctx.nav),
         header,

@@ -9,9 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::index::{self, Entry};
-use crate::portal::{
-    authed, field, hl7_time, render, sex_label, Nav, Params, Portal, Result, Term,
-};
+use crate::portal::{authed, field, render, sex_label, Nav, Params, Portal, Result, Term};
 use crate::{account, now};
 
 /// One search result as shown.
@@ -141,13 +139,7 @@ pub async fn search(
         page.hits.push(Hit {
             facility_name: p.facility_name(&entry.facility).await,
             basis,
-            birth: match (
-                view::fmt::wareki(&entry.birth_date),
-                view::fmt::seireki(&entry.birth_date),
-            ) {
-                (Some(w), Some(s)) => format!("{w}（{s}）"),
-                _ => hl7_time(&entry.birth_date),
-            },
+            birth: view::fmt::birth(&entry.birth_date),
             age: view::fmt::age(&entry.birth_date, today).unwrap_or_default(),
             sex: sex_label(&entry.sex),
             entry,

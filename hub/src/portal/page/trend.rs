@@ -141,15 +141,12 @@ pub async fn trend(
     // One band and one unit only when every result shares them: facilities (or one facility over
     // the years) may use other ranges or units, and a band drawn under another's points would
     // mislead. Otherwise the page says so, and each row keeps its own range.
-    let mut points = all.iter().flat_map(|(_, v)| v.iter());
-    let shared_scale = points
-        .next()
-        .map(|first| {
-            all.iter()
-                .flat_map(|(_, v)| v.iter())
-                .all(|pt| pt.range == first.range && pt.unit == first.unit)
-        })
-        .unwrap_or(true);
+    let mut scales = all
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .map(|pt| (&pt.range, &pt.unit));
+    let first = scales.next();
+    let shared_scale = scales.all(|s| Some(s) == first);
     let band_range = all
         .iter()
         .flat_map(|(_, v)| v.first())
@@ -263,7 +260,7 @@ pub async fn trend(
     e.owners = owners(&seen);
     e.detail = format!("trend code={code}");
     p.audit(e).await?;
-    let header = header_with(&p, &ctx, &rid, &seen, Some(allergies)).await?;
+    let header = header_with(&p, &ctx, &rid, &seen, allergies).await?;
     render(&TrendPage {
         nav: Some(ctx.nav),
         header,
